@@ -1,0 +1,46 @@
+"""`python -m bench [names…]` (or `just bench`): run benchmarks, print ratios, save results."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import tempfile
+from pathlib import Path
+
+from bench.harness import Result, print_table, save
+from shared.runtime.nats_server import NatsServer, free_port
+
+# Module name → what it measures. Each module has `async def run(nats_url) -> list[Result]`.
+SUITES = {
+    "event_store": "event store append, load and replay",
+    "config": "forecast scaling and message submission over HTTP",
+    "audit": "audit trail rebuild",
+    "scheduler": "tick lag of 10,000 sites × 2 channels ticking every minute",
+    "sms": "SMS dispatch outbox → gateway → simulator beside a raw loop",
+    "email": "outbox → email gateway → aiosmtpd, beside plain aiosmtplib",
+}
+
+
+async def main(selected: list[str]) -> None:
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in selected:
+            server = NatsServer(port=free_port(), store_dir=Path(tmp) / name)
+            server.start()
+            try:
+                module = importlib.import_module(f"bench.{name}")
+                print(f"== {name}: {SUITES[name]}", flush=True)
+                results += await module.run(server.url)
+            finally:
+                server.stop()
+    print_table(results)
+    save(results)
+    print(f"results written to bench/results.json ({len(results)} entries)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: all")
+    args = parser.parse_args()
+    asyncio.run(main(args.suites or list(SUITES)))

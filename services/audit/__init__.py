@@ -1,0 +1,1 @@
+"""Audit: a tamper-evident projection of every event, with queries and exports."""

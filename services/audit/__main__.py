@@ -1,0 +1,7 @@
+"""`python -m services.audit`: run one replica of the audit service."""
+
+from services.audit.service import definition
+from shared.runtime.service import main
+
+if __name__ == "__main__":
+    main(definition())

@@ -1,0 +1,426 @@
+"""The audit trail: every event, as written, hash-chained per group.
+
+Each record keeps the event's attributes and its data exactly as stored in JetStream. Its hash
+covers those fields and the hash of the group's previous record, so editing or deleting a row
+breaks the chain at that row (`verify`). The `AUDIT` stream gives one total order, so a rebuild
+from the stream reproduces every hash exactly.
+
+Each message's current state (the console's outbox) is a separate projection of the same
+stream (`MessageStatusProjection`), with its own position: the trail never waits for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import operator
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from nats.aio.msg import Msg
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.bus.topology import AUDIT
+from shared.db.sql import bulk_insert, upsert
+from shared.eventstore import stream_position
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+records = sa.Table(
+    "audit_records",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.String(80), nullable=False, unique=True),
+    sa.Column("type", sa.String(120), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("subject", sa.String(320), nullable=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("group_id", sa.String(63), nullable=True),
+    sa.Column("site_id", sa.String(63), nullable=True),
+    sa.Column("message_id", sa.String(64), nullable=True),
+    sa.Column("correlation_id", sa.String(200), nullable=True),
+    sa.Column("origin_stream", sa.String(40), nullable=True),
+    sa.Column("origin_sequence", sa.BigInteger, nullable=True),
+    sa.Column("nats_subject", sa.String(300), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("chain", sa.String(63), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    # Few indexes on purpose: every one slows the trail's append (and its rebuild).
+    sa.Index("ix_audit_records_group_pos", "group_id", "position"),
+    sa.Index("ix_audit_records_site_pos", "site_id", "position"),
+    sa.Index("ix_audit_records_message", "message_id"),
+)
+
+chain_heads = sa.Table(
+    "audit_chain_heads",
+    metadata,
+    sa.Column("chain", sa.String(63), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+)
+
+messages = sa.Table(
+    "audit_messages",
+    metadata,
+    sa.Column("message_id", sa.String(64), primary_key=True),
+    sa.Column("group_id", sa.String(63), nullable=True),
+    sa.Column("site_id", sa.String(63), nullable=True),
+    sa.Column("channel", sa.String(8), nullable=True),
+    sa.Column("recipient", sa.String(320), nullable=True),
+    sa.Column("category", sa.String(32), nullable=True),
+    sa.Column("state", sa.String(16), nullable=True),
+    sa.Column("receipt", sa.String(16), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=True),
+    sa.Column("retry_of", sa.String(64), nullable=True),
+    sa.Column("queued_at", sa.String(40), nullable=True),
+    sa.Column("sent_at", sa.String(40), nullable=True),
+    sa.Column("retry_at", sa.String(40), nullable=True),
+    sa.Column("updated_at", sa.String(40), nullable=True),
+    sa.Column("last_position", sa.BigInteger, nullable=True),
+    sa.Index("ix_audit_messages_site_state", "site_id", "state"),
+)
+
+RECORD_COLUMNS = tuple(c.name for c in records.columns)
+_RECORD_TUPLE = operator.itemgetter(*RECORD_COLUMNS)
+SYSTEM_CHAIN = "_system"
+GENESIS = "0" * 64
+MESSAGE_COLUMNS = tuple(c.name for c in messages.columns)
+# The columns a record's hash covers, in this order.
+HASHED = (
+    "position",
+    "event_id",
+    "type",
+    "version",
+    "source",
+    "subject",
+    "actor",
+    "time",
+    "group_id",
+    "site_id",
+    "message_id",
+    "correlation_id",
+    "origin_stream",
+    "origin_sequence",
+    "nats_subject",
+    "data",
+)
+# Event types whose subject attribute is a message id.
+_MESSAGE_TYPES = ("stagger.dispatch.", "stagger.message.")
+_STATE_OF = {
+    "stagger.dispatch.queued": "queued",
+    "stagger.dispatch.deferred": "queued",
+    "stagger.dispatch.sent": "sent",
+    "stagger.dispatch.failed": "failed",
+    "stagger.dispatch.suppressed": "suppressed",
+    "stagger.dispatch.cancelled": "cancelled",
+    "stagger.dispatch.expired": "expired",
+}
+
+
+def digest(prev_hash: str, row: dict[str, Any]) -> str:
+    """Hash of one record: its fields, each length-prefixed (so no separator can be forged),
+    after the previous record's hash."""
+    parts = [prev_hash]
+    for name in HASHED:
+        value = row.get(name)
+        text = "" if value is None else str(value)
+        parts.append(f"{name}={len(text)}:{text}")
+    return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()
+
+
+_BIG = 2**63
+_SMALL = 2**31
+
+
+def _shape(column: sa.Column[Any]) -> tuple[str, int | None]:
+    """("int", limit) / ("text", width or None) / ("any", None) for `_fit`."""
+    kind = column.type
+    if isinstance(kind, sa.Integer):
+        return "int", _BIG if isinstance(kind, sa.BigInteger) else _SMALL
+    if isinstance(kind, sa.String):  # Text included
+        return "text", kind.length
+    return "any", None
+
+
+def _fit(value: Any, shape: tuple[str, int | None]) -> Any:
+    """`value` as its column can hold it on every database: text without NUL (PostgreSQL
+    refuses it), cut to the column's width; integers within the column's range; else None."""
+    if value is None:
+        return None
+    kind, width = shape
+    if kind == "text":
+        # The usual case, checked first: every event of a well-behaved producer takes it.
+        if type(value) is str and "\x00" not in value and (width is None or len(value) <= width):
+            return value
+        if isinstance(value, dict | list):
+            return None
+        text = str(value).replace("\x00", "\ufffd")
+        if width is None or len(text) <= width:
+            return text
+        if width < 32:
+            return text[: width - 1] + "…"
+        # Cut values stay distinct (event ids are unique): the cut ends with a digest.
+        tail = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+        return text[: width - 17] + "…" + tail
+    if kind == "int":
+        assert width is not None
+        ok = type(value) is int and -width <= value < width
+        return value if ok else None
+    return value
+
+
+_SHAPES: dict[str, dict[str, tuple[str, int | None]]] = {}
+_SUBJECT_SHAPE = _shape(records.c.subject)
+_GROUP_SHAPE = _shape(records.c.group_id)
+
+
+def _fitted(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
+    shapes = _SHAPES.get(table.name)
+    if shapes is None:
+        shapes = _SHAPES[table.name] = {c.name: _shape(c) for c in table.columns}
+    return {k: _fit(v, shapes[k]) if k in shapes else v for k, v in row.items()}
+
+
+def record_from(msg: Msg) -> dict[str, Any] | None:
+    """The record fields of one AUDIT message (None if it is not a CloudEvent).
+
+    Whatever a producer wrote is recorded, even when it is not a valid event; values too long
+    for their column are cut (marked `…`) and NUL characters replaced, so one hostile event
+    cannot stop the trail (the stream keeps the original bytes).
+    """
+    headers = msg.headers or {}
+    ce_type = headers.get("ce-type")
+    if not ce_type:
+        return None
+    name, _, version = ce_type.rpartition(".v")
+    if not version.isdigit() or len(version) > 9:
+        name, version = ce_type, "0"
+    position = stream_position(msg)[0]
+    source_header = headers.get("Nats-Stream-Source", "")
+    parts = source_header.split(" ")
+    origin_stream = parts[0] if len(parts) >= 2 else None
+    origin_sequence = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+    time_text = headers.get("ce-time", "")
+    try:
+        at = datetime.fromisoformat(time_text)
+        # In UTC, so that times compare as stored (SQLite keeps the text without its offset).
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        at = datetime.fromtimestamp(0, UTC)
+    subject = _fit(headers.get("ce-subject"), _SUBJECT_SHAPE)
+    group_id = _fit(headers.get("ce-groupid"), _GROUP_SHAPE)
+    return _fitted(
+        records,
+        {
+            "position": position,
+            "event_id": headers.get("ce-id") or headers.get("Nats-Msg-Id") or f"pos-{position}",
+            "type": name,
+            "version": int(version),
+            "source": headers.get("ce-source", ""),
+            "subject": subject,
+            "actor": headers.get("ce-actor", "unknown"),
+            "time": time_text,
+            "at": at,
+            "group_id": group_id,
+            "site_id": headers.get("ce-siteid"),
+            "message_id": subject if name.startswith(_MESSAGE_TYPES) else None,
+            "correlation_id": headers.get("ce-correlationid"),
+            "origin_stream": origin_stream,
+            "origin_sequence": origin_sequence,
+            "nats_subject": parts[4] if len(parts) >= 5 else msg.subject,
+            "data": (msg.data or b"").decode("utf-8", errors="replace"),
+            "chain": group_id or SYSTEM_CHAIN,
+        },
+    )
+
+
+@dataclass
+class _Head:
+    position: int
+    hash: str
+    records: int
+
+
+class AuditProjection:
+    """Appends every AUDIT event to the chained trail.
+
+    Hashing happens in `prepare`, before the batch's transaction, so the runner can chain
+    batch k+1 while batch k is being written. The heads of the chains and the ids of events not
+    yet committed are therefore kept in memory; `reset` drops them whenever the runner starts
+    over from the database (a restart, or another runner having moved the position).
+    """
+
+    name = "audit.trail"
+    stream = AUDIT
+    filter_subject = None
+    wants_raw_messages = True
+    _RECENT_BATCHES = 4
+
+    def __init__(self) -> None:
+        self.applied = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything not read from the database."""
+        self._heads: dict[str, _Head] = {}
+        self._recent: deque[set[str]] = deque(maxlen=self._RECENT_BATCHES)
+
+    async def prepare(
+        self, sessions: async_sessionmaker[AsyncSession], events: Sequence[Msg]
+    ) -> list[dict[str, Any]]:
+        """Records of a batch, de-duplicated and chained (nothing written yet)."""
+        rows = [r for r in (record_from(m) for m in events) if r is not None]
+        if not rows:
+            return []
+        ids = [r["event_id"] for r in rows]
+        async with sessions() as session:
+            # An event published twice (after a crash) keeps its first record only.
+            seen = {
+                x[0]
+                for x in await session.execute(
+                    sa.select(records.c.event_id).where(records.c.event_id.in_(ids))
+                )
+            }
+            unknown = {r["chain"] for r in rows} - set(self._heads)
+            if unknown:
+                for h in await session.execute(
+                    sa.select(chain_heads).where(chain_heads.c.chain.in_(unknown))
+                ):
+                    self._heads[h.chain] = _Head(h.position, h.hash, h.records)
+        for batch_ids in self._recent:
+            seen |= batch_ids & set(ids)
+        fresh: list[dict[str, Any]] = []
+        for row in rows:
+            if row["event_id"] in seen:
+                continue
+            seen.add(row["event_id"])
+            head = self._heads.get(row["chain"]) or _Head(0, GENESIS, 0)
+            row["prev_hash"] = head.hash
+            row["hash"] = digest(head.hash, row)
+            row["_records"] = head.records + 1
+            self._heads[row["chain"]] = _Head(row["position"], row["hash"], head.records + 1)
+            fresh.append(row)
+        self._recent.append({r["event_id"] for r in fresh})
+        return fresh
+
+    async def apply(self, session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+        """Store prepared records and the chains' new heads (in the runner's transaction)."""
+        if not events:
+            return
+        await bulk_insert(
+            session,
+            records,
+            RECORD_COLUMNS,
+            [_RECORD_TUPLE(r) for r in events],
+        )
+        heads = {
+            r["chain"]: {
+                "chain": r["chain"],
+                "position": r["position"],
+                "hash": r["hash"],
+                "records": r["_records"],
+            }
+            for r in events
+        }
+        await upsert(
+            session,
+            chain_heads,
+            ["chain"],
+            list(heads.values()),
+            update=["position", "hash", "records"],
+        )
+        self.applied += len(events)
+
+
+class MessageStatusProjection:
+    """Each message's current state, folded from its dispatch events (the console's outbox)."""
+
+    name = "audit.message_status"
+    stream = AUDIT
+    filter_subject = "dispatch.>"
+    wants_raw_messages = True
+
+    async def apply(self, session: AsyncSession, events: Sequence[Msg]) -> None:
+        """Fold a batch of dispatch events into `audit_messages`."""
+        rows = [r for r in (record_from(m) for m in events) if r is not None]
+        await self._fold(session, rows)
+
+    async def _fold(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        folded: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            kind = row["type"]
+            message_id = row["message_id"]
+            if message_id is None or not kind.startswith("stagger.dispatch."):
+                continue
+            try:
+                data = json.loads(row["data"])
+            except (ValueError, RecursionError):
+                data = None
+            if not isinstance(data, dict):
+                # Recorded in the trail as written; there is no state to fold from it.
+                log.warning(
+                    "dispatch event without a JSON object skipped",
+                    extra={"position": row["position"], "type": kind},
+                )
+                continue
+            change: dict[str, Any] = {"updated_at": row["time"], "last_position": row["position"]}
+            state = _STATE_OF.get(kind)
+            if state is not None:
+                change["state"] = state
+            if kind == "stagger.dispatch.queued":
+                change.update(
+                    group_id=row["group_id"],
+                    site_id=row["site_id"],
+                    channel=data.get("channel"),
+                    recipient=data.get("to"),
+                    category=data.get("category"),
+                    retry_of=data.get("retry_of"),
+                    queued_at=row["time"],
+                    attempts=0,
+                )
+            elif kind == "stagger.dispatch.deferred":
+                change.update(
+                    reason=data.get("reason"),
+                    retry_at=data.get("retry_at"),
+                    attempts=data.get("attempt"),
+                )
+            elif kind == "stagger.dispatch.sent":
+                change.update(
+                    sent_at=data.get("sent_at"), attempts=data.get("attempts"), reason=None
+                )
+            elif kind in ("stagger.dispatch.delivered", "stagger.dispatch.undelivered"):
+                change["receipt"] = kind.rsplit(".", 1)[1]
+                if kind.endswith("undelivered"):
+                    change["reason"] = data.get("reason")
+            elif kind == "stagger.dispatch.failed":
+                change.update(reason=data.get("reason"), attempts=data.get("attempts"))
+            else:
+                change["reason"] = data.get("reason")
+            change.setdefault("group_id", row["group_id"])
+            change.setdefault("site_id", row["site_id"])
+            folded.setdefault(message_id, {"message_id": message_id}).update(change)
+        if not folded:
+            return
+        columns = [c.name for c in messages.columns]
+        values = [_fitted(messages, {c: v.get(c) for c in columns}) for v in folded.values()]
+        await upsert(
+            session,
+            messages,
+            ["message_id"],
+            values,
+            update=[c for c in columns if c != "message_id"],
+            keep_existing=True,
+        )

@@ -1,0 +1,57 @@
+"""What `stagger up` runs: the embedded stack for a laptop or a single small server."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from shared.config import SERVICE_NAMES, StaggerSettings
+from shared.runtime.nats_server import NatsServer
+from shared.runtime.supervisor import ProcessSpec
+
+
+def embedded_nats(settings: StaggerSettings) -> NatsServer | None:
+    """The NATS server `up` starts, or None when `STAGGER_NATS_URL` points elsewhere."""
+    if settings.nats_url:
+        return None
+    return NatsServer(
+        port=settings.nats_port,
+        store_dir=settings.var_dir / "nats",
+        log_file=settings.var_dir / "nats.log",
+    )
+
+
+def stack_processes(settings: StaggerSettings) -> list[ProcessSpec]:
+    """Every service, plus the local stand-ins for the outside world (SMTP sink, SMS sim)."""
+    env = {
+        "STAGGER_VAR_DIR": str(settings.var_dir),
+        "STAGGER_NATS_URL": ",".join(settings.nats_servers),
+    }
+    if settings.log_format == "auto" and sys.stdout.isatty():
+        # Children write to the supervisor's pipe, not a terminal: tell them a person reads it.
+        env["STAGGER_LOG_FORMAT"] = "console"
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    sim_env = {
+        **env,
+        "STAGGER_SIM_STATE_FILE": os.environ.get(
+            "STAGGER_SIM_STATE_FILE", str(settings.var_dir / "sms-sim.json")
+        ),
+        "STAGGER_SIM_DEFAULT_WEBHOOK_URL": os.environ.get(
+            "STAGGER_SIM_DEFAULT_WEBHOOK_URL",
+            f"http://{host}:{settings.sms_gateway_http_port}/webhooks/sms/simulator",
+        ),
+    }
+    sink_env = {
+        **env,
+        "STAGGER_SMTP_SINK_DIR": os.environ.get(
+            "STAGGER_SMTP_SINK_DIR", str(settings.var_dir / "smtp-sink")
+        ),
+    }
+    outside_world = [
+        ProcessSpec("sms_sim", [sys.executable, "-m", "services.sms_provider_sim"], sim_env),
+        ProcessSpec("smtp_sink", [sys.executable, "-m", "services.smtp_sink"], sink_env),
+    ]
+    services = [
+        ProcessSpec(name, [sys.executable, "-m", f"services.{name}"], env) for name in SERVICE_NAMES
+    ]
+    return outside_world + services

@@ -1,0 +1,1 @@
+"""Config service: site settings, the public API and console, and system health."""

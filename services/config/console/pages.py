@@ -1,0 +1,465 @@
+"""Console pages other than the wizard: login, sites, outbox, credits, replies, opt-outs, audit."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+from services.config.console.audit_client import AuditNotFound, AuditUnavailable
+from services.config.console.views import OUTBOX_STATES
+
+if TYPE_CHECKING:
+    from services.config.console.app import Console
+
+CHANNELS = ("sms", "email")
+TYPE_PREFIXES = (
+    ("", "Any type"),
+    ("stagger.site.", "Settings (stagger.site.*)"),
+    ("stagger.dispatch.", "Messages (stagger.dispatch.*)"),
+    ("stagger.control.", "Operator commands (stagger.control.*)"),
+    ("stagger.credits.", "Credits (stagger.credits.*)"),
+    ("stagger.provider.", "Provider tests (stagger.provider.*)"),
+    ("stagger.reply.", "Replies (stagger.reply.*)"),
+    ("stagger.optout.", "Opt-outs (stagger.optout.*)"),
+)
+
+
+def _utc(value: str | None) -> str | None:
+    """A datetime-local value (read as UTC) → ISO 8601 with offset, or None."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=parsed.tzinfo or UTC).isoformat()
+
+
+def summarise(event: dict[str, Any]) -> str:
+    """One line about an audit record's data."""
+    data = event.get("data")
+    kind = str(event.get("type", ""))
+    if not isinstance(data, dict):
+        return str(data)[:200]
+    if kind.startswith(("stagger.site.settings_changed", "stagger.group.")):
+        changes = data.get("changes") or []
+        parts = [f"{c.get('path')}: {c.get('old')!r} → {c.get('new')!r}" for c in changes[:4]]
+        more = f" (+{len(changes) - 4} more)" if len(changes) > 4 else ""
+        return "; ".join(parts) + more if parts else "no changes"
+    for key in ("reason", "error", "body", "recipient", "balance"):
+        if key in data and data[key] not in (None, ""):
+            return f"{key}: {data[key]}"[:200]
+    return json.dumps(data, separators=(",", ":"), default=str)[:200]
+
+
+def install(console: Console, app: FastAPI) -> None:
+    """Register the pages on the console app."""
+    from services.config.console.app import PREFIX, Forbidden, PageNotFound, safe_next
+
+    # --- login ---------------------------------------------------------------------------
+
+    @app.get("/login")
+    async def login_form(request: Request, next: str | None = None) -> Response:
+        return console.page(request, "login.html", next=safe_next(next), error=None, who=None)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = await console.form(request)
+        token = str(form.get("token") or "").strip()
+        target = safe_next(str(form.get("next") or ""))
+        who = await console.tokens.authenticate(token) if token else None
+        if who is None:
+            return console.page(
+                request,
+                "login.html",
+                status=401,
+                next=target,
+                who=None,
+                error="That token is unknown or has been revoked.",
+            )
+        if who.role == "sender":
+            return console.page(
+                request,
+                "login.html",
+                status=403,
+                next=target,
+                who=None,
+                error="This token submits messages for a practice system; "
+                "it cannot be used to sign in to the console.",
+            )
+        console.session_of(request).rotate(token)
+        return RedirectResponse(target, status_code=303)
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        await console.form(request)
+        session = console.session_of(request)
+        console.drafts.drop(session.sid)
+        session.rotate(None)
+        return RedirectResponse(f"{PREFIX}/login", status_code=303)
+
+    # --- sites ---------------------------------------------------------------------------
+
+    @app.get("/")
+    async def home(request: Request) -> Response:
+        user = await console.user(request)
+        sites = await console.visible_sites(user.who)
+        return console.page(request, "home.html", who=user.who, user=user, sites=sites, nav="sites")
+
+    @app.get("/sites/{site_id}")
+    async def site_page(request: Request, site_id: str) -> Response:
+        user = await console.user(request)
+        site = await console.visible_site(site_id, user.who)
+        params = request.query_params
+        return console.page(
+            request,
+            "site.html",
+            who=user.who,
+            user=user,
+            site=site,
+            nav="sites",
+            manages=user.who.manages_site(site.group_id, site.site_id),
+            summary=console.settings_summary(site),
+            warnings=console.warnings_of(site),
+            saved=params.get("saved"),
+            unchanged=params.get("unchanged"),
+            sent_now=params.get("sent_now"),
+        )
+
+    @app.post("/sites/{site_id}/send-now")
+    async def send_now(request: Request, site_id: str) -> Response:
+        form = await console.form(request)
+        user = await console.user(request)
+        site = await console.managed_site(site_id, user.who)
+        channel = str(form.get("channel"))
+        if channel not in CHANNELS:
+            raise PageNotFound()
+        reason = str(form.get("reason") or "")[:500]
+        await console.handlers.send_now(site, channel, actor=user.who.actor, reason=reason)  # type: ignore[arg-type]
+        return RedirectResponse(
+            f"{PREFIX}/sites/{site_id}/outbox?{urlencode({'sent_now': channel})}", status_code=303
+        )
+
+    # --- outbox --------------------------------------------------------------------------
+
+    @app.get("/sites/{site_id}/outbox")
+    async def outbox(request: Request, site_id: str) -> Response:
+        user = await console.user(request)
+        site = await console.visible_site(site_id, user.who)
+        channel = request.query_params.get("channel") or None
+        state = request.query_params.get("state") or None
+        if channel not in (None, *CHANNELS) or state not in (None, *OUTBOX_STATES):
+            raise PageNotFound()
+        view, down = await console.audit_call(console.outbox_view(user, site, channel, state))
+        return console.page(
+            request,
+            "outbox.html",
+            who=user.who,
+            user=user,
+            site=site,
+            nav="sites",
+            manages=user.who.manages_site(site.group_id, site.site_id),
+            view=view,
+            down=down,
+            channel=channel,
+            state=state,
+            states=OUTBOX_STATES,
+            reset=request.query_params.get("reset"),
+            sent_now=request.query_params.get("sent_now"),
+        )
+
+    @app.post("/sites/{site_id}/outbox/reset-failed")
+    async def reset_failed(request: Request, site_id: str) -> Response:
+        form = await console.form(request)
+        user = await console.user(request)
+        site = await console.managed_site(site_id, user.who)
+        channel = str(form.get("channel"))
+        if channel not in CHANNELS:
+            raise PageNotFound()
+        await console.reset_failed(user, site, channel)
+        return RedirectResponse(
+            f"{PREFIX}/sites/{site_id}/outbox?{urlencode({'reset': channel})}", status_code=303
+        )
+
+    # --- replies -------------------------------------------------------------------------
+
+    @app.get("/sites/{site_id}/replies")
+    async def replies(request: Request, site_id: str) -> Response:
+        user = await console.user(request)
+        site = await console.visible_site(site_id, user.who)
+        events, down = await console.audit_call(
+            console.audit.events(user.token, pages=3, type="stagger.reply.", site_id=site_id)
+        )
+        received = [
+            e for e in (events or []) if str(e.get("type", "")).startswith("stagger.reply.received")
+        ]
+        received.reverse()  # newest first
+        unmatched = [e for e in received if (e.get("data") or {}).get("kind") == "unmatched"]
+        handled = [e for e in received if (e.get("data") or {}).get("kind") != "unmatched"]
+        return console.page(
+            request,
+            "replies.html",
+            who=user.who,
+            user=user,
+            site=site,
+            nav="sites",
+            manages=user.who.manages_site(site.group_id, site.site_id),
+            unmatched=unmatched,
+            handled=handled,
+            down=down,
+            added=request.query_params.get("added"),
+        )
+
+    # --- credits -------------------------------------------------------------------------
+
+    @app.get("/credits")
+    async def credits(request: Request) -> Response:
+        user = await console.user(request)
+        accounts, down = await console.credits_view(user)
+        return console.page(
+            request,
+            "credits.html",
+            who=user.who,
+            user=user,
+            nav="credits",
+            accounts=accounts,
+            down=down,
+        )
+
+    # --- opt-outs ------------------------------------------------------------------------
+
+    @app.get("/optouts")
+    async def optouts(request: Request) -> Response:
+        user = await console.user(request)
+        return await _optouts_page(request, user)
+
+    async def _optouts_page(
+        request: Request,
+        user: Any,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        added: str | None = None,
+    ) -> Response:
+        who = user.who
+        events, down = await console.audit_call(
+            console.audit.events(user.token, pages=5, type="stagger.optout.")
+        )
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for event in events or []:
+            data = event.get("data") or {}
+            key = (str(data.get("channel")), str(data.get("recipient", "")).lower())
+            latest[key] = event
+        lists = []
+        for channel in CHANNELS:
+            if who.role in ("group_admin", "auditor"):
+                recipients = console.suppression.recipients(who.group_id, channel)
+            else:  # a site manager sees the opt-outs the audit service shows them
+                recipients = sorted(
+                    r
+                    for (c, r) in latest
+                    if c == channel and console.suppression.is_suppressed(who.group_id, c, r)
+                )
+            rows = []
+            for recipient in recipients:
+                event = latest.get((channel, recipient))
+                data = (event or {}).get("data") or {}
+                rows.append(
+                    {
+                        "recipient": recipient,
+                        "how": data.get("how"),
+                        "keyword": data.get("keyword"),
+                        "site_id": data.get("site_id") or (event or {}).get("siteid"),
+                        "time": (event or {}).get("time"),
+                    }
+                )
+            lists.append({"channel": channel, "rows": rows})
+        sites = await console.visible_sites(who)
+        managed = [s for s in sites if who.manages_site(who.group_id, s["site_id"])]
+        return console.page(
+            request,
+            "optouts.html",
+            status=status,
+            who=who,
+            user=user,
+            nav="optouts",
+            lists=lists,
+            down=down,
+            managed=managed,
+            error=error,
+            added=added or request.query_params.get("added"),
+            removed=request.query_params.get("removed"),
+            loaded=console.suppression.ready.is_set(),
+        )
+
+    @app.post("/optouts")
+    async def add_optout(request: Request) -> Response:
+        form = await console.form(request)
+        user = await console.user(request)
+        if not user.writes:
+            raise Forbidden("Your role can read but not change anything.")
+        channel = str(form.get("channel"))
+        if channel not in CHANNELS:
+            raise PageNotFound()
+        site_id = str(form.get("site_id") or "")
+        site = await console.managed_site(site_id, user.who) if site_id else None
+        if site is None and user.who.role != "group_admin":
+            return await _optouts_page(
+                request, user, status=422, error="Choose the site the patient belongs to."
+            )
+        recipient, error = await console.add_opt_out(
+            user, channel, str(form.get("recipient") or ""), site
+        )
+        if error:
+            return await _optouts_page(request, user, status=422, error=error)
+        back = str(form.get("back") or "")
+        if back.startswith(f"{PREFIX}/sites/") and "//" not in back:
+            return RedirectResponse(f"{back}?{urlencode({'added': recipient})}", status_code=303)
+        return RedirectResponse(
+            f"{PREFIX}/optouts?{urlencode({'added': recipient})}", status_code=303
+        )
+
+    @app.post("/optouts/remove")
+    async def remove_optout(request: Request) -> Response:
+        form = await console.form(request)
+        user = await console.user(request)
+        if not user.who.administers_group(user.who.group_id):
+            raise Forbidden("Only a group admin records that a patient opted back in.")
+        channel = str(form.get("channel"))
+        recipient = str(form.get("recipient") or "")
+        if channel not in CHANNELS or not recipient:
+            raise PageNotFound()
+        if not form.get("confirmed"):
+            return await _optouts_page(
+                request,
+                user,
+                status=422,
+                error="Tick the box to confirm the patient asked to be contacted again.",
+            )
+        await console.remove_opt_out(user, channel, recipient)
+        return RedirectResponse(
+            f"{PREFIX}/optouts?{urlencode({'removed': recipient})}", status_code=303
+        )
+
+    # --- audit ---------------------------------------------------------------------------
+
+    def _filters(request: Request) -> dict[str, Any]:
+        q = request.query_params
+        return {
+            "site_id": q.get("site_id") or None,
+            "type": q.get("type") or None,
+            "message_id": q.get("message_id") or None,
+            "actor": q.get("actor") or None,
+            "since": q.get("since") or None,
+            "until": q.get("until") or None,
+        }
+
+    @app.get("/audit")
+    async def audit(request: Request) -> Response:
+        user = await console.user(request)
+        filters = _filters(request)
+        cursor = request.query_params.get("cursor") or "0"
+        params = {**filters, "since": _utc(filters["since"]), "until": _utc(filters["until"])}
+        page: Any = None
+        down = None
+        missing = False
+        try:
+            page = await console.audit.get(
+                user.token,
+                "/events",
+                {**params, "cursor": cursor if cursor.isdigit() else 0, "limit": 100},
+            )
+        except AuditUnavailable as exc:
+            down = str(exc)
+        except AuditNotFound:
+            missing = True
+        next_link = None
+        if page and page.get("next_cursor") is not None:
+            next_link = "?" + urlencode(
+                {**{k: v for k, v in filters.items() if v}, "cursor": page["next_cursor"]}
+            )
+        export = urlencode({k: v for k, v in filters.items() if v})
+        return console.page(
+            request,
+            "audit.html",
+            who=user.who,
+            user=user,
+            nav="audit",
+            filters=filters,
+            events=(page or {}).get("events", []),
+            summarise=summarise,
+            next_link=next_link,
+            down=down,
+            missing=missing,
+            sites=await console.visible_sites(user.who),
+            types=TYPE_PREFIXES,
+            export=export,
+        )
+
+    @app.get("/audit/export")
+    async def audit_export(request: Request) -> Response:
+        user = await console.user(request)
+        filters = _filters(request)
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in ("csv", "jsonl"):
+            raise PageNotFound()
+        params = {
+            "format": fmt,
+            "site_id": filters["site_id"],
+            "type": filters["type"],
+            "since": _utc(filters["since"]),
+            "until": _utc(filters["until"]),
+        }
+        try:
+            response, body = await console.audit.stream(user.token, "/export", params)
+        except AuditUnavailable as exc:
+            return console.page(
+                request,
+                "error.html",
+                status=503,
+                who=user.who,
+                user=user,
+                title="Audit service unavailable",
+                message=f"The export could not be made ({exc}). Try later.",
+            )
+        return StreamingResponse(
+            body,
+            media_type=response.headers.get("content-type", "text/plain"),
+            headers={"Content-Disposition": f'attachment; filename="stagger-audit.{fmt}"'},
+        )
+
+    @app.get("/audit/verify")
+    async def audit_verify(request: Request) -> Response:
+        user = await console.user(request)
+        if user.who.role not in ("auditor", "group_admin"):
+            raise Forbidden("Only auditors and group admins verify the trail.")
+        result, down = await console.audit_call(console.audit.get(user.token, "/verify"))
+        return console.page(
+            request, "verify.html", who=user.who, user=user, nav="audit", result=result, down=down
+        )
+
+    @app.get("/messages/{message_id}")
+    async def timeline(request: Request, message_id: str) -> Response:
+        user = await console.user(request)
+        try:
+            found, down = await console.audit_call(
+                console.audit.get(user.token, f"/messages/{message_id}/timeline")
+            )
+        except AuditNotFound:
+            raise PageNotFound() from None
+        return console.page(
+            request,
+            "timeline.html",
+            who=user.who,
+            user=user,
+            nav="audit",
+            message_id=message_id,
+            found=found,
+            down=down,
+            summarise=summarise,
+        )

@@ -1,0 +1,104 @@
+"""The console's session cookie and CSRF tokens.
+
+The cookie is a Fernet token (AES-128-CBC + HMAC-SHA256: signed *and* encrypted) holding the
+session id, the CSRF token and, once logged in, the API token. Its key is derived (HKDF) from
+the service's secret key(s), so it is never the key that seals settings secrets, and rotating
+`STAGGER_SECRET_KEY` the usual way (new key first) keeps existing sessions valid. Fernet tokens
+carry their creation time: a session older than `MAX_AGE` is refused.
+
+The token never appears in a URL, a page or a log; the cookie is HttpOnly, SameSite=Strict,
+Path=/console and Secure when the request came over https.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import secrets
+from dataclasses import dataclass, field
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from shared.config import StaggerSettings
+from shared.secrets import KEY_FILE, load_or_create_key_file
+
+COOKIE = "stagger_console"
+COOKIE_PATH = "/console"
+MAX_AGE = 12 * 3600
+CSRF_FIELD = "csrf_token"
+
+
+def _derive(key: bytes, purpose: bytes) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose)
+    return base64.urlsafe_b64encode(hkdf.derive(key))
+
+
+def service_keys(settings: StaggerSettings) -> list[bytes]:
+    """The service's secret keys, exactly as `SecretBox.from_settings` finds them."""
+    if settings.secret_key is not None:
+        raw = settings.secret_key.get_secret_value()
+        return [k.strip().encode() for k in raw.split(",") if k.strip()]
+    return [load_or_create_key_file(settings.var_dir / KEY_FILE)]
+
+
+@dataclass
+class Session:
+    """One browser's session: anonymous until a token is accepted."""
+
+    sid: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    token: str | None = None
+    dirty: bool = True
+
+    def csrf_ok(self, presented: str | None) -> bool:
+        """True if a form carried this session's CSRF token."""
+        return bool(presented) and hmac.compare_digest(self.csrf, str(presented))
+
+    def rotate(self, token: str | None) -> None:
+        """New id and CSRF token (on login and logout: no session fixation)."""
+        self.sid = secrets.token_urlsafe(18)
+        self.csrf = secrets.token_urlsafe(24)
+        self.token = token
+        self.dirty = True
+
+
+class SessionCodec:
+    """Seals sessions into cookie values and opens them again."""
+
+    def __init__(self, keys: list[bytes], purpose: bytes = b"stagger/console/session/v1") -> None:
+        self._fernets = [Fernet(_derive(k, purpose)) for k in keys]
+        self._ring = MultiFernet(self._fernets)
+
+    @classmethod
+    def from_settings(cls, settings: StaggerSettings) -> SessionCodec:
+        """Keys derived from `STAGGER_SECRET_KEY` or the var dir's key file."""
+        return cls(service_keys(settings))
+
+    def dump(self, session: Session) -> str:
+        """The cookie value."""
+        payload = {"s": session.sid, "c": session.csrf, "t": session.token}
+        return self._fernets[0].encrypt(json.dumps(payload).encode()).decode()
+
+    def load(self, value: str | None) -> Session | None:
+        """The session in a cookie, or None if it is missing, forged or expired."""
+        if not value:
+            return None
+        try:
+            raw = self._ring.decrypt(value.encode(), ttl=MAX_AGE)
+            payload = json.loads(raw)
+            return Session(
+                sid=str(payload["s"]), csrf=str(payload["c"]), token=payload.get("t"), dirty=False
+            )
+        except (InvalidToken, ValueError, KeyError, TypeError):
+            return None
+
+    def seal(self, text: str) -> str:
+        """Encrypt a value kept server-side for a while (secrets typed into a wizard draft)."""
+        return self._fernets[0].encrypt(text.encode()).decode()
+
+    def open(self, sealed: str) -> str:
+        """Decrypt what `seal` produced."""
+        return self._ring.decrypt(sealed.encode()).decode()

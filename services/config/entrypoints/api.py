@@ -1,0 +1,531 @@
+"""The public JSON API (`/api/v1`): groups, sites, settings, sessions, forecast, messages.
+
+Writes take the aggregate's version in `If-Match` (the `ETag` of the last read); a stale one is
+refused with 409 and nothing is written. Authentication is a bearer token; another group's or
+site's data answers 404, never revealing that it exists.
+
+(No `from __future__ import annotations` here: FastAPI must resolve the route signatures'
+annotations, some of which are local to `build_router`.)
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import BaseModel, Field
+
+from services.config import submission
+from services.config.adapters import read_model
+from services.config.aggregates import SiteState
+from services.config.entrypoints.problems import AuthError, Problem, problem
+from services.config.forecasting import site_forecast
+from services.config.handlers import (
+    ConfigHandlers,
+    GatewayUnavailable,
+    NotFound,
+    Outcome,
+    redact,
+)
+from shared.bus import subjects
+from shared.domain.site_settings import SettingsError, Window
+from shared.tokens import Principal, TokenRegistry
+
+log = logging.getLogger(__name__)
+
+Channel = Literal["sms", "email"]
+# Declared as a security scheme (not a bare header parameter) so the OpenAPI document tells
+# clients how to authenticate; `auto_error=False` keeps our own problem+json 401.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", description="An API token: `stg_...`")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or unknown token"},
+    404: {"model": Problem, "description": "No such resource you may see"},
+    422: {"model": Problem, "description": "Invalid input; each bad field is named"},
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    403: {"model": Problem, "description": "Your role may not do this"},
+    409: {"model": Problem, "description": "Stale version: reload and retry"},
+    428: {"model": Problem, "description": "If-Match (the version you read) is required"},
+}
+
+
+@dataclass
+class ApiContext:
+    """What the routes need, wired by the composition root."""
+
+    handlers: ConfigHandlers
+    tokens: TokenRegistry
+    nc: Client
+
+
+class SiteOut(BaseModel):
+    """A site with its effective settings (secrets masked)."""
+
+    site_id: str
+    group_id: str
+    name: str
+    version: int
+    settings: dict[str, Any]
+    overridden: list[str]
+    inherited: list[str]
+    warnings: list[dict[str, str]]
+
+
+class GroupOut(BaseModel):
+    """A group with its defaults (secrets masked)."""
+
+    group_id: str
+    name: str
+    version: int
+    defaults: dict[str, Any]
+
+
+class OutcomeOut(BaseModel):
+    """The result of a change: the new version and what changed."""
+
+    version: int
+    changed: bool
+    changes: list[dict[str, Any]]
+    warnings: list[dict[str, str]] = []
+    sites_updated: list[str] = []
+
+
+class SitePatch(BaseModel):
+    """Override some settings and/or go back to inheriting others."""
+
+    set: dict[str, Any] = Field(default_factory=dict, description="Nested partial settings.")
+    inherit: list[str] = Field(default_factory=list, description="Dotted paths to inherit again.")
+    note: str | None = Field(default=None, max_length=500, description="Why, for the audit log.")
+
+
+class GroupPatch(BaseModel):
+    """Change some group defaults."""
+
+    set: dict[str, Any] = Field(description="Nested partial settings.")
+
+
+class SiteCreate(BaseModel):
+    """A new site."""
+
+    # The pattern is documented, not enforced by pydantic: `subjects.check_token` checks it
+    # in the route with a message a person can act on.
+    site_id: str = Field(
+        description="Lowercase letters, digits and '-', unique in Stagger.",
+        json_schema_extra={"pattern": subjects._TOKEN.pattern},
+    )
+    name: str = Field(min_length=1, max_length=120)
+    timezone: str | None = Field(default=None, description="IANA zone; default: the group's.")
+    region: Literal["UK", "AU", "NZ", "US", "other"] | None = None
+    settings: dict[str, Any] = Field(default_factory=dict, description="Overrides, nested.")
+
+
+class SendNowIn(BaseModel):
+    """Send everything queued now, ignoring the delay (not opt-outs, caps or credits)."""
+
+    channel: Channel
+    reason: str = Field(default="", max_length=500)
+
+
+class SubmissionOut(BaseModel):
+    """Accepted messages and when they will go."""
+
+    accepted: int
+    messages: list[dict[str, Any]]
+    credits_needed: float | None = None
+    forecast: dict[str, Any] | None = None
+
+
+def _version(if_match: str | None) -> int:
+    if if_match is None:
+        raise _Precondition()
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise SettingsError({"If-Match": 'must be the version from the ETag, e.g. "42"'})
+    return int(value)
+
+
+class _Precondition(Exception):
+    pass
+
+
+def site_out(site: SiteState) -> SiteOut:
+    """Response form of a site."""
+    from shared.domain.site_settings import warnings
+
+    return SiteOut(
+        site_id=site.site_id,
+        group_id=site.group_id,
+        name=site.name,
+        version=site.version,
+        settings=redact(site.settings.model_dump(mode="json")),
+        overridden=sorted(site.overrides),
+        inherited=site.inherited_paths(),
+        warnings=warnings(site.settings),
+    )
+
+
+def outcome_out(outcome: Outcome, sites_updated: list[str] | None = None) -> OutcomeOut:
+    return OutcomeOut(
+        version=outcome.version,
+        changed=outcome.changed,
+        changes=outcome.changes,
+        warnings=outcome.warnings,
+        sites_updated=sites_updated or [],
+    )
+
+
+def build_router(ctx: ApiContext) -> APIRouter:
+    """Every `/api/v1` route."""
+    router = APIRouter(prefix="/api/v1")
+    handlers = ctx.handlers
+
+    async def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal:
+        if credentials is None:
+            raise AuthError(401, "send 'Authorization: Bearer <token>'")
+        found = await ctx.tokens.authenticate(credentials.credentials.strip())
+        if found is None:
+            raise AuthError(401, "unknown or revoked token")
+        return found
+
+    Caller = Annotated[Principal, Depends(principal)]
+
+    async def visible_site(site_id: str, who: Principal) -> SiteState:
+        try:
+            subjects.check_token(site_id, "site id")
+            site = await handlers.site(site_id)
+        except (NotFound, subjects.InvalidToken):
+            raise AuthError(404, f"no site {site_id} you can see") from None
+        if not who.sees_site(site.group_id, site.site_id):
+            raise AuthError(404, f"no site {site_id} you can see")
+        return site
+
+    async def managed_site(site_id: str, who: Principal) -> SiteState:
+        site = await visible_site(site_id, who)
+        if not who.manages_site(site.group_id, site.site_id):
+            raise AuthError(403, f"your role ({who.role}) cannot change site {site_id}")
+        return site
+
+    def etag(response: Response, version: int) -> None:
+        response.headers["ETag"] = f'"{version}"'
+
+    @router.get("/me", summary="Who the token belongs to", responses=ERRORS)
+    async def me(who: Caller) -> dict[str, Any]:
+        return {
+            "token_id": who.token_id,
+            "group_id": who.group_id,
+            "role": who.role,
+            "sites": sorted(who.sites),
+        }
+
+    # --- groups --------------------------------------------------------------------------
+
+    @router.get("/groups/{group_id}", response_model=GroupOut, responses=ERRORS)
+    async def get_group(group_id: str, who: Caller, response: Response) -> GroupOut:
+        if who.group_id != group_id:
+            raise AuthError(404, f"no group {group_id} you can see")
+        group = await handlers.group(group_id)
+        etag(response, group.version)
+        return GroupOut(
+            group_id=group.group_id,
+            name=group.name,
+            version=group.version,
+            defaults=redact(group.defaults.model_dump(mode="json")),
+        )
+
+    @router.patch("/groups/{group_id}/defaults", response_model=OutcomeOut, responses=WRITE_ERRORS)
+    async def patch_group(
+        group_id: str,
+        body: GroupPatch,
+        who: Caller,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> OutcomeOut:
+        if who.group_id != group_id:
+            raise AuthError(404, f"no group {group_id} you can see")
+        if not who.administers_group(group_id):
+            raise AuthError(403, "only a group admin changes group defaults")
+        outcome, updated = await handlers.change_group_defaults(
+            group_id, _version(if_match), body.set, actor=who.actor
+        )
+        etag(response, outcome.version)
+        return outcome_out(outcome, updated)
+
+    @router.get("/groups/{group_id}/sites", responses=ERRORS)
+    async def list_sites(group_id: str, who: Caller) -> list[dict[str, Any]]:
+        if who.group_id != group_id:
+            raise AuthError(404, f"no group {group_id} you can see")
+        async with handlers.db() as session:
+            rows = await read_model.list_sites(session, group_id)
+        return [r for r in rows if who.sees_site(group_id, r["site_id"])]
+
+    @router.post(
+        "/groups/{group_id}/sites", status_code=201, response_model=SiteOut, responses=WRITE_ERRORS
+    )
+    async def create_site(
+        group_id: str, body: SiteCreate, who: Caller, response: Response
+    ) -> SiteOut:
+        if who.group_id != group_id:
+            raise AuthError(404, f"no group {group_id} you can see")
+        if not who.administers_group(group_id):
+            raise AuthError(403, "only a group admin creates sites")
+        profile: dict[str, Any] = {"name": body.name}
+        if body.timezone is not None:
+            profile["timezone"] = body.timezone
+        if body.region is not None:
+            profile["region"] = body.region
+        try:
+            subjects.check_token(body.site_id, "site id")
+        except subjects.InvalidToken as exc:
+            raise SettingsError({"site_id": str(exc)}) from None
+        site = await handlers.create_site(
+            group_id, body.site_id, profile, body.settings, actor=who.actor
+        )
+        etag(response, site.version)
+        response.headers["Location"] = f"/api/v1/sites/{site.site_id}"
+        return site_out(site)
+
+    # --- sites ---------------------------------------------------------------------------
+
+    @router.get("/sites/{site_id}", response_model=SiteOut, responses=ERRORS)
+    async def get_site(site_id: str, who: Caller, response: Response) -> SiteOut:
+        site = await visible_site(site_id, who)
+        etag(response, site.version)
+        return site_out(site)
+
+    @router.patch("/sites/{site_id}/settings", response_model=OutcomeOut, responses=WRITE_ERRORS)
+    async def patch_site(
+        site_id: str,
+        body: SitePatch,
+        who: Caller,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> OutcomeOut:
+        await managed_site(site_id, who)
+        outcome = await handlers.change_site(
+            site_id, _version(if_match), body.set, body.inherit, actor=who.actor, note=body.note
+        )
+        etag(response, outcome.version)
+        return outcome_out(outcome)
+
+    window_paths = {"sms": "sms.sessions", "email": "email.sessions"}
+
+    @router.post(
+        "/sites/{site_id}/sessions/{channel}",
+        status_code=201,
+        response_model=OutcomeOut,
+        responses=WRITE_ERRORS,
+    )
+    async def add_session(
+        site_id: str,
+        channel: Channel,
+        window: Window,
+        who: Caller,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> OutcomeOut:
+        await managed_site(site_id, who)
+        outcome = await handlers.change_windows(
+            site_id, _version(if_match), window_paths[channel], add=window, actor=who.actor
+        )
+        etag(response, outcome.version)
+        response.headers["Location"] = f"/api/v1/sites/{site_id}/sessions/{channel}/{window.id}"
+        return outcome_out(outcome)
+
+    @router.delete(
+        "/sites/{site_id}/sessions/{channel}/{window_id}",
+        response_model=OutcomeOut,
+        responses=WRITE_ERRORS,
+    )
+    async def delete_session(
+        site_id: str,
+        channel: Channel,
+        window_id: str,
+        who: Caller,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> OutcomeOut:
+        await managed_site(site_id, who)
+        outcome = await handlers.change_windows(
+            site_id, _version(if_match), window_paths[channel], remove=window_id, actor=who.actor
+        )
+        etag(response, outcome.version)
+        return outcome_out(outcome)
+
+    @router.put(
+        "/sites/{site_id}/sessions/{channel}", response_model=OutcomeOut, responses=WRITE_ERRORS
+    )
+    async def replace_sessions(
+        site_id: str,
+        channel: Channel,
+        windows: list[Window],
+        who: Caller,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> OutcomeOut:
+        await managed_site(site_id, who)
+        outcome = await handlers.change_windows(
+            site_id, _version(if_match), window_paths[channel], replace=windows, actor=who.actor
+        )
+        etag(response, outcome.version)
+        return outcome_out(outcome)
+
+    @router.post(
+        "/sites/{site_id}/blackouts",
+        status_code=201,
+        response_model=OutcomeOut,
+        responses=WRITE_ERRORS,
+    )
+    async def add_blackout(
+        site_id: str,
+        window: Window,
+        who: Caller,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> OutcomeOut:
+        await managed_site(site_id, who)
+        outcome = await handlers.change_windows(
+            site_id, _version(if_match), "blackouts", add=window, actor=who.actor
+        )
+        etag(response, outcome.version)
+        return outcome_out(outcome)
+
+    @router.delete(
+        "/sites/{site_id}/blackouts/{window_id}", response_model=OutcomeOut, responses=WRITE_ERRORS
+    )
+    async def delete_blackout(
+        site_id: str,
+        window_id: str,
+        who: Caller,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> OutcomeOut:
+        await managed_site(site_id, who)
+        outcome = await handlers.change_windows(
+            site_id, _version(if_match), "blackouts", remove=window_id, actor=who.actor
+        )
+        etag(response, outcome.version)
+        return outcome_out(outcome)
+
+    # --- forecast, messages, send-now, provider test ------------------------------------------
+
+    async def queue_depth(site: SiteState, channel: Channel) -> int | None:
+        try:
+            reply = await ctx.nc.request(
+                subjects.rpc(f"{channel}_gateway", "queue_depth"),
+                json.dumps({"site_id": site.site_id}).encode(),
+                timeout=0.5,
+            )
+            return int(json.loads(reply.data)["queued"])
+        except (NoRespondersError, NatsTimeout, ValueError, KeyError, TypeError):
+            return None
+
+    @router.get("/sites/{site_id}/forecast", responses=ERRORS)
+    async def get_forecast(
+        site_id: str,
+        who: Caller,
+        channel: Channel = "sms",
+        messages: Annotated[int, Query(ge=0, le=10_000_000, description="New messages")] = 100,
+        days: Annotated[int, Query(ge=1, le=366, description="Horizon in days")] = 7,
+        queued: Annotated[
+            int | None, Query(ge=0, description="Already queued; default: ask the gateway")
+        ] = None,
+    ) -> dict[str, Any]:
+        site = await visible_site(site_id, who)
+        note = None
+        if queued is None:
+            queued = await queue_depth(site, channel)
+            if queued is None:
+                queued, note = 0, "the gateway did not report its queue; assumed empty"
+        result = site_forecast(site.settings, channel, messages, queued, days)
+        if note:
+            result["queue_note"] = note
+        return result
+
+    @router.post(
+        "/sites/{site_id}/messages",
+        status_code=202,
+        response_model=SubmissionOut,
+        responses={**WRITE_ERRORS, 503: {"model": Problem}},
+    )
+    async def submit(
+        site_id: str, body: submission.SubmissionIn, who: Caller, request: Request
+    ) -> Any:
+        try:
+            subjects.check_token(site_id, "site id")
+            site = await handlers.site(site_id)
+        except (NotFound, subjects.InvalidToken):
+            raise AuthError(404, f"no site {site_id} you can see") from None
+        if not who.submits_to_site(site.group_id, site.site_id):
+            if who.sees_site(site.group_id, site.site_id):
+                raise AuthError(403, f"your role ({who.role}) cannot submit messages")
+            raise AuthError(404, f"no site {site_id} you can see")
+        accepted = await submission.submit(
+            ctx.nc, site, body, who.actor, trace_headers=request.headers
+        )
+        credits = None
+        if body.channel == "sms":
+            credits = round(sum(a.cost or 0 for a in accepted), 4)
+        forecast = site_forecast(site.settings, body.channel, len(accepted), 0, 7)
+        # Built directly: re-validating 10,000 entries through the response model would cost
+        # more than the rest of the request (the schema still documents the shape).
+        return JSONResponse(
+            {
+                "accepted": len(accepted),
+                "messages": [a.as_json() for a in accepted],
+                "credits_needed": credits,
+                "forecast": forecast,
+            },
+            status_code=202,
+        )
+
+    @router.post("/sites/{site_id}/send-now", status_code=202, responses=WRITE_ERRORS)
+    async def send_now(site_id: str, body: SendNowIn, who: Caller) -> dict[str, Any]:
+        site = await managed_site(site_id, who)
+        event_id = await handlers.send_now(site, body.channel, actor=who.actor, reason=body.reason)
+        return {"requested": True, "event_id": event_id, "channel": body.channel}
+
+    @router.post(
+        "/sites/{site_id}/provider-test", responses={**WRITE_ERRORS, 503: {"model": Problem}}
+    )
+    async def provider_test(site_id: str, who: Caller) -> Any:
+        site = await managed_site(site_id, who)
+        try:
+            return await handlers.provider_test(site, actor=who.actor)
+        except GatewayUnavailable:
+            return problem(503, "SMS gateway unavailable", "No SMS gateway answered the test.")
+
+    @router.post(
+        "/sites/{site_id}/provider-unlock", response_model=OutcomeOut, responses=WRITE_ERRORS
+    )
+    async def provider_unlock(site_id: str, who: Caller) -> OutcomeOut:
+        site = await visible_site(site_id, who)
+        if not who.administers_group(site.group_id):
+            raise AuthError(403, "only a group admin unlocks the provider account")
+        outcome = await handlers.set_provider_lock(
+            site_id, False, actor=who.actor, note="provider account unlocked"
+        )
+        return outcome_out(outcome)
+
+    return router
+
+
+def install_precondition_handler(app: Any) -> None:
+    """428 when a write comes without If-Match."""
+
+    @app.exception_handler(_Precondition)
+    async def _missing(_: Request, __: _Precondition) -> JSONResponse:
+        return problem(
+            428,
+            "Version required",
+            "Send the version you read (the ETag) in If-Match.",
+            {"If-Match": "required"},
+        )

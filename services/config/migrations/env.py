@@ -1,0 +1,6 @@
+from alembic import context
+
+from services.config.adapters.read_model import metadata
+from shared.db.migrate import run_env
+
+run_env(context, metadata)

@@ -1,0 +1,108 @@
+"""Composition root of the config service: wires stores, handlers, projections and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from services.config.adapters.read_model import SettingsProjection
+from services.config.adapters.settings_store import SettingsStore
+from services.config.console import Console
+from services.config.entrypoints import problems
+from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
+from services.config.entrypoints.system import system_router
+from services.config.entrypoints.unsubscribe import unsubscribe_router
+from services.config.handlers import ConfigHandlers
+from shared.bus.topology import SETTINGS
+from shared.config import SERVICE_NAMES
+from shared.db.projection import ProjectionRunner
+from shared.eventstore import EventStore
+from shared.runtime.health import HealthBoard
+from shared.runtime.service import BaseService, ServiceContext
+from shared.secrets import SecretBox
+from shared.tokens import TokenRegistry
+from shared.unsubscribe import UnsubscribeTokens
+
+log = logging.getLogger(__name__)
+
+RECONCILE_SECONDS = 60.0
+
+
+class ConfigService(BaseService):
+    """Public HTTP API, console and system health."""
+
+    name = "config"
+
+    def __init__(self) -> None:
+        self.board: HealthBoard | None = None
+        self.handlers: ConfigHandlers | None = None
+        self.tokens: TokenRegistry | None = None
+        self.projection: ProjectionRunner | None = None
+        self.console: Console | None = None
+
+    def migrations(self) -> Path:
+        """The config read model's tables."""
+        return Path(__file__).parent / "migrations"
+
+    def http_app(self, ctx: ServiceContext) -> ASGIApp:
+        """The public API (and, once built, the console)."""
+        assert self.board and self.handlers and self.tokens
+        app = FastAPI(
+            title="Stagger",
+            version="0.1.0",
+            description="Paced, audited patient email and SMS for dental groups.",
+        )
+        problems.install(app)
+        problems.document_problem_media_type(app)
+        install_precondition_handler(app)
+        app.include_router(system_router(self.board))
+        app.include_router(build_router(ApiContext(self.handlers, self.tokens, ctx.nc)))
+        app.include_router(
+            unsubscribe_router(ctx.nc, UnsubscribeTokens.from_settings(ctx.settings))
+        )
+        if self.console is not None:
+            self.console.mount(app)
+        return app
+
+    async def start(self, ctx: ServiceContext) -> None:
+        """Heartbeats, tokens, the settings read model, and the group fan-out reconciler."""
+        self.board = HealthBoard(SERVICE_NAMES, ctx.settings.heartbeat_seconds)
+        await self.board.subscribe(ctx.nc)
+        box = SecretBox.from_settings(ctx.settings)
+        self.handlers = ConfigHandlers(
+            ctx.nc, SettingsStore(EventStore(ctx.nc, SETTINGS)), box, ctx.db
+        )
+        self.tokens = TokenRegistry(ctx.nc)
+        ctx.spawn(self.tokens.follow(), "tokens")
+        self.projection = ProjectionRunner(ctx.nc, ctx.db, SettingsProjection())
+        ctx.spawn(self.projection.run(), "settings-projection")
+        ctx.spawn(self._reconcile_forever(), "group-reconciler")
+        self.console = Console(ctx.settings, ctx.nc, self.handlers, self.tokens)
+        ctx.spawn(self.console.follow(), "console-optouts")
+        projection = self.projection
+
+        async def caught_up() -> bool:
+            return projection.caught_up.is_set()
+
+        ctx.health.add_check("settings_projection", caught_up)
+
+    async def _reconcile_forever(self) -> None:
+        assert self.handlers and self.projection
+        await self.projection.caught_up.wait()
+        while True:
+            try:
+                fixed = await self.handlers.reconcile()
+                if fixed:
+                    log.info("brought sites in line with their group", extra={"sites": fixed})
+            except Exception:
+                log.exception("group reconciliation failed; retrying later")
+            await asyncio.sleep(RECONCILE_SECONDS)
+
+
+def definition() -> ConfigService:
+    """The service as the runtime runs it."""
+    return ConfigService()

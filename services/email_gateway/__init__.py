@@ -1,0 +1,1 @@
+"""Email gateway: SMTP sending at each account's pace, IMAP receiving."""

@@ -1,0 +1,317 @@
+"""The email channel for the shared delivery engine: SMTP out, IMAP in, Sent-folder
+reconciliation.
+
+Never twice, never lost (the engine's ledger does the bookkeeping; this is the email side):
+
+- A send that fails before the message data went out is retried (4xx, lost connection) or
+  fails with the server's reply (5xx).
+- A send that broke off *after* the data went out may have been delivered. The gateway looks
+  for our Message-ID in the account's Sent folder (`email.imap.sent_folder`; Microsoft 365 and
+  Gmail file SMTP-submitted mail there): found → `sent` (reconciled); absent → sent again.
+- After a crash, the engine hands every message whose lease ran out to `reconcile`, which asks
+  the Sent folder the same question.
+- With no Sent folder configured the answer is "resend": at-least-once, with the same
+  Message-ID, which receivers such as Gmail use to drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from services.email_gateway.composer import ComposeError, compose, message_id_header
+from services.email_gateway.imap import ImapFailure, ImapSession, SessionCache
+from services.email_gateway.receiver import Receiver, imap_endpoint
+from services.email_gateway.settings import Settings
+from services.email_gateway.smtp import SmtpAccount, SmtpOutcome, SmtpPool
+from services.email_gateway.status import AccountHealth
+from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
+from shared.dispatch.queue import Claimed
+from shared.domain.accounts import email_account_id
+from shared.events.schemas.messages import BULK_CATEGORIES
+from shared.events.schemas.ticks import TickIssued
+from shared.secrets import SecretBox, SecretKeyError
+from shared.sites import Site
+from shared.suppression import SuppressionList
+from shared.unsubscribe import UnsubscribeTokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Derived:
+    account: str | None
+    limits: AccountLimitsSpec
+    smtp: SmtpAccount | SecretKeyError | None
+
+
+class EmailAdapter:
+    """SMTP/IMAP for `DispatchEngine`."""
+
+    channel: Literal["sms", "email"] = "email"
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        public_url: str,
+        box: SecretBox,
+        tokens: UnsubscribeTokens,
+        pool: SmtpPool,
+        sent_sessions: SessionCache,
+        health: AccountHealth,
+        suppression: SuppressionList,
+        receiver: Receiver,
+    ) -> None:
+        self.settings = settings
+        self.public_url = public_url
+        self.box = box
+        self.tokens = tokens
+        self.pool = pool
+        self.sent_sessions = sent_sessions
+        self.health = health
+        self.suppression = suppression
+        self.receiver = receiver
+        self._per_site: dict[tuple[str, int], _Derived] = {}
+
+    # --- accounts and limits -------------------------------------------------------------
+
+    def _derived(self, site: Site) -> _Derived:
+        """What the engine asks about a site on every message, computed once per settings
+        version (account ids are hashes; passwords are decrypted)."""
+        key = (site.site_id, site.version)
+        found = self._per_site.get(key)
+        if found is not None:
+            return found
+        email = site.settings.email
+        account = email_account_id(email) if email.address else None
+        hard = email.hard_limits()
+        per_minute = hard["per_minute"]
+        limits = AccountLimitsSpec(
+            interval=timedelta(seconds=60.0 / per_minute) if per_minute else None,
+            burst=1,
+            daily_cap=hard["per_day"],
+        )
+        smtp: SmtpAccount | SecretKeyError | None = None
+        if account is not None and email.smtp.host is not None:
+            try:
+                smtp = SmtpAccount(
+                    account=account,
+                    host=email.smtp.host,
+                    port=email.smtp.port,
+                    security=email.smtp.security,
+                    username=email.smtp.username,
+                    password=self.box.open(email.smtp.password) if email.smtp.password else None,
+                )
+            except SecretKeyError as exc:
+                smtp = exc
+        found = _Derived(account, limits, smtp)
+        if len(self._per_site) > 10_000:
+            self._per_site.clear()
+        self._per_site[key] = found
+        return found
+
+    def account_for(self, site: Site) -> str | None:
+        """The SMTP account (None: email disabled or no server/address configured)."""
+        return self._derived(site).account
+
+    def limits_for(self, site: Site) -> AccountLimitsSpec:
+        """The provider's hard limits (e.g. Microsoft 365: 30 a minute, 10,000 a day) and the
+        site's daily cap; the per-minute *delay* is the ticks' job, not a hard limit."""
+        return self._derived(site).limits
+
+    def smtp_account(self, site: Site) -> SmtpAccount:
+        """The site's SMTP server with its password opened (raises SecretKeyError)."""
+        smtp = self._derived(site).smtp
+        if isinstance(smtp, SecretKeyError):
+            raise smtp
+        assert smtp is not None
+        return smtp
+
+    # --- before sending ------------------------------------------------------------------
+
+    async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
+        """Opt-outs; manual mode waits for a send-now."""
+        if self.suppression.is_suppressed(claimed.group_id, "email", claimed.recipient):
+            return Verdict("suppress", "the recipient unsubscribed from this group's email")
+        manual = claimed.release is not None and claimed.release.manual
+        if site.settings.email.mode == "manual" and not manual:
+            return Verdict("defer", "manual mode: waits for send-now")
+        return SEND
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def send(self, claimed: Claimed, site: Site) -> SendResult:
+        """One SMTP transaction for one message."""
+        email = site.settings.email
+        try:
+            account = self.smtp_account(site)
+        except SecretKeyError as exc:
+            return SendResult("retry", error=f"cannot open the SMTP password: {exc}")
+        unsubscribe = None
+        message = claimed.message
+        if message.category in BULK_CATEGORIES or "{{unsubscribe_url}}" in (
+            message.body + (message.html or "")
+        ):
+            unsubscribe = self.tokens.url(self.public_url, claimed.group_id, claimed.recipient)
+        try:
+            composed = compose(
+                message,
+                from_address=email.address or "",
+                display_name=email.display_name,
+                unsubscribe_url=unsubscribe,
+            )
+        except ComposeError as exc:
+            return SendResult("failed", error=str(exc))
+        outcome = await self.pool.transaction(account, composed)
+        await self._note(account.account, outcome, site)
+        header = composed.message_id_header
+        if outcome.kind == "sent":
+            return SendResult("sent", provider_message_id=header, provider_response=outcome.reply)
+        if outcome.kind == "failed":
+            return SendResult("failed", error=outcome.reply, provider_response=outcome.reply)
+        if outcome.kind == "retry":
+            return SendResult("retry", error=outcome.reply, provider_response=outcome.reply)
+        return await self._settle_ambiguous(claimed, site, header, outcome)
+
+    async def _settle_ambiguous(
+        self, claimed: Claimed, site: Site, header: str, outcome: SmtpOutcome
+    ) -> SendResult:
+        folder = site.settings.email.imap.sent_folder
+        if not folder or imap_endpoint(site, self.box) is None:
+            return SendResult(
+                "retry",
+                error=f"{outcome.reply}; no Sent folder to check, so it is sent again with the "
+                "same Message-ID",
+            )
+        await asyncio.sleep(self.settings.reconcile_grace_seconds)
+        try:
+            found = await self._in_sent_folder(claimed, site)
+        except (ImapFailure, SecretKeyError) as exc:
+            return SendResult(
+                "retry",
+                error=f"{outcome.reply}; the Sent folder could not be checked ({exc}), so it is "
+                "sent again with the same Message-ID",
+            )
+        if found:
+            return SendResult("sent", provider_message_id=header, provider_response=outcome.reply)
+        return SendResult("retry", error=f"{outcome.reply}; not in the Sent folder")
+
+    async def _note(self, account: str, outcome: SmtpOutcome, site: Site) -> None:
+        try:
+            if outcome.kind == "sent":
+                await self.health.record(
+                    account, ok=True, stage="send", group_id=site.group_id, site_id=site.site_id
+                )
+            elif outcome.account_problem:
+                await self.health.record(
+                    account,
+                    ok=False,
+                    stage=outcome.stage,
+                    error=outcome.reply,
+                    code=outcome.code,
+                    group_id=site.group_id,
+                    site_id=site.site_id,
+                )
+        except Exception:
+            log.exception("could not record the account's status")
+
+    # --- after a crash -------------------------------------------------------------------
+
+    async def _in_sent_folder(self, claimed: Claimed, site: Site) -> bool:
+        endpoint = imap_endpoint(site, self.box)
+        folder = site.settings.email.imap.sent_folder
+        assert endpoint is not None and folder is not None
+        # Search by "<id@" so a change of the site's address (the domain part) does not matter.
+        fragment = message_id_header(claimed.message_id, None).split("@", 1)[0] + "@"
+
+        def search(session: ImapSession) -> bool:
+            return session.has_message_id(folder, fragment)
+
+        return await self.sent_sessions.run(endpoint, search)
+
+    async def reconcile(self, claimed: Claimed, site: Site) -> Reconciled:
+        """Did an interrupted send reach the server? Asks the Sent folder (else: resend)."""
+        header = message_id_header(claimed.message_id, site.settings.email.address)
+        if not site.settings.email.imap.sent_folder or imap_endpoint(site, self.box) is None:
+            return Reconciled(
+                False, detail="no Sent folder configured: sent again (same Message-ID)"
+            )
+        found = await self._in_sent_folder(claimed, site)  # raises: the engine asks again later
+        return Reconciled(found, provider_message_id=header if found else None)
+
+    # --- the receive half ----------------------------------------------------------------
+
+    async def on_tick(self, tick: TickIssued, sites: Sequence[Site]) -> None:
+        """On a send/receive cycle (and send-now) read each site's mailbox."""
+        if not tick.receive:
+            return
+        for site in sites:
+            await self.receive(site)
+
+    async def receive(self, site: Site) -> int:
+        """Poll one site's mailbox if it receives email; returns messages recorded."""
+        email = site.settings.email
+        if not email.enabled or not email.imap.enabled:
+            return 0
+        endpoint = None
+        try:
+            endpoint = imap_endpoint(site, self.box)
+            if endpoint is None:
+                return 0
+            count = await self.receiver.poll(site)
+        except ImapFailure as failure:
+            log.warning(
+                "mailbox could not be read", extra={"site": site.site_id, "error": str(failure)}
+            )
+            if endpoint is not None:
+                await self.health.record(
+                    endpoint.account,
+                    ok=False,
+                    stage="imap" if failure.stage == "imap" else failure.stage,
+                    error=str(failure),
+                    group_id=site.group_id,
+                    site_id=site.site_id,
+                )
+            return 0
+        except SecretKeyError as exc:
+            log.error(
+                "cannot open the IMAP password", extra={"site": site.site_id, "error": str(exc)}
+            )
+            return 0
+        await self.health.record(
+            endpoint.account, ok=True, stage="imap", group_id=site.group_id, site_id=site.site_id
+        )
+        return count
+
+    async def account_resumed(self, account: str, site: Site) -> bool:
+        """Email accounts are never held (refused logins are retried with back-off)."""
+        return False
+
+    # --- settings page -------------------------------------------------------------------
+
+    async def test_account(self, site: Site) -> dict[str, Any]:
+        """Connect and log in to SMTP (and IMAP when configured) now."""
+        account = self.account_for(site)
+        if account is None:
+            return {"ok": False, "last_error": "email is disabled or not configured"}
+        try:
+            smtp = self.smtp_account(site)
+        except SecretKeyError as exc:
+            return {"ok": False, "last_error": f"cannot open the SMTP password: {exc}"}
+        outcome = await self.pool.check(smtp)
+        ok = outcome.kind == "sent"
+        await self.health.record(
+            account,
+            ok=ok,
+            stage="login" if ok else outcome.stage,
+            error=None if ok else outcome.reply,
+            code=outcome.code,
+            group_id=site.group_id,
+            site_id=site.site_id,
+        )
+        return {"ok": ok, "last_error": None if ok else outcome.reply}

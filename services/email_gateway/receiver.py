@@ -1,0 +1,515 @@
+"""The receive half of send/receive: read a site's mailbox and record each new message once.
+
+On each cycle tick (and send-now) the gateway EXAMINEs the site's mailbox and reads messages
+with UIDs above the cursor kept for (site, mailbox, UIDVALIDITY). Each message becomes one
+`stagger.inbound.email_received` event whose id derives from (account, mailbox, UIDVALIDITY,
+UID): the row in `email_inbound`, its attachments, the event (transactional outbox) and the
+cursor move in one transaction, so repeated polls, crashes and replicas record it once.
+
+- Attachments go to the quarantine (content-addressed, 0600, never opened), typed by sniffing.
+  With "open attachments directly" on they are released at intake — still with an event.
+- A delivery-status notification marks the original message undelivered (receipt).
+- A reply is matched to the patient message it answers by In-Reply-To/References (our
+  Message-IDs), else to the last message sent to its sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.email_gateway import tables
+from services.email_gateway.imap import ImapEndpoint, ImapSession, imap_account_id
+from services.email_gateway.inbound import ParsedInbound, parse
+from services.email_gateway.quarantine import Quarantine, sniff
+from services.email_gateway.settings import Settings
+from shared.bus import subjects
+from shared.db.sql import insert_ignoring_duplicates, upsert
+from shared.dispatch import schema
+from shared.dispatch.pending_events import add_event, event_id
+from shared.dispatch.queue import MessageQueue
+from shared.events.schemas.inbound_email import (
+    AttachmentReleased,
+    InboundAttachment,
+    InboundEmailReceived,
+)
+from shared.secrets import SecretBox
+from shared.sites import Site
+
+log = logging.getLogger(__name__)
+SOURCE = "email_gateway"
+ACTOR = "service:email_gateway"
+
+
+def inbound_event_id(account: str, mailbox: str, uidvalidity: int, uid: int) -> str:
+    """The id of the event recording one mailbox message."""
+    return event_id(f"{account}\x1f{mailbox}\x1f{uidvalidity}", f"uid:{uid}")
+
+
+def attachment_id(inbound_id: str, index: int) -> str:
+    """The id of an inbound message's n-th attachment."""
+    return event_id(inbound_id, f"attachment:{index}")
+
+
+def imap_endpoint(site: Site, box: SecretBox) -> ImapEndpoint | None:
+    """The site's IMAP account, or None when none is configured."""
+    imap = site.settings.email.imap
+    if not imap.host or not imap.username or not imap.password:
+        return None
+    return ImapEndpoint(
+        account=imap_account_id(imap),
+        host=imap.host,
+        port=imap.port,
+        security=imap.security,
+        username=imap.username,
+        password=box.open(imap.password),
+    )
+
+
+class Receiver:
+    """Polls mailboxes and records what arrived."""
+
+    def __init__(
+        self,
+        *,
+        db: async_sessionmaker[AsyncSession],
+        queue: MessageQueue,
+        quarantine: Quarantine,
+        settings: Settings,
+        box: SecretBox,
+        tls: ssl.SSLContext,
+        nudge: Any,
+    ) -> None:
+        self.db = db
+        self.queue = queue
+        self.quarantine = quarantine
+        self.settings = settings
+        self.box = box
+        self.tls = tls
+        self._nudge = nudge
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def poll(self, site: Site) -> int:
+        """Record the site's new mail; returns how many messages were recorded.
+
+        Raises `ImapFailure` when the mailbox cannot be read (the caller records the status).
+        """
+        endpoint = imap_endpoint(site, self.box)
+        if endpoint is None:
+            return 0
+        mailbox = site.settings.email.imap.mailbox
+        lock = self._locks.setdefault(f"{site.site_id}\x1f{mailbox}", asyncio.Lock())
+        async with lock:
+            session = ImapSession(endpoint, self.settings.imap_timeout_seconds, self.tls)
+            await asyncio.to_thread(session.open)
+            try:
+                return await self._poll(site, session, endpoint, mailbox)
+            finally:
+                await asyncio.to_thread(session.close)
+
+    async def _poll(
+        self, site: Site, session: ImapSession, endpoint: ImapEndpoint, mailbox: str
+    ) -> int:
+        uidvalidity, uidnext = await asyncio.to_thread(session.examine, mailbox)
+        last = await self._cursor(site.site_id, mailbox, uidvalidity)
+        if last is None:
+            days = self.settings.inbound_backfill_days
+            if days == 0:
+                await self._advance(site.site_id, mailbox, uidvalidity, max(0, uidnext - 1))
+                return 0
+            since = date.today() - timedelta(days=days)
+            uids = await asyncio.to_thread(session.uids_since, since)
+        else:
+            uids = await asyncio.to_thread(session.uids_after, last)
+        uids = uids[: self.settings.inbound_batch]
+        if not uids:
+            if last is None:
+                await self._advance(site.site_id, mailbox, uidvalidity, 0)
+            return 0
+        metas = await asyncio.to_thread(session.meta, uids)
+        recorded = 0
+        for uid in uids:
+            meta = metas.get(uid)
+            if meta is None:
+                continue  # expunged meanwhile
+            eid = inbound_event_id(endpoint.account, mailbox, uidvalidity, uid)
+            if not await self._known(eid):
+                truncated = meta.size > self.settings.inbound_max_bytes
+                raw = await asyncio.to_thread(session.fetch, uid, truncated)
+                parsed = parse(raw, headers_only=truncated)
+                if await self._record(
+                    site,
+                    endpoint.account,
+                    mailbox,
+                    uidvalidity,
+                    uid,
+                    eid,
+                    meta.size,
+                    meta.internal_date,
+                    parsed,
+                    truncated,
+                ):
+                    recorded += 1
+            await self._advance(site.site_id, mailbox, uidvalidity, uid)
+        if recorded:
+            self._nudge()
+        return recorded
+
+    async def _cursor(self, site_id: str, mailbox: str, uidvalidity: int) -> int | None:
+        t = tables.cursors
+        async with self.db() as session:
+            return (
+                await session.execute(
+                    sa.select(t.c.last_uid).where(
+                        t.c.site_id == site_id,
+                        t.c.mailbox == mailbox,
+                        t.c.uidvalidity == uidvalidity,
+                    )
+                )
+            ).scalar()
+
+    async def _advance(self, site_id: str, mailbox: str, uidvalidity: int, uid: int) -> None:
+        async with self.db() as session, session.begin():
+            await self._advance_in(session, site_id, mailbox, uidvalidity, uid)
+
+    async def _advance_in(
+        self, session: AsyncSession, site_id: str, mailbox: str, uidvalidity: int, uid: int
+    ) -> None:
+        t = tables.cursors
+        now = datetime.now(UTC)
+        await session.execute(
+            insert_ignoring_duplicates(
+                session,
+                t,
+                [
+                    {
+                        "site_id": site_id,
+                        "mailbox": mailbox,
+                        "uidvalidity": uidvalidity,
+                        "last_uid": uid,
+                        "updated_at": now,
+                    }
+                ],
+            )
+        )
+        await session.execute(
+            sa.update(t)
+            .where(
+                t.c.site_id == site_id,
+                t.c.mailbox == mailbox,
+                t.c.uidvalidity == uidvalidity,
+                t.c.last_uid < uid,
+            )
+            .values(last_uid=uid, updated_at=now)
+        )
+
+    async def _known(self, eid: str) -> bool:
+        t = tables.inbound
+        async with self.db() as session:
+            found = await session.execute(sa.select(t.c.event_id).where(t.c.event_id == eid))
+            return found.first() is not None
+
+    async def _match(self, site: Site, parsed: ParsedInbound) -> tuple[str | None, str | None]:
+        m = tables.DISPATCH.messages
+        async with self.db() as session:
+            for ids, how in (
+                (parsed.in_reply_to, "in_reply_to"),
+                (parsed.references, "references"),
+            ):
+                if not ids:
+                    continue
+                row = (
+                    await session.execute(
+                        sa.select(m.c.message_id).where(
+                            m.c.provider_message_id.in_(ids), m.c.group_id == site.group_id
+                        )
+                    )
+                ).first()
+                if row is not None:
+                    return row.message_id, how
+            if parsed.sender:
+                candidates = list(dict.fromkeys([parsed.sender, parsed.sender.lower()]))
+                row = (
+                    await session.execute(
+                        sa.select(m.c.message_id)
+                        .where(
+                            m.c.group_id == site.group_id,
+                            m.c.recipient.in_(candidates),
+                            m.c.state == schema.SENT,
+                        )
+                        .order_by(m.c.sent_at.desc())
+                        .limit(1)
+                    )
+                ).first()
+                if row is not None:
+                    return row.message_id, "sender"
+        return None, None
+
+    async def _record(
+        self,
+        site: Site,
+        account: str,
+        mailbox: str,
+        uidvalidity: int,
+        uid: int,
+        eid: str,
+        size: int,
+        internal_date: datetime,
+        parsed: ParsedInbound,
+        truncated: bool,
+    ) -> bool:
+        kind: Literal["message", "bounce"] = "bounce" if parsed.bounce is not None else "message"
+        matched, matched_by = None, None
+        bounce = parsed.bounce
+        if bounce is not None:
+            for candidate in parsed.bounce_candidates:
+                hit = await self._bounce_receipt(candidate, bounce, internal_date)
+                if hit is not None:
+                    matched, matched_by = hit, "bounce"
+                    bounce = bounce.model_copy(update={"original_message_id": candidate})
+                    break
+        if matched is None:
+            matched, matched_by = await self._match(site, parsed)
+
+        cap = self.settings.attachment_max_bytes
+        stored: list[InboundAttachment] = []
+        for index, item in enumerate(parsed.attachments):
+            aid = attachment_id(eid, index)
+            size_of = len(item.data)
+            kind_of = sniff(item.data)
+            if size_of > cap:
+                stored.append(
+                    InboundAttachment(
+                        attachment_id=aid,
+                        filename=item.filename,
+                        declared_type=item.declared_type,
+                        sniffed_type=kind_of,
+                        size=size_of,
+                        stored=False,
+                        reason=f"larger than the {cap}-byte quarantine limit; not kept",
+                    )
+                )
+                continue
+            digest = await asyncio.to_thread(self.quarantine.store, item.data)
+            stored.append(
+                InboundAttachment(
+                    attachment_id=aid,
+                    filename=item.filename,
+                    declared_type=item.declared_type,
+                    sniffed_type=kind_of,
+                    size=size_of,
+                    sha256=digest,
+                    stored=True,
+                )
+            )
+        data = InboundEmailReceived(
+            group_id=site.group_id,
+            site_id=site.site_id,
+            account=account,
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            kind=kind,
+            sender=parsed.sender,
+            sender_name=parsed.sender_name,
+            subject=parsed.subject,
+            size=size,
+            internet_message_id=parsed.internet_message_id,
+            in_reply_to=next(iter(parsed.in_reply_to), None),
+            received_at=internal_date,
+            matched_message_id=matched,
+            matched_by=matched_by,  # type: ignore[arg-type]
+            bounce=bounce,
+            attachments=stored,
+            truncated=truncated,
+        )
+        now = datetime.now(UTC)
+        release_all = site.settings.email.open_attachments_directly
+        async with self.db() as session, session.begin():
+            inserted = await session.execute(
+                insert_ignoring_duplicates(
+                    session,
+                    tables.inbound,
+                    [
+                        {
+                            "event_id": eid,
+                            "group_id": site.group_id,
+                            "site_id": site.site_id,
+                            "account": account,
+                            "mailbox": mailbox,
+                            "uidvalidity": uidvalidity,
+                            "uid": uid,
+                            "kind": kind,
+                            "sender": (parsed.sender or "")[:320] or None,
+                            "subject": parsed.subject,
+                            "internet_message_id": (parsed.internet_message_id or "")[:998] or None,
+                            "matched_message_id": matched,
+                            "received_at": internal_date,
+                            "recorded_at": now,
+                        }
+                    ],
+                ).returning(tables.inbound.c.event_id)
+            )
+            if inserted.first() is None:
+                return False  # another replica (or an earlier poll) recorded it
+            if stored:
+                await upsert(
+                    session,
+                    tables.attachments,
+                    ["attachment_id"],
+                    [
+                        {
+                            "attachment_id": a.attachment_id,
+                            "inbound_event_id": eid,
+                            "group_id": site.group_id,
+                            "site_id": site.site_id,
+                            "filename": a.filename,
+                            "declared_type": a.declared_type[:255],
+                            "sniffed_type": a.sniffed_type,
+                            "size": a.size,
+                            "sha256": a.sha256,
+                            "stored": a.stored,
+                            "released_at": now if (release_all and a.stored) else None,
+                            "released_by": ACTOR if (release_all and a.stored) else None,
+                        }
+                        for a in stored
+                    ],
+                    update=["inbound_event_id"],
+                )
+            await add_event(
+                session,
+                tables.DISPATCH.pending_events,
+                subject=subjects.inbound_email(site.site_id),
+                data=data,
+                event_id=eid,
+                actor=ACTOR,
+                source=SOURCE,
+                group_id=site.group_id,
+                site_id=site.site_id,
+                event_subject=parsed.internet_message_id or eid,
+            )
+            if release_all:
+                for a in stored:
+                    if not a.stored or a.sha256 is None:
+                        continue
+                    await add_event(
+                        session,
+                        tables.DISPATCH.pending_events,
+                        subject=subjects.inbound_email(site.site_id),
+                        data=AttachmentReleased(
+                            group_id=site.group_id,
+                            site_id=site.site_id,
+                            attachment_id=a.attachment_id,
+                            inbound_event_id=eid,
+                            sha256=a.sha256,
+                            filename=a.filename,
+                            sniffed_type=a.sniffed_type,
+                            size=a.size,
+                            automatic=True,
+                            reason="the site opens email attachments directly",
+                        ),
+                        event_id=event_id(a.attachment_id, "released"),
+                        actor=ACTOR,
+                        source=SOURCE,
+                        group_id=site.group_id,
+                        site_id=site.site_id,
+                        event_subject=a.attachment_id,
+                    )
+            await self._advance_in(session, site.site_id, mailbox, uidvalidity, uid)
+        return True
+
+    async def _bounce_receipt(
+        self, candidate: str, bounce: Any, occurred_at: datetime
+    ) -> str | None:
+        """Apply a bounce to the message it names; returns that message's id if it is ours."""
+        m = tables.DISPATCH.messages
+        async with self.db() as session:
+            row = (
+                await session.execute(
+                    sa.select(m.c.message_id).where(m.c.provider_message_id == candidate)
+                )
+            ).first()
+        if row is None:
+            return None
+        if bounce.action in ("failed", "delivered"):
+            await self.queue.receipt(
+                provider_message_id=candidate,
+                delivered=bounce.action == "delivered",
+                occurred_at=occurred_at,
+                raw_status=f"{bounce.action} {bounce.status or ''}".strip(),
+                reason=bounce.diagnostic or f"bounced ({bounce.status or 'no status'})",
+            )
+        return str(row.message_id)
+
+
+async def release(
+    db: async_sessionmaker[AsyncSession],
+    *,
+    group_id: str,
+    site_id: str,
+    attachment: str,
+    actor: str,
+    reason: str,
+) -> str:
+    """Release one quarantined attachment to staff; returns what happened (for the log).
+
+    Released once: the row's `released_at` is a compare-and-set and the event id derives from
+    the attachment, so a repeated or concurrent release changes nothing.
+    """
+    t = tables.attachments
+    now = datetime.now(UTC)
+    async with db() as session, session.begin():
+        updated = await session.execute(
+            sa.update(t)
+            .where(
+                t.c.attachment_id == attachment,
+                t.c.site_id == site_id,
+                t.c.group_id == group_id,
+                t.c.stored.is_(True),
+                t.c.released_at.is_(None),
+            )
+            .values(released_at=now, released_by=actor[:200])
+            .returning(t.c.inbound_event_id, t.c.sha256, t.c.filename, t.c.sniffed_type, t.c.size)
+        )
+        row = updated.first()
+        if row is None:
+            found = (
+                await session.execute(
+                    sa.select(t.c.stored, t.c.released_at, t.c.site_id).where(
+                        t.c.attachment_id == attachment
+                    )
+                )
+            ).first()
+            if found is None or found.site_id != site_id:
+                return "unknown attachment"
+            return "already released" if found.released_at is not None else "not stored"
+        await add_event(
+            session,
+            tables.DISPATCH.pending_events,
+            subject=subjects.inbound_email(site_id),
+            data=AttachmentReleased(
+                group_id=group_id,
+                site_id=site_id,
+                attachment_id=attachment,
+                inbound_event_id=row.inbound_event_id,
+                sha256=row.sha256,
+                filename=row.filename,
+                sniffed_type=row.sniffed_type,
+                size=row.size,
+                automatic=False,
+                reason=reason,
+            ),
+            event_id=event_id(attachment, "released"),
+            actor=actor,
+            source=SOURCE,
+            group_id=group_id,
+            site_id=site_id,
+            event_subject=attachment,
+        )
+    return "released"

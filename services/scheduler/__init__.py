@@ -1,0 +1,1 @@
+"""Scheduler: turns every site's sessions and pace into send ticks."""

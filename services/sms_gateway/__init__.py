@@ -1,0 +1,1 @@
+"""SMS gateway: provider adapters, credits, segments, opt-outs, replies."""

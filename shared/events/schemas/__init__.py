@@ -1,0 +1,19 @@
+"""Schemas of every event type. Importing this package registers them all.
+
+One module per stream family; `docs/events.md` is generated from the registry
+(`stagger docs events`), and a test keeps it current.
+"""
+
+from shared.events.schemas import (  # noqa: F401
+    access,
+    control,
+    deadletter,
+    dispatch,
+    inbound_email,
+    messages,
+    optouts,
+    providers,
+    replies,
+    settings,
+    ticks,
+)

@@ -1,0 +1,39 @@
+"""Inbound SMS replies (the INBOUND stream, `replies.<site>`).
+
+A reply is matched to the message it answers (the provider's own link when it gives one, else
+the latest message sent to that number by the group) and classified with the site's keywords:
+opt-out and opt-in words act on the group's suppression list, reply keywords carry a meaning
+(confirm, cancel, …), anything else is left for a person.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from shared.events.envelope import EventData
+from shared.events.registry import registry
+
+ReplyKind = Literal["optout", "optin", "help", "keyword", "unmatched"]
+
+
+@registry.register
+class ReplyReceived(EventData):
+    """A patient's SMS reached us; `kind` says what it asks for."""
+
+    event_type = "stagger.reply.received"
+    event_version = 1
+
+    group_id: str
+    site_id: str
+    provider: str
+    provider_inbound_id: str
+    from_number: str
+    to: str
+    body: str
+    received_at: datetime
+    in_reply_to: str | None = None
+    kind: ReplyKind
+    keyword: str | None = None
+    meaning: str | None = None
+    cancelled_messages: int = 0

@@ -1,0 +1,133 @@
+"""Who must not be contacted: each group's suppression lists, followed live from OPTOUTS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import aclosing
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from shared.bus import subjects
+from shared.bus.topology import OPTOUTS
+from shared.events.codec import UndecodableEvent, decode
+from shared.events.envelope import make_event
+from shared.events.schemas.optouts import Channel, How, RecipientOptedIn, RecipientOptedOut
+from shared.eventstore import EventStore, replay_batches, stream_position
+
+log = logging.getLogger(__name__)
+
+
+class SuppressionList:
+    """(group, channel, recipient) → opted out?, kept current from the OPTOUTS stream."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._out: set[tuple[str, str, str]] = set()
+        self.ready = asyncio.Event()
+
+    def is_suppressed(self, group_id: str, channel: str, recipient: str) -> bool:
+        """True if the recipient opted out of this group's messages on this channel."""
+        return (group_id, channel, recipient.lower()) in self._out
+
+    def recipients(self, group_id: str, channel: str) -> list[str]:
+        """A group's suppressed recipients on a channel (for the console)."""
+        return sorted(r for g, c, r in self._out if g == group_id and c == channel)
+
+    def apply(self, data: object) -> None:
+        """Fold one event into the list."""
+        if isinstance(data, RecipientOptedOut):
+            self._out.add((data.group_id, data.channel, data.recipient.lower()))
+        elif isinstance(data, RecipientOptedIn):
+            self._out.discard((data.group_id, data.channel, data.recipient.lower()))
+
+    async def _on_msg(self, msg: Msg) -> None:
+        with contextlib.suppress(UndecodableEvent):
+            self.apply(decode(msg.headers, msg.data).data)
+        if stream_position(msg)[1] == 0:
+            self.ready.set()
+
+    async def follow(self) -> None:
+        """Load every list, then follow changes (background task)."""
+        js = self._nc.jetstream()
+        if (await js.stream_info(OPTOUTS)).state.messages == 0:
+            self.ready.set()
+        batches = replay_batches(self._nc, OPTOUTS, follow=True)
+        async with aclosing(batches):
+            async for batch in batches:
+                for msg in batch:
+                    await self._on_msg(msg)
+
+
+async def record_opt_out(
+    nc: Client,
+    *,
+    group_id: str,
+    channel: Channel,
+    recipient: str,
+    how: How,
+    actor: str,
+    keyword: str | None = None,
+    site_id: str | None = None,
+    cancelled: int = 0,
+    event_id: str | None = None,
+) -> None:
+    """Append an opt-out to the group's list (the event is the record; lists follow it)."""
+    data = RecipientOptedOut(
+        group_id=group_id,
+        channel=channel,
+        recipient=recipient,
+        how=how,
+        keyword=keyword,
+        site_id=site_id,
+        cancelled_messages=cancelled,
+    )
+    await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
+
+
+async def record_opt_in(
+    nc: Client,
+    *,
+    group_id: str,
+    channel: Channel,
+    recipient: str,
+    how: How,
+    actor: str,
+    keyword: str | None = None,
+    site_id: str | None = None,
+    event_id: str | None = None,
+) -> None:
+    """Append an opt-in (re-subscription) to the group's list."""
+    data = RecipientOptedIn(
+        group_id=group_id,
+        channel=channel,
+        recipient=recipient,
+        how=how,
+        keyword=keyword,
+        site_id=site_id,
+    )
+    await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
+
+
+async def _append(
+    nc: Client,
+    data: RecipientOptedOut | RecipientOptedIn,
+    channel: Channel,
+    recipient: str,
+    group_id: str,
+    site_id: str | None,
+    actor: str,
+    event_id: str | None,
+) -> None:
+    event = make_event(
+        data,
+        source=f"{channel}_gateway",
+        actor=actor,
+        subject=recipient,
+        group_id=group_id,
+        site_id=site_id,
+        event_id=event_id,
+    )
+    await EventStore(nc, OPTOUTS).append(subjects.optouts(group_id, channel), event)

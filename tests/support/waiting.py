@@ -1,0 +1,34 @@
+"""Wait for a condition, never for a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[T]] | Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Poll `condition` until it returns something truthy; fail with `message` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {message} (last: {last!r})"
+            )
+        await asyncio.sleep(interval)
