@@ -15,6 +15,8 @@ from shared.runtime.nats_server import NatsServer, free_port
 from tests.support.postgres import PostgresServer, create_database, drop_database, find_postgres
 from tests.support.services import require
 
+pytest_plugins = ["tests.support.watchdog"]
+
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:

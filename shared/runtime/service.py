@@ -300,13 +300,34 @@ async def running(
                     log.warning("drain timed out; unacknowledged work will be redelivered")
     finally:
         ctx.health.status = "stopped"
-        for task in ctx.tasks:
-            task.cancel()
-        await asyncio.gather(*ctx.tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await ctx.broker.stop()
-        if ctx.engine is not None:
-            await ctx.engine.dispose()
+        await _close(ctx)
+
+
+# Each closing step gets this long: a step that cannot finish (a task that ignores
+# cancellation, a broker waiting on a dead connection) must not keep the process alive.
+CLOSE_STEP_SECONDS = 10.0
+
+
+async def _close(ctx: ServiceContext) -> None:
+    """Cancel background work, stop the broker, dispose the database; each step bounded."""
+    for task in ctx.tasks:
+        task.cancel()
+    if ctx.tasks:
+        _done, stuck = await asyncio.wait(ctx.tasks, timeout=CLOSE_STEP_SECONDS)
+        for task in stuck:
+            log.error("background task did not stop after cancel: %s", task.get_name())
+    await _bounded("broker stop", ctx.broker.stop())
+    if ctx.engine is not None:
+        await _bounded("database dispose", ctx.engine.dispose())
+
+
+async def _bounded(step: str, work: Awaitable[Any]) -> None:
+    try:
+        await asyncio.wait_for(work, CLOSE_STEP_SECONDS)
+    except TimeoutError:
+        log.error("%s did not finish in %.0fs; going on", step, CLOSE_STEP_SECONDS)
+    except Exception:
+        log.exception("%s failed; going on", step)
 
 
 async def run(definition: ServiceDefinition, settings: StaggerSettings) -> int:

@@ -23,7 +23,14 @@ async def wait_until(
     while True:
         result = condition()
         if asyncio.iscoroutine(result):
-            result = await result
+            # A check that itself never returns would hang the test past its timeout.
+            remaining = max(deadline - time.monotonic(), 1.0)
+            try:
+                result = await asyncio.wait_for(result, remaining)
+            except TimeoutError:
+                raise AssertionError(
+                    f"checking {message} did not return within {remaining:.1f}s"
+                ) from None
         if result:
             return result  # type: ignore[return-value]
         last = result
