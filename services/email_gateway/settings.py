@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.dispatch.settings_fields import retention_days_field
+
 
 class Settings(BaseSettings):
     """Settings of one email gateway replica (`python -m services.email_gateway`)."""
@@ -71,14 +73,7 @@ class Settings(BaseSettings):
         description="SMTP attempts of one message (temporary failures: 4xx replies, lost "
         "connections, refused login, TLS failures) before it ends failed.",
     )
-    retention_days: float = Field(
-        default=90.0,
-        ge=0,
-        description="Finished messages (sent, failed, suppressed, cancelled, expired) older "
-        "than this many days are deleted from this gateway's ledger, hourly; their events stay "
-        "in DISPATCH and the audit trail. Receipts and replies arriving later are no longer "
-        "matched to them. 0 keeps them for ever.",
-    )
+    retention_days: float = retention_days_field()
     retry_base_seconds: float = Field(
         default=30.0, gt=0, description="Back-off after the first temporary failure; doubles."
     )

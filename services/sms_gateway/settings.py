@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.dispatch.engine import EngineSettings
+from shared.dispatch.settings_fields import retention_days_field
 
 
 class Settings(BaseSettings):
@@ -59,14 +60,7 @@ class Settings(BaseSettings):
     tick_workers: int = Field(
         default=8, ge=1, le=256, description="Ticks worked on at once per replica."
     )
-    retention_days: float = Field(
-        default=90.0,
-        ge=0,
-        description="Finished messages (sent, failed, suppressed, cancelled, expired) older "
-        "than this many days are deleted from this gateway's ledger, hourly; their events stay "
-        "in DISPATCH and the audit trail. Receipts and replies arriving later are no longer "
-        "matched to them. 0 keeps them for ever.",
-    )
+    retention_days: float = retention_days_field()
     webhook_tolerance_seconds: float = Field(
         default=300.0,
         gt=0,
