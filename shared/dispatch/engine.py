@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import uuid
@@ -104,6 +105,10 @@ class _TickRun:
     # late (a slow claim, a busy database) does not bring the next one closer than the spacing.
     last_start: datetime | None = None
     order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
+    # ticks and replicas (a cycle that ran late must not put its last send next to the
+    # first send of the next cycle).
+    pace: str | None = None
 
     async def keep_spacing(
         self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]]
@@ -123,6 +128,19 @@ class _TickRun:
 
 COMMAND_ATTEMPTS = 3
 """Deliveries of an operator command that fails before it is dead-lettered."""
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a spaced send failed", exc_info=task.exception())
+
+
+def pace_key(site_id: str) -> str:
+    """The limiter row that paces one site's spaced sends (fits the 64-character key)."""
+    key = f"site:{site_id}"
+    if len(key) <= 64:
+        return key
+    return "site#" + hashlib.sha256(site_id.encode()).hexdigest()[:40]
 
 
 def _fits(value: str, length: int) -> bool:
@@ -524,6 +542,8 @@ class DispatchEngine:
         attempted = 0
         skipped: list[str] = []
         run = _TickRun(tick)
+        if spacing > timedelta(0) and not tick.manual and tick.scope == "site" and tick.site_id:
+            run.pace = pace_key(tick.site_id)
         while remaining > 0 and not self.draining:
             now = datetime.now(UTC)
             if now > tick.not_after:
@@ -565,11 +585,19 @@ class DispatchEngine:
                 remaining = 0
             # Claim the next batch while the tail of this one is still in flight (the provider
             # connections would otherwise idle between batches), but never hold more than about
-            # two batches' worth of leases at once.
-            while len(run.tasks) > self.settings.parallel_sends:
+            # two batches' worth of leases at once. (Spaced sends wait for their turn without
+            # a send slot, each under a lease it extends; the budget bounds them.)
+            while run.pace is None and len(run.tasks) > self.settings.parallel_sends:
                 done, _ = await asyncio.wait(run.tasks, return_when=asyncio.FIRST_COMPLETED)
                 run.tasks -= done
-        if run.tasks:
+        if run.tasks and run.pace is not None:
+            # A spaced tick's sends take most of a cycle: the tick's worker (and its ack) does
+            # not wait for them, or a replica's few tick workers would serve only as many
+            # sites at a time. Each send is leased: after a crash it is reconciled, not lost.
+            for task in run.tasks:
+                task.add_done_callback(_log_failure)
+            run.tasks.clear()
+        elif run.tasks:
             await asyncio.gather(*run.tasks, return_exceptions=True)
             run.tasks.clear()
         self.relay.nudge()
@@ -652,9 +680,27 @@ class DispatchEngine:
                         # Not handed to the provider yet: leave them for another replica.
                         await self.queue.release_unsent([c for c, _ in pending])
                         handled.update(c.message_id for c, _ in pending)
+                        self._unrecorded[account] -= len(pending)
                         pending = []
                         stop = True
                         break
+                    if run.pace is not None:
+                        claimed, site = pending[0]
+                        launch = await self._paced_slot(run, account, limits, start)
+                        if launch is None:
+                            # Its turn would fall after the tick's window: it waits for the
+                            # next tick, still queued.
+                            await self.queue.release_unsent([c for c, _ in pending])
+                            handled.update(c.message_id for c, _ in pending)
+                            self._unrecorded[account] -= len(pending)
+                            pending = []
+                            stop = True
+                            break
+                        pending = pending[1:]
+                        launched += 1
+                        self._launch(claimed, site, account, launch, limits.interval, run, spacing)
+                        handled.add(claimed.message_id)
+                        continue
                     # Reserve limiter slots only for the sends that can start now. A whole
                     # batch's reservation went stale while the batch waited for send slots
                     # (whenever the provider is slower than the account's rate), and every
@@ -678,21 +724,53 @@ class DispatchEngine:
                     for (claimed, site), slot in zip(chunk, slots, strict=True):
                         when = max(slot, start + (index + launched) * spacing)
                         launched += 1
-                        task = asyncio.create_task(
-                            self._attempt(
-                                claimed, site, account, when, limits.interval, run, spacing
-                            )
+                        self._launch(
+                            claimed, site, account, when, limits.interval, run, spacing, True
                         )
                         handled.add(claimed.message_id)
-                        run.launched.add(claimed.message_id)
-                        run.tasks.add(task)
-                        self._inflight.add(task)
-                        task.add_done_callback(self._inflight.discard)
             except BaseException:
                 # Not launched, so not in flight either (the caller puts them back in the queue).
                 self._unrecorded[account] -= len(pending)
                 raise
         return launched, stop
+
+    async def _paced_slot(
+        self, run: _TickRun, account: str, limits: Any, start: datetime
+    ) -> datetime | None:
+        """When the next send of a spaced site tick may start: after the site's previous send
+        (this tick's, an earlier tick's, another replica's) plus the spacing, and in the
+        account's limit; None if that is past the tick's window.
+
+        One reservation per send: spacing is seconds to minutes, so the round trip is
+        nothing, and a reservation the tick cannot use costs the site at most one spacing.
+        """
+        assert run.pace is not None
+        spacing = timedelta(seconds=run.tick.spacing_seconds)
+        at = start if start > datetime.now(UTC) else None
+        (turn,) = await self.limits.reserve(run.pace, 1, spacing, now=at)
+        if turn > run.tick.not_after:
+            return None
+        (slot,) = await self.limits.reserve(account, 1, limits.interval, burst=limits.burst)
+        return max(turn, slot)
+
+    def _launch(
+        self,
+        claimed: Claimed,
+        site: Any,
+        account: str,
+        when: datetime,
+        interval: timedelta | None,
+        run: _TickRun,
+        spacing: timedelta,
+        slot_held: bool = False,
+    ) -> None:
+        task = asyncio.create_task(
+            self._attempt(claimed, site, account, when, interval, run, spacing, slot_held)
+        )
+        run.launched.add(claimed.message_id)
+        run.tasks.add(task)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _verdict(self, claimed: Claimed, site: Any, now: datetime) -> Verdict | None:
         """None if the message may go; otherwise the verdict, already applied."""
@@ -724,8 +802,11 @@ class DispatchEngine:
         interval: timedelta | None = None,
         run: _TickRun | None = None,
         spacing: timedelta = timedelta(0),
+        slot_held: bool = True,
     ) -> None:
-        slot_held = True
+        """Wait for `when`, send, record. `slot_held`: the caller already took a send slot;
+        otherwise (spaced sends, which wait minutes) it is taken after the wait, so waiting
+        sends of one site never keep another site's sends from starting."""
         try:
             wait = (when - datetime.now(UTC)).total_seconds()
             THROTTLE_WAIT.labels(self.channel).observe(max(0.0, wait))
@@ -735,6 +816,9 @@ class DispatchEngine:
                         [claimed.message_id], timedelta(seconds=wait + self.settings.lease_seconds)
                     )
                 await self._pause(wait)
+            if not slot_held:
+                await self._send_slots.acquire()
+                slot_held = True
             if self.draining or (
                 run is not None and not await run.keep_spacing(spacing, self._pause)
             ):

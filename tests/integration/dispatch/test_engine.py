@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -89,6 +89,53 @@ async def test_spacing_is_respected_within_a_tick(
     times = [t for _, t in provider.sent]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert all(g >= 0.39 for g in gaps), gaps
+
+
+async def test_spacing_holds_across_consecutive_ticks(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A cycle's last send and the next cycle's first are still `spacing` apart."""
+    await make_site(nc, group="g1", site="site-p")
+    provider = FakeProvider()
+    async with engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)) as svc:
+        await submit(nc, "site-p", 4)
+        await wait_until(lambda: _depth(svc, 4), timeout=15, message="queued")
+        await send_tick(nc, "site-p", budget=2, spacing=1.0)
+        await wait_until(lambda: len(provider.sent) == 2, timeout=15, message="first cycle")
+        await send_tick(nc, "site-p", budget=2, spacing=1.0)
+        await wait_until(lambda: len(provider.sent) == 4, timeout=15, message="second cycle")
+    times = [t for _, t in provider.sent]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert all(g >= 0.95 for g in gaps), gaps
+
+
+async def test_one_sites_spaced_sends_do_not_hold_back_another_site(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """With one tick worker and one send slot, a site whose sends wait out their spacing
+    still leaves the replica free to start another site's sends."""
+    await make_site(nc, group="g1", site="site-d")
+    await make_site(nc, group="g1", site="site-e")
+    provider = FakeProvider()
+    settings = EngineSettings(recovery_seconds=0.5, tick_workers=1, parallel_sends=1)
+    async with engine_running(
+        nats_url, database_url, tmp_path, FakeAdapter(provider), settings
+    ) as svc:
+        d = await submit(nc, "site-d", 3, prefix="d")
+        e = await submit(nc, "site-e", 3, prefix="e")
+        await wait_until(lambda: _depth(svc, 6), timeout=15, message="queued")
+        await send_tick(nc, "site-d", budget=3, spacing=3.0)
+        await wait_until(lambda: len(provider.sent) == 1, timeout=15, message="d's first send")
+        ticked = datetime.now(UTC)
+        await send_tick(nc, "site-e", budget=3, spacing=3.0)
+        await wait_until(lambda: len(provider.sent) == 6, timeout=30, message="all sent")
+    sent = dict(provider.sent)
+    first_e = min(sent[m] for m in e)
+    assert (first_e - ticked).total_seconds() < 2.0, "site e waited for site d's spacing"
+    for ids in (d, e):
+        times = sorted(sent[m] for m in ids)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        assert all(g >= 2.95 for g in gaps), gaps
 
 
 async def test_transient_failures_retry_then_fail_with_reason(
