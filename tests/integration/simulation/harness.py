@@ -393,6 +393,9 @@ class SimGateway:
             clock.move_to(tick.not_before)
             engine = self.channels[tick.channel].engine
             await engine.take_tick(_TickDelivery(msg))  # type: ignore[arg-type]
+            # A spaced tick's sends run on after the tick is taken; in simulated time they
+            # all happen before the clock moves to the next tick.
+            await engine.settled()
             self.ticks_taken += 1
 
     async def ledger(self, channel: str) -> dict[str, tuple[str, str]]:
