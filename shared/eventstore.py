@@ -7,7 +7,7 @@ with `Nats-Expected-Last-Subject-Sequence` makes JetStream refuse a write based 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -163,7 +163,7 @@ class EventStore:
         from_sequence: int = 1,
         until_sequence: int | None = None,
         lenient: bool = False,
-    ) -> AsyncIterator[Envelope]:
+    ) -> AsyncGenerator[Envelope, None]:
         """Every event from `from_sequence` up to what was last at the start (or `until`)."""
         batches = replay_batches(
             self._nc,
@@ -229,7 +229,7 @@ async def replay_messages(
     from_sequence: int = 1,
     until_sequence: int | None = None,
     follow: bool = False,
-) -> AsyncIterator[Msg]:
+) -> AsyncGenerator[Msg, None]:
     """Raw messages of a stream in order (see `replay_batches`)."""
     batches = replay_batches(
         nc,
@@ -256,7 +256,7 @@ async def replay_batches(
     follow: bool = False,
     max_batch: int = 500,
     last_per_subject: bool = False,
-) -> AsyncIterator[list[Msg]]:
+) -> AsyncGenerator[list[Msg], None]:
     """Messages of a stream in order, in batches of what has already arrived.
 
     Reads through `OrderedPullReader` (pull with back-pressure: nothing is dropped however slow

@@ -110,7 +110,7 @@ async def iter_events(
         async with db() as session:
             batch, nxt = await list_events(
                 session,
-                EventFilter(**{**flt.__dict__, "after_position": cursor}),  # type: ignore[arg-type]
+                EventFilter(**{**flt.__dict__, "after_position": cursor}),
                 page,
             )
         for item in batch:

@@ -265,7 +265,7 @@ class AuditProjection:
 
     name = "audit.trail"
     stream = AUDIT
-    filter_subject = None
+    filter_subject: str | None = None
     wants_raw_messages = True
     _RECENT_BATCHES = 4
 
@@ -350,7 +350,7 @@ class MessageStatusProjection:
 
     name = "audit.message_status"
     stream = AUDIT
-    filter_subject = "dispatch.>"
+    filter_subject: str | None = "dispatch.>"
     wants_raw_messages = True
 
     async def apply(self, session: AsyncSession, events: Sequence[Msg]) -> None:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
 from shared.config import SERVICE_NAMES, load_settings
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 app = typer.Typer(
     help="Stagger: paced, audited patient email and SMS for dental groups.", no_args_is_help=True
@@ -52,11 +58,11 @@ def _nats_servers() -> list[str]:
     return load_settings().nats_servers
 
 
-async def _connect():  # type: ignore[no-untyped-def]
+async def _connect() -> Client:
     import nats
 
     settings = load_settings()
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "servers": settings.nats_servers,
         "connect_timeout": 3,
         "max_reconnect_attempts": 2,
@@ -133,6 +139,7 @@ def token_issue(
 ) -> None:
     """Issue a token; it is printed once and only its hash is kept."""
     from shared.bus.topology import ensure_streams
+    from shared.events.schemas.access import Role
     from shared.tokens import issue_token
 
     if role not in ("group_admin", "site_manager", "auditor", "sender"):
@@ -147,9 +154,9 @@ def token_issue(
             token_id, token = await issue_token(
                 nc,
                 group_id=group,
-                role=role,
+                role=cast(Role, role),  # checked against the roles above
                 sites=site,
-                label=label,  # type: ignore[arg-type]
+                label=label,
                 actor="cli:operator",
             )
         finally:
@@ -212,7 +219,7 @@ audit = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True
 app.add_typer(audit, name="audit")
 
 
-def _audit_db():  # type: ignore[no-untyped-def]
+def _audit_db() -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     from shared.db.engine import create_engine, session_factory
 
     engine = create_engine(load_settings().service_database_url("audit"))
@@ -279,7 +286,7 @@ events = typer.Typer(help="The event log.", no_args_is_help=True)
 app.add_typer(events, name="events")
 
 
-def _print_event(msg) -> None:  # type: ignore[no-untyped-def]
+def _print_event(msg: Msg) -> None:
     from shared.events.codec import UndecodableEvent, decode
     from shared.eventstore import stream_position
 

@@ -26,7 +26,9 @@ from shared.bus.topology import CONTROL
 from shared.domain.site_settings import (
     SECRET_PATHS,
     SettingsError,
+    SiteSettings,
     Window,
+    effective,
     split_patch,
 )
 from shared.events.envelope import make_event
@@ -163,14 +165,14 @@ class ConfigHandlers:
         candidate = aggregates.GroupState(
             group_id,
             group.name,
-            aggregates.SiteSettings.model_validate(data.defaults),
+            SiteSettings.model_validate(data.defaults),
             group.version,
         )
         for site_id in site_ids:
             site = await self.store.site(site_id)
             if site is not None:
                 try:
-                    aggregates.effective(candidate.defaults, site.overrides)
+                    effective(candidate.defaults, site.overrides)
                 except SettingsError as exc:
                     raise SettingsError(
                         {f"{path} (site {site_id})": msg for path, msg in exc.errors.items()}
@@ -278,7 +280,7 @@ class ConfigHandlers:
             site, group, sealed, inherit, note=note, system_patch=system_patch
         )
         if data is None:
-            return Outcome(site.version, False, [], [w.model_dump() for w in []])
+            return Outcome(site.version, False, [], [])
         version = await self.store.append_site(
             site.group_id,
             site_id,

@@ -23,10 +23,11 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class OrderedPullReader:
         self._expected_cseq = 1
         self._consumer: str | None = None
         self._inbox = nc.new_inbox()
-        self._sub = None
+        self._sub: Subscription | None = None
         self._reset = False
         self._heard = time.monotonic()
 
@@ -149,7 +150,7 @@ class OrderedPullReader:
 
     async def batches(
         self, *, follow: bool, until_sequence: int | None
-    ) -> AsyncIterator[list[Msg]]:
+    ) -> AsyncGenerator[list[Msg], None]:
         """Batches of whatever has arrived, until the end (or forever with `follow`)."""
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_message, pending_msgs_limit=self._batch * 8

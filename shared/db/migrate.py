@@ -8,13 +8,13 @@ in order inside one lock, so two replicas starting at once never race on DDL.
 from __future__ import annotations
 
 import zlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -66,7 +66,27 @@ def _upgrade_all(connection: Connection, chains: list[MigrationChain]) -> None:
             connection.commit()
 
 
-def run_env(context: EnvironmentContext, target_metadata: Any = None) -> None:
+class MigrationEnvironment(Protocol):
+    """What `run_env` uses of Alembic's environment: the `alembic.context` module (a proxy
+    whose stub declares module-level functions) or an `EnvironmentContext`."""
+
+    config: Config
+
+    def configure(
+        self,
+        connection: Connection | None = ...,
+        *,
+        target_metadata: Any = ...,
+        version_table: str | None = ...,
+        render_as_batch: bool = ...,
+    ) -> None: ...
+
+    def begin_transaction(self) -> AbstractContextManager[Any]: ...
+
+    def run_migrations(self) -> None: ...
+
+
+def run_env(context: MigrationEnvironment, target_metadata: Any = None) -> None:
     """Body of every chain's env.py: run on the connection `migrate` handed over."""
     connection = context.config.attributes.get("connection")
     if connection is None:

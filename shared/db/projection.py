@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -69,6 +69,27 @@ class RawProjection(Protocol):
         """Apply raw messages (in stream order) inside the caller's transaction."""
 
 
+_Prepared = TypeVar("_Prepared")
+
+
+class PreparingProjection(Protocol[_Prepared]):
+    """A raw projection that turns each batch of messages into rows before its transaction
+    (`prepare` runs while the previous batch commits); `apply` gets what `prepare` returned."""
+
+    name: str
+    stream: str
+    filter_subject: str | None
+    wants_raw_messages: bool
+
+    async def prepare(
+        self, sessions: async_sessionmaker[AsyncSession], events: Sequence[Msg]
+    ) -> list[_Prepared]:
+        """Rows for a batch of raw messages (nothing written yet)."""
+
+    async def apply(self, session: AsyncSession, events: Sequence[_Prepared]) -> None:
+        """Store prepared rows (in stream order) inside the caller's transaction."""
+
+
 class NotifyingProjection(Projection, Protocol):
     """A projection that also wants to act once its rows are committed (e.g. wake a timer)."""
 
@@ -113,7 +134,7 @@ class ProjectionRunner:
         self,
         nc: Client,
         sessions: async_sessionmaker[AsyncSession],
-        projection: Projection,
+        projection: Projection | RawProjection | PreparingProjection[Any],
         *,
         batch_size: int = 500,
         lenient: bool = False,

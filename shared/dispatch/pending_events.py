@@ -81,7 +81,7 @@ async def add_event(
         correlation_id=correlation_id,
     )
     headers, body = encode(envelope)
-    buffered = session.info.get(_BUFFER)
+    buffered: tuple[sa.Table, list[dict[str, Any]]] | None = session.info.get(_BUFFER)
     if buffered is None:
         buffered = session.info[_BUFFER] = (table, [])
         sa.event.listen(session.sync_session, "before_commit", _flush_buffered, once=True)

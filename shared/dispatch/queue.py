@@ -276,7 +276,7 @@ class MessageQueue:
                     m.c.traceparent,
                 )
             )
-            rows = result.all()
+            rows = list(result.all())
         rows.sort(key=lambda r: (_utc(r.accepted_at), r.intake_seq, r.message_id))
         return [
             Claimed(

@@ -12,7 +12,8 @@ def _field_type(schema: dict[str, Any]) -> str:
     if "anyOf" in schema:
         return " \\| ".join(_field_type(s) for s in schema["anyOf"])
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
+        ref: str = schema["$ref"]
+        return ref.rsplit("/", 1)[-1]
     if schema.get("type") == "array":
         return f"list[{_field_type(schema.get('items', {}))}]"
     if "enum" in schema:

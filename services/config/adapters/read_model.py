@@ -57,7 +57,7 @@ class SettingsProjection:
 
     name = "config.settings"
     stream = SETTINGS
-    filter_subject = None
+    filter_subject: str | None = None
 
     def refuse(self, event: Envelope) -> str | None:
         """An event whose ids are not subject tokens, or whose profile is not an object,

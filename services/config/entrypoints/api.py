@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client
@@ -518,7 +518,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     return router
 
 
-def install_precondition_handler(app: Any) -> None:
+def install_precondition_handler(app: FastAPI) -> None:
     """428 when a write comes without If-Match."""
 
     @app.exception_handler(_Precondition)
