@@ -97,6 +97,14 @@ class EngineSettings:
 
 
 @dataclass
+class _Arrivals:
+    """One intake's news: set once its messages are stored, with the sites they are for."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    sites: set[str] = field(default_factory=set)
+
+
+@dataclass
 class _TickRun:
     tick: TickIssued
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -125,6 +133,10 @@ class _TickRun:
             self.last_start = datetime.now(UTC)
             return True
 
+
+SHORT_TICK_SECONDS = 5.0
+"""An account tick whose window is at most this long keeps taking newly arrived messages
+until its window ends (a longer one would tie up a tick worker)."""
 
 COMMAND_ATTEMPTS = 3
 """Deliveries of an operator command that fails before it is dead-lettered."""
@@ -202,6 +214,9 @@ class DispatchEngine:
         # and recovery reconciles it with the provider.
         self._held: set[str] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
+        # Set (and replaced) whenever intake stores messages: a short tick waiting for work
+        # wakes on it.
+        self._arrivals = _Arrivals()
         self._send_slots = asyncio.Semaphore(self.settings.parallel_sends)
         # Sends started but not yet recorded, per account: the daily cap counts them too,
         # or a batch claimed at once would pass the cap check before any of it is recorded.
@@ -443,6 +458,9 @@ class DispatchEngine:
             if incoming:
                 await self.queue.ingest(incoming)
                 self.relay.nudge()
+                arrived, self._arrivals = self._arrivals, _Arrivals()
+                arrived.sites.update(i.message.site_id for i in incoming)
+                arrived.event.set()
         finally:
             for span in spans:
                 span.end()
@@ -562,6 +580,8 @@ class DispatchEngine:
                 exclude=skipped,
             )
             if not batch:
+                if await self._more_arrived(tick):
+                    continue
                 break
             self._held.update(c.message_id for c in batch)
             handled: set[str] = set()
@@ -607,6 +627,30 @@ class DispatchEngine:
             run.tasks.clear()
         self.relay.nudge()
         return attempted
+
+    async def _more_arrived(self, tick: TickIssued) -> bool:
+        """For an immediate-mode tick (an account's, valid for about a second): wait for intake
+        to store more messages within the tick's window. True if some arrived.
+
+        Without it, messages taken in just after the tick found the queue empty waited for the
+        next tick, and a batch arriving in bursts went out in per-second steps.
+        """
+        left = (tick.not_after - datetime.now(UTC)).total_seconds()
+        if tick.scope != "account" or not 0 < left <= SHORT_TICK_SECONDS:
+            return False
+        wanted = set(tick.sites)
+        while not self.draining:
+            left = (tick.not_after - datetime.now(UTC)).total_seconds()
+            if left <= 0:
+                return False
+            arrived = self._arrivals
+            try:
+                await asyncio.wait_for(arrived.event.wait(), left)
+            except TimeoutError:
+                return False
+            if arrived.sites & wanted:
+                return not self.draining
+        return False
 
     async def _release_batch(
         self,

@@ -11,11 +11,16 @@ from pathlib import Path
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from shared.bus.topology import DISPATCH
+from shared.bus import subjects
+from shared.bus.publisher import Outgoing, publisher_for
+from shared.bus.topology import DISPATCH, TICKS
 from shared.dispatch.adapter import SendResult
 from shared.dispatch.engine import EngineSettings
-from shared.events.codec import decode
+from shared.domain.ticks import tick_id
+from shared.events.codec import decode, encode
+from shared.events.envelope import make_event
 from shared.events.schemas.dispatch import TERMINAL_TYPES
+from shared.events.schemas.ticks import TickIssued
 from tests.integration.dispatch.harness import (
     SMS_TABLES,
     FakeAdapter,
@@ -136,6 +141,47 @@ async def test_one_sites_spaced_sends_do_not_hold_back_another_site(
         times = sorted(sent[m] for m in ids)
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert all(g >= 2.95 for g in gaps), gaps
+
+
+async def test_an_immediate_tick_takes_messages_that_arrive_in_its_window(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """An account tick that found the queue empty still releases messages taken in before its
+    window ends, instead of leaving them for the next tick."""
+    await make_site(nc, group="g1", site="site-i")
+    provider = FakeProvider()
+    async with engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)):
+        now = datetime.now(UTC)
+        tid = tick_id("acct-i", "sms", now)
+        tick = TickIssued(
+            tick_id=tid,
+            channel="sms",
+            scope="account",
+            account="acct-i",
+            sites=["site-i"],
+            budget=10,
+            spacing_seconds=0.0,
+            scheduled_at=now,
+            not_before=now,
+            not_after=now + timedelta(seconds=5),
+            reason="test: immediate",
+        )
+        headers, body = encode(make_event(tick, source="tests", actor="test", event_id=tid))
+        await publisher_for(nc).publish_all(
+            [Outgoing(subjects.tick_account("sms", "acct-i"), body, headers)]
+        )
+        js = nc.jetstream()
+
+        async def tick_taken() -> bool:
+            info = await js.consumer_info(TICKS, "sms-ticks")
+            return info.num_ack_pending == 1
+
+        await wait_until(tick_taken, timeout=5, message="the tick delivered, not yet done")
+        ids = await submit(nc, "site-i", 3, prefix="i")
+        await wait_until(lambda: len(provider.sent) == 3, timeout=10, message="3 sent")
+        sent_at = max(t for _, t in provider.sent)
+    assert sorted(m for m, _ in provider.sent) == sorted(ids)
+    assert sent_at <= tick.not_after, "sent within the tick's window"
 
 
 async def test_transient_failures_retry_then_fail_with_reason(
