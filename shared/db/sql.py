@@ -20,6 +20,18 @@ def insert_ignoring_duplicates(
     return module.insert(table).values(list(rows)).on_conflict_do_nothing()
 
 
+def insert_many_ignoring_duplicates(session: AsyncSession, table: sa.Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING without values, to execute with a list of rows.
+
+    Unlike `insert_ignoring_duplicates` (rows inside the statement, which SQLAlchemy compiles
+    anew on every call), this form is compiled once and cached; with RETURNING, SQLAlchemy
+    still sends the rows as one multi-row statement ("insertmanyvalues").
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing()
+
+
 async def upsert(
     session: AsyncSession,
     table: sa.Table,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import subjects
-from shared.db.sql import insert_ignoring_duplicates
+from shared.db.sql import insert_ignoring_duplicates, insert_many_ignoring_duplicates
 from shared.dispatch import schema
 from shared.dispatch.pending_events import add_event, event_id
 from shared.dispatch.schema import DispatchTables
@@ -183,19 +183,18 @@ class MessageQueue:
                 }
                 for i in unique.values()
             ]
-            # In chunks of power-of-two sizes: a multi-row INSERT is compiled and cached by
-            # SQLAlchemy, and prepared and cached by the driver, once per row count (about
-            # 1 MB each at a few hundred rows), so intake batches of every size from 1 to 500
-            # grew the gateway by hundreds of MB under load. Now at most eight shapes exist.
+            # In chunks of power-of-two sizes: the driver prepares and caches the multi-row
+            # statement once per row count (about 1 MB each at a few hundred rows), so intake
+            # batches of every size from 1 to 500 grew the gateway by hundreds of MB under
+            # load. Now at most eight shapes exist. The statement is passed its rows rather
+            # than built around them: SQLAlchemy compiles it once instead of on every call
+            # (that compilation was an eighth of the SMS gateway's CPU in the benchmark).
             fresh: set[str] = set()
             start = 0
+            statement = insert_many_ignoring_duplicates(session, m).returning(m.c.message_id)
             while start < len(rows):
                 size = 1 << min((len(rows) - start).bit_length() - 1, INGEST_CHUNK_BITS)
-                inserted = await session.execute(
-                    insert_ignoring_duplicates(session, m, rows[start : start + size]).returning(
-                        m.c.message_id
-                    )
-                )
+                inserted = await session.execute(statement, rows[start : start + size])
                 fresh.update(r[0] for r in inserted)
                 start += size
             announced: set[str] = set()
