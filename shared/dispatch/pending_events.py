@@ -34,6 +34,7 @@ def event_id(message_id: str, what: str) -> str:
 
 
 _BUFFER = "stagger.pending_event_rows"
+RELAY_LINGER_SECONDS = 0.02
 
 
 def _flush_buffered(sync_session: Any) -> None:
@@ -133,6 +134,9 @@ class EventRelay:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._sweep)
+                # Let the commits right behind this one join the next batch: a flush costs
+                # two transactions and a publish round trip whatever its size.
+                await asyncio.sleep(RELAY_LINGER_SECONDS)
 
     async def flush(self) -> int:
         """Publish one batch of pending events; returns how many were published."""
