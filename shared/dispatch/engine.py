@@ -727,9 +727,7 @@ class DispatchEngine:
                 while pending:
                     if self.draining:
                         # Not handed to the provider yet: leave them for another replica.
-                        await self.queue.release_unsent([c for c, _ in pending])
-                        handled.update(c.message_id for c, _ in pending)
-                        self._unrecorded[account] -= len(pending)
+                        await self._give_back(account, pending, handled)
                         pending = []
                         stop = True
                         break
@@ -739,9 +737,7 @@ class DispatchEngine:
                         if launch is None:
                             # Its turn would fall after the tick's window: it waits for the
                             # next tick, still queued.
-                            await self.queue.release_unsent([c for c, _ in pending])
-                            handled.update(c.message_id for c, _ in pending)
-                            self._unrecorded[account] -= len(pending)
+                            await self._give_back(account, pending, handled)
                             pending = []
                             stop = True
                             break
@@ -782,6 +778,14 @@ class DispatchEngine:
                 self._unrecorded[account] -= len(pending)
                 raise
         return launched, stop
+
+    async def _give_back(
+        self, account: str, items: list[tuple[Claimed, Any]], handled: set[str]
+    ) -> None:
+        """Return claimed messages that will not be sent now to the queue, unattempted."""
+        await self.queue.release_unsent([c for c, _ in items])
+        handled.update(c.message_id for c, _ in items)
+        self._unrecorded[account] -= len(items)
 
     async def _paced_slot(
         self, run: _TickRun, account: str, limits: Any, start: datetime
