@@ -11,13 +11,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
+def _dialect(session: AsyncSession) -> Any:
+    """The dialect module (for its INSERT with ON CONFLICT) of the session's database."""
+    name = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return postgresql if name == "postgresql" else sqlite
+
+
 def insert_ignoring_duplicates(
     session: AsyncSession, table: sa.Table, rows: Sequence[Mapping[str, Any]]
 ) -> Any:
     """INSERT … ON CONFLICT DO NOTHING for the session's dialect (primary-key conflicts)."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).values(list(rows)).on_conflict_do_nothing()
+    return _dialect(session).insert(table).values(list(rows)).on_conflict_do_nothing()
 
 
 def insert_many_ignoring_duplicates(session: AsyncSession, table: sa.Table) -> Any:
@@ -27,9 +31,7 @@ def insert_many_ignoring_duplicates(session: AsyncSession, table: sa.Table) -> A
     anew on every call), this form is compiled once and cached; with RETURNING, SQLAlchemy
     still sends the rows as one multi-row statement ("insertmanyvalues").
     """
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing()
+    return _dialect(session).insert(table).on_conflict_do_nothing()
 
 
 async def upsert(
@@ -47,9 +49,7 @@ async def upsert(
     """
     if not rows:
         return
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(table)
+    statement = _dialect(session).insert(table)
     excluded = statement.excluded
     values = {
         name: (sa.func.coalesce(excluded[name], table.c[name]) if keep_existing else excluded[name])

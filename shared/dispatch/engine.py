@@ -36,7 +36,7 @@ from shared.bus import subjects
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
 from shared.bus.rpc import BadRequest, raw_body, request_object
 from shared.bus.topology import CONSUMERS_BY_NAME, CONTROL, TICKS
-from shared.dispatch.adapter import ChannelAdapter, SendResult, Verdict
+from shared.dispatch.adapter import AccountLimitsSpec, ChannelAdapter, SendResult, Verdict
 from shared.dispatch.limits import AccountLimits
 from shared.dispatch.outcomes import SentRecorder
 from shared.dispatch.pending_events import EventRelay
@@ -788,7 +788,7 @@ class DispatchEngine:
         self._unrecorded[account] -= len(items)
 
     async def _paced_slot(
-        self, run: _TickRun, account: str, limits: Any, start: datetime
+        self, run: _TickRun, account: str, limits: AccountLimitsSpec, start: datetime
     ) -> datetime | None:
         """When the next send of a spaced site tick may start: after the site's previous send
         (this tick's, an earlier tick's, another replica's) plus the spacing, and in the
