@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from shared.runtime.nats_server import free_port, port_open
-from shared.runtime.processes import die_with_parent, stop_process
+from shared.runtime.processes import die_with_this_process, stop_process
 from tests.support.processes import PORT_VARS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with_this_process(),
             )
         self.starts += 1
         self.history.append(("started", self.process.pid, time.time()))

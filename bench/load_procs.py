@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.runtime.processes import die_with_parent, stop_process
+from shared.runtime.processes import die_with_this_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,8 @@ class Children:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,  # safe: children are started from the main thread only
+                # Safe: children are started from the main thread only.
+                preexec_fn=die_with_this_process(),
             )
         child = Child(name, process, log_path, url)
         self.started.append(child)

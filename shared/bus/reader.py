@@ -234,7 +234,9 @@ class OrderedPullReader:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
-        if self._consumer is not None:
+        if self._consumer is not None and self._nc.is_connected:
+            # Tidiness only: the consumer expires on its own after `inactive_threshold`, so a
+            # slow or absent server must not hold up whoever is closing the reader.
             with contextlib.suppress(Exception):
-                await self._js.delete_consumer(self.stream, self._consumer)
-            self._consumer = None
+                await asyncio.wait_for(self._js.delete_consumer(self.stream, self._consumer), 2.0)
+        self._consumer = None

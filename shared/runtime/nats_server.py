@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.runtime.processes import die_with_parent, stop_process
+from shared.runtime.processes import die_with_this_process, stop_process
 
 
 class NatsServerError(RuntimeError):
@@ -99,7 +99,7 @@ class NatsServer:
             stdout=out,
             stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_this_process(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -3,23 +3,37 @@ parent, stop gracefully."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+from collections.abc import Callable
 
 
-def die_with_parent() -> None:
-    """`preexec_fn` for children: the kernel sends SIGTERM if the parent dies (Linux).
+def die_with_this_process() -> Callable[[], None]:
+    """A `preexec_fn` that has the kernel SIGTERM the child when this process dies (Linux).
 
     The signal follows the thread that started the child, so start children from a thread
-    that lives as long as the parent (the main thread).
+    that lives as long as the process (the main thread). The child also checks that its
+    parent is still the one that forked it: a parent killed between fork and the `prctl`
+    call would otherwise leave it running with nobody to stop it.
     """
-    try:
-        import ctypes
+    parent = os.getpid()
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def preexec() -> None:
+        # Until exec the child carries the parent's Python signal handlers, which would
+        # swallow the death signal: take the default (terminate) before asking for it.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> int | None:

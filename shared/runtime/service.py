@@ -169,7 +169,7 @@ async def _retry(
                     log.warning(
                         f"waiting for {what}", extra={"attempt": tries, "error": "no answer"}
                     )
-            except (StartupTimeout, StartupCancelled):
+            except (StartupTimeout, StartupCancelled, asyncio.CancelledError):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -283,7 +283,7 @@ async def running(
     ctx = ctx or new_context(definition, settings)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            await _start(definition, ctx, stack)
+            await _unless_stopped(_start(definition, ctx, stack), ctx.stopping)
             ctx.health.status = "ready"
             await ctx.health.evaluate()
             log.info("ready")
@@ -303,6 +303,42 @@ async def running(
         await _close(ctx)
 
 
+async def _unless_stopped(work: Coroutine[Any, Any, None], stopping: asyncio.Event) -> None:
+    """Run start-up, abandoning it with StartupCancelled as soon as `stopping` is set.
+
+    Start-up has waits of its own (a consumer bind, the first settings snapshot) that must
+    not keep a SIGTERMed process alive for their full patience when NATS is gone too.
+    """
+    task = asyncio.ensure_future(work)
+    stop_wait = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_wait.cancel()
+    if not task.done():
+        # Start-up's own waits end themselves on `stopping`, naming what they waited for.
+        await asyncio.wait({task}, timeout=0.5)
+    if task.done():
+        task.result()
+        return
+    if await _cancel([task]):
+        log.error("start-up did not stop after cancel")
+    raise StartupCancelled("stopped during start-up")
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Cancel `tasks` and wait for them (bounded); returns those still running."""
+    stuck = {task for task in tasks if not task.done()}
+    deadline = time.monotonic() + CLOSE_STEP_SECONDS
+    while stuck and time.monotonic() < deadline:
+        # Cancel again each round: on Python 3.11 `wait_for` can swallow a cancellation that
+        # lands as its inner wait completes, and the task then carries on as if never told.
+        for task in stuck:
+            task.cancel()
+        _done, stuck = await asyncio.wait(stuck, timeout=0.5)
+    return stuck
+
+
 # Each closing step gets this long: a step that cannot finish (a task that ignores
 # cancellation, a broker waiting on a dead connection) must not keep the process alive.
 CLOSE_STEP_SECONDS = 10.0
@@ -310,15 +346,37 @@ CLOSE_STEP_SECONDS = 10.0
 
 async def _close(ctx: ServiceContext) -> None:
     """Cancel background work, stop the broker, dispose the database; each step bounded."""
-    for task in ctx.tasks:
-        task.cancel()
-    if ctx.tasks:
-        _done, stuck = await asyncio.wait(ctx.tasks, timeout=CLOSE_STEP_SECONDS)
-        for task in stuck:
-            log.error("background task did not stop after cancel: %s", task.get_name())
-    await _bounded("broker stop", ctx.broker.stop())
+    for task in await _cancel(ctx.tasks):
+        log.error("background task did not stop after cancel: %s", task.get_name())
+    await _stop_broker(ctx.broker)
     if ctx.engine is not None:
         await _bounded("database dispose", ctx.engine.dispose())
+
+
+async def _stop_broker(broker: NatsBroker) -> None:
+    """Stop the broker (draining its subscriptions), but not a moment longer once NATS is gone.
+
+    A drain flushes and waits for the server's answer; with the server stopped alongside us
+    (a supervisor killed outright takes NATS with it) those waits only run out their timeouts.
+    """
+    connection = broker._connection  # None when start-up never reached NATS
+    stop = asyncio.ensure_future(broker.stop())
+    deadline = time.monotonic() + CLOSE_STEP_SECONDS
+    while not stop.done() and time.monotonic() < deadline:
+        await asyncio.wait({stop}, timeout=0.1)
+        if connection is not None and not connection.is_connected:
+            break
+    if not stop.done():
+        stop.cancel()
+        await asyncio.wait({stop}, timeout=1.0)
+        gone = connection is not None and not connection.is_connected
+        log.warning("NATS is gone; gave up draining" if gone else "broker stop timed out")
+    elif not stop.cancelled() and (exc := stop.exception()) is not None:
+        log.warning("broker stop failed; going on", extra={"error": repr(exc)})
+    # A drain refused or abandoned leaves the client reconnecting forever in the background.
+    if connection is not None and not connection.is_closed:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), 2.0)
 
 
 async def _bounded(step: str, work: Awaitable[Any]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.runtime.nats_server import NatsServer
-from shared.runtime.processes import die_with_parent
+from shared.runtime.processes import die_with_this_process
 
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93", "95")
 
@@ -79,7 +79,9 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stopping.set)
         try:
             if self.nats is not None:
-                await asyncio.to_thread(self.nats.start)
+                # From this (the main) thread: the kernel ties a child's death signal to the
+                # thread that started it, and a pool thread may end before we do.
+                self.nats.start()
                 self.say(
                     f"nats-server listening on {self.nats.url} (data in {self.nats.store_dir})",
                     "nats",
@@ -107,7 +109,7 @@ class Supervisor:
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_this_process(),
         )
         running.pump = asyncio.create_task(self._pump(running.spec.name, running.process))
         self.say(f"started {running.spec.name} (pid {running.process.pid})")

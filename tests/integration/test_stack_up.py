@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import EXPECTED_SERVICES, pid_alive, pids_mentioning, start_stack
+from tests.support.stack import (
+    EXPECTED_SERVICES,
+    command_lines,
+    pid_alive,
+    pids_mentioning,
+    start_stack,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -64,9 +70,11 @@ async def test_supervisor_killed_takes_its_children_with_it(tmp_path: Path) -> N
     finally:
         os.kill(stack.process.pid, signal.SIGKILL)
         stack.process.wait(10)
-    # Children get SIGTERM from the kernel and shut down gracefully, which takes a moment.
+    # Children get SIGTERM from the kernel and shut down gracefully, which takes a moment,
+    # also when NATS (stopped alongside them) is gone mid-start-up or mid-drain.
     await wait_until(
         lambda: pids_mentioning(str(var_dir)) == [] and not any(pid_alive(p) for p in children),
         timeout=30,
         message="orphans gone after the supervisor was killed",
+        describe=lambda: f"still running: {command_lines(pids_mentioning(str(var_dir)))}",
     )

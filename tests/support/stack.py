@@ -61,6 +61,19 @@ def pids_mentioning(text: str) -> list[int]:
     return found
 
 
+def command_lines(pids: list[int]) -> list[str]:
+    """What each process was started as, for failure messages."""
+    lines = []
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        lines.append(f"{pid}: {command}")
+    return lines
+
+
 @dataclass
 class StackProcess:
     """`stagger up` running in the background, its output collected."""

@@ -16,8 +16,12 @@ async def wait_until(
     timeout: float = 10.0,
     interval: float = 0.05,
     message: str = "condition",
+    describe: Callable[[], str] | None = None,
 ) -> T:
-    """Poll `condition` until it returns something truthy; fail with `message` on timeout."""
+    """Poll `condition` until it returns something truthy; fail with `message` on timeout.
+
+    `describe`, if given, is called on timeout to say what the state was instead.
+    """
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -35,7 +39,6 @@ async def wait_until(
             return result  # type: ignore[return-value]
         last = result
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {message} (last: {last!r})"
-            )
+            state = describe() if describe is not None else f"last: {last!r}"
+            raise AssertionError(f"timed out after {timeout}s waiting for {message} ({state})")
         await asyncio.sleep(interval)
