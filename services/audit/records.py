@@ -194,6 +194,43 @@ def _fitted(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
     return {k: _fit(v, shapes[k]) if k in shapes else v for k, v in row.items()}
 
 
+# Text columns a record gets from its event (the hashes are added later, by `prepare`).
+_TEXT_LIMITS = tuple(
+    (c.name, width)
+    for c in records.columns
+    for kind, width in [_shape(c)]
+    if kind == "text" and c.name not in ("prev_hash", "hash")
+)
+
+
+def _fits(row: dict[str, Any]) -> bool:
+    """True if `_fitted` would return `row` unchanged (every well-behaved event: checked
+    first, since fitting each column costs more than the rest of the record)."""
+    for name, width in _TEXT_LIMITS:
+        value = row[name]
+        if value is not None and (
+            type(value) is not str or "\x00" in value or (width is not None and len(value) > width)
+        ):
+            return False
+    origin_sequence = row["origin_sequence"]
+    return origin_sequence is None or origin_sequence < _BIG
+
+
+def _utc(text: str) -> datetime:
+    """A CloudEvent time as an aware UTC datetime (the epoch if unreadable)."""
+    try:
+        at = datetime.fromisoformat(text)
+        # In UTC, so that times compare as stored (SQLite keeps the text without its offset).
+        if at.tzinfo is None:
+            return at.replace(tzinfo=UTC)
+        return at if at.tzinfo is UTC else at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return _EPOCH
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
 def record_from(msg: Msg) -> dict[str, Any] | None:
     """The record fields of one AUDIT message (None if it is not a CloudEvent).
 
@@ -209,42 +246,44 @@ def record_from(msg: Msg) -> dict[str, Any] | None:
     if not version.isdigit() or len(version) > 9:
         name, version = ce_type, "0"
     position = stream_position(msg)[0]
-    source_header = headers.get("Nats-Stream-Source", "")
-    parts = source_header.split(" ")
-    origin_stream = parts[0] if len(parts) >= 2 else None
-    origin_sequence = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+    parts = headers.get("Nats-Stream-Source", "").split(" ")
+    has_origin = len(parts) >= 2
     time_text = headers.get("ce-time", "")
-    try:
-        at = datetime.fromisoformat(time_text)
-        # In UTC, so that times compare as stored (SQLite keeps the text without its offset).
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    except (ValueError, OverflowError):
-        at = datetime.fromtimestamp(0, UTC)
-    subject = _fit(headers.get("ce-subject"), _SUBJECT_SHAPE)
-    group_id = _fit(headers.get("ce-groupid"), _GROUP_SHAPE)
-    return _fitted(
-        records,
-        {
-            "position": position,
-            "event_id": headers.get("ce-id") or headers.get("Nats-Msg-Id") or f"pos-{position}",
-            "type": name,
-            "version": int(version),
-            "source": headers.get("ce-source", ""),
-            "subject": subject,
-            "actor": headers.get("ce-actor", "unknown"),
-            "time": time_text,
-            "at": at,
-            "group_id": group_id,
-            "site_id": headers.get("ce-siteid"),
-            "message_id": subject if name.startswith(_MESSAGE_TYPES) else None,
-            "correlation_id": headers.get("ce-correlationid"),
-            "origin_stream": origin_stream,
-            "origin_sequence": origin_sequence,
-            "nats_subject": parts[4] if len(parts) >= 5 else msg.subject,
-            "data": (msg.data or b"").decode("utf-8", errors="replace"),
-            "chain": group_id or SYSTEM_CHAIN,
-        },
+    subject = headers.get("ce-subject")
+    group_id = headers.get("ce-groupid")
+    row = {
+        "position": position,
+        "event_id": headers.get("ce-id") or headers.get("Nats-Msg-Id") or f"pos-{position}",
+        "type": name,
+        "version": int(version),
+        "source": headers.get("ce-source", ""),
+        "subject": subject,
+        "actor": headers.get("ce-actor", "unknown"),
+        "time": time_text,
+        "at": _utc(time_text),
+        "group_id": group_id,
+        "site_id": headers.get("ce-siteid"),
+        "message_id": subject if name.startswith(_MESSAGE_TYPES) else None,
+        "correlation_id": headers.get("ce-correlationid"),
+        "origin_stream": parts[0] if has_origin else None,
+        "origin_sequence": int(parts[1]) if has_origin and parts[1].isdigit() else None,
+        "nats_subject": parts[4] if len(parts) >= 5 else msg.subject,
+        "data": (msg.data or b"").decode("utf-8", errors="replace"),
+        "chain": group_id or SYSTEM_CHAIN,
+    }
+    if _fits(row):
+        return row
+    # Something is too long, holds NUL or is not text: fit each value. The subject and the
+    # group are fitted first because the message id and the chain are derived from them.
+    subject = _fit(subject, _SUBJECT_SHAPE)
+    group_id = _fit(group_id, _GROUP_SHAPE)
+    row.update(
+        subject=subject,
+        group_id=group_id,
+        message_id=subject if name.startswith(_MESSAGE_TYPES) else None,
+        chain=group_id or SYSTEM_CHAIN,
     )
+    return _fitted(records, row)
 
 
 @dataclass
@@ -282,7 +321,7 @@ class AuditProjection:
         self, sessions: async_sessionmaker[AsyncSession], events: Sequence[Msg]
     ) -> list[dict[str, Any]]:
         """Records of a batch, de-duplicated and chained (nothing written yet)."""
-        rows = [r for r in (record_from(m) for m in events) if r is not None]
+        rows = [r for r in map(record_from, events) if r is not None]
         if not rows:
             return []
         ids = [r["event_id"] for r in rows]
@@ -300,8 +339,9 @@ class AuditProjection:
                     sa.select(chain_heads).where(chain_heads.c.chain.in_(unknown))
                 ):
                     self._heads[h.chain] = _Head(h.position, h.hash, h.records)
-        for batch_ids in self._recent:
-            seen |= batch_ids & set(ids)
+        batch_ids = set(ids)
+        for recent_ids in self._recent:
+            seen |= recent_ids & batch_ids
         fresh: list[dict[str, Any]] = []
         for row in rows:
             if row["event_id"] in seen:

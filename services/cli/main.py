@@ -61,6 +61,8 @@ def _nats_servers() -> list[str]:
 async def _connect() -> Client:
     import nats
 
+    from shared.bus.headers import use_fast_headers
+
     settings = load_settings()
     options: dict[str, Any] = {
         "servers": settings.nats_servers,
@@ -75,10 +77,12 @@ async def _connect() -> Client:
     if settings.nats_creds:
         options["user_credentials"] = str(settings.nats_creds)
     try:
-        return await nats.connect(**options)
+        nc = await nats.connect(**options)
     except Exception as exc:
         typer.echo(f"cannot reach NATS at {', '.join(settings.nats_servers)}: {exc}", err=True)
         raise typer.Exit(2) from exc
+    use_fast_headers(nc)
+    return nc
 
 
 groups = typer.Typer(help="Dental groups (operators).", no_args_is_help=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
@@ -9,6 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+
+# Bound parameters allowed in one statement (SQLite's default limit; 999 before 3.32).
+_SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 def _dialect(session: AsyncSession) -> Any:
@@ -70,7 +75,9 @@ def sqlite_datetime(value: Any) -> Any:
     """How SQLAlchemy's DateTime stores an aware datetime in SQLite (UTC, naive text)."""
     if value is None or not hasattr(value, "utcoffset"):
         return value
-    if value.utcoffset() is not None:
+    if value.tzinfo is UTC:
+        value = value.replace(tzinfo=None)
+    elif value.utcoffset() is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     # isoformat, not strftime: the same text (always with microseconds, a 4-digit year, as
     # SQLAlchemy writes it), three times faster on the audit rebuild's hot path.
@@ -105,7 +112,11 @@ async def bulk_insert(
         date_columns = [
             i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)
         ]
-        if date_columns:
+        if len(date_columns) == 1:
+            # The usual case (the audit trail): one slice-and-join per row, no list copy.
+            (i,) = date_columns
+            rows = [(*row[:i], sqlite_datetime(row[i]), *row[i + 1 :]) for row in rows]
+        elif date_columns:
             converted = []
             for row in rows:
                 values = list(row)
@@ -113,4 +124,18 @@ async def bulk_insert(
                     values[i] = sqlite_datetime(values[i])
                 converted.append(tuple(values))
             rows = converted
+        # Many rows per statement: SQLite inserts them in one step with the GIL released.
+        # With executemany the driver takes the GIL back after every row, and while the
+        # event loop's thread is busy each of those waits a switch interval, so the insert
+        # made progress only when the loop was idle.
+        per_statement = max(1, _SQLITE_MAX_VARIABLES // len(columns))
+        one_row = f"({_placeholders(dialect, len(columns))})"
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            tuples = ", ".join([one_row] * len(chunk))
+            await conn.exec_driver_sql(
+                f"INSERT INTO {table.name} ({names}) VALUES {tuples} {on_conflict}",
+                tuple(itertools.chain.from_iterable(chunk)),
+            )
+        return
     await conn.exec_driver_sql(sql, list(rows))

@@ -38,6 +38,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from shared import tracing
+from shared.bus.headers import use_fast_headers
 from shared.bus.topology import ensure_streams
 from shared.config import StaggerSettings
 from shared.db.engine import create_engine, session_factory
@@ -423,6 +424,7 @@ async def _start(
         settings.startup_timeout_seconds,
         ctx.stopping,
     )
+    use_fast_headers(ctx.nc)
     await _retry(
         "JetStream",
         lambda: ensure_streams(ctx.js, settings.stream_replicas),
