@@ -15,8 +15,7 @@ import hashlib
 import json
 import logging
 import operator
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +25,7 @@ from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.topology import AUDIT
-from shared.db.sql import bulk_insert, upsert
+from shared.db.sql import bulk_insert, bulk_insert_sync, upsert, upsert_statement
 from shared.eventstore import stream_position
 
 log = logging.getLogger(__name__)
@@ -296,17 +295,17 @@ class _Head:
 class AuditProjection:
     """Appends every AUDIT event to the chained trail.
 
-    Hashing happens in `prepare`, before the batch's transaction, so the runner can chain
-    batch k+1 while batch k is being written. The heads of the chains and the ids of events not
-    yet committed are therefore kept in memory; `reset` drops them whenever the runner starts
-    over from the database (a restart, or another runner having moved the position).
+    `prepare` (before the transaction, while the previous batch commits) only reads the
+    events into records. De-duplication and chaining happen in `apply`, inside the batch's
+    transaction, so they see every record committed before. The heads of the chains are
+    cached between batches; `reset` drops them whenever the runner starts over from the
+    database (a restart, a failed batch, or another runner having moved the position).
     """
 
     name = "audit.trail"
     stream = AUDIT
     filter_subject: str | None = None
     wants_raw_messages = True
-    _RECENT_BATCHES = 4
 
     def __init__(self) -> None:
         self.applied = 0
@@ -315,74 +314,110 @@ class AuditProjection:
     def reset(self) -> None:
         """Forget everything not read from the database."""
         self._heads: dict[str, _Head] = {}
-        self._recent: deque[set[str]] = deque(maxlen=self._RECENT_BATCHES)
 
     async def prepare(
         self, sessions: async_sessionmaker[AsyncSession], events: Sequence[Msg]
     ) -> list[dict[str, Any]]:
-        """Records of a batch, de-duplicated and chained (nothing written yet)."""
-        rows = [r for r in map(record_from, events) if r is not None]
-        if not rows:
-            return []
-        ids = [r["event_id"] for r in rows]
-        async with sessions() as session:
-            # An event published twice (after a crash) keeps its first record only.
-            seen = {
-                x[0]
-                for x in await session.execute(
-                    sa.select(records.c.event_id).where(records.c.event_id.in_(ids))
-                )
-            }
-            unknown = {r["chain"] for r in rows} - set(self._heads)
-            if unknown:
-                for h in await session.execute(
-                    sa.select(chain_heads).where(chain_heads.c.chain.in_(unknown))
-                ):
-                    self._heads[h.chain] = _Head(h.position, h.hash, h.records)
-        batch_ids = set(ids)
-        for recent_ids in self._recent:
-            seen |= recent_ids & batch_ids
+        """Records of a batch (nothing read from or written to the database)."""
+        return [r for r in map(record_from, events) if r is not None]
+
+    async def apply(self, session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+        """Chain and store a batch's new records and move the chains' heads (in the runner's
+        transaction)."""
+        if not events:
+            return
+        stored = {x[0] for x in await session.execute(_stored_ids(events))}
+        unknown = self._unknown_chains(events)
+        if unknown:
+            self._remember(await session.execute(_heads_of(unknown)))
+        fresh = self._chain(events, stored)
+        if fresh:
+            await bulk_insert(session, records, RECORD_COLUMNS, [_RECORD_TUPLE(r) for r in fresh])
+            await upsert(session, chain_heads, ["chain"], _new_heads(fresh), update=_HEAD_UPDATE)
+        self.applied += len(fresh)
+
+    def apply_sync(self, conn: sa.Connection, events: Sequence[dict[str, Any]]) -> None:
+        """`apply` on a synchronous connection (the runner's SQLite writer thread)."""
+        if not events:
+            return
+        stored = _stored_ids_sqlite(conn, [r["event_id"] for r in events])
+        unknown = self._unknown_chains(events)
+        if unknown:
+            self._remember(conn.execute(_heads_of(unknown)))
+        fresh = self._chain(events, stored)
+        if fresh:
+            bulk_insert_sync(conn, records, RECORD_COLUMNS, [_RECORD_TUPLE(r) for r in fresh])
+            heads = upsert_statement(conn.dialect.name, chain_heads, ["chain"], update=_HEAD_UPDATE)
+            conn.execute(heads, _new_heads(fresh))
+        self.applied += len(fresh)
+
+    def _unknown_chains(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        return {r["chain"] for r in rows} - self._heads.keys()
+
+    def _remember(self, heads: Iterable[Any]) -> None:
+        for h in heads:
+            self._heads[h.chain] = _Head(h.position, h.hash, h.records)
+
+    def _chain(self, rows: Sequence[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
+        """The rows not stored yet (an event published twice, after a crash, keeps its first
+        record only), each hashed after its chain's previous record."""
         fresh: list[dict[str, Any]] = []
+        heads = self._heads
         for row in rows:
-            if row["event_id"] in seen:
+            event_id = row["event_id"]
+            if event_id in seen:
                 continue
-            seen.add(row["event_id"])
-            head = self._heads.get(row["chain"]) or _Head(0, GENESIS, 0)
+            seen.add(event_id)
+            chain = row["chain"]
+            head = heads.get(chain) or _Head(0, GENESIS, 0)
             row["prev_hash"] = head.hash
             row["hash"] = digest(head.hash, row)
             row["_records"] = head.records + 1
-            self._heads[row["chain"]] = _Head(row["position"], row["hash"], head.records + 1)
+            heads[chain] = _Head(row["position"], row["hash"], head.records + 1)
             fresh.append(row)
-        self._recent.append({r["event_id"] for r in fresh})
         return fresh
 
-    async def apply(self, session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
-        """Store prepared records and the chains' new heads (in the runner's transaction)."""
-        if not events:
-            return
-        await bulk_insert(
-            session,
-            records,
-            RECORD_COLUMNS,
-            [_RECORD_TUPLE(r) for r in events],
-        )
-        heads = {
-            r["chain"]: {
-                "chain": r["chain"],
-                "position": r["position"],
-                "hash": r["hash"],
-                "records": r["_records"],
-            }
-            for r in events
+
+def _stored_ids(rows: Sequence[dict[str, Any]]) -> sa.Select[Any]:
+    return sa.select(records.c.event_id).where(
+        records.c.event_id.in_([r["event_id"] for r in rows])
+    )
+
+
+def _stored_ids_sqlite(conn: sa.Connection, ids: list[str]) -> set[str]:
+    """Which of `ids` the trail holds, on SQLite (the writer thread): plain placeholders,
+    bound by the driver, instead of compiling an expanding IN of thousands of values."""
+    stored: set[str] = set()
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = tuple(ids[start : start + _IDS_PER_QUERY])
+        marks = ", ".join("?" * len(chunk))
+        query = f"SELECT event_id FROM {records.name} WHERE event_id IN ({marks})"
+        stored.update(x[0] for x in conn.exec_driver_sql(query, chunk))
+    return stored
+
+
+_IDS_PER_QUERY = 30_000  # under SQLite's 32,766 bound parameters
+
+
+def _heads_of(chains: set[str]) -> sa.Select[Any]:
+    return sa.select(chain_heads).where(chain_heads.c.chain.in_(chains))
+
+
+_HEAD_UPDATE = ("position", "hash", "records")
+
+
+def _new_heads(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each chain's last record in a batch of prepared records."""
+    heads = {
+        r["chain"]: {
+            "chain": r["chain"],
+            "position": r["position"],
+            "hash": r["hash"],
+            "records": r["_records"],
         }
-        await upsert(
-            session,
-            chain_heads,
-            ["chain"],
-            list(heads.values()),
-            update=["position", "hash", "records"],
-        )
-        self.applied += len(events)
+        for r in events
+    }
+    return list(heads.values())
 
 
 class MessageStatusProjection:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -45,37 +46,63 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             poolclass=NullPool if kwargs.pop("null_pool", False) else None,
             **kwargs,
         )
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            # Every pooled connection keeps its own page cache, and a busy gateway holds a
-            # dozen: 64 MB each let a 200,000-message load grow the process by 300 MB, while
-            # appends (the audit rebuild) run as fast with 8 MB. Fewer WAL checkpoints are
-            # what makes bulk appends cheap (durability is unchanged).
-            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            cursor.execute("PRAGMA temp_store=MEMORY")
-            cursor.execute("PRAGMA wal_autocheckpoint=10000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Any) -> None:
-            # Deferred, so readers never wait for writers under WAL. Code that reads and then
-            # writes in one transaction must write first (see ProjectionRunner._apply_batch):
-            # a deferred reader cannot later upgrade to a writer once another commit landed.
-            conn.exec_driver_sql("BEGIN")
-
+        _tune_sqlite(engine.sync_engine)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """Pragmas and transaction start for every connection of a SQLite engine."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        # Every pooled connection keeps its own page cache, and a busy gateway holds a
+        # dozen: 64 MB each let a 200,000-message load grow the process by 300 MB, while
+        # appends (the audit rebuild) run as fast with 8 MB. Fewer WAL checkpoints are
+        # what makes bulk appends cheap (durability is unchanged).
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Deferred, so readers never wait for writers under WAL. Code that reads and then
+        # writes in one transaction must write first (see ProjectionRunner._apply_batch):
+        # a deferred reader cannot later upgrade to a writer once another commit landed.
+        conn.exec_driver_sql("BEGIN")
+
+
+def sqlite_writer(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file, for whole transactions run in a worker
+    thread (`asyncio.to_thread`); None for other databases.
+
+    Through the async engine every statement is a round trip through the event loop, and
+    while the loop's thread is busy (a projection preparing its next batch) each one waits
+    its turn: a batch of ten statements then waits ten turns. In a thread the transaction runs
+    without them. One connection: the writer is meant for one sequence of transactions.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    writer = sa_create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=1,
+        max_overflow=0,
+    )
+    _tune_sqlite(writer)
+    return writer
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -21,10 +21,11 @@ from typing import Any, Protocol, TypeVar
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import Gauge
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
+from shared.db.engine import sqlite_writer
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.envelope import Envelope
 from shared.events.registry import EventRegistry, registry
@@ -90,11 +91,26 @@ class PreparingProjection(Protocol[_Prepared]):
         """Store prepared rows (in stream order) inside the caller's transaction."""
 
 
+class ThreadedProjection(Protocol):
+    """A projection that can also store a batch on a synchronous connection. On SQLite the
+    runner then commits each batch in a worker thread (`shared.db.engine.sqlite_writer`),
+    free of the event loop's turns; elsewhere it calls `apply` as usual."""
+
+    def apply_sync(self, conn: Connection, events: Sequence[Any]) -> None:
+        """What `apply` does, on a synchronous connection, inside the runner's transaction."""
+
+
 class NotifyingProjection(Projection, Protocol):
     """A projection that also wants to act once its rows are committed (e.g. wake a timer)."""
 
     async def committed(self, events: Sequence[Envelope]) -> None:
         """Called after the batch's transaction committed; must not fail."""
+
+
+_MOVE_POSITION = text(
+    "UPDATE projection_positions SET position = :new, updated_at = :t "
+    "WHERE projection = :n AND position = :old"
+)
 
 
 class PositionMoved(Exception):
@@ -149,6 +165,7 @@ class ProjectionRunner:
         self.stats = ProjectionStats()
         self.caught_up = asyncio.Event()
         self._last_pending = -1
+        self._writer: Engine | None = None
 
     async def position(self) -> int:
         """The projection's stored position."""
@@ -172,6 +189,17 @@ class ProjectionRunner:
                 )
 
     async def _run(self, *, follow: bool) -> None:
+        bind = self._sessions.kw.get("bind")
+        if hasattr(self.projection, "apply_sync") and isinstance(bind, AsyncEngine):
+            self._writer = sqlite_writer(bind)
+        try:
+            await self._run_with_writer(follow=follow)
+        finally:
+            if self._writer is not None:
+                self._writer.dispose()
+                self._writer = None
+
+    async def _run_with_writer(self, *, follow: bool) -> None:
         position = await self._ensure_position()
         self.stats.position = position
         reset = getattr(self.projection, "reset", None)
@@ -215,6 +243,15 @@ class ProjectionRunner:
                     await committing
         if not follow:
             self.caught_up.set()
+
+    def _commit_in_thread(self, writer: Engine, move: dict[str, Any], events: list[Any]) -> None:
+        """`_apply_batch`'s transaction on the SQLite writer (runs in a worker thread)."""
+        projection: ThreadedProjection = self.projection  # type: ignore[assignment]
+        with writer.begin() as conn:
+            if conn.execute(_MOVE_POSITION, move).rowcount != 1:
+                raise PositionMoved(self.projection.name)
+            if events:
+                projection.apply_sync(conn, events)
 
     def _after_commit(self, position: int, follow: bool) -> None:
         self.stats.position = position
@@ -287,25 +324,23 @@ class ProjectionRunner:
         events, dead = prepared
         self._last_pending = stream_position(batch[-1])[1]
         new_position = stream_position(batch[-1])[0]
-        async with self._sessions() as session, session.begin():
-            # Moving the position first takes the write lock before anything is read, and
-            # tells at once whether another runner got here first.
-            result = await session.execute(
-                text(
-                    "UPDATE projection_positions SET position = :new, updated_at = :t "
-                    "WHERE projection = :n AND position = :old"
-                ),
-                {
-                    "new": new_position,
-                    "old": position,
-                    "n": self.projection.name,
-                    "t": datetime.now(UTC),
-                },
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise PositionMoved(self.projection.name)
-            if events:
-                await self.projection.apply(session, events)
+        move = {
+            "new": new_position,
+            "old": position,
+            "n": self.projection.name,
+            "t": datetime.now(UTC),
+        }
+        if self._writer is not None:
+            await asyncio.to_thread(self._commit_in_thread, self._writer, move, events)
+        else:
+            async with self._sessions() as session, session.begin():
+                # Moving the position first takes the write lock before anything is read, and
+                # tells at once whether another runner got here first.
+                result = await session.execute(_MOVE_POSITION, move)
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    raise PositionMoved(self.projection.name)
+                if events:
+                    await self.projection.apply(session, events)
         if dead:
             await publish_dead_letters(self._nc, dead)
             self.stats.dead_lettered += len(dead)

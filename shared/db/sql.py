@@ -39,6 +39,26 @@ def insert_many_ignoring_duplicates(session: AsyncSession, table: sa.Table) -> A
     return _dialect(session).insert(table).on_conflict_do_nothing()
 
 
+def upsert_statement(
+    dialect: str,
+    table: sa.Table,
+    keys: Sequence[str],
+    *,
+    update: Sequence[str],
+    keep_existing: bool = False,
+) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE for `dialect` ("sqlite" or "postgresql"), to
+    execute with a list of rows. With `keep_existing`, a NULL in a new row keeps the stored
+    value (partial updates)."""
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    excluded = statement.excluded
+    values = {
+        name: (sa.func.coalesce(excluded[name], table.c[name]) if keep_existing else excluded[name])
+        for name in update
+    }
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=values)
+
+
 async def upsert(
     session: AsyncSession,
     table: sa.Table,
@@ -48,21 +68,13 @@ async def upsert(
     update: Sequence[str],
     keep_existing: bool = False,
 ) -> None:
-    """INSERT … ON CONFLICT (keys) DO UPDATE, executed for many rows at once.
-
-    With `keep_existing`, a NULL in a new row keeps the stored value (partial updates).
-    """
+    """INSERT … ON CONFLICT (keys) DO UPDATE, executed for many rows at once (see
+    `upsert_statement`)."""
     if not rows:
         return
-    statement = _dialect(session).insert(table)
-    excluded = statement.excluded
-    values = {
-        name: (sa.func.coalesce(excluded[name], table.c[name]) if keep_existing else excluded[name])
-        for name in update
-    }
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=list(keys), set_=values), list(rows)
-    )
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    statement = upsert_statement(dialect, table, keys, update=update, keep_existing=keep_existing)
+    await session.execute(statement, list(rows))
 
 
 def _placeholders(dialect: str, count: int) -> str:
@@ -84,6 +96,55 @@ def sqlite_datetime(value: Any) -> Any:
     return value.isoformat(" ", "microseconds")
 
 
+def insert_statements(
+    dialect: str,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    on_conflict: str = "",
+) -> list[tuple[str, Any]]:
+    """Driver-level (SQL, parameters) pairs inserting `rows` (tuples in `columns` order).
+
+    PostgreSQL: one executemany. SQLite: as many rows per statement as its parameter limit
+    allows, so that SQLite inserts them in one step with the GIL released (with executemany the
+    driver takes the GIL back after every row, and while another thread is busy each of those
+    waits a switch interval). Datetimes are converted for SQLite exactly as SQLAlchemy's
+    DateTime would store them, so Core queries still compare them correctly.
+    """
+    if not rows:
+        return []
+    names = ", ".join(columns)
+    one_row = f"({_placeholders(dialect, len(columns))})"
+    if dialect != "sqlite":
+        return [(f"INSERT INTO {table.name} ({names}) VALUES {one_row} {on_conflict}", list(rows))]
+    date_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)]
+    if len(date_columns) == 1:
+        # The usual case (the audit trail): one slice-and-join per row, no list copy.
+        (i,) = date_columns
+        rows = [(*row[:i], sqlite_datetime(row[i]), *row[i + 1 :]) for row in rows]
+    elif date_columns:
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i in date_columns:
+                values[i] = sqlite_datetime(values[i])
+            converted.append(tuple(values))
+        rows = converted
+    per_statement = max(1, _SQLITE_MAX_VARIABLES // len(columns))
+    statements = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        tuples = ", ".join([one_row] * len(chunk))
+        statements.append(
+            (
+                f"INSERT INTO {table.name} ({names}) VALUES {tuples} {on_conflict}",
+                tuple(itertools.chain.from_iterable(chunk)),
+            )
+        )
+    return statements
+
+
 async def bulk_insert(
     session: AsyncSession,
     table: sa.Table,
@@ -92,50 +153,30 @@ async def bulk_insert(
     *,
     on_conflict: str = "",
 ) -> None:
-    """Insert many rows straight through the driver (executemany), skipping SQLAlchemy's
-    per-row parameter processing: for hot paths such as rebuilding the audit trail.
+    """Insert many rows straight through the driver, skipping SQLAlchemy's per-row parameter
+    processing: for hot paths such as rebuilding the audit trail (see `insert_statements`).
 
-    `rows` are tuples in `columns` order. Datetimes are converted for SQLite exactly as
-    SQLAlchemy's DateTime would store them, so Core queries still compare them correctly.
     `on_conflict` is an optional literal clause (e.g. "ON CONFLICT (x) DO NOTHING").
     """
     if not rows:
         return
     conn = await session.connection()
-    dialect = conn.dialect.name
-    names = ", ".join(columns)
-    sql = (
-        f"INSERT INTO {table.name} ({names}) VALUES "
-        f"({_placeholders(dialect, len(columns))}) {on_conflict}"
-    )
-    if dialect == "sqlite":
-        date_columns = [
-            i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)
-        ]
-        if len(date_columns) == 1:
-            # The usual case (the audit trail): one slice-and-join per row, no list copy.
-            (i,) = date_columns
-            rows = [(*row[:i], sqlite_datetime(row[i]), *row[i + 1 :]) for row in rows]
-        elif date_columns:
-            converted = []
-            for row in rows:
-                values = list(row)
-                for i in date_columns:
-                    values[i] = sqlite_datetime(values[i])
-                converted.append(tuple(values))
-            rows = converted
-        # Many rows per statement: SQLite inserts them in one step with the GIL released.
-        # With executemany the driver takes the GIL back after every row, and while the
-        # event loop's thread is busy each of those waits a switch interval, so the insert
-        # made progress only when the loop was idle.
-        per_statement = max(1, _SQLITE_MAX_VARIABLES // len(columns))
-        one_row = f"({_placeholders(dialect, len(columns))})"
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            tuples = ", ".join([one_row] * len(chunk))
-            await conn.exec_driver_sql(
-                f"INSERT INTO {table.name} ({names}) VALUES {tuples} {on_conflict}",
-                tuple(itertools.chain.from_iterable(chunk)),
-            )
-        return
-    await conn.exec_driver_sql(sql, list(rows))
+    for sql, parameters in insert_statements(
+        conn.dialect.name, table, columns, rows, on_conflict=on_conflict
+    ):
+        await conn.exec_driver_sql(sql, parameters)
+
+
+def bulk_insert_sync(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    on_conflict: str = "",
+) -> None:
+    """`bulk_insert` on a synchronous connection (a writer thread's)."""
+    for sql, parameters in insert_statements(
+        conn.dialect.name, table, columns, rows, on_conflict=on_conflict
+    ):
+        conn.exec_driver_sql(sql, parameters)
