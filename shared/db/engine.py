@@ -18,11 +18,6 @@ from sqlalchemy.pool import NullPool
 
 # Page cache per SQLite connection, in KiB (SQLite's default is 2 MB).
 SQLITE_CACHE_KIB = 8192
-# Connections per SQLite engine, all kept open. Each aiosqlite connection is a thread of its
-# own; with overflow connections (the pool's default, 5 + 10) a busy gateway opened and closed
-# hundreds of them a minute, and every short-lived thread's memory arena kept what it had
-# freed: the process grew under load. The bound on connections in use is unchanged.
-SQLITE_POOL_SIZE = 15
 
 
 def is_sqlite(url: str) -> bool:
@@ -42,14 +37,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # The PostgreSQL pool settings do not apply: SQLite gets a fixed set of connections.
+        # Pool sizing is a PostgreSQL matter; SQLite's default pool suits its file locking.
+        # (A fixed pool of 15 without overflow was tried against the load test's memory
+        # growth and grew faster: see docs/operations.md.)
         kwargs.pop("pool_size", None)
         kwargs.pop("max_overflow", None)
-        if kwargs.pop("null_pool", False):
-            kwargs["poolclass"] = NullPool
-        elif database and database != ":memory:":  # in memory: one static connection
-            kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=0)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": 30},
+            poolclass=NullPool if kwargs.pop("null_pool", False) else None,
+            **kwargs,
+        )
         _tune_sqlite(engine.sync_engine)
         return engine
     kwargs.setdefault("pool_size", 10)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.engine import create_engine, session_factory
 from shared.db.sql import bulk_insert
@@ -18,6 +21,7 @@ items = sa.Table(
     sa.Column("label", sa.Text, nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+COLUMNS = ("id", "label", "at")
 ROWS = 25_000
 START = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 PARIS = timezone(timedelta(hours=2))
@@ -26,54 +30,47 @@ PARIS = timezone(timedelta(hours=2))
 def _row(n: int) -> tuple[int, str | None, datetime]:
     # UTC and non-UTC offsets both; labels with quotes, commas, non-ASCII and NULLs.
     at = START + timedelta(seconds=n)
-    return (
-        n,
-        (None if n % 7 == 0 else f"row {n}, 'quoted' é😀"),
-        (at if n % 2 else at.astimezone(PARIS)),
-    )
+    label = None if n % 7 == 0 else f"row {n}, 'quoted' é😀"
+    return n, label, at if n % 2 else at.astimezone(PARIS)
 
 
-async def test_many_rows_in_order_with_times_comparable(database_url: str) -> None:
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = create_engine(database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        sessions = session_factory(engine)
-        async with sessions() as session, session.begin():
-            await bulk_insert(session, items, ("id", "label", "at"), [_row(n) for n in range(ROWS)])
-        async with sessions() as session:
-            stored = (await session.execute(sa.select(items).order_by(items.c.id))).all()
-            # A Core comparison on the column sees every time as the same instant.
-            later = await session.scalar(
-                sa.select(sa.func.count()).where(items.c.at >= START + timedelta(seconds=ROWS // 2))
-            )
-        assert len(stored) == ROWS
-        assert later == ROWS - ROWS // 2
-        for n in (0, 1, 6, 7, 10_921, 10_922, 10_923, ROWS - 1):
-            row = stored[n]
-            expected_id, expected_label, expected_at = _row(n)
-            assert (row.id, row.label) == (expected_id, expected_label)
-            assert row.at.replace(tzinfo=row.at.tzinfo or UTC) == expected_at
-    finally:
-        await engine.dispose()
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield session_factory(engine)
+    await engine.dispose()
 
 
-async def test_conflicts_ignored_when_asked(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        sessions = session_factory(engine)
-        first = [_row(n) for n in range(10)]
-        again = [(n, "second", START) for n in range(5, 15)]
-        async with sessions() as session, session.begin():
-            await bulk_insert(session, items, ("id", "label", "at"), first)
-            await bulk_insert(
-                session, items, ("id", "label", "at"), again, on_conflict="ON CONFLICT DO NOTHING"
-            )
-        async with sessions() as session:
-            labels = dict((await session.execute(sa.select(items.c.id, items.c.label))).all())
-        assert len(labels) == 15
-        assert labels[5] == _row(5)[1] and labels[14] == "second"
-    finally:
-        await engine.dispose()
+async def test_many_rows_in_order_with_times_comparable(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session, session.begin():
+        await bulk_insert(session, items, COLUMNS, [_row(n) for n in range(ROWS)])
+    async with sessions() as session:
+        stored = (await session.execute(sa.select(items).order_by(items.c.id))).all()
+        # A Core comparison on the column sees every time as the same instant.
+        later = await session.scalar(
+            sa.select(sa.func.count()).where(items.c.at >= START + timedelta(seconds=ROWS // 2))
+        )
+    assert len(stored) == ROWS
+    assert later == ROWS - ROWS // 2
+    for n in (0, 1, 6, 7, 10_921, 10_922, 10_923, ROWS - 1):
+        row = stored[n]
+        expected_id, expected_label, expected_at = _row(n)
+        assert (row.id, row.label) == (expected_id, expected_label)
+        assert row.at.replace(tzinfo=row.at.tzinfo or UTC) == expected_at
+
+
+async def test_conflicts_ignored_when_asked(sessions: async_sessionmaker[AsyncSession]) -> None:
+    first = [_row(n) for n in range(10)]
+    again = [(n, "second", START) for n in range(5, 15)]
+    async with sessions() as session, session.begin():
+        await bulk_insert(session, items, COLUMNS, first)
+        await bulk_insert(session, items, COLUMNS, again, on_conflict="ON CONFLICT DO NOTHING")
+    async with sessions() as session:
+        labels = dict((await session.execute(sa.select(items.c.id, items.c.label))).all())
+    assert len(labels) == 15
+    assert labels[5] == _row(5)[1]
+    assert labels[14] == "second"
