@@ -193,7 +193,7 @@ def _fitted(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
     return {k: _fit(v, shapes[k]) if k in shapes else v for k, v in row.items()}
 
 
-# Text columns a record gets from its event (the hashes are added later, by `prepare`).
+# Text columns a record gets from its event (the hashes are added later, by `apply`).
 _TEXT_LIMITS = tuple(
     (c.name, width)
     for c in records.columns
