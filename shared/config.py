@@ -126,6 +126,14 @@ class StaggerSettings(BaseSettings):
     drain_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long SIGTERM waits for in-flight work before exiting."
     )
+    malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="Most glibc malloc arenas a service process uses (0: glibc's default of "
+        "eight per core). Few arenas keep a busy SQLite gateway's memory from growing with "
+        "its connection threads.",
+    )
 
     @field_validator("var_dir")
     @classmethod

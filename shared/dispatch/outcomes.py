@@ -37,6 +37,18 @@ class _Sent:
     done: asyncio.Future[bool]
 
 
+def _provider_answer(messages: sa.Table) -> sa.Update:
+    """UPDATE of one sent message's account and provider reference (run per row)."""
+    return (
+        sa.update(messages)
+        .where(messages.c.message_id == sa.bindparam("b_id"))
+        .values(
+            account=sa.bindparam("b_account"),
+            provider_message_id=sa.bindparam("b_reference"),
+        )
+    )
+
+
 class SentRecorder:
     """Records `sent` outcomes of one queue in groups (run `run()` as a background task)."""
 
@@ -46,6 +58,7 @@ class SentRecorder:
         self._pending: list[_Sent] = []
         self._wake = asyncio.Event()
         self.commits = 0
+        self._provider_answer = _provider_answer(queue.t.messages)
 
     async def sent(self, claimed: Claimed, account: str, result: SendResult) -> bool:
         """Record one message as sent; False if its lease had been lost meanwhile."""
@@ -111,13 +124,6 @@ class SentRecorder:
                 )
                 .values(
                     state=schema.SENT,
-                    account=sa.case(
-                        {i: item.account for i, item in by_id.items()}, value=m.c.message_id
-                    ),
-                    provider_message_id=sa.case(
-                        {i: item.result.provider_message_id for i, item in by_id.items()},
-                        value=m.c.message_id,
-                    ),
                     sent_at=now,
                     finished_at=now,
                     lease_owner=None,
@@ -127,6 +133,22 @@ class SentRecorder:
                 .returning(m.c.message_id)
             )
             ours = {row[0] for row in updated}
+            if ours:
+                # The per-message values in a second, fixed-shape statement run for each row.
+                # (A CASE over the group made every group size a statement of its own, each
+                # kept in SQLAlchemy's compiled cache with its thousand parameters: the
+                # gateway's memory grew through a whole load test as new sizes turned up.)
+                await session.execute(
+                    self._provider_answer,
+                    [
+                        {
+                            "b_id": i,
+                            "b_account": by_id[i].account,
+                            "b_reference": by_id[i].result.provider_message_id,
+                        }
+                        for i in ours
+                    ],
+                )
             for message_id in ours:
                 item = by_id[message_id]
                 c = item.claimed

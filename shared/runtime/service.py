@@ -45,6 +45,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.db.migrate import MigrationChain, migrate, service_chain
 from shared.logs import configure_logging
 from shared.runtime.health import Health, heartbeat_loop, publish_heartbeat
+from shared.runtime.memory import limit_malloc_arenas
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +489,10 @@ def main(definition: ServiceDefinition, settings: StaggerSettings | None = None)
     """Process entry point: run the service and exit with its code."""
     from shared.config import load_settings
 
-    sys.exit(asyncio.run(run(definition, settings or load_settings())))
+    settings = settings or load_settings()
+    # Before the event loop and its worker threads exist, so every thread's arena obeys it.
+    limit_malloc_arenas(settings.malloc_arenas)
+    sys.exit(asyncio.run(run(definition, settings)))
 
 
 class BaseService:

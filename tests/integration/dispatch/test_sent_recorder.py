@@ -1,0 +1,114 @@
+"""The group commit of `sent` outcomes: each message keeps its own provider answer, a lease
+lost meanwhile is left alone, and groups of every size share the same compiled statements (a
+statement per group size kept the gateway's memory growing for a whole load test)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from shared.db.engine import create_engine, session_factory
+from shared.dispatch import schema
+from shared.dispatch.adapter import SendResult
+from shared.dispatch.outcomes import SentRecorder
+from shared.dispatch.queue import Claimed, Incoming, MessageQueue
+from shared.events.schemas.messages import MessageAccepted
+
+SITE = "rec-site"
+
+
+def _accepted(i: int) -> MessageAccepted:
+    return MessageAccepted(
+        message_id=f"rec-{i:04d}",
+        group_id="rec-group",
+        site_id=SITE,
+        channel="sms",
+        to=f"+4477009{i:05d}",
+        body="hello",
+        submitted_at=datetime.now(UTC),
+    )
+
+
+async def test_groups_of_every_size_record_each_answer_with_the_same_statements(
+    database_url: str,
+) -> None:
+    metadata = sa.MetaData()
+    t = schema.tables("rec", metadata)
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        queue = MessageQueue(session_factory(engine), t, "sms", owner="me", source="test")
+        sizes = [1, 2, 3, 5, 8, 13, 21, 34, 55]
+        total = sum(sizes) + 1
+        await queue.ingest([Incoming(_accepted(i), "test") for i in range(total)])
+        claimed = await queue.claim([SITE], total)
+        assert len(claimed) == total
+        # One message's lease passes to another replica before its outcome is recorded.
+        lost = claimed.pop()
+        async with queue.db() as session, session.begin():
+            await session.execute(
+                sa.update(t.messages)
+                .where(t.messages.c.message_id == lost.message_id)
+                .values(lease_owner="someone-else")
+            )
+
+        recorder = SentRecorder(queue, lambda: None)
+        running = asyncio.create_task(recorder.run())
+        cache = engine.sync_engine._compiled_cache  # SQLAlchemy's per-engine statement cache
+        assert cache is not None
+
+        async def record(chunk: list[Claimed]) -> list[bool]:
+            return await asyncio.gather(
+                *(
+                    recorder.sent(
+                        c, f"acct-{c.message_id}", SendResult("sent", f"ref-{c.message_id}")
+                    )
+                    for c in chunk
+                )
+            )
+
+        try:
+            start = 0
+            for n, size in enumerate(sizes):
+                assert await record(claimed[start : start + size]) == [True] * size
+                start += size
+                if n == 1:
+                    # Every statement of a group commit has been compiled once by now.
+                    compiled = len(cache)
+            assert len(cache) == compiled, "a group size compiled a statement of its own"
+            assert recorder.commits >= len(sizes)
+            assert await record([lost]) == [False]
+        finally:
+            running.cancel()
+
+        m = t.messages
+        async with queue.db() as session:
+            rows = {
+                r.message_id: r
+                for r in await session.execute(
+                    sa.select(m.c.message_id, m.c.state, m.c.account, m.c.provider_message_id)
+                )
+            }
+            events = (
+                await session.execute(sa.select(sa.func.count()).select_from(t.pending_events))
+            ).scalar_one()
+        for c in claimed:
+            row = rows[c.message_id]
+            assert (row.state, row.account, row.provider_message_id) == (
+                schema.SENT,
+                f"acct-{c.message_id}",
+                f"ref-{c.message_id}",
+            )
+        untouched = rows[lost.message_id]
+        assert (untouched.state, untouched.account, untouched.provider_message_id) == (
+            schema.SENDING,
+            None,
+            None,
+        )
+        # One `queued` event per message at intake, one `sent` per recorded message.
+        assert events == total + len(claimed)
+    finally:
+        await engine.dispose()
