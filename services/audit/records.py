@@ -25,7 +25,13 @@ from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.topology import AUDIT
-from shared.db.sql import bulk_insert, bulk_insert_sync, upsert, upsert_statement
+from shared.db.sql import (
+    SQLITE_MAX_VARIABLES,
+    bulk_insert,
+    bulk_insert_sync,
+    upsert,
+    upsert_statement,
+)
 from shared.eventstore import stream_position
 
 log = logging.getLogger(__name__)
@@ -388,15 +394,12 @@ def _stored_ids_sqlite(conn: sa.Connection, ids: list[str]) -> set[str]:
     """Which of `ids` the trail holds, on SQLite (the writer thread): plain placeholders,
     bound by the driver, instead of compiling an expanding IN of thousands of values."""
     stored: set[str] = set()
-    for start in range(0, len(ids), _IDS_PER_QUERY):
-        chunk = tuple(ids[start : start + _IDS_PER_QUERY])
+    for start in range(0, len(ids), SQLITE_MAX_VARIABLES):
+        chunk = tuple(ids[start : start + SQLITE_MAX_VARIABLES])
         marks = ", ".join("?" * len(chunk))
         query = f"SELECT event_id FROM {records.name} WHERE event_id IN ({marks})"
         stored.update(x[0] for x in conn.exec_driver_sql(query, chunk))
     return stored
-
-
-_IDS_PER_QUERY = 30_000  # under SQLite's 32,766 bound parameters
 
 
 def _heads_of(chains: set[str]) -> sa.Select[Any]:

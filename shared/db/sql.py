@@ -13,13 +13,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # Bound parameters allowed in one statement (SQLite's default limit; 999 before 3.32).
-_SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+def _dialect_name(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+def _dialect_module(name: str) -> Any:
+    """The dialect module (for its INSERT with ON CONFLICT) of a database by name."""
+    return postgresql if name == "postgresql" else sqlite
 
 
 def _dialect(session: AsyncSession) -> Any:
-    """The dialect module (for its INSERT with ON CONFLICT) of the session's database."""
-    name = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return postgresql if name == "postgresql" else sqlite
+    """The dialect module of the session's database."""
+    return _dialect_module(_dialect_name(session))
 
 
 def insert_ignoring_duplicates(
@@ -50,7 +58,7 @@ def upsert_statement(
     """INSERT … ON CONFLICT (keys) DO UPDATE for `dialect` ("sqlite" or "postgresql"), to
     execute with a list of rows. With `keep_existing`, a NULL in a new row keeps the stored
     value (partial updates)."""
-    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    statement = _dialect_module(dialect).insert(table)
     excluded = statement.excluded
     values = {
         name: (sa.func.coalesce(excluded[name], table.c[name]) if keep_existing else excluded[name])
@@ -72,8 +80,9 @@ async def upsert(
     `upsert_statement`)."""
     if not rows:
         return
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    statement = upsert_statement(dialect, table, keys, update=update, keep_existing=keep_existing)
+    statement = upsert_statement(
+        _dialect_name(session), table, keys, update=update, keep_existing=keep_existing
+    )
     await session.execute(statement, list(rows))
 
 
@@ -131,7 +140,7 @@ def insert_statements(
                 values[i] = sqlite_datetime(values[i])
             converted.append(tuple(values))
         rows = converted
-    per_statement = max(1, _SQLITE_MAX_VARIABLES // len(columns))
+    per_statement = max(1, SQLITE_MAX_VARIABLES // len(columns))
     statements = []
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
