@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,7 @@ from shared.db.sql import (
     SQLITE_MAX_VARIABLES,
     bulk_insert,
     bulk_insert_sync,
+    sqlite_datetime,
     upsert,
     upsert_statement,
 )
@@ -99,7 +100,19 @@ messages = sa.Table(
 )
 
 RECORD_COLUMNS = tuple(c.name for c in records.columns)
-_RECORD_TUPLE = operator.itemgetter(*RECORD_COLUMNS)
+# A prepared record is a tuple of every column but `at` (derived from `time` where it is
+# stored) and the two hashes, which chaining appends. Tuples of plain values, not dicts: on
+# SQLite they cross to the writer process, and pickling a dict or a datetime per record cost
+# more than writing it.
+_DERIVED = ("at", "prev_hash", "hash")
+PREPARED_COLUMNS = tuple(c for c in RECORD_COLUMNS if c not in _DERIVED)
+INSERTED_COLUMNS = PREPARED_COLUMNS + _DERIVED
+Record = tuple[Any, ...]
+_PREPARED = operator.itemgetter(*PREPARED_COLUMNS)
+_EVENT_ID = PREPARED_COLUMNS.index("event_id")
+_POSITION = PREPARED_COLUMNS.index("position")
+_CHAIN = PREPARED_COLUMNS.index("chain")
+_TIME = PREPARED_COLUMNS.index("time")
 SYSTEM_CHAIN = "_system"
 GENESIS = "0" * 64
 MESSAGE_COLUMNS = tuple(c.name for c in messages.columns)
@@ -124,6 +137,7 @@ HASHED = (
 )
 # Event types whose subject attribute is a message id.
 _MESSAGE_TYPES = ("stagger.dispatch.", "stagger.message.")
+_HASHED_VALUES = operator.itemgetter(*(PREPARED_COLUMNS.index(name) for name in HASHED))
 _STATE_OF = {
     "stagger.dispatch.queued": "queued",
     "stagger.dispatch.deferred": "queued",
@@ -135,12 +149,16 @@ _STATE_OF = {
 }
 
 
-def digest(prev_hash: str, row: dict[str, Any]) -> str:
+def digest(prev_hash: str, row: Mapping[str, Any]) -> str:
     """Hash of one record: its fields, each length-prefixed (so no separator can be forged),
     after the previous record's hash."""
+    return digest_values(prev_hash, [row.get(name) for name in HASHED])
+
+
+def digest_values(prev_hash: str, values: Sequence[Any]) -> str:
+    """`digest` of a record given as the values of `HASHED`, in that order."""
     parts = [prev_hash]
-    for name in HASHED:
-        value = row.get(name)
+    for name, value in zip(HASHED, values, strict=True):
         text = "" if value is None else str(value)
         parts.append(f"{name}={len(text)}:{text}")
     return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()
@@ -236,6 +254,11 @@ def _utc(text: str) -> datetime:
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
+def _sqlite_at(text: str) -> str:
+    """`_utc(text)` as SQLAlchemy's DateTime stores it in SQLite."""
+    return str(sqlite_datetime(_utc(text)))
+
+
 def record_from(msg: Msg) -> dict[str, Any] | None:
     """The record fields of one AUDIT message (None if it is not a CloudEvent).
 
@@ -265,7 +288,6 @@ def record_from(msg: Msg) -> dict[str, Any] | None:
         "subject": subject,
         "actor": headers.get("ce-actor", "unknown"),
         "time": time_text,
-        "at": _utc(time_text),
         "group_id": group_id,
         "site_id": headers.get("ce-siteid"),
         "message_id": subject if name.startswith(_MESSAGE_TYPES) else None,
@@ -305,7 +327,9 @@ class AuditProjection:
     events into records. De-duplication and chaining happen in `apply`, inside the batch's
     transaction, so they see every record committed before. The heads of the chains are
     cached between batches; `reset` drops them whenever the runner starts over from the
-    database (a restart, a failed batch, or another runner having moved the position).
+    database (a restart, a failed batch, or another runner having moved the position). On a
+    SQLite file the runner calls `apply_sync` in its writer process, on an instance of its
+    own, created for each run (as fresh as after `reset`).
     """
 
     name = "audit.trail"
@@ -314,7 +338,6 @@ class AuditProjection:
     wants_raw_messages = True
 
     def __init__(self) -> None:
-        self.applied = 0
         self.reset()
 
     def reset(self) -> None:
@@ -323,11 +346,11 @@ class AuditProjection:
 
     async def prepare(
         self, sessions: async_sessionmaker[AsyncSession], events: Sequence[Msg]
-    ) -> list[dict[str, Any]]:
-        """Records of a batch (nothing read from or written to the database)."""
-        return [r for r in map(record_from, events) if r is not None]
+    ) -> list[Record]:
+        """Records of a batch, as `PREPARED_COLUMNS` tuples (nothing read or written)."""
+        return [_PREPARED(r) for r in map(record_from, events) if r is not None]
 
-    async def apply(self, session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    async def apply(self, session: AsyncSession, events: Sequence[Record]) -> None:
         """Chain and store a batch's new records and move the chains' heads (in the runner's
         transaction)."""
         if not events:
@@ -336,62 +359,65 @@ class AuditProjection:
         unknown = self._unknown_chains(events)
         if unknown:
             self._remember(await session.execute(_heads_of(unknown)))
-        fresh = self._chain(events, stored)
+        fresh, heads = self._chain(events, stored, _utc)
         if fresh:
-            await bulk_insert(session, records, RECORD_COLUMNS, [_RECORD_TUPLE(r) for r in fresh])
-            await upsert(session, chain_heads, ["chain"], _new_heads(fresh), update=_HEAD_UPDATE)
-        self.applied += len(fresh)
+            await bulk_insert(session, records, INSERTED_COLUMNS, fresh)
+            await upsert(session, chain_heads, ["chain"], heads, update=_HEAD_UPDATE)
 
-    def apply_sync(self, conn: sa.Connection, events: Sequence[dict[str, Any]]) -> None:
-        """`apply` on a synchronous connection (the runner's SQLite writer thread)."""
+    def apply_sync(self, conn: sa.Connection, events: Sequence[Record]) -> None:
+        """`apply` on a synchronous connection (the runner's SQLite writer process)."""
         if not events:
             return
-        stored = _stored_ids_sqlite(conn, [r["event_id"] for r in events])
+        stored = _stored_ids_sqlite(conn, [r[_EVENT_ID] for r in events])
         unknown = self._unknown_chains(events)
         if unknown:
             self._remember(conn.execute(_heads_of(unknown)))
-        fresh = self._chain(events, stored)
+        fresh, heads = self._chain(events, stored, _sqlite_at)
         if fresh:
-            bulk_insert_sync(conn, records, RECORD_COLUMNS, [_RECORD_TUPLE(r) for r in fresh])
-            heads = upsert_statement(conn.dialect.name, chain_heads, ["chain"], update=_HEAD_UPDATE)
-            conn.execute(heads, _new_heads(fresh))
-        self.applied += len(fresh)
+            bulk_insert_sync(conn, records, INSERTED_COLUMNS, fresh)
+            statement = upsert_statement(
+                conn.dialect.name, chain_heads, ["chain"], update=_HEAD_UPDATE
+            )
+            conn.execute(statement, heads)
 
-    def _unknown_chains(self, rows: Sequence[dict[str, Any]]) -> set[str]:
-        return {r["chain"] for r in rows} - self._heads.keys()
+    def _unknown_chains(self, rows: Sequence[Record]) -> set[str]:
+        return {r[_CHAIN] for r in rows} - self._heads.keys()
 
     def _remember(self, heads: Iterable[Any]) -> None:
         for h in heads:
             self._heads[h.chain] = _Head(h.position, h.hash, h.records)
 
-    def _chain(self, rows: Sequence[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
+    def _chain(
+        self, rows: Sequence[Record], seen: set[str], at: Callable[[str], Any]
+    ) -> tuple[list[Record], list[dict[str, Any]]]:
         """The rows not stored yet (an event published twice, after a crash, keeps its first
-        record only), each hashed after its chain's previous record."""
-        fresh: list[dict[str, Any]] = []
+        record only), as `INSERTED_COLUMNS` tuples: `at(time)`, the chain's previous hash and
+        the row's own appended. Also the new head of every chain they extend."""
+        fresh: list[Record] = []
         heads = self._heads
+        moved: dict[str, _Head] = {}
         for row in rows:
-            event_id = row["event_id"]
+            event_id = row[_EVENT_ID]
             if event_id in seen:
                 continue
             seen.add(event_id)
-            chain = row["chain"]
+            chain = row[_CHAIN]
             head = heads.get(chain) or _Head(0, GENESIS, 0)
-            row["prev_hash"] = head.hash
-            row["hash"] = digest(head.hash, row)
-            row["_records"] = head.records + 1
-            heads[chain] = _Head(row["position"], row["hash"], head.records + 1)
-            fresh.append(row)
-        return fresh
+            value = digest_values(head.hash, _HASHED_VALUES(row))
+            fresh.append((*row, at(row[_TIME]), head.hash, value))
+            heads[chain] = moved[chain] = _Head(row[_POSITION], value, head.records + 1)
+        return fresh, [
+            {"chain": chain, "position": h.position, "hash": h.hash, "records": h.records}
+            for chain, h in moved.items()
+        ]
 
 
-def _stored_ids(rows: Sequence[dict[str, Any]]) -> sa.Select[Any]:
-    return sa.select(records.c.event_id).where(
-        records.c.event_id.in_([r["event_id"] for r in rows])
-    )
+def _stored_ids(rows: Sequence[Record]) -> sa.Select[Any]:
+    return sa.select(records.c.event_id).where(records.c.event_id.in_([r[_EVENT_ID] for r in rows]))
 
 
 def _stored_ids_sqlite(conn: sa.Connection, ids: list[str]) -> set[str]:
-    """Which of `ids` the trail holds, on SQLite (the writer thread): plain placeholders,
+    """Which of `ids` the trail holds, on SQLite (the writer process): plain placeholders,
     bound by the driver, instead of compiling an expanding IN of thousands of values."""
     stored: set[str] = set()
     for start in range(0, len(ids), SQLITE_MAX_VARIABLES):
@@ -407,20 +433,6 @@ def _heads_of(chains: set[str]) -> sa.Select[Any]:
 
 
 _HEAD_UPDATE = ("position", "hash", "records")
-
-
-def _new_heads(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each chain's last record in a batch of prepared records."""
-    heads = {
-        r["chain"]: {
-            "chain": r["chain"],
-            "position": r["position"],
-            "hash": r["hash"],
-            "records": r["_records"],
-        }
-        for r in events
-    }
-    return list(heads.values())
 
 
 class MessageStatusProjection:

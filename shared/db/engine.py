@@ -85,20 +85,21 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def sqlite_writer(engine: AsyncEngine) -> Engine | None:
-    """A synchronous engine on the same SQLite file, for whole transactions run in a worker
-    thread (`asyncio.to_thread`); None for other databases.
-
-    Through the async engine every statement is a round trip through the event loop, and
-    while the loop's thread is busy (a projection preparing its next batch) each one waits
-    its turn: a batch of ten statements then waits ten turns. In a thread the transaction runs
-    without them. One connection: the writer is meant for one sequence of transactions.
-    """
+def sqlite_file_url(engine: AsyncEngine) -> str | None:
+    """The synchronous-driver URL of `engine`'s SQLite file; None for other databases and for
+    in-memory SQLite (which another connection cannot share)."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
+    return url.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False)
+
+
+def sqlite_sync_engine(url: str) -> Engine:
+    """A synchronous engine on a SQLite file, tuned like the service's own, with one
+    connection: for a writer that runs whole transactions outside the event loop (see
+    `shared.db.writer_process`)."""
     writer = sa_create_engine(
-        url.set(drivername="sqlite+pysqlite"),
+        url,
         connect_args={"timeout": 30, "check_same_thread": False},
         pool_size=1,
         max_overflow=0,

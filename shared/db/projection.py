@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
-from shared.db.engine import sqlite_writer
+from shared.db.engine import sqlite_file_url
+from shared.db.writer_process import WriterProcess
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.envelope import Envelope
 from shared.events.registry import EventRegistry, registry
@@ -91,10 +93,14 @@ class PreparingProjection(Protocol[_Prepared]):
         """Store prepared rows (in stream order) inside the caller's transaction."""
 
 
-class ThreadedProjection(Protocol):
-    """A projection that can also store a batch on a synchronous connection. On SQLite the
-    runner then commits each batch in a worker thread (`shared.db.engine.sqlite_writer`),
-    free of the event loop's turns; elsewhere it calls `apply` as usual."""
+class WriterProcessProjection(Protocol):
+    """A projection that can also store a batch on a synchronous connection. On a SQLite
+    file the runner then commits each batch in a child process
+    (`shared.db.writer_process`), on a second core; elsewhere it calls `apply` as usual.
+
+    The child makes its own instance (`type(projection)()`, so no constructor arguments) and
+    is given each batch as `prepare` returned it (so that must pickle).
+    """
 
     def apply_sync(self, conn: Connection, events: Sequence[Any]) -> None:
         """What `apply` does, on a synchronous connection, inside the runner's transaction."""
@@ -164,8 +170,7 @@ class ProjectionRunner:
         self._events = events
         self.stats = ProjectionStats()
         self.caught_up = asyncio.Event()
-        self._last_pending = -1
-        self._writer: Engine | None = None
+        self._writer: WriterProcess | None = None
 
     async def position(self) -> int:
         """The projection's stored position."""
@@ -189,15 +194,23 @@ class ProjectionRunner:
                 )
 
     async def _run(self, *, follow: bool) -> None:
-        bind = self._sessions.kw.get("bind")
-        if hasattr(self.projection, "apply_sync") and isinstance(bind, AsyncEngine):
-            self._writer = sqlite_writer(bind)
+        self._writer = self._start_writer()
         try:
             await self._run_with_writer(follow=follow)
         finally:
             if self._writer is not None:
-                self._writer.dispose()
+                await self._writer.close()
                 self._writer = None
+
+    def _start_writer(self) -> WriterProcess | None:
+        """A writer process for this run, if the projection can use one (a SQLite file)."""
+        bind = self._sessions.kw.get("bind")
+        if not hasattr(self.projection, "apply_sync") or not isinstance(bind, AsyncEngine):
+            return None
+        url = sqlite_file_url(bind)
+        if url is None:
+            return None
+        return WriterProcess(url, type(self.projection), commit_batch)
 
     async def _run_with_writer(self, *, follow: bool) -> None:
         position = await self._ensure_position()
@@ -215,49 +228,42 @@ class ProjectionRunner:
             follow=follow,
             max_batch=self._batch_size,
         )
-        # Two stages: while batch k commits (the database works in its own thread), batch
-        # k+1 is read and prepared. Commits stay strictly in order.
-        committing: asyncio.Task[int] | None = None
+        # Stages overlap: while batch k commits, the next batch is read and prepared. A writer
+        # process takes payloads strictly in order, so up to three batches may be on their way
+        # to it (its compare-and-set of each old position still holds); an async transaction
+        # must see the previous one committed, so there only one is outstanding.
+        depth = 3 if self._writer is not None else 1
+        pending: deque[asyncio.Task[tuple[int, int]]] = deque()
         try:
             async with aclosing(batches):
                 async for batch in batches:
                     prepared = await self._prepare(batch)
-                    if committing is not None:
-                        position = await committing
-                        self._after_commit(position, follow)
-                    committing = asyncio.create_task(self._apply_batch(position, batch, prepared))
-                    if follow and stream_position(batch[-1])[1] == 0:
+                    while len(pending) >= depth:
+                        self._after_commit(*await pending.popleft(), follow)
+                    pending.append(self._start_commit(position, batch, prepared))
+                    position, waiting = stream_position(batch[-1])
+                    if follow and waiting == 0:
                         # Nothing more is waiting: finish now rather than when the next
                         # event arrives (readiness and `committed` hooks depend on it).
-                        position = await committing
-                        self._after_commit(position, follow)
-                        committing = None
-            if committing is not None:
-                position = await committing
-                self._after_commit(position, follow)
-                committing = None
+                        while pending:
+                            self._after_commit(*await pending.popleft(), follow)
+            while pending:
+                self._after_commit(*await pending.popleft(), follow)
         finally:
-            if committing is not None and not committing.done():
-                committing.cancel()
+            for task in pending:
+                task.cancel()
+            for task in pending:
                 with contextlib.suppress(BaseException):
-                    await committing
+                    await task
         if not follow:
             self.caught_up.set()
 
-    def _commit_in_thread(self, writer: Engine, move: dict[str, Any], events: list[Any]) -> None:
-        """`_apply_batch`'s transaction on the SQLite writer (runs in a worker thread)."""
-        projection: ThreadedProjection = self.projection  # type: ignore[assignment]
-        with writer.begin() as conn:
-            if conn.execute(_MOVE_POSITION, move).rowcount != 1:
-                raise PositionMoved(self.projection.name)
-            if events:
-                projection.apply_sync(conn, events)
-
-    def _after_commit(self, position: int, follow: bool) -> None:
+    def _after_commit(self, position: int, waiting: int, follow: bool) -> None:
+        """Book a committed batch: its last position, and how many events were still waiting
+        in the stream after it."""
         self.stats.position = position
-        if self._last_pending >= 0:
-            LAG.labels(self.projection.name).set(self._last_pending)
-        if follow and not self.caught_up.is_set() and self._last_pending == 0:
+        LAG.labels(self.projection.name).set(waiting)
+        if follow and not self.caught_up.is_set() and waiting == 0:
             self.caught_up.set()
 
     async def _mark_caught_up_if_at_end(self, position: int) -> None:
@@ -318,20 +324,34 @@ class ProjectionRunner:
                 dead.append(DeadLetter.from_msg(msg, self.projection.name, str(exc)))
         return events, dead
 
-    async def _apply_batch(
+    def _start_commit(
         self, position: int, batch: list[Msg], prepared: tuple[list[Any], list[DeadLetter]]
-    ) -> int:
+    ) -> asyncio.Task[tuple[int, int]]:
+        """Start committing a batch after `position`; the task returns the batch's last
+        position and the events still waiting after it. A writer process is sent the batch
+        at once, so batches reach it in the order they were started."""
         events, dead = prepared
-        self._last_pending = stream_position(batch[-1])[1]
-        new_position = stream_position(batch[-1])[0]
+        new_position, waiting = stream_position(batch[-1])
         move = {
             "new": new_position,
             "old": position,
             "n": self.projection.name,
             "t": datetime.now(UTC),
         }
-        if self._writer is not None:
-            await asyncio.to_thread(self._commit_in_thread, self._writer, move, events)
+        written = self._writer.submit((move, events)) if self._writer is not None else None
+        return asyncio.create_task(self._finish_batch(move, events, dead, written, waiting))
+
+    async def _finish_batch(
+        self,
+        move: dict[str, Any],
+        events: list[Any],
+        dead: list[DeadLetter],
+        written: asyncio.Future[bool] | None,
+        waiting: int,
+    ) -> tuple[int, int]:
+        if written is not None:
+            if not await written:
+                raise PositionMoved(self.projection.name)
         else:
             async with self._sessions() as session, session.begin():
                 # Moving the position first takes the write lock before anything is read, and
@@ -354,4 +374,18 @@ class ProjectionRunner:
                     "projection's after-commit hook failed",
                     extra={"projection": self.projection.name},
                 )
-        return new_position
+        return move["new"], waiting
+
+
+def commit_batch(
+    engine: Engine, projection: WriterProcessProjection, payload: tuple[dict[str, Any], list[Any]]
+) -> bool:
+    """A batch's transaction in the writer process: move the position (compare-and-set), then
+    apply. False, with nothing written, if another runner moved the position first."""
+    move, events = payload
+    with engine.begin() as conn:
+        if conn.execute(_MOVE_POSITION, move).rowcount != 1:
+            return False
+        if events:
+            projection.apply_sync(conn, events)
+    return True

@@ -127,19 +127,7 @@ def insert_statements(
     one_row = f"({_placeholders(dialect, len(columns))})"
     if dialect != "sqlite":
         return [(f"INSERT INTO {table.name} ({names}) VALUES {one_row} {on_conflict}", list(rows))]
-    date_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)]
-    if len(date_columns) == 1:
-        # The usual case (the audit trail): one slice-and-join per row, no list copy.
-        (i,) = date_columns
-        rows = [(*row[:i], sqlite_datetime(row[i]), *row[i + 1 :]) for row in rows]
-    elif date_columns:
-        converted = []
-        for row in rows:
-            values = list(row)
-            for i in date_columns:
-                values[i] = sqlite_datetime(values[i])
-            converted.append(tuple(values))
-        rows = converted
+    rows = sqlite_rows(table, columns, rows)
     per_statement = max(1, SQLITE_MAX_VARIABLES // len(columns))
     statements = []
     for start in range(0, len(rows), per_statement):
@@ -152,6 +140,26 @@ def insert_statements(
             )
         )
     return statements
+
+
+def sqlite_rows(
+    table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> Sequence[Sequence[Any]]:
+    """`rows` with their DateTime values as SQLAlchemy stores them in SQLite."""
+    date_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)]
+    if len(date_columns) == 1:
+        # The usual case (the audit trail): one slice-and-join per row, no list copy.
+        (i,) = date_columns
+        return [(*row[:i], sqlite_datetime(row[i]), *row[i + 1 :]) for row in rows]
+    if not date_columns:
+        return rows
+    converted = []
+    for row in rows:
+        values = list(row)
+        for i in date_columns:
+            values[i] = sqlite_datetime(values[i])
+        converted.append(tuple(values))
+    return converted
 
 
 async def bulk_insert(
@@ -184,8 +192,21 @@ def bulk_insert_sync(
     *,
     on_conflict: str = "",
 ) -> None:
-    """`bulk_insert` on a synchronous connection (a writer thread's)."""
-    for sql, parameters in insert_statements(
-        conn.dialect.name, table, columns, rows, on_conflict=on_conflict
-    ):
-        conn.exec_driver_sql(sql, parameters)
+    """`bulk_insert` on a synchronous connection: a projection's writer process, which has
+    the interpreter to itself, so on SQLite one one-row statement serves every row
+    (executemany, as fast there). Multi-row statements of every batch's remainder size would
+    each be prepared and cached by the driver: 60 MB of compiled statements in the audit
+    rebuild's writer."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        for sql, parameters in insert_statements(
+            conn.dialect.name, table, columns, rows, on_conflict=on_conflict
+        ):
+            conn.exec_driver_sql(sql, parameters)
+        return
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({_placeholders('sqlite', len(columns))}) {on_conflict}"
+    )
+    conn.exec_driver_sql(sql, list(sqlite_rows(table, columns, rows)))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db.engine import create_engine, session_factory
-from shared.db.sql import bulk_insert
+from shared.db.engine import create_engine, session_factory, sqlite_sync_engine
+from shared.db.sql import bulk_insert, bulk_insert_sync
 
 metadata = sa.MetaData()
 # Three columns: SQLite takes up to 10,922 rows per statement, so 25,000 rows need three.
@@ -74,3 +75,45 @@ async def test_conflicts_ignored_when_asked(sessions: async_sessionmaker[AsyncSe
     assert len(labels) == 15
     assert labels[5] == _row(5)[1]
     assert labels[14] == "second"
+
+
+async def test_sync_insert_on_a_sqlite_file_stores_what_the_async_one_does(
+    tmp_path: Path,
+) -> None:
+    # `bulk_insert_sync` (the writer process's) takes another path on SQLite: one one-row
+    # statement for every row. Both must store identical rows.
+    sync_url = f"sqlite:///{tmp_path / 'sync.db'}"
+    writer = sqlite_sync_engine(sync_url)
+    metadata.create_all(writer)
+    rows = [_row(n) for n in range(3_000)]
+    with writer.begin() as conn:
+        bulk_insert_sync(conn, items, COLUMNS, rows[:2_000])
+        bulk_insert_sync(conn, items, COLUMNS, [])
+        again = [(n, "second", START) for n in range(1_990, 3_000)]
+        bulk_insert_sync(conn, items, COLUMNS, again, on_conflict="ON CONFLICT DO NOTHING")
+    writer.dispose()
+
+    expected_url = f"sqlite+aiosqlite:///{tmp_path / 'async.db'}"
+    expected_engine = create_engine(expected_url)
+    async with expected_engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    async with session_factory(expected_engine)() as session, session.begin():
+        await bulk_insert(session, items, COLUMNS, rows[:2_000])
+        await bulk_insert(session, items, COLUMNS, again, on_conflict="ON CONFLICT DO NOTHING")
+    await expected_engine.dispose()
+
+    def stored(url: str) -> list[tuple[object, ...]]:
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                # Raw text as stored, so that a difference in the datetime format shows.
+                return [
+                    tuple(r) for r in conn.exec_driver_sql("SELECT id, label, at FROM bulk_items")
+                ]
+        finally:
+            engine.dispose()
+
+    ours = stored(sync_url)
+    assert len(ours) == 3_000
+    assert ours == stored(expected_url.replace("+aiosqlite", ""))
+    assert dict((i, label) for i, label, _ in ours)[1_995] == _row(1_995)[1]

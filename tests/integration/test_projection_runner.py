@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client
 from nats.js.api import StreamConfig
@@ -21,7 +24,7 @@ from shared.db.projection import ProjectionRunner, load_position
 from shared.events.codec import encode
 from shared.events.envelope import Envelope, make_event
 from tests.support.events import CounterIncremented, test_events
-from tests.support.projection_worker import applied
+from tests.support.projection_worker import WriterCountingProjection, applied
 from tests.support.waiting import wait_until
 
 STREAM = "TESTPROJ"
@@ -38,7 +41,15 @@ async def fill_stream(nc: Client, count: int) -> None:
 
 
 async def counts(db_url: str) -> tuple[int, int, int]:
+    """(events applied, most and fewest times one was applied)."""
+    seen, most, least, _ = await counts_and_position(db_url)
+    return seen, most, least
+
+
+async def counts_and_position(db_url: str) -> tuple[int, int, int, int]:
+    """`counts` and the stored position, read in one statement (one snapshot)."""
     engine = create_engine(db_url)
+    stored = sa.text("SELECT position FROM projection_positions WHERE projection = 'test-counter'")
     try:
         async with engine.connect() as conn:
             row = (
@@ -47,10 +58,11 @@ async def counts(db_url: str) -> tuple[int, int, int]:
                         sa.func.count(),
                         sa.func.coalesce(sa.func.max(applied.c.times), 0),
                         sa.func.coalesce(sa.func.min(applied.c.times), 0),
+                        stored.columns(sa.column("position", sa.Integer)).scalar_subquery(),
                     )
                 )
             ).one()
-            return int(row[0]), int(row[1]), int(row[2])
+            return int(row[0]), int(row[1]), int(row[2]), int(row[3] or 0)
     finally:
         await engine.dispose()
 
@@ -66,9 +78,14 @@ async def position(db_url: str) -> int:
         await engine.dispose()
 
 
-def start_worker(nats_url: str, db_url: str, mode: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    nats_url: str, db_url: str, mode: str, kind: str = "async"
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.projection_worker", nats_url, db_url, STREAM, mode],
+        [
+            sys.executable,
+            *("-m", "tests.support.projection_worker", nats_url, db_url, STREAM, mode, kind),
+        ],
         cwd=os.getcwd(),
     )
 
@@ -76,9 +93,25 @@ def start_worker(nats_url: str, db_url: str, mode: str) -> subprocess.Popen[byte
 async def test_projection_killed_midway_applies_each_event_exactly_once(
     nc: Client, nats_url: str, database_url: str
 ) -> None:
+    await _kill_midway_then_catch_up(nc, nats_url, database_url, "async")
+
+
+async def test_writer_process_projection_killed_midway_applies_each_event_exactly_once(
+    nc: Client, nats_url: str, tmp_path: Path
+) -> None:
+    # On a SQLite file the runner commits through its writer process: SIGKILL of the service
+    # must not let that child commit a batch twice or apart from its position.
+    await _kill_midway_then_catch_up(
+        nc, nats_url, f"sqlite+aiosqlite:///{tmp_path / 'writer.db'}", "writer"
+    )
+
+
+async def _kill_midway_then_catch_up(
+    nc: Client, nats_url: str, database_url: str, kind: str
+) -> None:
     total = 600
     await fill_stream(nc, total)
-    worker = start_worker(nats_url, database_url, "follow")
+    worker = start_worker(nats_url, database_url, "follow", kind)
     try:
         await wait_until(lambda: position(database_url), timeout=60, message="first batch")
         reached = await wait_until(
@@ -90,10 +123,10 @@ async def test_projection_killed_midway_applies_each_event_exactly_once(
         if worker.poll() is None:
             worker.kill()
     assert 0 < reached < total, "the kill must land mid-way"
-    seen, _, _ = await counts(database_url)
-    assert seen == await position(database_url), "rows and position commit together"
+    seen, _, _, stored = await counts_and_position(database_url)
+    assert seen == stored, "rows and position commit together"
 
-    restarted = start_worker(nats_url, database_url, "catch-up")
+    restarted = start_worker(nats_url, database_url, "catch-up", kind)
     assert await asyncio.to_thread(restarted.wait, 120) == 0
     seen, most, least = await counts(database_url)
     assert (seen, most, least) == (total, 1, 1)
@@ -141,3 +174,38 @@ async def test_two_runners_on_one_database_never_double_apply(
         await asyncio.gather(*tasks, return_exceptions=True)
         await engine.dispose()
     assert sorted(a.seen + b.seen) == expected
+
+
+async def test_two_runners_with_writer_processes_never_double_apply(
+    nc: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each runner commits through its own writer process; the compare-and-set on the position,
+    # run in those children, still lets only one of them apply each batch.
+    total = 140
+    await fill_stream(nc, total)
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'two-writers.db'}"
+    engine = create_engine(db_url)
+    await migrate(engine, [])
+    async with engine.begin() as conn:
+        await conn.run_sync(applied.metadata.create_all)
+    sessions = session_factory(engine)
+    runners = [
+        ProjectionRunner(
+            nc, sessions, WriterCountingProjection(STREAM), batch_size=3, events=test_events
+        )
+        for _ in range(2)
+    ]
+    caplog.set_level(logging.INFO, logger="shared.db.projection")
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
+    try:
+        await wait_until(
+            lambda: _at_least(db_url, total), timeout=60, message="the runners reached the end"
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.dispose()
+    assert await counts(db_url) == (total, 1, 1)
+    # Both started at position 0, so one of them lost a compare-and-set in its writer.
+    assert any("position moved by another runner" in r.getMessage() for r in caplog.records)
