@@ -147,7 +147,8 @@ async def audit_rebuild(nats_url: str, total: int = 100_000) -> list[Result]:
             ours,
             raw,
             notes=f"{total} events (queued+sent for {total // 2} messages, 20 sites, 4 groups) "
-            "rebuilt into an empty SQLite trail: hash chain per group, message read model, "
+            "rebuilt into an empty SQLite trail by the service's projection runner (batches of "
+            "5,000 committed by its writer process): hash chain per group, message read model, "
             "position in the same transaction, read on a connection with Stagger's header parser; "
             "baseline: nats-py ordered consumer (its own header parser) reading the same AUDIT "
             "stream",
