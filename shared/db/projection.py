@@ -129,6 +129,8 @@ class ProjectionStats:
 
     applied: int = 0
     dead_lettered: int = 0
+    moved: int = 0
+    """Times another runner had moved the position first (this one then started over)."""
     position: int = 0
     stream_last: int = 0
 
@@ -188,6 +190,7 @@ class ProjectionRunner:
             try:
                 await self._run(follow=True)
             except PositionMoved:
+                self.stats.moved += 1
                 log.info(
                     "projection position moved by another runner; resuming",
                     extra={"projection": self.projection.name},
