@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,6 @@ from shared.db.sql import (
     SQLITE_MAX_VARIABLES,
     bulk_insert,
     bulk_insert_sync,
-    sqlite_datetime,
     upsert,
     upsert_statement,
 )
@@ -254,11 +253,6 @@ def _utc(text: str) -> datetime:
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
-def _sqlite_at(text: str) -> str:
-    """`_utc(text)` as SQLAlchemy's DateTime stores it in SQLite."""
-    return str(sqlite_datetime(_utc(text)))
-
-
 def record_from(msg: Msg) -> dict[str, Any] | None:
     """The record fields of one AUDIT message (None if it is not a CloudEvent).
 
@@ -359,7 +353,7 @@ class AuditProjection:
         unknown = self._unknown_chains(events)
         if unknown:
             self._remember(await session.execute(_heads_of(unknown)))
-        fresh, heads = self._chain(events, stored, _utc)
+        fresh, heads = self._chain(events, stored)
         if fresh:
             await bulk_insert(session, records, INSERTED_COLUMNS, fresh)
             await upsert(session, chain_heads, ["chain"], heads, update=_HEAD_UPDATE)
@@ -372,7 +366,7 @@ class AuditProjection:
         unknown = self._unknown_chains(events)
         if unknown:
             self._remember(conn.execute(_heads_of(unknown)))
-        fresh, heads = self._chain(events, stored, _sqlite_at)
+        fresh, heads = self._chain(events, stored)
         if fresh:
             bulk_insert_sync(conn, records, INSERTED_COLUMNS, fresh)
             statement = upsert_statement(
@@ -388,11 +382,12 @@ class AuditProjection:
             self._heads[h.chain] = _Head(h.position, h.hash, h.records)
 
     def _chain(
-        self, rows: Sequence[Record], seen: set[str], at: Callable[[str], Any]
+        self, rows: Sequence[Record], seen: set[str]
     ) -> tuple[list[Record], list[dict[str, Any]]]:
         """The rows not stored yet (an event published twice, after a crash, keeps its first
-        record only), as `INSERTED_COLUMNS` tuples: `at(time)`, the chain's previous hash and
-        the row's own appended. Also the new head of every chain they extend."""
+        record only), as `INSERTED_COLUMNS` tuples: `at` (read from `time`), the chain's
+        previous hash and the row's own appended. Also the new head of every chain they
+        extend."""
         fresh: list[Record] = []
         heads = self._heads
         moved: dict[str, _Head] = {}
@@ -404,7 +399,7 @@ class AuditProjection:
             chain = row[_CHAIN]
             head = heads.get(chain) or _Head(0, GENESIS, 0)
             value = digest_values(head.hash, _HASHED_VALUES(row))
-            fresh.append((*row, at(row[_TIME]), head.hash, value))
+            fresh.append((*row, _utc(row[_TIME]), head.hash, value))
             heads[chain] = moved[chain] = _Head(row[_POSITION], value, head.records + 1)
         return fresh, [
             {"chain": chain, "position": h.position, "hash": h.hash, "records": h.records}
