@@ -76,7 +76,6 @@ class WriterProcess:
         self._loop = asyncio.get_running_loop()
         self._answers: deque[asyncio.Future[Any]] = deque()
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="stagger-writer-send")
-        self._closed = False
         self._ready = threading.Event()
         self._closing: asyncio.Future[None] | None = None
         self._pid: int | None = None
@@ -109,7 +108,7 @@ class WriterProcess:
 
     def submit(self, payload: Any) -> asyncio.Future[Any]:
         """Send `payload`; the future gets `transaction`'s result or `WriterFailed`."""
-        if self._closed:
+        if self._closing is not None:
             raise WriterFailed("the writer process is closed")
         answer: asyncio.Future[Any] = self._loop.create_future()
         self._answers.append(answer)
@@ -151,7 +150,6 @@ class WriterProcess:
         """Let the child finish what it was sent, then stop it (killed after a timeout, or at
         once if answers were still awaited: nobody will read them). Safe to call again."""
         if self._closing is None:
-            self._closed = True
             self._closing = asyncio.ensure_future(self._close())
         await asyncio.shield(self._closing)
 
