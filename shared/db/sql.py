@@ -123,11 +123,11 @@ def insert_statements(
     """
     if not rows:
         return []
+    if dialect != "sqlite":
+        return [(_one_row_insert(dialect, table, columns, on_conflict), list(rows))]
     names = ", ".join(columns)
     one_row = f"({_placeholders(dialect, len(columns))})"
-    if dialect != "sqlite":
-        return [(f"INSERT INTO {table.name} ({names}) VALUES {one_row} {on_conflict}", list(rows))]
-    rows = sqlite_rows(table, columns, rows)
+    rows = _sqlite_rows(table, columns, rows)
     per_statement = max(1, SQLITE_MAX_VARIABLES // len(columns))
     statements = []
     for start in range(0, len(rows), per_statement):
@@ -142,7 +142,13 @@ def insert_statements(
     return statements
 
 
-def sqlite_rows(
+def _one_row_insert(dialect: str, table: sa.Table, columns: Sequence[str], on_conflict: str) -> str:
+    """INSERT of one row in `columns` order, for the driver's executemany."""
+    values = _placeholders(dialect, len(columns))
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values}) {on_conflict}"
+
+
+def _sqlite_rows(
     table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> Sequence[Sequence[Any]]:
     """`rows` with their DateTime values as SQLAlchemy stores them in SQLite."""
@@ -205,8 +211,5 @@ def bulk_insert_sync(
         ):
             conn.exec_driver_sql(sql, parameters)
         return
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({_placeholders('sqlite', len(columns))}) {on_conflict}"
-    )
-    conn.exec_driver_sql(sql, list(sqlite_rows(table, columns, rows)))
+    sql = _one_row_insert("sqlite", table, columns, on_conflict)
+    conn.exec_driver_sql(sql, list(_sqlite_rows(table, columns, rows)))
