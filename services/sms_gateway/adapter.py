@@ -16,6 +16,7 @@ decides what a provider's answer means:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -47,7 +48,13 @@ MISCONFIGURED_RETRY = timedelta(minutes=5)
 def quiet_hours(site: Site) -> QuietHours:
     """The site's quiet-hours guard (recipient-local sending hours)."""
     setting = site.settings.sms.quiet_hours
-    return QuietHours(parse_hhmm(setting.start), parse_hhmm(setting.end))
+    return _guard(setting.start, setting.end)
+
+
+@functools.lru_cache(maxsize=256)
+def _guard(start: str, end: str) -> QuietHours:
+    # Checked twice per message (at the claim and just before the send): parsed once.
+    return QuietHours(parse_hhmm(start), parse_hhmm(end))
 
 
 class SmsAdapter:

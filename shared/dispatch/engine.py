@@ -113,10 +113,21 @@ class _TickRun:
     # late (a slow claim, a busy database) does not bring the next one closer than the spacing.
     last_start: datetime | None = None
     order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Launched sends whose provider call has not ended yet, and a signal each time one ends.
+    calling: set[asyncio.Task[Any]] = field(default_factory=set)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
+    # Launched sends still waiting for a send slot.
+    slotless: set[asyncio.Task[Any]] = field(default_factory=set)
     # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
     # ticks and replicas (a cycle that ran late must not put its last send next to the
     # first send of the next cycle).
     pace: str | None = None
+
+    def call_ended(self, task: asyncio.Task[Any] | None) -> None:
+        """`task`'s provider call is over, or it ended without one (idempotent)."""
+        if task in self.calling:
+            self.calling.discard(task)
+            self.called.set()
 
     async def keep_spacing(
         self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]]
@@ -137,6 +148,9 @@ class _TickRun:
 SHORT_TICK_SECONDS = 5.0
 """An account tick whose window is at most this long keeps taking newly arrived messages
 until its window ends (a longer one would tie up a tick worker)."""
+
+SHORT_PAUSE_SECONDS = 0.05
+"""A pause this short is slept through even if draining starts meanwhile."""
 
 COMMAND_ATTEMPTS = 3
 """Deliveries of an operator command that fails before it is dead-lettered."""
@@ -218,6 +232,9 @@ class DispatchEngine:
         # wakes on it.
         self._arrivals = _Arrivals()
         self._send_slots = asyncio.Semaphore(self.settings.parallel_sends)
+        # How long a provider call takes lately (moving average, seconds): how far ahead
+        # limiter slots may be reserved before they would go stale.
+        self._send_seconds: float | None = None
         # Sends started but not yet recorded, per account: the daily cap counts them too,
         # or a batch claimed at once would pass the cap check before any of it is recorded.
         # A lock per account makes "read the count, check, add one" atomic against the
@@ -360,6 +377,12 @@ class DispatchEngine:
         """Sleep up to `seconds`; False if draining started first (cuts a wait for a slot short)."""
         if self.draining:
             return False
+        if seconds <= SHORT_PAUSE_SECONDS:
+            # Immediate mode spaces sends a millisecond or so apart: a task and a timer per
+            # send to watch for a drain that would cut a millisecond short cost more CPU
+            # than the sends' own bookkeeping.
+            await asyncio.sleep(seconds)
+            return not self.draining
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain_started.wait(), seconds)
             return False
@@ -612,9 +635,13 @@ class DispatchEngine:
             # connections would otherwise idle between batches), but never hold more than about
             # two batches' worth of leases at once. (Spaced sends wait for their turn without
             # a send slot, each under a lease it extends; the budget bounds them.)
-            while run.pace is None and len(run.tasks) > self.settings.parallel_sends:
-                done, _ = await asyncio.wait(run.tasks, return_when=asyncio.FIRST_COMPLETED)
-                run.tasks -= done
+            # Counted until their provider call ends, not until their outcome is recorded:
+            # the recorder lingers to group its commits, and waiting for that would idle the
+            # provider connections at the end of every batch.
+            while run.pace is None and len(run.calling) > self.settings.parallel_sends:
+                run.called.clear()
+                await run.called.wait()
+            run.tasks = {t for t in run.tasks if not t.done()}
         if run.tasks and run.pace is not None:
             # A spaced tick's sends take most of a cycle: the tick's worker (and its ack) does
             # not wait for them, or a replica's few tick workers would serve only as many
@@ -746,31 +773,36 @@ class DispatchEngine:
                         self._launch(claimed, site, account, launch, limits.interval, run, spacing)
                         handled.add(claimed.message_id)
                         continue
-                    # Reserve limiter slots only for the sends that can start now. A whole
-                    # batch's reservation went stale while the batch waited for send slots
-                    # (whenever the provider is slower than the account's rate), and every
-                    # late send then took a fresh reservation of its own: two database
-                    # transactions per message, contended by every send in flight (the load
-                    # test found that costing more than the sends themselves).
+                    # Reserve limiter slots for the sends that can start now, and for the
+                    # few that will get a send slot well within STALL. A whole batch's
+                    # reservation went stale while the batch waited for send slots (whenever
+                    # the provider is slower than the account's rate), and every late send
+                    # then took a fresh reservation of its own: two database transactions
+                    # per message, contended by every send in flight (the load test found
+                    # that costing more than the sends themselves). Reserving only for the
+                    # free slots cost one transaction per one or two sends instead (a slot
+                    # frees as each send ends), about a millisecond of the loop's CPU each.
                     await self._send_slots.acquire()
                     ready = 1
                     while ready < len(pending) and not self._send_slots.locked():
                         await self._send_slots.acquire()  # free: returns at once
                         ready += 1
+                    taken = ready + self._soon_free(len(pending) - ready, run)
                     try:
                         slots = await self.limits.reserve(
-                            account, ready, limits.interval, burst=limits.burst
+                            account, taken, limits.interval, burst=limits.burst
                         )
                     except BaseException:
                         for _ in range(ready):
                             self._send_slots.release()
                         raise
-                    chunk, pending = pending[:ready], pending[ready:]
-                    for (claimed, site), slot in zip(chunk, slots, strict=True):
+                    chunk, pending = pending[:taken], pending[taken:]
+                    for n, ((claimed, site), slot) in enumerate(zip(chunk, slots, strict=True)):
                         when = max(slot, start + (index + launched) * spacing)
                         launched += 1
+                        # The first `ready` hold a send slot; the rest take one as sends end.
                         self._launch(
-                            claimed, site, account, when, limits.interval, run, spacing, True
+                            claimed, site, account, when, limits.interval, run, spacing, n < ready
                         )
                         handled.add(claimed.message_id)
             except BaseException:
@@ -778,6 +810,20 @@ class DispatchEngine:
                 self._unrecorded[account] -= len(pending)
                 raise
         return launched, stop
+
+    def _soon_free(self, waiting: int, run: _TickRun) -> int:
+        """How many more of `waiting` sends may be launched ahead of a free send slot: as many
+        as should get one within half of STALL, judging by how long provider calls take lately,
+        less those already launched ahead (none until a call has been timed)."""
+        if waiting <= 0 or self._send_seconds is None:
+            return 0
+        parallel = self.settings.parallel_sends
+        expected = parallel * (STALL.total_seconds() / 2) / max(self._send_seconds, 1e-4)
+        return max(0, min(waiting, int(expected), parallel) - len(run.slotless))
+
+    def _time_send(self, seconds: float) -> None:
+        previous = self._send_seconds
+        self._send_seconds = seconds if previous is None else previous + 0.1 * (seconds - previous)
 
     async def _give_back(
         self, account: str, items: list[tuple[Claimed, Any]], handled: set[str]
@@ -820,8 +866,13 @@ class DispatchEngine:
         task = asyncio.create_task(
             self._attempt(claimed, site, account, when, interval, run, spacing, slot_held)
         )
+        if not slot_held:
+            run.slotless.add(task)
+            task.add_done_callback(run.slotless.discard)
         run.launched.add(claimed.message_id)
         run.tasks.add(task)
+        run.calling.add(task)
+        task.add_done_callback(run.call_ended)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -872,6 +923,8 @@ class DispatchEngine:
             if not slot_held:
                 await self._send_slots.acquire()
                 slot_held = True
+                if run is not None:
+                    run.slotless.discard(asyncio.current_task())
             if self.draining or (
                 run is not None and not await run.keep_spacing(spacing, self._pause)
             ):
@@ -895,7 +948,9 @@ class DispatchEngine:
                     account=account,
                     attempt=claimed.attempts + 1,
                 ) as span:
+                    began = asyncio.get_running_loop().time()
                     result = await self.adapter.send(claimed, site)
+                    self._time_send(asyncio.get_running_loop().time() - began)
                     tracing.record_send(span, result)
             except Exception as exc:  # an adapter bug must not strand the message
                 log.exception("adapter raised; treating as a transient failure")
@@ -904,6 +959,8 @@ class DispatchEngine:
             # waiting for the outcome's (group) commit.
             slot_held = False
             self._send_slots.release()
+            if run is not None:
+                run.call_ended(asyncio.current_task())
             await self._record(claimed, account, result)
         finally:
             self._held.discard(claimed.message_id)

@@ -7,12 +7,15 @@ SMS account share one rate, one daily cap and one credit balance.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from shared.domain.site_settings import EmailSettings, SmsProvider
 
 
+@functools.lru_cache(maxsize=4096)
 def _digest(*parts: str | None) -> str:
+    # Asked for every message a gateway claims and sends: hashed once per account.
     raw = "\x1f".join(p or "" for p in parts)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 

@@ -9,6 +9,7 @@ are 10 digits, optionally with a leading 1.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from shared.domain.regions import Region
@@ -164,6 +165,9 @@ _AREA_CODE_ZONES: dict[str, str] = {
 }
 
 
+# Cached: the SMS gateway asks for each message twice (at its claim, again just before the
+# send), and a recall batch often repeats numbers.
+@functools.lru_cache(maxsize=16384)
 def timezone_for_number(e164: str, fallback_tz: str) -> str:
     """Best-effort IANA zone of the number's holder, else `fallback_tz` (the site's zone).
 

@@ -30,6 +30,11 @@ async def _rows(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
         return {r[0]: r[1] for r in rows}
 
 
+async def _states(service, ids: list[str], state: str) -> bool:  # type: ignore[no-untyped-def]
+    rows = await _rows(service)
+    return all(rows.get(i) == state for i in ids)
+
+
 async def test_finished_messages_past_retention_are_purged_and_waiting_ones_kept(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
@@ -45,6 +50,11 @@ async def test_finished_messages_past_retention_are_purged_and_waiting_ones_kept
         await wait_until(lambda: len(provider.sent) == 2, timeout=15, message="2 sent")
         sent = sorted(m for m, _ in provider.sent)
         waiting = sorted(set(ids) - set(sent))
+        # Recorded as sent (the ledger write follows the provider call, grouped with others):
+        # only then is `finished_at` the recorder's to set no more.
+        await wait_until(
+            lambda: _states(svc, sent, schema.SENT), timeout=15, message="2 recorded as sent"
+        )
         m = SMS_TABLES.messages
         old = datetime.now(UTC) - timedelta(days=31)
         async with svc.engine.queue.db() as session, session.begin():
