@@ -819,7 +819,7 @@ class DispatchEngine:
             return 0
         parallel = self.settings.parallel_sends
         expected = parallel * (STALL.total_seconds() / 2) / max(self._send_seconds, 1e-4)
-        return max(0, min(waiting, int(expected), parallel) - len(run.slotless))
+        return max(0, min(waiting, int(expected), 2 * parallel) - len(run.slotless))
 
     def _time_send(self, seconds: float) -> None:
         previous = self._send_seconds

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -111,4 +112,56 @@ async def test_groups_of_every_size_record_each_answer_with_the_same_statements(
         # One `queued` event per message at intake, one `sent` per recorded message.
         assert events == total + len(claimed)
     finally:
+        await engine.dispose()
+
+
+async def _recording(
+    database_url: str, prefix: str, count: int
+) -> tuple[Any, MessageQueue, list[Claimed]]:
+    metadata = sa.MetaData()
+    t = schema.tables(prefix, metadata)
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    queue = MessageQueue(session_factory(engine), t, "sms", owner="me", source="test")
+    await queue.ingest([Incoming(_accepted(i), "test") for i in range(count)])
+    claimed = await queue.claim([SITE], count)
+    assert len(claimed) == count
+    return engine, queue, claimed
+
+
+def _sent(recorder: SentRecorder, c: Claimed) -> Any:
+    return recorder.sent(c, "acct", SendResult("sent", f"ref-{c.message_id}"))
+
+
+async def test_a_full_group_commits_without_waiting_for_the_linger(database_url: str) -> None:
+    engine, queue, claimed = await _recording(database_url, "full", 5)
+    # A linger far beyond the test's patience: only reaching `full` can start the commit.
+    recorder = SentRecorder(queue, lambda: None, linger=120.0, full=5)
+    running = asyncio.create_task(recorder.run())
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(_sent(recorder, c) for c in claimed)), timeout=20
+        )
+        assert results == [True] * 5
+        assert recorder.commits == 1
+    finally:
+        running.cancel()
+        await engine.dispose()
+
+
+async def test_outcomes_arriving_within_the_linger_share_one_commit(database_url: str) -> None:
+    engine, queue, claimed = await _recording(database_url, "linger", 2)
+    recorder = SentRecorder(queue, lambda: None, linger=2.0, full=64)
+    running = asyncio.create_task(recorder.run())
+    try:
+        first = asyncio.create_task(_sent(recorder, claimed[0]))
+        # The first outcome is waiting in its group (not committed) when the second comes.
+        await asyncio.sleep(0.2)
+        assert not first.done() and recorder.commits == 0
+        second = asyncio.create_task(_sent(recorder, claimed[1]))
+        assert await asyncio.wait_for(asyncio.gather(first, second), timeout=30) == [True, True]
+        assert recorder.commits == 1
+    finally:
+        running.cancel()
         await engine.dispose()
