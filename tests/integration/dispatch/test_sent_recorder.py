@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import create_engine, session_factory
 from shared.dispatch import schema
@@ -32,21 +33,30 @@ def _accepted(i: int) -> MessageAccepted:
     )
 
 
+async def _recording(
+    database_url: str, prefix: str, count: int
+) -> tuple[AsyncEngine, MessageQueue, list[Claimed]]:
+    """A queue on fresh `prefix` tables holding `count` messages, all claimed by "me"."""
+    metadata = sa.MetaData()
+    t = schema.tables(prefix, metadata)
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    queue = MessageQueue(session_factory(engine), t, "sms", owner="me", source="test")
+    await queue.ingest([Incoming(_accepted(i), "test") for i in range(count)])
+    claimed = await queue.claim([SITE], count)
+    assert len(claimed) == count
+    return engine, queue, claimed
+
+
 async def test_groups_of_every_size_record_each_answer_with_the_same_statements(
     database_url: str,
 ) -> None:
-    metadata = sa.MetaData()
-    t = schema.tables("rec", metadata)
-    engine = create_engine(database_url)
+    sizes = [1, 2, 3, 5, 8, 13, 21, 34, 55]
+    total = sum(sizes) + 1
+    engine, queue, claimed = await _recording(database_url, "rec", total)
+    t = queue.t
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        queue = MessageQueue(session_factory(engine), t, "sms", owner="me", source="test")
-        sizes = [1, 2, 3, 5, 8, 13, 21, 34, 55]
-        total = sum(sizes) + 1
-        await queue.ingest([Incoming(_accepted(i), "test") for i in range(total)])
-        claimed = await queue.claim([SITE], total)
-        assert len(claimed) == total
         # One message's lease passes to another replica before its outcome is recorded.
         lost = claimed.pop()
         async with queue.db() as session, session.begin():
@@ -113,21 +123,6 @@ async def test_groups_of_every_size_record_each_answer_with_the_same_statements(
         assert events == total + len(claimed)
     finally:
         await engine.dispose()
-
-
-async def _recording(
-    database_url: str, prefix: str, count: int
-) -> tuple[Any, MessageQueue, list[Claimed]]:
-    metadata = sa.MetaData()
-    t = schema.tables(prefix, metadata)
-    engine = create_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    queue = MessageQueue(session_factory(engine), t, "sms", owner="me", source="test")
-    await queue.ingest([Incoming(_accepted(i), "test") for i in range(count)])
-    claimed = await queue.claim([SITE], count)
-    assert len(claimed) == count
-    return engine, queue, claimed
 
 
 def _sent(recorder: SentRecorder, c: Claimed) -> Any:
