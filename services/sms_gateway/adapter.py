@@ -16,6 +16,7 @@ decides what a provider's answer means:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Sequence
@@ -151,9 +152,10 @@ class SmsAdapter:
             # The guard closed between the claim and now: not a single message past it.
             wait = (late.retry_at - datetime.now(UTC)).total_seconds()
             return SendResult("retry", error=late.reason, retry_after=max(wait, 1.0))
+        began = asyncio.get_running_loop().time()
         reply = await provider.send(message)
         if reply.status == "accepted":
-            await self._gw.credits.after_send(account, site, provider, reply.balance)
+            await self._gw.credits.after_send(account, site, provider, reply.balance, began)
             return SendResult(
                 "sent",
                 provider_message_id=reply.provider_message_id,

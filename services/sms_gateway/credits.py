@@ -76,16 +76,27 @@ class Credits:
         self._gw = gateway
         self._reports: dict[str, _Report] = {}
         self._low: dict[str, bool] = {}
+        self._topped_up: dict[str, float] = {}
         self._polled: dict[str, float] = {}
         self._swept = -1e9
 
     # --- balance reports ----------------------------------------------------------------
 
     async def after_send(
-        self, account: str, site: Site, provider: Provider, balance: float | None
+        self,
+        account: str,
+        site: Site,
+        provider: Provider,
+        balance: float | None,
+        began: float | None = None,
     ) -> None:
-        """A send was accepted and the provider told us the balance left."""
+        """A send was accepted and the provider told us the balance left. `began`: when the
+        send was handed to the provider (the loop's clock); a balance from a send that began
+        before the account's last top-up is older than what the top-up told us, and ignored
+        (sends in flight during a top-up would otherwise find the account low again)."""
         if balance is None:
+            return
+        if began is not None and began < self._topped_up.get(account, float("-inf")):
             return
         report = self._reports.get(account)
         if report is None:
@@ -235,6 +246,7 @@ class Credits:
         )
         if after is None:
             return balance
+        self._topped_up[account] = asyncio.get_running_loop().time()
         await self.report(account, provider.kind, provider.unit, after, "topup", site.site_id)
         if after >= site.settings.sms.low_credit_threshold:
             await self._set_low(account, site, provider, False, after, 0.0)

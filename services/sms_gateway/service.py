@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx
 from starlette.types import ASGIApp
 
 from services.sms_gateway import tables
@@ -23,6 +22,7 @@ from services.sms_gateway.events import GatewayEvents
 from services.sms_gateway.providers import NotConfigured, Providers
 from services.sms_gateway.providers.base import Balance, ProviderError
 from services.sms_gateway.replies import Replies
+from services.sms_gateway.send_process import ClientOptions, SendProcess
 from services.sms_gateway.settings import Settings
 from services.sms_gateway.webhooks import Webhooks
 from shared.bus import subjects
@@ -60,6 +60,7 @@ class SmsGatewayService(BaseService):
         self.replies = Replies(self)
         self.webhooks = Webhooks(self)
         self.providers: Providers
+        self.send_process: SendProcess | None = None
         self.suppression: SuppressionList
         self.ctx: ServiceContext
 
@@ -101,22 +102,22 @@ class SmsGatewayService(BaseService):
     async def start(self, ctx: ServiceContext) -> None:
         """Provider client, suppression lists, then the engine and the balance reports."""
         self.ctx = ctx
-        client = httpx.AsyncClient(
+        options = ClientOptions(
             timeout=self.settings.http_timeout_seconds,
-            limits=httpx.Limits(
-                max_connections=self.settings.max_connections,
-                max_keepalive_connections=self.settings.max_connections,
-                # Below the 5 s after which common servers (uvicorn, many load balancers)
-                # close idle connections: a send written onto a connection the server is
-                # closing gets no answer and must be looked up instead of being known.
-                keepalive_expiry=2.0,
-            ),
-            trust_env=False,
+            max_connections=self.settings.max_connections,
+            # Below the 5 s after which common servers (uvicorn, many load balancers) close
+            # idle connections: a send written onto a connection the server is closing gets
+            # no answer and must be looked up instead of being known.
+            keepalive_expiry=2.0,
         )
+        if self.settings.send_process:
+            self.send_process = SendProcess(options)
+            await self.send_process.start()
         self.providers = Providers(
-            client,
+            options.client(),
             SecretBox.from_settings(ctx.settings),
             twilio_status_callback=f"{self.webhook_base_url()}/webhooks/sms/twilio/status",
+            sends=self.send_process,
         )
         self.suppression = SuppressionList(ctx.nc)
         ctx.spawn(self.suppression.follow(), "suppression-lists")
@@ -138,6 +139,8 @@ class SmsGatewayService(BaseService):
             await self.engine.relay.flush()
         except Exception:
             log.exception("could not publish the last events; they stay in the outbox table")
+        if self.send_process is not None:
+            await self.send_process.close()
         await self.providers.client.aclose()
 
     async def provider_test(self, body: Any) -> dict[str, Any]:

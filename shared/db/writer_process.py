@@ -28,7 +28,6 @@ import contextlib
 import io
 import multiprocessing
 import pickle
-import signal
 import threading
 import traceback
 from collections import deque
@@ -40,6 +39,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from shared.db.engine import sqlite_sync_engine
+from shared.runtime.processes import stop_with_parent
 
 Transaction = Callable[[Engine, Any, Any], Any]
 """`transaction(engine, projection, payload) -> result`: module-level (it is pickled by name)."""
@@ -177,7 +177,7 @@ class WriterProcess:
 
 def _serve(url: str, projection_type: type, transaction: Transaction, conn: Connection) -> None:
     """The child: answer each payload with ("ok", result) or ("error", traceback)."""
-    _stop_with_parent()
+    stop_with_parent()
     engine = sqlite_sync_engine(url)
     projection = projection_type()
     try:
@@ -207,13 +207,3 @@ def _dumps(value: Any) -> bytes:
     pickler.fast = True
     pickler.dump(value)
     return buffer.getvalue()
-
-
-def _stop_with_parent() -> None:
-    # Ctrl-C reaches the whole process group: the parent decides when the child stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

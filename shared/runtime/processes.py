@@ -36,6 +36,19 @@ def die_with_this_process() -> Callable[[], None]:
     return preexec
 
 
+def stop_with_parent() -> None:
+    """Called first in a worker child (multiprocessing): it stops when its parent dies, and
+    a Ctrl-C, which reaches the whole process group, leaves the stopping to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+
+
 def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> int | None:
     """SIGTERM (the services drain in-flight work), then SIGKILL after `timeout` seconds;
     returns the exit code, or None if there was no process."""

@@ -7,11 +7,19 @@ stored sealed in the settings events and opened here, never logged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
-from services.sms_gateway.providers.base import Provider
+from services.sms_gateway.providers.base import (
+    Balance,
+    Found,
+    Outbound,
+    Provider,
+    SendReply,
+)
 from services.sms_gateway.providers.simulator import SimulatorProvider
 from services.sms_gateway.providers.twilio import TwilioProvider
 from shared.secrets import SecretBox, SecretKeyError
@@ -24,13 +32,91 @@ class NotConfigured(Exception):
     """The site's SMS provider cannot be used as configured; the message says why."""
 
 
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What it takes to build one provider adapter: picklable, for the send process."""
+
+    kind: str
+    account_id: str
+    secret: str = field(repr=False)  # opened: never logged, never put in an event
+    base_url: str | None
+    rate_per_second: float
+    status_callback: str | None
+
+    def build(self, client: httpx.AsyncClient) -> Provider:
+        """The adapter, making its calls with `client`."""
+        if self.kind == "simulator":
+            return SimulatorProvider(
+                client,
+                api_key=self.secret,
+                base_url=self.base_url,
+                rate_per_second=self.rate_per_second,
+            )
+        if self.kind == "twilio":
+            return TwilioProvider(
+                client,
+                account_sid=self.account_id,
+                auth_token=self.secret,
+                base_url=self.base_url,
+                rate_per_second=self.rate_per_second,
+                status_callback=self.status_callback,
+            )
+        raise NotConfigured(f"unknown SMS provider kind {self.kind!r}")
+
+
+class SendChannel(Protocol):
+    """Somewhere else to make `send` calls (the send process)."""
+
+    async def send(self, spec: ProviderSpec, message: Outbound) -> SendReply:
+        """The provider's answer to one send (never raises)."""
+
+
+class SendsElsewhere:
+    """An adapter whose sends go through a `SendChannel`; everything else stays here."""
+
+    def __init__(self, local: Provider, spec: ProviderSpec, channel: SendChannel) -> None:
+        self._local = local
+        self._spec = spec
+        self._channel = channel
+        self.kind = local.kind
+        self.unit = local.unit
+        self.max_body_chars = local.max_body_chars
+        self.max_recipients_per_call = local.max_recipients_per_call
+        self.supports_topup = local.supports_topup
+        self.needs_sender = local.needs_sender
+        self.rate_per_second = local.rate_per_second
+
+    async def send(self, message: Outbound) -> SendReply:
+        """Through the channel."""
+        return await self._channel.send(self._spec, message)
+
+    async def lookup(self, message: Outbound, taken: Collection[str] = ()) -> Found:
+        """Here (rare: only for uncertain sends)."""
+        return await self._local.lookup(message, taken)
+
+    async def balance(self) -> Balance:
+        """Here."""
+        return await self._local.balance()
+
+    async def topup(self, amount: float) -> Balance:
+        """Here."""
+        return await self._local.topup(amount)
+
+
 class Providers:
-    """One adapter per distinct provider configuration, sharing one HTTP client."""
+    """One adapter per distinct provider configuration, sharing one HTTP client; with a
+    `sends` channel, their sends go through it."""
 
     def __init__(
-        self, client: httpx.AsyncClient, box: SecretBox, *, twilio_status_callback: str | None
+        self,
+        client: httpx.AsyncClient,
+        box: SecretBox,
+        *,
+        twilio_status_callback: str | None,
+        sends: SendChannel | None = None,
     ) -> None:
         self.client = client
+        self._sends = sends
         self._box = box
         self._twilio_callback = twilio_status_callback
         self._cache: dict[tuple[object, ...], Provider] = {}
@@ -46,21 +132,17 @@ class Providers:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        secret = self._open(p.secret)
-        provider: Provider
-        if p.kind == "simulator":
-            provider = SimulatorProvider(
-                self.client, api_key=secret, base_url=p.base_url, rate_per_second=p.rate_per_second
-            )
-        else:
-            provider = TwilioProvider(
-                self.client,
-                account_sid=p.account_id,
-                auth_token=secret,
-                base_url=p.base_url,
-                rate_per_second=p.rate_per_second,
-                status_callback=self._twilio_callback,
-            )
+        spec = ProviderSpec(
+            kind=p.kind,
+            account_id=p.account_id,
+            secret=self._open(p.secret),
+            base_url=p.base_url,
+            rate_per_second=p.rate_per_second,
+            status_callback=self._twilio_callback,
+        )
+        provider = spec.build(self.client)
+        if self._sends is not None:
+            provider = SendsElsewhere(provider, spec, self._sends)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
         self._cache[key] = provider
