@@ -3,8 +3,9 @@
 - sms.dispatch: immediate-mode dispatch rate, messages/s, from the SMS outbox through a real
   SMS gateway process (intake into its SQLite queue and ledger, account ticks, claims under
   leases, the account's hard limit, opt-out and quiet-hours checks, one POST per message with
-  our id as the reference, the ledger written after it, events through the outbox) to the SMS
-  provider simulator over HTTP — until the simulator has debited every message.
+  our id as the reference — made by the replica's send process, its default — the ledger
+  written after it, events through the outbox) to the SMS provider simulator over HTTP — until
+  the simulator has debited every message.
   Baseline, in the same run and alternating with it: a raw loop — a plain nats-py durable pull
   consumer fetching the very same encoded messages from a stream, and the same HTTP client
   (same connection limits, same number of sends in flight) POSTing each to the same simulator.
@@ -270,7 +271,7 @@ async def sms_dispatch(nats_url: str) -> list[Result]:
         try:
             await bench.baseline()  # warm both paths (connections, caches, SQLite file)
             await bench.project()
-            ours, raw, ours_all, raw_all = await alternate(bench.project, bench.baseline, rounds=3)
+            ours, raw, ours_all, raw_all = await alternate(bench.project, bench.baseline, rounds=5)
         finally:
             await bench.stop()
     return [
@@ -281,9 +282,10 @@ async def sms_dispatch(nats_url: str) -> list[Result]:
             raw,
             notes=f"{MESSAGES} SMS per round, immediate mode (account ticks every 1 s, budget "
             f"{int(RATE)}), outbox → sms_gateway process (SQLite queue/ledger, leases, hard "
-            f"limit, checks, ledger after each send, events) → simulator over HTTP, "
+            f"limit, checks, POSTs made by its send process, ledger after each send, events) → "
+            f"simulator over HTTP, "
             f"{IN_FLIGHT} sends in flight; baseline: nats-py pull + the same httpx client, same "
-            f"concurrency, same simulator. Median of 3 alternating rounds.",
+            f"concurrency, same simulator. Median of 5 alternating rounds.",
             extra={
                 "rounds_sms_gateway": [round(v, 1) for v in ours_all],
                 "rounds_raw_loop": [round(v, 1) for v in raw_all],

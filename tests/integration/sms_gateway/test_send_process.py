@@ -23,6 +23,7 @@ from services.sms_gateway.providers import ProviderSpec
 from services.sms_gateway.providers.base import Outbound
 from services.sms_gateway.send_process import ClientOptions, SendProcess
 from tests.integration.sms_gateway.harness import Sim, SimAccount, number
+from tests.support.stack import pid_alive
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -42,16 +43,6 @@ def spec(sim: Sim, account: SimAccount) -> ProviderSpec:
 
 def outbound(reference: str, i: int = 1) -> Outbound:
     return Outbound(reference, number(i), "Stagger", "Your check-up is due.", datetime.now(UTC))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture
@@ -112,7 +103,7 @@ async def test_close_stops_the_child_and_later_sends_are_refused_unsent(
     child = sends.pid
     assert child is not None
     await sends.close()
-    assert not alive(child)
+    assert not pid_alive(child)
     account = await sim.account()
     reply = await sends.send(spec(sim, account), outbound("ref-late"))
     assert reply.status == "not_sent"
@@ -146,12 +137,12 @@ async def test_the_child_does_not_outlive_a_killed_gateway(tmp_path: Path) -> No
         assert parent.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), 30)
         child = int(line)
-        assert alive(child)
+        assert pid_alive(child)
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
 
         async def gone() -> bool:
-            return not alive(child)
+            return not pid_alive(child)
 
         await wait_until(gone, timeout=10, message="the send process stopped with the gateway")
     finally:
