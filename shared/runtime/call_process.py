@@ -75,7 +75,7 @@ class CallProcess(Generic[Answer]):
         self._calls = itertools.count()
         self._pending: dict[int, asyncio.Future[Answer]] = {}
         self._child: _Child | None = None
-        self._starting: asyncio.Lock | None = None
+        self._starting = asyncio.Lock()
         self._closed = False
         self._reports: set[asyncio.Task[None]] = set()
         self.started_count = 0
@@ -106,7 +106,7 @@ class CallProcess(Generic[Answer]):
         with contextlib.suppress(OSError):
             child.write((call, request))
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), self._timeout)
+            return await asyncio.wait_for(answer, self._timeout)
         except TimeoutError:
             return self._lost(f"the {self._name} process did not answer in time")
         finally:
@@ -115,8 +115,6 @@ class CallProcess(Generic[Answer]):
     async def _running(self) -> _Child:
         if self._child is not None and self._child.alive:
             return self._child
-        if self._starting is None:
-            self._starting = asyncio.Lock()
         async with self._starting:
             if self._child is None or not self._child.alive:
                 self._child = await asyncio.to_thread(self._spawn)

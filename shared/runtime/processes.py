@@ -22,15 +22,7 @@ def die_with_this_process() -> Callable[[], None]:
     def preexec() -> None:
         # Until exec the child carries the parent's Python signal handlers, which would
         # swallow the death signal: take the default (terminate) before asking for it.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:
+        if _terminate_on_parent_death() and os.getppid() != parent:
             os._exit(1)
 
     return preexec
@@ -40,13 +32,20 @@ def stop_with_parent() -> None:
     """Called first in a worker child (multiprocessing): it stops when its parent dies, and
     a Ctrl-C, which reaches the whole process group, leaves the stopping to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _terminate_on_parent_death()
+
+
+def _terminate_on_parent_death() -> bool:
+    """SIGTERM, with its default action (terminate), for this process when its parent dies;
+    False where the kernel cannot be asked (not Linux)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return
+        return False
+    return True
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> int | None:
