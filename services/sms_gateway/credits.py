@@ -76,7 +76,8 @@ class Credits:
         self._gw = gateway
         self._reports: dict[str, _Report] = {}
         self._low: dict[str, bool] = {}
-        self._topped_up: dict[str, float] = {}
+        # Per account: when the send (or top-up) whose balance we last took began.
+        self._as_of: dict[str, float] = {}
         self._polled: dict[str, float] = {}
         self._swept = -1e9
 
@@ -91,13 +92,17 @@ class Credits:
         began: float | None = None,
     ) -> None:
         """A send was accepted and the provider told us the balance left. `began`: when the
-        send was handed to the provider (the loop's clock); a balance from a send that began
-        before the account's last top-up is older than what the top-up told us, and ignored
-        (sends in flight during a top-up would otherwise find the account low again)."""
+        send was handed to the provider (the loop's clock). Answers of concurrent sends come
+        back in any order: a balance from a send that began before the one whose balance was
+        last taken (or before our last top-up) is older than what we know, and ignored —
+        taken at face value, a stale 20 after a fresh 19 flipped the account out of "low" and
+        the next send into it again, or asked for a second top-up."""
         if balance is None:
             return
-        if began is not None and began < self._topped_up.get(account, float("-inf")):
-            return
+        if began is not None:
+            if began < self._as_of.get(account, float("-inf")):
+                return
+            self._as_of[account] = began
         report = self._reports.get(account)
         if report is None:
             report = self._reports[account] = _Report(
@@ -246,7 +251,7 @@ class Credits:
         )
         if after is None:
             return balance
-        self._topped_up[account] = asyncio.get_running_loop().time()
+        self._as_of[account] = asyncio.get_running_loop().time()
         await self.report(account, provider.kind, provider.unit, after, "topup", site.site_id)
         if after >= site.settings.sms.low_credit_threshold:
             await self._set_low(account, site, provider, False, after, 0.0)

@@ -1,4 +1,5 @@
-"""Credits: balances that predate a top-up must not find the account low again.
+"""Credits: balances older than what is known (from before a top-up, or a send answered late)
+must not move the account in or out of "low".
 
 Sends in flight while a top-up is requested come back with the balance from before it; taken
 at face value after the top-up, one of them flipped the account back to "low" and asked for a
@@ -88,3 +89,17 @@ async def test_a_balance_from_before_the_top_up_does_not_ask_for_another() -> No
     await credits.after_send("a1", SITE, provider, 129.0, loop.time())  # type: ignore[arg-type]
     await credits.after_send("a1", SITE, provider, 19.0, loop.time())  # type: ignore[arg-type]
     assert flags == [True, False, True, False] and provider.topups == [100, 100]
+
+
+async def test_an_older_balance_arriving_after_a_newer_one_is_ignored() -> None:
+    credits, flags = _credits()
+    provider = _Provider()
+    provider.supports_topup = False  # type: ignore[misc]
+    loop = asyncio.get_running_loop()
+    first, second = loop.time(), loop.time() + 0.001
+    # Threshold 20: the later send's answer (19 left: low) comes back before the earlier
+    # one's (20 left: not low).
+    await credits.after_send("a1", SITE, provider, 19.0, second)  # type: ignore[arg-type]
+    await credits.after_send("a1", SITE, provider, 20.0, first)  # type: ignore[arg-type]
+    await credits.after_send("a1", SITE, provider, 18.0, second + 0.001)  # type: ignore[arg-type]
+    assert flags == [True], "one crossing into low, not low / not low / low again"
