@@ -17,6 +17,7 @@ decides what a provider's answer means:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING, Literal
 import sqlalchemy as sa
 
 from services.sms_gateway.providers import NotConfigured
-from services.sms_gateway.providers.base import Found, Outbound, Provider, ProviderError
+from services.sms_gateway.providers.base import (
+    Found,
+    Outbound,
+    Provider,
+    ProviderError,
+    SendReply,
+)
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed
 from shared.domain.accounts import sms_account_id
@@ -153,7 +160,22 @@ class SmsAdapter:
             wait = (late.retry_at - datetime.now(UTC)).total_seconds()
             return SendResult("retry", error=late.reason, retry_after=max(wait, 1.0))
         began = asyncio.get_running_loop().time()
+        began_at = datetime.now(UTC)
         reply = await provider.send(message)
+        result = await self._outcome(claimed, site, provider, message, reply, account, began)
+        return dataclasses.replace(result, began_at=reply.began_at or began_at)
+
+    async def _outcome(
+        self,
+        claimed: Claimed,
+        site: Site,
+        provider: Provider,
+        message: Outbound,
+        reply: SendReply,
+        account: str,
+        began: float,
+    ) -> SendResult:
+        """What the provider's answer to one send means."""
         if reply.status == "accepted":
             await self._gw.credits.after_send(account, site, provider, reply.balance, began)
             return SendResult(

@@ -14,7 +14,9 @@ before any resend, exactly as after a timeout.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -99,7 +101,9 @@ class _Sender:
             if len(self._providers) >= MAX_CACHED:
                 self._providers.clear()
             provider = self._providers[spec] = spec.build(self._client)
-        return await provider.send(message)  # adapters never raise for provider failures
+        began_at = datetime.now(UTC)
+        reply = await provider.send(message)  # adapters never raise for provider failures
+        return dataclasses.replace(reply, began_at=began_at)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -44,6 +44,9 @@ class SendResult:
     provider_response: str | None = None
     segments: int | None = None
     cost: float | None = None
+    # When the provider call actually began, if the adapter knows (it may run later than the
+    # engine asked for it, e.g. in another process): spaced sends keep their gap from it.
+    began_at: datetime | None = None
 
 
 @dataclass(frozen=True)

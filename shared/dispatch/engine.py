@@ -123,6 +123,13 @@ class _TickRun:
     # first send of the next cycle).
     pace: str | None = None
 
+    def began(self, at: datetime | None) -> None:
+        """A send of this tick reached its provider call at `at`, which can be later than the
+        engine handed it over (an adapter that sends from another process, one that had to
+        start first): the next send keeps the spacing from there."""
+        if at is not None and self.last_start is not None and at > self.last_start:
+            self.last_start = at
+
     def call_ended(self, task: asyncio.Task[Any] | None) -> None:
         """`task`'s provider call is over, or it ended without one (idempotent)."""
         if task in self.calling:
@@ -960,6 +967,7 @@ class DispatchEngine:
             slot_held = False
             self._send_slots.release()
             if run is not None:
+                run.began(result.began_at)
                 run.call_ended(asyncio.current_task())
             await self._record(claimed, account, result)
         finally:

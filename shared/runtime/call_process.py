@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 _STOP_TIMEOUT = 10.0
 
+# The call id of the frame a child sends once its handler is built (call ids count from 0).
+_READY = -1
+
 Answer = TypeVar("Answer")
 
 
@@ -86,7 +89,8 @@ class CallProcess(Generic[Answer]):
         return self._child.process.pid if self._child is not None else None
 
     async def start(self) -> None:
-        """Start the child now (otherwise the first call does)."""
+        """Start the child now and wait until it answers calls (otherwise the first call
+        does, and waits as long)."""
         await self._running()
 
     async def call(self, request: Any, not_sent: Callable[[str], Answer]) -> Answer:
@@ -117,9 +121,19 @@ class CallProcess(Generic[Answer]):
             return self._child
         async with self._starting:
             if self._child is None or not self._child.alive:
-                self._child = await asyncio.to_thread(self._spawn)
-                self._child.watch(asyncio.get_running_loop(), self._answer, self._gone)
+                loop = asyncio.get_running_loop()
+                child = await asyncio.to_thread(self._spawn)
+                ready = child.watch(loop, self._answer, self._gone)
                 self.started_count += 1
+                # Calls go to a child whose handler is built: a call that waited for the child
+                # to start would reach the network later than its caller thinks.
+                try:
+                    await asyncio.wait_for(ready, self._timeout)
+                except BaseException:
+                    child.unwatch(loop)
+                    child.kill()
+                    raise
+                self._child = child
             return self._child
 
     def _spawn(self) -> _Child:
@@ -172,6 +186,10 @@ class CallProcess(Generic[Answer]):
             await asyncio.to_thread(child.stop)
 
 
+class ChildExited(Exception):
+    """The child process exited before it could answer calls."""
+
+
 class _Child:
     """One child process and the parent's end of its pipe."""
 
@@ -190,20 +208,29 @@ class _Child:
         loop: asyncio.AbstractEventLoop,
         answer: Callable[[int, Any], None],
         gone: Callable[[_Child], None],
-    ) -> None:
-        """Read answers as they come; on EOF stop watching and tell `gone`."""
+    ) -> asyncio.Future[None]:
+        """Read answers as they come; on EOF stop watching and tell `gone`. The future
+        returned is done once the child's handler is built (an error if it exits first)."""
+        ready: asyncio.Future[None] = loop.create_future()
 
         def readable() -> None:
             try:
                 while self.conn.poll():
                     call, reply = pickle.loads(self.conn.recv_bytes())
-                    answer(call, reply)
+                    if call == _READY:
+                        if not ready.done():
+                            ready.set_result(None)
+                    else:
+                        answer(call, reply)
             except (EOFError, OSError):
                 self.unwatch(loop)
+                if not ready.done():
+                    ready.set_exception(ChildExited("the child process exited while starting"))
                 gone(self)
 
         loop.add_reader(self.conn.fileno(), readable)
         self._watched = True
+        return ready
 
     def unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stop reading answers; before the pipe is closed, or the loop would go on watching
@@ -212,6 +239,13 @@ class _Child:
         if self._watched:
             self._watched = False
             loop.remove_reader(self.conn.fileno())
+
+    def kill(self) -> None:
+        """Kill the child at once (it never became ready)."""
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        self.process.kill()
 
     def stop(self) -> None:
         """Close the pipe (the child stops on EOF); kill it if it lingers."""
@@ -233,6 +267,7 @@ def _serve(conn: Connection, factory: Factory, options: Any) -> None:
 async def _serve_async(conn: Connection, factory: Factory, options: Any) -> None:
     loop = asyncio.get_running_loop()
     handler = await factory(options)
+    conn.send_bytes(pickle.dumps((_READY, None), pickle.HIGHEST_PROTOCOL))
     tasks: set[asyncio.Task[None]] = set()
     closed = asyncio.Event()
 

@@ -61,6 +61,9 @@ class SendReply:
     required: float | None = None
     retry_after: float | None = None
     detail: str = ""
+    # When the request was handed to the HTTP client (wall clock, any process): the pace of
+    # spaced sends is kept between these instants.
+    began_at: datetime | None = None
 
 
 @dataclass(frozen=True)

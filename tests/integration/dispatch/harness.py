@@ -48,6 +48,9 @@ class FakeProvider:
     suppressed: set[str] = field(default_factory=set)
     stall: asyncio.Event | None = None
     known: set[str] = field(default_factory=set)
+    # Seconds the first send takes before its provider call begins (as when the call is made
+    # by a child process that has to start first).
+    first_call_late: float = 0.0
 
     def count(self, message_id: str) -> int:
         return sum(1 for m, _ in self.sent if m == message_id)
@@ -74,6 +77,9 @@ class FakeAdapter:
     async def send(self, claimed: Claimed, site: Site) -> SendResult:
         if self.provider.stall is not None:
             await self.provider.stall.wait()
+        late, self.provider.first_call_late = self.provider.first_call_late, 0.0
+        if late:
+            await asyncio.sleep(late)
         scripted = self.provider.script.get(claimed.message_id)
         if scripted:
             result = scripted.pop(0)
@@ -81,9 +87,10 @@ class FakeAdapter:
                 self.provider.sent.append((claimed.message_id, datetime.now(UTC)))
                 self.provider.known.add(claimed.message_id)
             return result
-        self.provider.sent.append((claimed.message_id, datetime.now(UTC)))
+        began_at = datetime.now(UTC)
+        self.provider.sent.append((claimed.message_id, began_at))
         self.provider.known.add(claimed.message_id)
-        return SendResult("sent", provider_message_id=f"p-{claimed.message_id}")
+        return SendResult("sent", provider_message_id=f"p-{claimed.message_id}", began_at=began_at)
 
     async def reconcile(self, claimed: Claimed, site: Site) -> Reconciled:
         return Reconciled(claimed.message_id in self.provider.known, f"p-{claimed.message_id}")

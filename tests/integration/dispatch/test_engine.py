@@ -96,6 +96,23 @@ async def test_spacing_is_respected_within_a_tick(
     assert all(g >= 0.39 for g in gaps), gaps
 
 
+async def test_spacing_counts_from_when_a_late_provider_call_began(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A send whose provider call began late (its adapter had to start a process first) does
+    not bring the next send closer than the spacing."""
+    await make_site(nc, group="g1", site="site-l")
+    provider = FakeProvider(first_call_late=0.3)
+    async with engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)) as svc:
+        await submit(nc, "site-l", 3)
+        await wait_until(lambda: _depth(svc, 3), timeout=15, message="queued")
+        await send_tick(nc, "site-l", budget=3, spacing=0.5)
+        await wait_until(lambda: len(provider.sent) == 3, timeout=15, message="sent")
+    times = [t for _, t in provider.sent]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert all(g >= 0.49 for g in gaps), gaps
+
+
 async def test_spacing_holds_across_consecutive_ticks(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:

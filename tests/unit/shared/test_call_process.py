@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from shared.runtime.call_process import CallProcess
+from shared.runtime.call_process import CallProcess, ChildExited
 
 
 class _Echo:
@@ -77,3 +78,53 @@ async def test_a_call_longer_than_the_timeout_gives_the_lost_answer(
 async def test_after_close_calls_are_not_sent(calls: CallProcess[Any]) -> None:
     await calls.close()
     assert await calls.call(("late", 0.0), _not_sent) == ("not sent", "the service is stopping")
+
+
+class _Built:
+    """Answers when it was built (wall clock): a factory that takes its time."""
+
+    def __init__(self) -> None:
+        self.built_at = time.time()
+
+    async def handle(self, request: Any) -> Any:
+        return self.built_at
+
+    async def close(self) -> None:
+        return None
+
+
+async def _slow_to_build(options: Any) -> _Built:
+    await asyncio.sleep(options)
+    return _Built()
+
+
+async def _cannot_build(options: Any) -> _Built:
+    raise RuntimeError("no handler today")
+
+
+async def test_start_returns_once_the_child_answers_calls() -> None:
+    """A call made right after `start` goes straight to a built handler, not to a child still
+    starting (its request would reach the network later than the caller counts on)."""
+    process: CallProcess[Any] = CallProcess(
+        _slow_to_build, 0.3, lost=lambda reason: ("lost", reason), timeout=5.0, name="slow"
+    )
+    try:
+        await process.start()
+        started = time.time()
+        assert await process.call("when", _not_sent) <= started
+    finally:
+        await process.close()
+
+
+async def test_a_child_that_cannot_start_leaves_calls_not_sent() -> None:
+    process: CallProcess[Any] = CallProcess(
+        _cannot_build, None, lost=lambda reason: ("lost", reason), timeout=5.0, name="broken"
+    )
+    try:
+        with pytest.raises(ChildExited):
+            await process.start()
+        kind, reason = await process.call("anything", _not_sent)
+        assert kind == "not sent" and "broken process did not start" in reason
+        assert process.pid is None
+    finally:
+        await process.close()
