@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client
 
@@ -81,36 +83,26 @@ async def test_messages_wait_for_ticks_and_go_once_each(
     assert all(e.data.released_by and e.data.released_by.reason == "test tick" for e in sent)
 
 
+def _gaps(times: Iterable[datetime]) -> list[float]:
+    """Seconds between consecutive instants."""
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+
+
+@pytest.mark.parametrize("first_call_late", [0.0, 0.3], ids=["on_time", "first_call_late"])
 async def test_spacing_is_respected_within_a_tick(
-    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path, first_call_late: float
 ) -> None:
+    """Sends go `spacing` apart, counted from when each provider call began: a first call
+    that began late (its adapter had to start a process first) pushes the next one back."""
     await make_site(nc, group="g1", site="site-b")
-    provider = FakeProvider()
+    provider = FakeProvider(first_call_late=first_call_late)
     async with engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)) as svc:
         await submit(nc, "site-b", 4)
         await wait_until(lambda: _depth(svc, 4), timeout=15, message="queued")
         await send_tick(nc, "site-b", budget=4, spacing=0.4)
         await wait_until(lambda: len(provider.sent) == 4, timeout=15, message="sent")
-    times = [t for _, t in provider.sent]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    gaps = _gaps(t for _, t in provider.sent)
     assert all(g >= 0.39 for g in gaps), gaps
-
-
-async def test_spacing_counts_from_when_a_late_provider_call_began(
-    nc: Client, nats_url: str, database_url: str, tmp_path: Path
-) -> None:
-    """A send whose provider call began late (its adapter had to start a process first) does
-    not bring the next send closer than the spacing."""
-    await make_site(nc, group="g1", site="site-l")
-    provider = FakeProvider(first_call_late=0.3)
-    async with engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)) as svc:
-        await submit(nc, "site-l", 3)
-        await wait_until(lambda: _depth(svc, 3), timeout=15, message="queued")
-        await send_tick(nc, "site-l", budget=3, spacing=0.5)
-        await wait_until(lambda: len(provider.sent) == 3, timeout=15, message="sent")
-    times = [t for _, t in provider.sent]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-    assert all(g >= 0.49 for g in gaps), gaps
 
 
 async def test_spacing_holds_across_consecutive_ticks(
@@ -126,8 +118,7 @@ async def test_spacing_holds_across_consecutive_ticks(
         await wait_until(lambda: len(provider.sent) == 2, timeout=15, message="first cycle")
         await send_tick(nc, "site-p", budget=2, spacing=1.0)
         await wait_until(lambda: len(provider.sent) == 4, timeout=15, message="second cycle")
-    times = [t for _, t in provider.sent]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    gaps = _gaps(t for _, t in provider.sent)
     assert all(g >= 0.95 for g in gaps), gaps
 
 
@@ -155,8 +146,7 @@ async def test_one_sites_spaced_sends_do_not_hold_back_another_site(
     first_e = min(sent[m] for m in e)
     assert (first_e - ticked).total_seconds() < 2.0, "site e waited for site d's spacing"
     for ids in (d, e):
-        times = sorted(sent[m] for m in ids)
-        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        gaps = _gaps(sorted(sent[m] for m in ids))
         assert all(g >= 2.95 for g in gaps), gaps
 
 
