@@ -159,6 +159,8 @@ class SmsAdapter:
             # The guard closed between the claim and now: not a single message past it.
             wait = (late.retry_at - datetime.now(UTC)).total_seconds()
             return SendResult("retry", error=late.reason, retry_after=max(wait, 1.0))
+        # Two clocks on purpose: the monotonic one orders the balances in concurrent answers
+        # (credits), the wall clock is what the engine keeps spaced sends apart by.
         began = asyncio.get_running_loop().time()
         began_at = datetime.now(UTC)
         reply = await provider.send(message)
