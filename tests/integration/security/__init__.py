@@ -1,0 +1,1 @@
+"""Tenant boundaries and trust: one test per rule of docs/security.md."""
