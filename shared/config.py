@@ -5,6 +5,7 @@ Every field here is listed in the README's configuration table; a test keeps the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from functools import cached_property
@@ -97,8 +98,15 @@ class StaggerSettings(BaseSettings):
     )
     public_url: str = Field(
         default="http://127.0.0.1:8080",
-        description="Base URL patients and providers reach Stagger at (unsubscribe links, "
-        "webhooks).",
+        description="Base URL patients, providers and staff reach Stagger at (unsubscribe "
+        "links, webhooks, the console). An https URL makes the console's cookie Secure; a "
+        "form post's Origin must be this URL's origin.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Peers (IP addresses or CIDRs, comma-separated) whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed. Unset: none; every forwarded header is "
+        "ignored and the TCP peer is the client.",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -134,6 +142,22 @@ class StaggerSettings(BaseSettings):
         "eight per core). Few arenas keep a busy SQLite gateway's memory from growing with "
         "its connection threads.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or CIDR") from None
+        return value
+
+    @cached_property
+    def trusted_proxy_networks(self) -> list[str]:
+        """`trusted_proxies` as a list (empty: trust no forwarded header)."""
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
 
     @field_validator("var_dir")
     @classmethod

@@ -65,6 +65,11 @@ class EventStore:
         self.stream = stream
         self._events = events
 
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context this store uses (stream information, subjects)."""
+        return self._js
+
     async def append(
         self, subject: str, event: Envelope, expected_version: int | None = None
     ) -> int:

@@ -73,7 +73,20 @@ class SecretBox:
 
     def reseal(self, sealed: str) -> str:
         """Re-encrypt under the primary key (key rotation)."""
-        return PREFIX + self._ring.rotate(sealed[len(PREFIX) :].encode()).decode()
+        if not sealed.startswith(PREFIX):
+            raise SecretKeyError("not a sealed value")
+        try:
+            return PREFIX + self._ring.rotate(sealed[len(PREFIX) :].encode()).decode()
+        except InvalidToken as exc:
+            raise SecretKeyError("a secret was sealed with a key that is not configured") from exc
+
+    def under_primary(self, sealed: str) -> bool:
+        """True if the primary key opens `sealed` (nothing to re-seal)."""
+        try:
+            self._fernets[0].decrypt(sealed[len(PREFIX) :].encode())
+        except InvalidToken:
+            return False
+        return True
 
 
 def is_sealed(value: object) -> bool:

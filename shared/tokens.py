@@ -3,7 +3,8 @@
 A token reads `stg_<token id>.<secret>`. Only a SHA-256 of the secret is stored: the secret is
 256 random bits, so a slow password hash adds nothing. Each config replica keeps every token in
 memory, followed live from the stream; a token it has not seen yet (issued a moment ago) is
-looked up directly, so a freshly issued token works at once.
+looked up directly, so a freshly issued token works at once. A token may carry an expiry:
+from that instant on it is refused (401, saying it expired), like a revoked one.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
 
@@ -29,6 +32,58 @@ from shared.eventstore import EventStore, replay_batches, stream_position
 log = logging.getLogger(__name__)
 
 PREFIX = "stg_"
+
+
+class TokenRefused(Exception):
+    """A presented token is not accepted; `reason` is a short code, the message says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `2w`, `45s` → a positive timedelta (ValueError otherwise)."""
+    found = _DURATION.match(text)
+    if found is None or int(found.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 90m or 2w")
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+def expiry(
+    *, expires_in: str | None, expires_at: str | None, now: datetime | None = None
+) -> datetime | None:
+    """When a new token expires (UTC), from a duration or an ISO 8601 instant; None: never.
+
+    An instant without an offset is read as UTC. ValueError names the option when both are
+    given, when either cannot be read, or when the instant is not in the future.
+    """
+    now = now or datetime.now(UTC)
+    if expires_in and expires_at:
+        raise ValueError("give --expires-in or --expires-at, not both")
+    if expires_in:
+        try:
+            return now + parse_duration(expires_in)
+        except ValueError as exc:
+            raise ValueError(f"--expires-in: {exc}") from None
+    if expires_at:
+        try:
+            at = datetime.fromisoformat(expires_at.strip())
+        except ValueError:
+            raise ValueError(
+                f"--expires-at: {expires_at!r} is not an ISO 8601 instant "
+                "(e.g. 2027-01-31T18:00:00+00:00)"
+            ) from None
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        if at <= now:
+            raise ValueError(f"--expires-at: {at.isoformat()} is not in the future")
+        return at
+    return None
 
 
 @dataclass(frozen=True)
@@ -97,8 +152,10 @@ async def issue_token(
     sites: Iterable[str] = (),
     label: str = "",
     actor: str = "cli",
+    expires_at: datetime | None = None,
 ) -> tuple[str, str]:
-    """Record a new token; returns (token id, the full token, shown once)."""
+    """Record a new token (valid until `expires_at`, if given); returns (token id, the full
+    token, shown once)."""
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     data = TokenIssued(
@@ -108,6 +165,7 @@ async def issue_token(
         sites=sorted(set(sites)),
         label=label,
         secret_hash=hash_secret(secret),
+        expires_at=expires_at,
     )
     event = make_event(data, source="config", actor=actor, subject=token_id, group_id=group_id)
     await EventStore(nc, ACCESS).append(subjects.access_token(token_id), event, expected_version=0)
@@ -154,25 +212,41 @@ class TokenRegistry:
                     self.ready.set()
 
     async def authenticate(self, raw: str) -> Principal | None:
-        """The principal for a presented token, or None if it is unknown, wrong or revoked."""
+        """The principal for a presented token, or None if it is unknown, wrong, revoked or
+        expired (`check` says which)."""
+        try:
+            return await self.check(raw)
+        except TokenRefused:
+            return None
+
+    async def check(self, raw: str, now: datetime | None = None) -> Principal:
+        """The principal for a presented token; TokenRefused saying why not."""
+        unknown = TokenRefused("unknown", "That token is unknown or has been revoked.")
         parsed = parse_token(raw)
         if parsed is None:
-            return None
+            raise unknown
         token_id, secret = parsed
         token = self._tokens.get(token_id)
         if token is None:
             last = await self._store.last(subjects.access_token(token_id))
             if last is None:
-                return None
+                raise unknown
             history = await self._store.load(subjects.access_token(token_id))
             for event in history.events:
                 self._apply(event)
             token = self._tokens.get(token_id)
             if token is None:
-                return None
+                raise unknown
         if token.revoked or not hmac.compare_digest(token.issued.secret_hash, hash_secret(secret)):
-            return None
+            raise unknown
         issued = token.issued
+        # Checked after the secret, so an expiry is told only to whoever holds the token.
+        if issued.expires_at is not None and (now or datetime.now(UTC)) >= issued.expires_at:
+            raise TokenRefused(
+                "expired",
+                f"That token expired at {issued.expires_at.isoformat(timespec='seconds')}; "
+                "ask for a new one.",
+            )
         return Principal(issued.token_id, issued.group_id, issued.role, frozenset(issued.sites))
 
     def listing(self, group_id: str | None = None) -> list[dict[str, object]]:
@@ -185,6 +259,7 @@ class TokenRegistry:
                 "sites": t.issued.sites,
                 "label": t.issued.label,
                 "revoked": t.revoked,
+                "expires_at": t.issued.expires_at,
             }
             for t in self._tokens.values()
             if group_id is None or t.issued.group_id == group_id

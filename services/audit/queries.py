@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,11 +15,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.records import GENESIS, chain_heads, digest, messages, records
+from shared.secrets import PREFIX as SEALED_PREFIX
+from shared.secrets import REDACTED
+
+# A sealed value anywhere in a text (Fernet tokens are url-safe base64).
+_SEALED = re.compile(re.escape(SEALED_PREFIX) + r"[A-Za-z0-9_\-=]*")
+# Keys whose values are kept in the trail but never shown: what they hash is a credential.
+_HIDDEN_KEYS = frozenset({"secret_hash"})
 
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Which records to list; every field optional. `groups` limits to what a caller may see."""
+    """Which records to list; every field optional. `groups` limits to what a caller may see;
+    `sites`, when set, limits to records of those sites (group-level records, without a site,
+    are left out: they are for group roles)."""
 
     groups: Sequence[str] | None = None
     sites: Sequence[str] | None = None
@@ -38,7 +48,7 @@ class EventFilter:
         if self.groups is not None:
             out.append(r.group_id.in_(list(self.groups)))
         if self.sites is not None:
-            out.append(sa.or_(r.site_id.in_(list(self.sites)), r.site_id.is_(None)))
+            out.append(r.site_id.in_(list(self.sites)))
         if self.site_id:
             out.append(r.site_id == self.site_id)
         if self.group_id:
@@ -58,12 +68,31 @@ class EventFilter:
         return out
 
 
+def redact(node: Any) -> Any:
+    """Data as shown: sealed values (`enc:v1:…`) and token hashes replaced by a mask.
+
+    Only on the way out: the trail keeps (and hashes) what was written, so `verify` still
+    checks every record; a reader cannot recompute a hash from a redacted copy.
+    """
+    if isinstance(node, dict):
+        return {
+            k: (REDACTED if k in _HIDDEN_KEYS and v is not None else redact(v))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [redact(v) for v in node]
+    if isinstance(node, str) and SEALED_PREFIX in node:
+        return _SEALED.sub(REDACTED, node)
+    return node
+
+
 def record_json(row: Any) -> dict[str, Any]:
-    """A record as a JSON object (CloudEvent attributes, data, place in the chain)."""
+    """A record as a JSON object (CloudEvent attributes, data redacted, place in the chain)."""
     try:
         data: Any = json.loads(row.data)
     except ValueError:
         data = row.data
+    data = redact(data)
     return {
         "position": row.position,
         "id": row.event_id,
@@ -151,25 +180,34 @@ def csv_line(item: dict[str, Any] | None) -> str:
     return buffer.getvalue()
 
 
-async def timeline(session: AsyncSession, message_id: str) -> dict[str, Any] | None:
+async def timeline(
+    session: AsyncSession, message_id: str, scope: EventFilter | None = None
+) -> dict[str, Any] | None:
     """Everything about one message, and why it went when it did.
 
     Joins the message's own events, the tick that released it (carried in `sent`), and the
-    site's settings in force when it was sent (the last settings event before it).
+    site's settings in force when it was sent (the last settings event before it). `scope`
+    (its groups and sites) limits every query to what the caller may see, in SQL: another
+    group's records under the same message id are never read.
     """
+    scope = scope or EventFilter()
     rows = (
         await session.execute(
             sa.select(records)
-            .where(records.c.message_id == message_id)
+            .where(records.c.message_id == message_id, *scope.clauses())
             .order_by(records.c.position)
         )
     ).all()
     if not rows:
         return None
     events = [record_json(r) for r in rows]
-    state = (
-        await session.execute(sa.select(messages).where(messages.c.message_id == message_id))
-    ).first()
+    m = messages.c
+    state_query = sa.select(messages).where(m.message_id == message_id)
+    if scope.groups is not None:
+        state_query = state_query.where(m.group_id.in_(list(scope.groups)))
+    if scope.sites is not None:
+        state_query = state_query.where(m.site_id.in_(list(scope.sites)))
+    state = (await session.execute(state_query)).first()
     sent = next((e for e in events if e["type"].startswith("stagger.dispatch.sent")), None)
     settings_event = None
     site_id = rows[0].site_id
@@ -185,6 +223,7 @@ async def timeline(session: AsyncSession, message_id: str) -> dict[str, Any] | N
                 sa.select(records)
                 .where(
                     records.c.site_id == site_id,
+                    records.c.group_id == rows[0].group_id,
                     records.c.type.in_(["stagger.site.settings_changed", "stagger.site.created"]),
                     records.c.at <= anchor.at,
                 )
@@ -268,11 +307,24 @@ class VerifyResult:
     problems: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def verify(db: async_sessionmaker[AsyncSession], page: int = 5000) -> VerifyResult:
-    """Recompute every record's hash and its link to the one before; name each broken row."""
+async def verify(
+    db: async_sessionmaker[AsyncSession], page: int = 5000, *, group_id: str | None = None
+) -> VerifyResult:
+    """Recompute every record's hash and its link to the one before; name each broken row.
+
+    With `group_id`, only that group's chain is read and reported on (a group's callers learn
+    nothing about any other group's records); without, every chain (the operator's check).
+    """
     result = VerifyResult(ok=True)
+    head_query = sa.select(chain_heads)
+    scope: list[sa.ColumnElement[bool]] = []
+    if group_id is not None:
+        head_query = head_query.where(chain_heads.c.chain == group_id)
+        # A group's chain is exactly its records (`chain` is the group id); the group column
+        # is the indexed one.
+        scope = [records.c.group_id == group_id, records.c.chain == group_id]
     async with db() as session:
-        heads = {h.chain: h for h in await session.execute(sa.select(chain_heads))}
+        heads = {h.chain: h for h in await session.execute(head_query)}
     last: dict[str, tuple[str, int, int]] = {}
     cursor = 0
     while True:
@@ -280,7 +332,7 @@ async def verify(db: async_sessionmaker[AsyncSession], page: int = 5000) -> Veri
             rows = (
                 await session.execute(
                     sa.select(records)
-                    .where(records.c.position > cursor)
+                    .where(records.c.position > cursor, *scope)
                     .order_by(records.c.position)
                     .limit(page)
                 )

@@ -140,16 +140,26 @@ def token_issue(
     role: str = typer.Option(..., help="group_admin, site_manager, auditor or sender."),
     site: list[str] = typer.Option([], help="A site the token may act on (repeat)."),
     label: str = typer.Option("", help="Who or what the token is for."),
+    expires_in: str | None = typer.Option(
+        None, help="Refuse the token after this long: 30d, 12h, 90m, 2w."
+    ),
+    expires_at: str | None = typer.Option(
+        None, help="Refuse the token from this ISO 8601 instant on (no offset: UTC)."
+    ),
 ) -> None:
     """Issue a token; it is printed once and only its hash is kept."""
     from shared.bus.topology import ensure_streams
     from shared.events.schemas.access import Role
-    from shared.tokens import issue_token
+    from shared.tokens import expiry, issue_token
 
     if role not in ("group_admin", "site_manager", "auditor", "sender"):
         raise typer.BadParameter("role must be group_admin, site_manager, auditor or sender")
     if role == "site_manager" and not site:
         raise typer.BadParameter("a site manager needs at least one --site")
+    try:
+        expires = expiry(expires_in=expires_in, expires_at=expires_at)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
     async def run() -> None:
         nc = await _connect()
@@ -162,10 +172,14 @@ def token_issue(
                 sites=site,
                 label=label,
                 actor="cli:operator",
+                expires_at=expires,
             )
         finally:
             await nc.close()
-        typer.echo(f"token {token_id} ({role} of {group}); keep it safe, it is not shown again:")
+        until = f", valid until {expires.isoformat(timespec='seconds')}" if expires else ""
+        typer.echo(
+            f"token {token_id} ({role} of {group}{until}); keep it safe, it is not shown again:"
+        )
         typer.echo(token)
 
     asyncio.run(run())
@@ -195,7 +209,9 @@ def token_revoke(
 
 @tokens.command("list")
 def token_list(group: str | None = typer.Option(None, help="Only this group.")) -> None:
-    """List tokens (ids, roles, sites; never secrets)."""
+    """List tokens (ids, roles, sites, expiry; never secrets)."""
+    from datetime import UTC, datetime
+
     from shared.bus.topology import ACCESS
     from shared.eventstore import EventStore
     from shared.tokens import TokenRegistry
@@ -207,16 +223,79 @@ def token_list(group: str | None = typer.Option(None, help="Only this group.")) 
             async for event in EventStore(nc, ACCESS).replay():
                 registry._apply(event)
             for row in registry.listing(group):
-                state = "revoked" if row["revoked"] else "active"
+                expires = row["expires_at"]
+                if row["revoked"]:
+                    state = "revoked"
+                elif isinstance(expires, datetime) and expires <= datetime.now(UTC):
+                    state = "expired"
+                else:
+                    state = "active"
                 sites = ",".join(row["sites"]) or "-"  # type: ignore[arg-type]
                 typer.echo(
                     f"{row['token_id']}  {row['group_id']:<16} {row['role']:<13} "
-                    f"{state:<8} sites={sites} {row['label']}"
+                    f"{state:<8} sites={sites} "
+                    + (f"expires={expires.isoformat()} " if isinstance(expires, datetime) else "")
+                    + str(row["label"])
                 )
         finally:
             await nc.close()
 
     asyncio.run(run())
+
+
+secrets_cli = typer.Typer(help="Secrets sealed inside settings events.", no_args_is_help=True)
+app.add_typer(secrets_cli, name="secrets")
+
+
+@secrets_cli.command("reseal")
+def secrets_reseal(
+    check: bool = typer.Option(
+        False, "--check", help="Only list what is not sealed under the first key; write nothing."
+    ),
+) -> None:
+    """Re-seal every site's and group's secrets under the first key of STAGGER_SECRET_KEY.
+
+    Writes one settings event per group or site that holds a secret sealed under another key
+    (actor `cli:operator`), so that key can then be removed. Older events in the SETTINGS
+    stream keep their old sealed values: once the old key is gone those historical values
+    cannot be opened, while every current setting can. The audit chain is unaffected.
+    """
+    from services.config.adapters.settings_store import SettingsStore
+    from services.config.handlers import ConfigHandlers
+    from shared.bus.topology import SETTINGS
+    from shared.eventstore import EventStore
+    from shared.secrets import SecretBox, SecretKeyError
+
+    async def run() -> int:
+        nc = await _connect()
+        try:
+            handlers = ConfigHandlers(
+                nc,
+                SettingsStore(EventStore(nc, SETTINGS)),
+                SecretBox.from_settings(load_settings()),
+                None,
+            )
+            if check:
+                stale = await handlers.reseal_check()
+                for name in stale:
+                    typer.echo(f"{name}: holds secrets sealed under an older key")
+                typer.echo(f"{len(stale)} aggregate(s) to re-seal")
+                return 0
+            written = await handlers.reseal(actor="cli:operator")
+        except SecretKeyError as exc:
+            typer.echo(f"not re-sealed: {exc}", err=True)
+            return 1
+        finally:
+            await nc.close()
+        for name in written:
+            typer.echo(f"{name}: re-sealed")
+        typer.echo(
+            f"{len(written)} aggregate(s) re-sealed; every current secret is now sealed under "
+            "the first key of STAGGER_SECRET_KEY"
+        )
+        return 0
+
+    raise typer.Exit(asyncio.run(run()))
 
 
 audit = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)

@@ -29,12 +29,13 @@ from shared.domain.site_settings import (
     SiteSettings,
     Window,
     effective,
+    flatten,
     split_patch,
 )
 from shared.events.envelope import make_event
 from shared.events.schemas.control import SendNowRequested
 from shared.eventstore import ConcurrencyConflict, EventStore
-from shared.secrets import REDACTED, SecretBox, is_sealed
+from shared.secrets import REDACTED, SecretBox, SecretKeyError, is_sealed
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,15 @@ class ConfigHandlers:
         changes = [c.model_dump() for c in data.changes]
         return Outcome(version, True, changes, []), updated
 
-    async def follow_group(self, group_id: str, *, actor: str) -> list[str]:
+    async def follow_group(
+        self, group_id: str, *, actor: str, site_ids: list[str] | None = None
+    ) -> list[str]:
         """Append follow-up events to sites whose effective settings the group changed."""
         group = await self.group(group_id)
         updated = []
-        for site_id in await self._site_ids(group_id):
+        if site_ids is None:
+            site_ids = await self._site_ids(group_id)
+        for site_id in site_ids:
             for _attempt in range(5):
                 site = await self.store.site(site_id)
                 if site is None:
@@ -336,6 +341,98 @@ class ConfigHandlers:
             except ConcurrencyConflict:
                 continue
         raise ConcurrencyConflict(f"site {site_id}", 0, None)
+
+    # --- key rotation ------------------------------------------------------------------
+
+    def _stale_secrets(self, flat: Mapping[str, Any], where: str) -> dict[str, str]:
+        """The sealed values of `flat` not under the first key, opened: a plaintext patch that
+        the usual `seal_patch` seals again, under the first key.
+
+        SecretKeyError names the aggregate and the field when no configured key opens one.
+        """
+        patch = {}
+        for path, value in flat.items():
+            if is_sealed(value) and not self.box.under_primary(value):
+                try:
+                    patch[path] = self.box.open(value)
+                except SecretKeyError:
+                    raise SecretKeyError(
+                        f"{where}: {path} was sealed with a key that is not in "
+                        "STAGGER_SECRET_KEY; nothing was re-sealed"
+                    ) from None
+        return patch
+
+    async def reseal_check(self) -> list[str]:
+        """Every aggregate holding a secret that is not under the first key (nothing written).
+
+        Raises SecretKeyError, naming it, if any secret cannot be opened at all, so a reseal
+        stops before writing anything.
+        """
+        stale = []
+        for group_id in await self.store.group_ids():
+            group = await self.store.group(group_id)
+            if group is not None and self._stale_secrets(
+                flatten(group.defaults.model_dump(mode="json")), f"group {group_id}"
+            ):
+                stale.append(f"group {group_id}")
+            for site_id in await self.store.site_ids(group_id):
+                site = await self.store.site(site_id)
+                if site is not None and self._stale_secrets(
+                    flatten(site.settings.model_dump(mode="json")), f"site {site_id}"
+                ):
+                    stale.append(f"site {site_id}")
+        return stale
+
+    async def reseal(self, *, actor: str) -> list[str]:
+        """Re-seal every secret under the first key of STAGGER_SECRET_KEY (key rotation).
+
+        Per group: one defaults event if its defaults hold an old secret, the follow-up events
+        of the sites inheriting them, then one settings event per site whose own secrets are
+        old. Each append checks the version it read (a concurrent change is re-read and
+        retried) and records `actor`. Returns the aggregates written to.
+        """
+        await self.reseal_check()
+        written = []
+        note = "secrets re-sealed under the current key"
+        for group_id in await self.store.group_ids():
+            site_ids = await self.store.site_ids(group_id)
+            for _attempt in range(5):
+                group = await self.group(group_id)
+                patch = self._stale_secrets(
+                    flatten(group.defaults.model_dump(mode="json")), f"group {group_id}"
+                )
+                data = (
+                    aggregates.decide_group_defaults(group, self.seal_patch(patch))
+                    if patch
+                    else None
+                )
+                if data is None:
+                    break
+                try:
+                    await self.store.append_group(group_id, data, group.version, actor=actor)
+                    written.append(f"group {group_id}")
+                    break
+                except ConcurrencyConflict:
+                    continue
+            written += [
+                f"site {s}"
+                for s in await self.follow_group(group_id, actor=actor, site_ids=site_ids)
+            ]
+            for site_id in site_ids:
+                for _attempt in range(5):
+                    site = await self.site(site_id)
+                    patch = self._stale_secrets(site.overrides, f"site {site_id}")
+                    if not patch:
+                        break
+                    try:
+                        await self.change_site(
+                            site_id, site.version, patch, [], actor=actor, note=note, flat=True
+                        )
+                        written.append(f"site {site_id}")
+                        break
+                    except (ConcurrencyConflict, VersionMismatch):
+                        continue
+        return sorted(set(written))
 
     # --- commands to other services ------------------------------------------------------
 

@@ -15,6 +15,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -38,6 +39,10 @@ INBOUND = "INBOUND"
 OPTOUTS = "OPTOUTS"
 DEADLETTER = "DEADLETTER"
 AUDIT = "AUDIT"
+
+# Key-value buckets (each a stream named KV_<bucket>).
+CONSOLE_SESSIONS = "console_sessions"
+CONSOLE_SESSION_TTL = 12 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -232,9 +237,41 @@ CONSUMERS_BY_NAME = {spec.durable: spec for spec in CONSUMERS}
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create every stream, or update it to the declared configuration."""
+    """Create every stream and key-value bucket, or update it to the declared configuration."""
     for spec in STREAMS:
         await ensure_stream(js, spec, replicas)
+    await ensure_console_sessions(js, replicas)
+
+
+async def ensure_console_sessions(js: JetStreamContext, replicas: int = 1) -> None:
+    """The bucket of live console sessions (one key per signed-in session id).
+
+    A key-value bucket rather than an event stream: a session is current state shared by every
+    config replica, not history, and the bucket's TTL forgets it when its cookie would expire
+    anyway. Created only when missing (services may read stream info but not change streams).
+    """
+    try:
+        await js.stream_info(f"KV_{CONSOLE_SESSIONS}")
+        return
+    except NotFoundError:
+        pass
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=CONSOLE_SESSIONS,
+                description="Signed-in console sessions; signing out deletes the key, so "
+                "every copy of that session's cookie stops working on every replica.",
+                history=1,
+                # A little longer than a cookie lives, so a live cookie always finds its key.
+                ttl=CONSOLE_SESSION_TTL + 600,
+                replicas=replicas,
+                direct=True,
+            )
+        )
+        log.info("key-value bucket created", extra={"bucket": CONSOLE_SESSIONS})
+    except BadRequestError as exc:
+        if exc.err_code != 10058:  # another service created it meanwhile
+            raise
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:

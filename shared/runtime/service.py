@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -244,10 +244,26 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_http(app: ASGIApp, host: str, port: int) -> AsyncIterator[None]:
-    """Serve an ASGI app in this event loop for the duration of the block."""
+async def serve_http(
+    app: ASGIApp, host: str, port: int, trusted_proxies: Sequence[str] = ()
+) -> AsyncIterator[None]:
+    """Serve an ASGI app in this event loop for the duration of the block.
+
+    X-Forwarded-For/-Proto are applied (uvicorn's proxy headers) only when the TCP peer is one
+    of `trusted_proxies`; with none, uvicorn's own default (trust 127.0.0.1) is switched off
+    too, so a local process cannot pose as an https client or another address.
+    """
     server = _QuietServer(
-        uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", access_log=False)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies),
+        )
     )
     task = asyncio.create_task(server.serve(), name=f"http:{port}")
     while not server.started:
@@ -463,7 +479,9 @@ async def _start(
         # not match a path holding an encoded newline, which then got a bare text 404 here.
         app.router.default = own_app
     port = settings.service_http_port(definition.name)
-    await stack.enter_async_context(serve_http(app, settings.http_host, port))
+    await stack.enter_async_context(
+        serve_http(app, settings.http_host, port, settings.trusted_proxy_networks)
+    )
     ctx.health.details["http"] = f"http://{settings.http_host}:{port}"
     ctx.spawn(heartbeat_loop(ctx.nc, ctx.health, settings.heartbeat_seconds), "heartbeat")
 

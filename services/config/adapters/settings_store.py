@@ -27,6 +27,23 @@ class SettingsStore:
         last = await self.events.last(f"settings.*.{site_id}")
         return site_from_event(last) if last else None
 
+    async def group_ids(self) -> list[str]:
+        """Every group with a settings aggregate (read from the stream's subjects)."""
+        return sorted({group for group, _ in await self._aggregates("settings.*.*")})
+
+    async def site_ids(self, group_id: str) -> list[str]:
+        """Every site of a group, from the stream alone (no read model needed: the CLI)."""
+        found = await self._aggregates(f"settings.{group_id}.*")
+        return sorted(site for _, site in found if site != subjects.GROUP_AGGREGATE)
+
+    async def _aggregates(self, pattern: str) -> list[tuple[str, str]]:
+        info = await self.events.js.stream_info(SETTINGS, subjects_filter=pattern)
+        return [
+            (parts[1], parts[2])
+            for subject in info.state.subjects or {}
+            if len(parts := subject.split(".")) == 3
+        ]
+
     async def append_group(
         self,
         group_id: str,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
@@ -31,6 +31,7 @@ from services.config.console import views
 from services.config.console.audit_client import AuditClient, AuditUnavailable
 from services.config.console.drafts import DraftStore
 from services.config.console.forms import STEPS
+from services.config.console.registry import SessionRegistry
 from services.config.console.session import (
     COOKIE,
     COOKIE_PATH,
@@ -50,7 +51,7 @@ from shared.events.envelope import make_event
 from shared.events.schemas.control import ResetFailedRequested
 from shared.eventstore import EventStore
 from shared.suppression import SuppressionList, record_opt_in, record_opt_out
-from shared.tokens import Principal, TokenRegistry
+from shared.tokens import Principal, TokenRefused, TokenRegistry
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,20 @@ class User:
         return self.who.role in ("group_admin", "site_manager")
 
 
+def web_origin(url: str) -> str:
+    """The origin a browser sends for pages of `url` (scheme://host[:port], default port
+    left out)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
 def safe_next(value: str | None) -> str:
     """A post-login destination inside the console, never another origin."""
     if value and value.startswith(PREFIX + "/") and "//" not in value and "\\" not in value:
@@ -123,6 +138,12 @@ class Console:
         self.handlers = handlers
         self.tokens = tokens
         self.codec = SessionCodec.from_settings(settings)
+        self.sessions = SessionRegistry(nc)
+        # Behind a TLS proxy the public URL, not the hop from the proxy, says what the browser
+        # sees: its origin is the only one a form may come from, and https makes the cookie
+        # Secure even when the proxy speaks plain http to us.
+        self.public_origin = web_origin(settings.public_url)
+        self.public_https = self.public_origin.startswith("https://")
         self.drafts = DraftStore()
         self.audit = AuditClient(settings.audit_api_url())
         self.suppression = SuppressionList(nc)
@@ -177,6 +198,7 @@ class Console:
 
     def _install_session(self, sub: FastAPI) -> None:
         codec = self.codec
+        public_https = self.public_https
 
         @sub.middleware("http")
         async def session_cookie(
@@ -192,7 +214,9 @@ class Console:
                     path=COOKIE_PATH,
                     httponly=True,
                     samesite="strict",
-                    secure=request.url.scheme == "https",
+                    # The scheme is https only from a trusted proxy's X-Forwarded-Proto (or a
+                    # direct TLS listener): uvicorn ignores the header from anyone else.
+                    secure=public_https or request.url.scheme == "https",
                 )
             if not request.url.path.startswith(PREFIX + "/static/"):
                 response.headers["Cache-Control"] = "no-store"
@@ -256,18 +280,66 @@ class Console:
         session = self.session_of(request)
         if not session.token:
             raise LoginRequired()
-        who = await self.tokens.authenticate(session.token)
+        # Signed out elsewhere (or the cookie is a copy of a signed-out one): the cookie still
+        # opens, but its session id is no longer live.
+        if not await self.sessions.live(session.sid):
+            session.rotate(None)
+            raise LoginRequired()
+        try:
+            who = await self.tokens.check(session.token)
+        except TokenRefused:
+            who = None
         if who is None or who.role == "sender":
+            await self.sessions.end(session.sid)
             session.rotate(None)
             raise LoginRequired()
         return User(session, who)
 
+    async def sign_in(self, request: Request, token: str, who: Principal) -> None:
+        """Start a signed-in session (new id and CSRF token) for an accepted token."""
+        session = self.session_of(request)
+        session.rotate(token)
+        await self.sessions.start(session.sid, who.token_id)
+        log.info(
+            "console sign-in",
+            extra={
+                "token_id": who.token_id,
+                "group_id": who.group_id,
+                "client": client_of(request),
+            },
+        )
+
+    async def sign_out(self, request: Request) -> None:
+        """End the session on every replica, whichever copy of its cookie is presented next."""
+        session = self.session_of(request)
+        if session.token:
+            await self.sessions.end(session.sid)
+            log.info("console sign-out", extra={"client": client_of(request)})
+        self.drafts.drop(session.sid)
+        session.rotate(None)
+
+    def origin_ok(self, request: Request) -> bool:
+        """A posted form came from a page of the console (absent Origin: old browsers).
+
+        With an https public URL only its origin is accepted. With a plain-http one (a
+        development or direct deployment) the request's own origin is accepted too, so the
+        console works on whatever address it is reached at.
+        """
+        origin = request.headers.get("origin")
+        if not origin:
+            return True
+        origin = origin.strip().lower()
+        if origin == self.public_origin:
+            return True
+        if self.public_https:
+            return False
+        return origin in (f"{request.url.scheme}://{request.url.netloc}".lower(), "null")
+
     async def form(self, request: Request) -> FormData:
         """The posted form, after checking its CSRF token (403 without it)."""
-        form = await request.form()
-        origin = request.headers.get("origin")
-        if origin and origin not in (f"{request.url.scheme}://{request.url.netloc}", "null"):
+        if not self.origin_ok(request):
             raise CsrfFailed()
+        form = await request.form()
         if not self.session_of(request).csrf_ok(form.get(CSRF_FIELD)):  # type: ignore[arg-type]
             raise CsrfFailed()
         return form
@@ -549,6 +621,11 @@ class Console:
 
     def warnings_of(self, site: SiteState) -> list[dict[str, str]]:
         return warnings(site.settings)
+
+
+def client_of(request: Request) -> str | None:
+    """The client's address: the TCP peer, or what a trusted proxy forwarded."""
+    return request.client.host if request.client else None
 
 
 def _flat(site: SiteState) -> dict[str, Any]:

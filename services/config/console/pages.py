@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -12,9 +13,12 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from services.config.console.audit_client import AuditNotFound, AuditUnavailable
 from services.config.console.views import OUTBOX_STATES
+from shared.tokens import TokenRefused
 
 if TYPE_CHECKING:
     from services.config.console.app import Console
+
+log = logging.getLogger(__name__)
 
 CHANNELS = ("sms", "email")
 TYPE_PREFIXES = (
@@ -59,7 +63,13 @@ def summarise(event: dict[str, Any]) -> str:
 
 def install(console: Console, app: FastAPI) -> None:
     """Register the pages on the console app."""
-    from services.config.console.app import PREFIX, Forbidden, PageNotFound, safe_next
+    from services.config.console.app import (
+        PREFIX,
+        Forbidden,
+        PageNotFound,
+        client_of,
+        safe_next,
+    )
 
     # --- login ---------------------------------------------------------------------------
 
@@ -72,15 +82,20 @@ def install(console: Console, app: FastAPI) -> None:
         form = await console.form(request)
         token = str(form.get("token") or "").strip()
         target = safe_next(str(form.get("next") or ""))
-        who = await console.tokens.authenticate(token) if token else None
-        if who is None:
+        try:
+            who = await console.tokens.check(token)
+        except TokenRefused as exc:
+            log.warning(
+                "console sign-in refused",
+                extra={"reason": exc.reason, "client": client_of(request)},
+            )
             return console.page(
                 request,
                 "login.html",
                 status=401,
                 next=target,
                 who=None,
-                error="That token is unknown or has been revoked.",
+                error=exc.message,
             )
         if who.role == "sender":
             return console.page(
@@ -92,15 +107,13 @@ def install(console: Console, app: FastAPI) -> None:
                 error="This token submits messages for a practice system; "
                 "it cannot be used to sign in to the console.",
             )
-        console.session_of(request).rotate(token)
+        await console.sign_in(request, token, who)
         return RedirectResponse(target, status_code=303)
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         await console.form(request)
-        session = console.session_of(request)
-        console.drafts.drop(session.sid)
-        session.rotate(None)
+        await console.sign_out(request)
         return RedirectResponse(f"{PREFIX}/login", status_code=303)
 
     # --- sites ---------------------------------------------------------------------------

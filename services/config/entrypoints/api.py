@@ -35,7 +35,7 @@ from services.config.handlers import (
 )
 from shared.bus import subjects
 from shared.domain.site_settings import SettingsError, Window
-from shared.tokens import Principal, TokenRegistry
+from shared.tokens import Principal, TokenRefused, TokenRegistry
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +191,10 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> Principal:
         if credentials is None:
             raise AuthError(401, "send 'Authorization: Bearer <token>'")
-        found = await ctx.tokens.authenticate(credentials.credentials.strip())
-        if found is None:
-            raise AuthError(401, "unknown or revoked token")
-        return found
+        try:
+            return await ctx.tokens.check(credentials.credentials.strip())
+        except TokenRefused as exc:
+            raise AuthError(401, exc.message) from None
 
     Caller = Annotated[Principal, Depends(principal)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from shared.events.envelope import EventData
@@ -12,7 +13,8 @@ Role = Literal["group_admin", "site_manager", "auditor", "sender"]
 
 @registry.register
 class TokenIssued(EventData):
-    """An API token was issued; only its hash is kept."""
+    """An API token was issued; only its hash is kept. From `expires_at` on (if set) it is
+    refused."""
 
     event_type = "stagger.access.token_issued"
     event_version = 1
@@ -23,6 +25,7 @@ class TokenIssued(EventData):
     sites: list[str] = []
     label: str = ""
     secret_hash: str
+    expires_at: datetime | None = None
 
 
 @registry.register
