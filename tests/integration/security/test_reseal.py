@@ -1,0 +1,157 @@
+"""`stagger secrets reseal`: every current secret re-sealed under the first key, so the old key
+can be removed; historical events keep what they were sealed with."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+from nats.aio.client import Client
+from pydantic import SecretStr
+
+from services.config.adapters.settings_store import SettingsStore
+from services.config.handlers import ConfigHandlers
+from shared.bus.topology import SETTINGS
+from shared.config import StaggerSettings
+from shared.domain.site_settings import flatten
+from shared.eventstore import EventStore
+from shared.secrets import SecretBox, SecretKeyError, generate_key, is_sealed
+from tests.support.processes import ROOT
+
+
+def _handlers(nc: Client, *keys: str) -> ConfigHandlers:
+    box = SecretBox([k.encode() for k in keys])
+    return ConfigHandlers(nc, SettingsStore(EventStore(nc, SETTINGS)), box, None)
+
+
+async def _reseal(nats_url: str, keys: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAGGER_")}
+    env.update(STAGGER_NATS_URL=nats_url, STAGGER_SECRET_KEY=keys)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "secrets",
+        "reseal",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def _current_secrets(store: SettingsStore) -> dict[str, dict[str, str]]:
+    """Every sealed value of every group's defaults and site's settings, by aggregate."""
+    found: dict[str, dict[str, str]] = {}
+    for group_id in await store.group_ids():
+        group = await store.group(group_id)
+        assert group is not None
+        found[f"group {group_id}"] = _sealed(group.defaults.model_dump(mode="json"))
+        for site_id in await store.site_ids(group_id):
+            site = await store.site(site_id)
+            assert site is not None
+            found[f"site {site_id}"] = _sealed(site.settings.model_dump(mode="json"))
+    return found
+
+
+def _sealed(settings: dict[str, Any]) -> dict[str, str]:
+    return {path: value for path, value in flatten(settings).items() if is_sealed(value)}
+
+
+def _opened(box: SecretBox, secrets: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {name: {p: box.open(v) for p, v in values.items()} for name, values in secrets.items()}
+
+
+async def _settings_events(nc: Client) -> int:
+    return (await nc.jetstream().stream_info(SETTINGS)).state.messages
+
+
+async def test_reseal_lets_the_service_run_on_the_new_key_alone(nc: Client, nats_url: str) -> None:
+    old, new = generate_key(), generate_key()
+    before = _handlers(nc, old)
+    # A group default secret (inherited by its sites) and sites' own secrets, in two groups.
+    await before.create_group(
+        "rs-a", "Group A", {"email": {"smtp": {"password": "group-a-smtp"}}}, actor="test"
+    )
+    await before.create_site(
+        "rs-a", "rs-a1", {"name": "A1"}, {"sms": {"provider": {"secret": "a1-sms"}}}, actor="test"
+    )
+    await before.create_site("rs-a", "rs-a2", {"name": "A2"}, {}, actor="test")
+    await before.create_group("rs-b", "Group B", {}, actor="test")
+    await before.create_site(
+        "rs-b",
+        "rs-b1",
+        {"name": "B1"},
+        {"email": {"imap": {"password": "b1-imap"}}, "sms": {"provider": {"secret": "b1-sms"}}},
+        actor="test",
+    )
+    store = before.store
+    sealed_before = await _current_secrets(store)
+    plain = _opened(SecretBox([old.encode()]), sealed_before)
+    assert plain["site rs-a2"] == {"email.smtp.password": "group-a-smtp"}
+    assert plain["site rs-b1"] == {
+        "email.imap.password": "b1-imap",
+        "sms.provider.secret": "b1-sms",
+    }
+    # What a service started with the new key alone could not do before the reseal.
+    new_only = SecretBox.from_settings(StaggerSettings(secret_key=SecretStr(new)))
+    try:
+        _opened(new_only, sealed_before)
+        raise AssertionError("the new key opened secrets sealed under the old one")
+    except SecretKeyError:
+        pass
+    first_event = await store.events.load("settings.rs-b.rs-b1")
+
+    code, out, err = await _reseal(nats_url, f"{new},{old}")
+    assert code == 0, err
+    assert "group rs-a: re-sealed" in out and "site rs-b1: re-sealed" in out
+
+    # Started with only the new key, every current secret of every site opens, unchanged.
+    assert _opened(new_only, await _current_secrets(store)) == plain
+    history = await store.events.load("settings.rs-b.rs-b1")
+    assert history.events[-1].actor == "cli:operator"
+    assert history.events[-1].data.note == "secrets re-sealed under the current key"  # type: ignore[union-attr]
+    changed = {c.path for c in history.events[-1].data.changes}  # type: ignore[union-attr]
+    assert changed == {"email.imap.password", "sms.provider.secret"}
+    # The old events still hold values sealed under the old key only.
+    old_value = first_event.events[0].data.settings["sms"]["provider"]["secret"]  # type: ignore[union-attr]
+    try:
+        new_only.open(old_value)
+        raise AssertionError("a historical value opened without the old key")
+    except SecretKeyError:
+        pass
+
+    # Nothing left to do: a second run writes no event.
+    count = await _settings_events(nc)
+    code, out, err = await _reseal(nats_url, f"{new},{old}")
+    assert code == 0, err
+    assert "0 aggregate(s) re-sealed" in out
+    assert await _settings_events(nc) == count
+
+
+async def test_reseal_writes_nothing_when_a_secret_opens_with_no_key(
+    nc: Client, nats_url: str
+) -> None:
+    old, new, stray = generate_key(), generate_key(), generate_key()
+    await _handlers(nc, old).create_group("rs-c", "Group C", {}, actor="test")
+    await _handlers(nc, old).create_site(
+        "rs-c", "rs-c1", {"name": "C1"}, {"sms": {"provider": {"secret": "c1"}}}, actor="test"
+    )
+    await _handlers(nc, stray).create_site(
+        "rs-c",
+        "rs-c2",
+        {"name": "C2"},
+        {"sms": {"provider": {"secret": "c2-plaintext-secret"}}},
+        actor="test",
+    )
+    count = await _settings_events(nc)
+    code, _, err = await _reseal(nats_url, f"{new},{old}")
+    assert code == 1
+    assert "site rs-c2" in err and "sms.provider.secret" in err
+    assert "c2-plaintext-secret" not in err
+    assert await _settings_events(nc) == count
