@@ -249,6 +249,34 @@ async def _exercise(
 
         await wait_until(all_healthy, timeout=30, interval=0.5, message="/healthz 200")
 
+    # The console's session registry (the console_sessions key-value bucket) under the config
+    # user: sign in, a page, sign out, and the signed-out cookie refused.
+    await _console_round_trip(services["config"].url, token)
+
+
+async def _console_round_trip(url: str, token: str) -> None:
+    import re
+
+    field = re.compile(r'name="csrf_token" value="([^"]+)"')
+    async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as browser:
+        page = await browser.get("/console/login")
+        csrf = field.search(page.text)
+        assert csrf is not None
+        signed_in = await browser.post(
+            "/console/login", data={"csrf_token": csrf.group(1), "token": token}
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        cookie = browser.cookies.get("stagger_console")
+        home = await browser.get("/console/")
+        assert home.status_code == 200, home.text
+        csrf = field.search(home.text)
+        assert csrf is not None
+        out = await browser.post("/console/logout", data={"csrf_token": csrf.group(1)})
+        assert out.status_code == 303
+    async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as thief:
+        copied = await thief.get("/console/", headers={"Cookie": f"stagger_console={cookie}"})
+        assert copied.status_code == 303
+
 
 async def test_services_connect_with_nats_user_and_password_settings(tmp_path: Path) -> None:
     with standalone(tmp_path / "nats") as server:
