@@ -113,7 +113,13 @@ def build_app(ctx: AuditContext) -> FastAPI:
         scope(who, site_id)
         async with ctx.db() as session:
             return await queries.outbox(
-                session, site_id, state=state, channel=channel, limit=limit, offset=offset
+                session,
+                site_id,
+                group_id=who.group_id,
+                state=state,
+                channel=channel,
+                limit=limit,
+                offset=offset,
             )
 
     @router.get("/export", summary="Export records as JSON Lines or CSV")

@@ -272,14 +272,18 @@ async def outbox(
     session: AsyncSession,
     site_id: str,
     *,
+    group_id: str | None = None,
     state: str | None = None,
     channel: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> dict[str, Any]:
-    """A site's messages by state, with counts (the console's outbox)."""
+    """A site's messages by state, with counts (the console's outbox); `group_id` keeps
+    another group's rows out in SQL."""
     m = messages.c
     base = [m.site_id == site_id]
+    if group_id is not None:
+        base.append(m.group_id == group_id)
     if channel:
         base.append(m.channel == channel)
     counts = {
