@@ -298,6 +298,8 @@ class Console:
     async def sign_in(self, request: Request, token: str, who: Principal) -> None:
         """Start a signed-in session (new id and CSRF token) for an accepted token."""
         session = self.session_of(request)
+        if session.token:  # signing in over a signed-in session: end the old one everywhere
+            await self.sessions.end(session.sid)
         session.rotate(token)
         await self.sessions.start(session.sid, who.token_id)
         log.info(

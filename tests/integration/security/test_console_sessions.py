@@ -177,6 +177,19 @@ async def test_signing_out_ends_every_copy_of_the_cookie(consoles: Consoles) -> 
     assert await _home(first, other_session) == 200
     assert await _home(second, await _signed_in(second, token)) == 200
 
+    # Signing in over a signed-in session (same browser) ends the previous session too.
+    page = await _get(first, "/console/login", other_session)
+    csrf = CSRF.search(page.text)
+    assert csrf is not None
+    again = await _post(
+        first, "/console/login", other_session, {"csrf_token": csrf.group(1), "token": token}
+    )
+    assert again.status_code == 303
+    renewed = _cookie(again)
+    assert renewed is not None and renewed[0] != other_session
+    assert await _home(second, renewed[0]) == 200
+    assert await _home(second, other_session) == 303
+
 
 async def test_https_public_url_makes_the_cookie_secure_and_fixes_the_origin(
     consoles: Consoles,
