@@ -4,8 +4,10 @@ can be removed; historical events keep what they were sealed with."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
@@ -13,12 +15,15 @@ from pydantic import SecretStr
 
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
+from shared.bus import subjects
 from shared.bus.topology import SETTINGS
 from shared.config import StaggerSettings
 from shared.domain.site_settings import flatten
 from shared.eventstore import EventStore
 from shared.secrets import SecretBox, SecretKeyError, generate_key, is_sealed
-from tests.support.processes import ROOT
+from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.support.processes import ROOT, service_env, start_service
+from tests.support.waiting import wait_until
 
 
 def _handlers(nc: Client, *keys: str) -> ConfigHandlers:
@@ -155,3 +160,49 @@ async def test_reseal_writes_nothing_when_a_secret_opens_with_no_key(
     assert "site rs-c2" in err and "sms.provider.secret" in err
     assert "c2-plaintext-secret" not in err
     assert await _settings_events(nc) == count
+
+
+async def test_an_sms_gateway_on_the_new_key_alone_uses_resealed_provider_secrets(
+    nc: Client, nats_url: str, tmp_path: Path
+) -> None:
+    old, new = generate_key(), generate_key()
+    sim = SimProcess(tmp_path / "sim.log")
+    await sim.start()
+    try:
+        before = _handlers(nc, old)
+        provider = {
+            "kind": "simulator",
+            "account_id": "sim-default",
+            "secret": "sim-dev-key",
+            "base_url": sim.url,
+        }
+        await before.create_group("rs-g", "Group G", {}, actor="test")
+        for site in ("rs-g1", "rs-g2"):
+            await before.create_site(
+                "rs-g", site, {"name": site}, {"sms": {"provider": provider}}, actor="test"
+            )
+        code, _, err = await _reseal(nats_url, f"{new},{old}")
+        assert code == 0, err
+
+        env = service_env(nats_url, tmp_path / "var", extra={"STAGGER_SECRET_KEY": new})
+        gateway = start_service("sms_gateway", env)
+        try:
+            for site in ("rs-g1", "rs-g2"):
+
+                async def tested(site: str = site) -> dict[str, Any] | None:
+                    reply = await nc.request(
+                        subjects.rpc("sms_gateway", "provider_test"),
+                        json.dumps({"site_id": site, "group_id": "rs-g", "actor": "test"}).encode(),
+                        timeout=20,
+                    )
+                    answer: dict[str, Any] = json.loads(reply.data)
+                    return answer if "unknown site" not in str(answer.get("error")) else None
+
+                answer = await wait_until(tested, timeout=30, message=f"{site} tested")
+                # The gateway opened the provider secret with the new key and the simulator
+                # accepted it.
+                assert answer["ok"] is True, (answer, gateway.logs()[-2000:])
+        finally:
+            gateway.stop()
+    finally:
+        sim.terminate()
