@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.config.aggregates import SiteState
 from shared import tracing
-from shared.bus import subjects
+from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.segments import count_segments
@@ -296,7 +296,7 @@ def validate(
         )
         headers = dict(template)
         headers["ce-id"] = headers["ce-subject"] = mid
-        headers[MSG_ID] = subjects.outbox_msg_id(site.site_id, mid)
+        headers[MSG_ID] = outbox_ids.msg_id(site.site_id, mid)
         body = data.model_dump_json().encode()
         size = wire_size(headers, body)
         if max_payload is not None and size > max_payload:

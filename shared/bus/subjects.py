@@ -53,24 +53,6 @@ def outbox(channel: Channel, site: str) -> str:
     return f"outbox.{channel}.{site}"
 
 
-def outbox_site(subject: str) -> str | None:
-    """The site token of an `outbox.<channel>.<site>` subject, else None."""
-    parts = subject.split(".")
-    if len(parts) == 3 and parts[0] == "outbox" and parts[1] in CHANNELS:
-        return parts[2]
-    return None
-
-
-def outbox_msg_id(site: str, message_id: str) -> str:
-    """`Nats-Msg-Id` of an accepted message: its site, then its id.
-
-    JetStream de-duplicates by this header across the whole OUTBOX stream (every site's
-    subject): with the bare message id, one tenant's message with another tenant's id would
-    make JetStream drop the other's as a duplicate.
-    """
-    return f"{site}:{message_id}"
-
-
 def outbox_all(channel: Channel) -> str:
     """Every site's outbox for one channel."""
     return f"outbox.{channel}.>"

@@ -32,7 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from shared import tracing
-from shared.bus import subjects
+from shared.bus import outbox_ids, subjects
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
 from shared.bus.rpc import BadRequest, raw_body, request_object
 from shared.bus.topology import CONSUMERS_BY_NAME, CONTROL, TICKS
@@ -212,7 +212,7 @@ def _envelope_problem(msg: Msg, message: MessageAccepted) -> str | None:
     Producers are allowed onto their own sites' subjects only; a message that names another
     site in its data, or carries another site's de-duplication id, is someone else's message.
     """
-    site = subjects.outbox_site(msg.subject)
+    site = outbox_ids.site_of(msg.subject)
     if site != message.site_id:
         return f"subject {msg.subject} is not the outbox of site {message.site_id} (its site_id)"
     dedup = (msg.headers or {}).get(MSG_ID) or ""
@@ -609,7 +609,10 @@ class DispatchEngine:
         refused: list[tuple[Msg, Incoming]] = []
         for msg, item, error in results:
             if error is not None:
-                failed.append((msg, f"{type(error).__name__}: {error}"[:1000]))
+                # A database error's own message, not SQLAlchemy's rendering of the statement
+                # and its parameters (the recipient, the body).
+                cause = getattr(error, "orig", None) or error
+                failed.append((msg, f"{type(cause).__name__}: {cause}"[:1000]))
             elif (item.message.site_id, item.message.message_id) in foreign:
                 refused.append((msg, item))
             else:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 
 from services.config.submission import message_id
-from shared.bus import subjects
+from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import OUTBOX
 from shared.events.codec import encode
@@ -43,7 +43,7 @@ def accepted(
         submitted_at=datetime.now(UTC),
     )
     headers, body = encode(make_event(data, source="tests", actor="test", event_id=mid))
-    headers["Nats-Msg-Id"] = msg_id or subjects.outbox_msg_id(site, mid)
+    headers["Nats-Msg-Id"] = msg_id or outbox_ids.msg_id(site, mid)
     return Outgoing(subjects.outbox("sms", subject_site or site), body, headers)  # type: ignore[arg-type]
 
 
@@ -124,7 +124,7 @@ async def test_a_nats_msg_id_naming_another_site_is_dead_lettered(
                     group="g-b",
                     site="site-b",
                     mid="m-b-1",
-                    msg_id=subjects.outbox_msg_id("site-a", future),
+                    msg_id=outbox_ids.msg_id("site-a", future),
                 )
             ]
         )

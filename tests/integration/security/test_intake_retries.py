@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.bus import subjects
+from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.dispatch.engine import EngineSettings
 from shared.events.codec import encode
@@ -41,7 +41,7 @@ def accepted(group: str, site: str, message_id: str, n: int) -> Outgoing:
         submitted_at=datetime.now(UTC),
     )
     headers, body = encode(make_event(data, source="tests", actor="test", event_id=message_id))
-    headers["Nats-Msg-Id"] = subjects.outbox_msg_id(site, message_id)
+    headers["Nats-Msg-Id"] = outbox_ids.msg_id(site, message_id)
     return Outgoing(subjects.outbox("sms", site), body, headers)
 
 
