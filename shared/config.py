@@ -91,6 +91,16 @@ class StaggerSettings(BaseSettings):
     audit_http_port: int = Field(
         default=8084, description="Port of the audit service (queries, exports)."
     )
+    api_max_body_bytes: int = Field(
+        # A full batch (MAX_BATCH = 10,000 messages, services/config/submission.py) of the
+        # longest valid SMS, every optional field at its maximum, is about 21 MiB of compact
+        # JSON (tests/unit/test_body_limit.py builds it); 32 MiB leaves room for indentation
+        # and escapes. Emails near the bus's payload limit (1 MiB each) go in smaller batches.
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the config service's HTTP server reads (API, "
+        "console, unsubscribe links); a larger one is refused with 413 before it is parsed.",
+    )
     audit_url: str | None = Field(
         default=None,
         description="Where the config service's console reaches the audit service's API. "

@@ -21,6 +21,7 @@ from shared.bus.topology import SETTINGS
 from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
 from shared.eventstore import EventStore
+from shared.runtime.body_limit import BodyLimit
 from shared.runtime.health import HealthBoard
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
@@ -66,6 +67,8 @@ class ConfigService(BaseService):
         )
         if self.console is not None:
             self.console.mount(app)
+        # Outermost, so no route, form parser or console page reads a body over the cap.
+        app.add_middleware(BodyLimit, max_bytes=ctx.settings.api_max_body_bytes)
         return app
 
     async def start(self, ctx: ServiceContext) -> None:

@@ -3,7 +3,8 @@
 A batch is validated as a whole first — one bad message rejects the batch with an error naming
 `messages[i].field`, and nothing is published. Each accepted message gets an id (derived from
 the client's idempotency key when given, so a retried submission is the same message) and is
-published to `outbox.<channel>.<site>` with `Nats-Msg-Id` = that id.
+published to `outbox.<channel>.<site>` with `Nats-Msg-Id` = `<site>:<id>` (JetStream
+de-duplicates across every site's subject, so the site keeps tenants' ids apart).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.config.aggregates import SiteState
 from shared import tracing
-from shared.bus import subjects
+from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.segments import count_segments
@@ -167,10 +168,34 @@ def _header_template(site: SiteState, actor: str, now: datetime) -> dict[str, st
     return headers
 
 
+def wire_size(headers: Mapping[str, str], payload: bytes) -> int:
+    """Bytes the server counts against its `max_payload`: the header block and the payload.
+
+    (nats-py checks the payload alone; the server counts both and closes the connection of a
+    client that sends more.)"""
+    block = len(b"NATS/1.0\r\n\r\n")
+    block += sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    return block + len(payload)
+
+
+def _largest_part(data: MessageAccepted) -> str:
+    """The field that makes most of an encoded message: what its sender should shrink."""
+    parts = {
+        "body": len(data.body.encode()),
+        "html": len((data.html or "").encode()),
+        "attachments": sum(len(a.content_b64) for a in data.attachments),
+    }
+    return max(parts, key=lambda name: parts[name])
+
+
 def validate(
-    site: SiteState, submission: SubmissionIn, actor: str
+    site: SiteState, submission: SubmissionIn, actor: str, *, max_payload: int | None = None
 ) -> tuple[list[Accepted], list[Outgoing]]:
-    """Check every message; raise SettingsError naming each bad `messages[i].field`."""
+    """Check every message; raise SettingsError naming each bad `messages[i].field`.
+
+    `max_payload` is the bus's limit per message (`nc.max_payload`): a message whose encoded
+    form is larger could never be stored, so it is refused here with the rest of its batch.
+    """
     _channel_ready(site, submission.channel)
     errors: dict[str, str] = {}
     accepted: list[Accepted] = []
@@ -270,8 +295,17 @@ def validate(
             submitted_at=now,
         )
         headers = dict(template)
-        headers[MSG_ID] = headers["ce-id"] = headers["ce-subject"] = mid
+        headers["ce-id"] = headers["ce-subject"] = mid
+        headers[MSG_ID] = outbox_ids.msg_id(site.site_id, mid)
         body = data.model_dump_json().encode()
+        size = wire_size(headers, body)
+        if max_payload is not None and size > max_payload:
+            part = _largest_part(data)
+            errors[f"{where}.{part}"] = (
+                f"the message is {size} bytes encoded; the bus carries at most {max_payload} "
+                f"bytes per message: make its {part} smaller"
+            )
+            continue
         outgoing.append(Outgoing(subject, body, headers))
         accepted.append(Accepted(mid, to, segments, encoding, cost))
     if errors:
@@ -320,6 +354,6 @@ async def submit(
             "stagger.actor": actor,
         },
     ):
-        accepted, outgoing = validate(site, submission, actor)
+        accepted, outgoing = validate(site, submission, actor, max_payload=nc.max_payload)
         await publish(nc, accepted, outgoing)
     return accepted

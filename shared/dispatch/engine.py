@@ -32,7 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from shared import tracing
-from shared.bus import subjects
+from shared.bus import outbox_ids, subjects
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
 from shared.bus.rpc import BadRequest, raw_body, request_object
 from shared.bus.topology import CONSUMERS_BY_NAME, CONTROL, TICKS
@@ -43,7 +43,7 @@ from shared.dispatch.pending_events import EventRelay
 from shared.dispatch.queue import Claimed, Incoming, MessageQueue
 from shared.dispatch.schema import DispatchTables
 from shared.domain.throttle import backoff_delay
-from shared.events.codec import UndecodableEvent, decode
+from shared.events.codec import MSG_ID, UndecodableEvent, decode
 from shared.events.schemas.control import CancelRequested, ResetFailedRequested
 from shared.events.schemas.dispatch import Release
 from shared.events.schemas.messages import MessageAccepted
@@ -92,6 +92,11 @@ class EngineSettings:
     retry_base_seconds: float = 2.0
     retry_cap_seconds: float = 300.0
     intake_batch: int = 500
+    intake_attempts: int = 5
+    """Deliveries of an accepted message that fails to be stored for a reason other than its
+    content (an unknown site, a database error) before it is dead-lettered with the reason."""
+    intake_retry_seconds: float = 2.0
+    """Wait before such a message is delivered again."""
     retention_days: float = 90.0
     """Finished messages older than this leave the ledger (0: kept for ever)."""
 
@@ -191,6 +196,35 @@ def _command_problem(data: Any) -> str | None:
         subjects.check_token(data.site_id, "site id")
     except subjects.InvalidToken as exc:
         return str(exc)
+    return None
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # not a JetStream message: nothing to retry with
+        return 1 << 30
+
+
+def _envelope_problem(msg: Msg, message: MessageAccepted) -> str | None:
+    """Why the subject or `Nats-Msg-Id` of an accepted message disagree with its data, or None.
+
+    Producers are allowed onto their own sites' subjects only; a message that names another
+    site in its data, or carries another site's de-duplication id, is someone else's message.
+    """
+    site = outbox_ids.site_of(msg.subject)
+    if site != message.site_id:
+        return f"subject {msg.subject} is not the outbox of site {message.site_id} (its site_id)"
+    dedup = (msg.headers or {}).get(MSG_ID) or ""
+    # JetStream de-duplicates the whole stream by this header; the config service sends
+    # `<site>:<message id>`. One naming another site is an attempt to make JetStream drop that
+    # site's message as a duplicate. (A header without a site prefix is a producer's own.)
+    named, colon, _ = dedup.partition(":")
+    if colon and named != message.site_id:
+        return (
+            f"Nats-Msg-Id {dedup[:140]!r} names another site than {message.site_id} "
+            "(expected <site>:<message id>)"
+        )
     return None
 
 
@@ -447,9 +481,12 @@ class DispatchEngine:
                 await sub.unsubscribe()
 
     async def intake(self, batch: Sequence[Msg]) -> None:
-        """Store a batch of accepted messages, dead-letter the unreadable, acknowledge all."""
-        incoming: list[Incoming] = []
+        """Store a batch of accepted messages; dead-letter the unreadable at once; retry what
+        failed for another reason (an unknown site, a database error) a few times, then
+        dead-letter it with the reason; acknowledge the rest."""
+        incoming: list[tuple[Msg, Incoming]] = []
         dead: list[DeadLetter] = []
+        retry: list[tuple[Msg, str]] = []
         spans = []
         for msg in batch:
             span = None
@@ -468,16 +505,28 @@ class DispatchEngine:
                     )
                     spans.append(span)
                     traceparent = tracing.traceparent_of(span)
-                problem = await self._intake_problem(event.data)
+                problem = _envelope_problem(msg, event.data) or self._message_problem(event.data)
                 if problem:
                     raise UndecodableEvent(problem)
+                site = await self.sites.wait_for(event.data.site_id, patience=2.0)
+                if site is None:
+                    # Perhaps created a moment ago and not yet seen here: try again later.
+                    retry.append((msg, f"unknown site {event.data.site_id}"))
+                    continue
+                if site.group_id != event.data.group_id:
+                    raise UndecodableEvent(
+                        f"site {event.data.site_id} is not in group {event.data.group_id}"
+                    )
                 incoming.append(
-                    Incoming(
-                        event.data,
-                        event.actor,
-                        event.correlation_id,
-                        stream_position(msg)[0],
-                        traceparent,
+                    (
+                        msg,
+                        Incoming(
+                            event.data,
+                            event.actor,
+                            event.correlation_id,
+                            stream_position(msg)[0],
+                            traceparent,
+                        ),
                     )
                 )
             except (UndecodableEvent, ValidationError, ValueError) as exc:
@@ -485,21 +534,93 @@ class DispatchEngine:
                 if span is not None:
                     tracing.record_error(span, f"dead-lettered: {exc}")
         try:
-            if incoming:
-                await self.queue.ingest(incoming)
+            stored, failed, foreign = await self._store(incoming)
+            if stored:
                 self.relay.nudge()
                 arrived, self._arrivals = self._arrivals, _Arrivals()
-                arrived.sites.update(i.message.site_id for i in incoming)
+                arrived.sites.update(i.message.site_id for i in stored)
                 arrived.event.set()
         finally:
             for span in spans:
                 span.end()
+        retry.extend(failed)
+        dead.extend(
+            DeadLetter.from_msg(
+                msg,
+                f"{self.channel}-outbox",
+                f"message_id {item.message.message_id} is already used by another site's "
+                "message; not stored (message ids must be unique)",
+            )
+            for msg, item in foreign
+        )
+        later: set[int] = set()
+        for msg, reason in retry:
+            deliveries = _deliveries(msg)
+            if deliveries < self.settings.intake_attempts:
+                log.warning(
+                    "intake of a message failed; retrying",
+                    extra={"reason": reason, "deliveries": deliveries},
+                )
+                later.add(id(msg))
+            else:
+                dead.append(
+                    DeadLetter.from_msg(
+                        msg,
+                        f"{self.channel}-outbox",
+                        f"not stored after {deliveries} attempts: {reason}",
+                    )
+                )
         if dead:
             await publish_dead_letters(self._ctx.nc, dead)
         for msg in batch:
-            await msg.ack()
+            if id(msg) in later:
+                await msg.nak(delay=self.settings.intake_retry_seconds)
+            else:
+                await msg.ack()
 
-    async def _intake_problem(self, message: MessageAccepted) -> str | None:
+    async def _store(
+        self, incoming: list[tuple[Msg, Incoming]]
+    ) -> tuple[list[Incoming], list[tuple[Msg, str]], list[tuple[Msg, Incoming]]]:
+        """Store the batch in one transaction; if that fails, each message on its own, so one
+        message the database refuses does not hold back the others. Returns what was stored,
+        what failed (with the reason) and what another site's message id kept out."""
+        if not incoming:
+            return [], [], []
+        try:
+            done = await self.queue.ingest_checked([i for _, i in incoming])
+            results: list[tuple[Msg, Incoming, BaseException | None]] = [
+                (msg, item, None) for msg, item in incoming
+            ]
+            foreign = done.foreign
+        except Exception:
+            log.exception("storing an intake batch failed; storing its messages one by one")
+            results = []
+            foreign_ids: set[tuple[str, str]] = set()
+            for msg, item in incoming:
+                try:
+                    done = await self.queue.ingest_checked([item])
+                    foreign_ids |= done.foreign
+                    results.append((msg, item, None))
+                except Exception as exc:
+                    results.append((msg, item, exc))
+            foreign = frozenset(foreign_ids)
+        stored: list[Incoming] = []
+        failed: list[tuple[Msg, str]] = []
+        refused: list[tuple[Msg, Incoming]] = []
+        for msg, item, error in results:
+            if error is not None:
+                # A database error's own message, not SQLAlchemy's rendering of the statement
+                # and its parameters (the recipient, the body).
+                cause = getattr(error, "orig", None) or error
+                failed.append((msg, f"{type(cause).__name__}: {cause}"[:1000]))
+            elif (item.message.site_id, item.message.message_id) in foreign:
+                refused.append((msg, item))
+            else:
+                stored.append(item)
+        return stored, failed, refused
+
+    def _message_problem(self, message: MessageAccepted) -> str | None:
+        """Why a decoded message can never be stored, or None."""
         if message.channel != self.channel:
             return f"a {message.channel} message on the {self.channel} outbox"
         # What goes into the queue's key columns must fit them on every database.
@@ -514,11 +635,6 @@ class DispatchEngine:
         ]
         if naive:
             return f"{', '.join(naive)} without a time zone"
-        site = await self.sites.wait_for(message.site_id, patience=2.0)
-        if site is None:
-            return f"unknown site {message.site_id}"
-        if site.group_id != message.group_id:
-            return f"site {message.site_id} is not in group {message.group_id}"
         return None
 
     # --- ticks -------------------------------------------------------------------------

@@ -66,6 +66,16 @@ class Incoming:
     traceparent: str | None = None
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """What an intake stored: how many messages were new, and which ids belong to another
+    site's message already (those incoming messages were not stored)."""
+
+    new: int
+    foreign: frozenset[tuple[str, str]]
+    """(site id, message id) of each incoming message refused so."""
+
+
 def _picked(session: AsyncSession, m: sa.Table, chosen: sa.Select[Any]) -> Any:
     """`message_id` is one of `chosen` (a SELECT with ORDER BY … LIMIT), safely for replicas.
 
@@ -157,13 +167,21 @@ class MessageQueue:
     async def ingest(self, batch: Sequence[Incoming]) -> int:
         """Store accepted messages (each once, however often redelivered); returns how many
         were new."""
+        return (await self.ingest_checked(batch)).new
+
+    async def ingest_checked(self, batch: Sequence[Incoming]) -> Ingested:
+        """`ingest`, also naming the messages not stored because another site's message holds
+        their id (they must not be taken for a redelivery of that one)."""
         if not batch:
-            return 0
+            return Ingested(0, frozenset())
         m = self.t.messages
         now = datetime.now(UTC)
         async with self.db() as session, session.begin():
             # One row per message id even if a batch carries a redelivered duplicate.
-            unique = {i.message.message_id: i for i in batch}
+            # The first of them is the one stored (and announced below).
+            unique: dict[str, Incoming] = {}
+            for i in batch:
+                unique.setdefault(i.message.message_id, i)
             rows = [
                 {
                     "message_id": i.message.message_id,
@@ -198,7 +216,7 @@ class MessageQueue:
                 fresh.update(r[0] for r in inserted)
                 start += size
             announced: set[str] = set()
-            for item in batch:
+            for item in unique.values():
                 msg = item.message
                 if msg.message_id not in fresh or msg.message_id in announced:
                     continue
@@ -220,7 +238,27 @@ class MessageQueue:
                     actor=item.actor,
                     correlation_id=item.correlation_id,
                 )
-            return len(fresh)
+            foreign: set[tuple[str, str]] = set()
+            known = [i for i in unique if i not in fresh]
+            for start in range(0, len(known), 500):
+                owners = await session.execute(
+                    sa.select(m.c.message_id, m.c.site_id).where(
+                        m.c.message_id.in_(known[start : start + 500])
+                    )
+                )
+                owner = {row.message_id: row.site_id for row in owners}
+                foreign.update(
+                    (i.message.site_id, i.message.message_id)
+                    for i in batch
+                    if owner.get(i.message.message_id, i.message.site_id) != i.message.site_id
+                )
+            # Two sites' messages with one id in the same batch: the one not stored is foreign.
+            foreign.update(
+                (i.message.site_id, i.message.message_id)
+                for i in batch
+                if unique[i.message.message_id].message.site_id != i.message.site_id
+            )
+            return Ingested(len(fresh), frozenset(foreign))
 
     # --- claiming ------------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ async def test_batch_is_stored_once_with_segments_and_forecast(config: ConfigHar
     event = decode(msg.headers, msg.data)
     assert isinstance(event.data, MessageAccepted)
     assert event.actor.startswith("token:")
-    assert msg.headers["Nats-Msg-Id"] == event.data.message_id
+    assert msg.headers["Nats-Msg-Id"] == f"{site_id}:{event.data.message_id}"
 
 
 async def test_one_bad_message_rejects_the_batch_naming_it(config: ConfigHarness) -> None:

@@ -28,7 +28,7 @@ STANDALONE = DEPLOY_NATS / "standalone.conf"
 CLUSTER = [DEPLOY_NATS / "cluster" / f"nats-{n}.conf" for n in (1, 2, 3)]
 PROVISION = DEPLOY_NATS / "provision.py"
 
-USERS = ("config", "scheduler", "email_gateway", "sms_gateway", "audit", "producer", "admin")
+USERS = ("config", "scheduler", "email_gateway", "sms_gateway", "audit", "admin")
 
 
 def dev_password(user: str) -> str:

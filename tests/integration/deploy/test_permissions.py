@@ -159,48 +159,8 @@ async def test_sms_gateway_cannot_read_the_email_gateways_work(deployed: Deploye
             assert gateway.refused("publish", create)()
 
 
-# --- (b) a practice system: the outbox only ---------------------------------------------------
-
-
-async def test_producer_may_only_submit_to_the_outbox(
-    deployed: DeployedNats, admin: Client
-) -> None:
-    async with connect_as(deployed.url, "producer", inbox_prefix="_INBOX_producer") as producer:
-        await assert_acknowledged(producer, subjects.outbox("sms", "s-prod"), "OUTBOX")
-        await assert_acknowledged(producer, subjects.outbox("email", "s-prod"), "OUTBOX")
-        for refused in (
-            subjects.dispatch("sms", "s-prod"),
-            subjects.settings_site("g-prod", "s-prod"),
-            subjects.tick_site("sms", "s-prod"),
-        ):
-            await assert_not_acknowledged(producer, refused)
-        await assert_refused(
-            producer,
-            *(s for s in EVENT_SUBJECTS if not s.startswith("outbox.")),
-            "$JS.API.STREAM.INFO.OUTBOX",
-            "$JS.API.CONSUMER.CREATE.OUTBOX.reader-1",
-            subjects.rpc("sms_gateway", "provider_test"),
-        )
-        # It cannot read what the gateways are sent, nor the services' replies.
-        for pattern in ("outbox.>", "_INBOX.>", ">"):
-            await producer.nc.subscribe(pattern)
-        await producer.nc.flush()
-        for pattern in ("outbox.>", "_INBOX.>", ">"):
-            await wait_until(
-                producer.refused("subscription", pattern),
-                timeout=10,
-                message=f"subscription to {pattern} refused",
-            )
-    assert await stored(admin, "DISPATCH", subjects.dispatch("sms", "s-prod")) == 0
-
-
-async def test_producer_needs_its_own_inbox_prefix(deployed: DeployedNats) -> None:
-    async with connect_as(deployed.url, "producer") as producer:
-        with pytest.raises(nats.errors.TimeoutError):
-            await producer.nc.jetstream().publish(
-                subjects.outbox("sms", "s-prod"), b"{}", timeout=1
-            )
-        assert any('subscription to "_inbox.' in r for r in producer.refusals())
+# --- (b) practice systems: per-group producer users, tests/integration/security/
+#     test_producer_credentials.py (the users are generated from the groups' sites) ------------
 
 
 # --- (c) the audit service: read-only ---------------------------------------------------------
@@ -248,10 +208,9 @@ async def test_scheduler_publishes_ticks_but_not_settings(
 # --- nobody but admin manages streams ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("user", [*SERVICE_USERS, "producer"])
+@pytest.mark.parametrize("user", SERVICE_USERS)
 async def test_only_admin_manages_streams_and_consumers(deployed: DeployedNats, user: str) -> None:
-    options = {"inbox_prefix": "_INBOX_producer"} if user == "producer" else {}
-    async with connect_as(deployed.url, user, **options) as conn:
+    async with connect_as(deployed.url, user) as conn:
         await assert_refused(
             conn,
             "$JS.API.STREAM.CREATE.EVIL",

@@ -100,7 +100,11 @@ async def test_outbox_intake_dead_letters_every_malformed_message(
         others=[(tick(channel), r"expected stagger\.message\.accepted, got stagger\.tick\.issued")],
         hostile=[
             Hostile("wrong_channel", {"channel": other}, rf"an? {other} message on the {channel}"),
-            Hostile("unknown_site", {"site_id": "no-such-site"}, r"unknown site no-such-site"),
+            Hostile(
+                "unknown_site",
+                {"site_id": "no-such-site"},
+                r"subject outbox\.\w+\.\S+ is not the outbox of site no-such-site",
+            ),
             Hostile("foreign_group", {"group_id": "g-other"}, rf"{SITE} is not in group g-other"),
             Hostile("long_message_id", {"message_id": "m" * 300}, r"message_id"),
             Hostile("nul_in_message_id", {"message_id": "m\x00"}, r"message_id"),

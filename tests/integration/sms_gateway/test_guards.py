@@ -121,7 +121,7 @@ async def test_bad_bus_messages_are_dead_lettered_or_failed_and_the_gateway_goes
     assert ends["too-long"][0].type == "stagger.dispatch.failed"
     assert "1601 characters" in ends["too-long"][0].data.reason
     reasons = sorted(e.data.reason for e in await events(nc, DEADLETTER))
-    assert any("unknown site nowhere" in r for r in reasons), reasons
+    assert any("is not the outbox of site nowhere" in r for r in reasons), reasons
     assert len(reasons) == 3
     assert [s["reference"] for s in await sim.submissions(account)] == good
 

@@ -1,0 +1,154 @@
+"""The bus keeps tenants apart: a gateway takes an outbox message only for the site its subject
+names, and one site's message id cannot make another site's message disappear."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from nats.aio.client import Client
+
+from services.config.submission import message_id
+from shared.bus import outbox_ids, subjects
+from shared.bus.publisher import Outgoing, publisher_for
+from shared.bus.topology import OUTBOX
+from shared.events.codec import encode
+from shared.events.envelope import make_event
+from shared.events.schemas.messages import MessageAccepted
+from tests.integration.dispatch.harness import (
+    SMS_TABLES,
+    FakeAdapter,
+    FakeProvider,
+    engine_running,
+    make_site,
+    send_tick,
+    submit,
+)
+from tests.integration.hardening.fuzzing import DeadLetters
+from tests.support.waiting import wait_until
+
+
+def accepted(
+    *, group: str, site: str, mid: str, subject_site: str | None = None, msg_id: str | None = None
+) -> Outgoing:
+    """An accepted message as a producer publishes it (subject and Nats-Msg-Id overridable)."""
+    data = MessageAccepted(
+        message_id=mid,
+        group_id=group,
+        site_id=site,
+        channel="sms",
+        to="+447700900555",
+        body="Your appointment is tomorrow at 9:00",
+        submitted_at=datetime.now(UTC),
+    )
+    headers, body = encode(make_event(data, source="tests", actor="test", event_id=mid))
+    headers["Nats-Msg-Id"] = msg_id or outbox_ids.msg_id(site, mid)
+    return Outgoing(subjects.outbox("sms", subject_site or site), body, headers)  # type: ignore[arg-type]
+
+
+async def rows(svc: object) -> dict[str, str]:
+    m = SMS_TABLES.messages
+    async with svc.engine.queue.db() as session:  # type: ignore[attr-defined]
+        result = await session.execute(sa.select(m.c.message_id, m.c.site_id))
+        return {r.message_id: r.site_id for r in result}
+
+
+async def outbox_count(nc: Client, site: str) -> int:
+    info = await nc.jetstream().stream_info(OUTBOX, subjects_filter=subjects.outbox("sms", site))
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_subject_and_data_naming_different_sites_is_dead_lettered_and_not_sent(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    await make_site(nc, group="g-a", site="site-a")
+    await make_site(nc, group="g-b", site="site-b")
+    provider = FakeProvider()
+    async with (
+        DeadLetters(nc).listening() as letters,
+        engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)) as svc,
+    ):
+        # Group A's producer may publish on site-a's subject only; its data names site-b.
+        await publisher_for(nc).publish_all(
+            [accepted(group="g-b", site="site-b", mid="m-smuggled", subject_site="site-a")]
+        )
+        good = await submit(nc, "site-b", 1)
+        await wait_until(lambda: letters.of("sms-outbox"), timeout=30, message="a dead letter")
+        await wait_until(lambda: _stored(svc, good[0]), timeout=30, message="site-b's own")
+        await send_tick(nc, "site-b", budget=5)
+        await send_tick(nc, "site-a", budget=5)
+        await wait_until(lambda: provider.count(good[0]) == 1, timeout=30, message="good sent")
+        assert "m-smuggled" not in await rows(svc)
+    [letter] = letters.of("sms-outbox")
+    assert letter.subject == "outbox.sms.site-a"
+    assert "outbox.sms.site-a is not the outbox of site site-b" in letter.reason
+    assert provider.count("m-smuggled") == 0
+
+
+async def _stored(svc: object, mid: str) -> bool:
+    return mid in await rows(svc)
+
+
+async def test_another_sites_message_with_the_same_id_does_not_preempt_it_in_the_outbox(
+    nc: Client,
+) -> None:
+    await make_site(nc, group="g-a", site="site-a")
+    await make_site(nc, group="g-b", site="site-b")
+    # Group B knows (or guesses) the id site-a's next submission will get, and publishes a
+    # message of its own under that id first, as a producer of the old convention did.
+    future = message_id("site-a", "sms", "recall-0")
+    await publisher_for(nc).publish_all(
+        [accepted(group="g-b", site="site-b", mid=future, msg_id=future)]
+    )
+    [mid] = await submit(nc, "site-a", 1, prefix="recall")
+    assert mid == future
+    assert await outbox_count(nc, "site-b") == 1
+    assert await outbox_count(nc, "site-a") == 1, "site-a's message was dropped as a duplicate"
+
+
+async def test_a_nats_msg_id_naming_another_site_is_dead_lettered(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    await make_site(nc, group="g-a", site="site-a")
+    await make_site(nc, group="g-b", site="site-b")
+    future = message_id("site-a", "sms", "recall-7")
+    async with (
+        DeadLetters(nc).listening() as letters,
+        engine_running(nats_url, database_url, tmp_path, FakeAdapter(FakeProvider())) as svc,
+    ):
+        # Site-b's own subject and data, but the de-duplication id site-a's message will use.
+        await publisher_for(nc).publish_all(
+            [
+                accepted(
+                    group="g-b",
+                    site="site-b",
+                    mid="m-b-1",
+                    msg_id=outbox_ids.msg_id("site-a", future),
+                )
+            ]
+        )
+        await wait_until(lambda: letters.of("sms-outbox"), timeout=30, message="a dead letter")
+        assert await rows(svc) == {}
+    [letter] = letters.of("sms-outbox")
+    assert f"Nats-Msg-Id 'site-a:{future}' names another site than site-b" in letter.reason
+
+
+async def test_a_message_whose_id_another_sites_message_holds_is_never_merged_into_it(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    await make_site(nc, group="g-a", site="site-a")
+    await make_site(nc, group="g-b", site="site-b")
+    provider = FakeProvider()
+    async with (
+        DeadLetters(nc).listening() as letters,
+        engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)) as svc,
+    ):
+        await publisher_for(nc).publish_all([accepted(group="g-b", site="site-b", mid="m-same")])
+        await wait_until(lambda: _stored(svc, "m-same"), timeout=30, message="site-b's stored")
+        await publisher_for(nc).publish_all([accepted(group="g-a", site="site-a", mid="m-same")])
+        await wait_until(lambda: letters.of("sms-outbox"), timeout=30, message="a dead letter")
+        assert await rows(svc) == {"m-same": "site-b"}
+    [letter] = letters.of("sms-outbox")
+    assert letter.subject == "outbox.sms.site-a"
+    assert "m-same is already used by another site's message" in letter.reason
