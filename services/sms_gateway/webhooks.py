@@ -5,12 +5,14 @@
 - `POST /webhooks/sms/twilio/status`: Twilio status callbacks (`?ref=<our message id>`).
 
 Every request is verified first: a bad or missing signature is answered 401 and nothing is
-stored. Replies and receipts belong to the provider account they name (the simulator's
-`account`, Twilio's `AccountSid`): a receipt settles only a message sent through that account,
-and a reply goes to the group sending through it, or to the unrouted list. A signed body that cannot be understood is dead-lettered with the reason and answered
+stored. A signed body that cannot be understood is dead-lettered with the reason and answered
 400. Receipts and replies are idempotent (providers retry): a repeat is answered 200 and
 changes nothing. A receipt that arrives before its send was recorded is answered 503, so the
 provider delivers it again a moment later.
+
+Replies and receipts belong to the provider account they name (the simulator's `account`,
+Twilio's `AccountSid`): a receipt settles only a message sent through that account, and a reply
+goes to the group sending through it, or to the unrouted list (`replies`, `unrouted`).
 """
 
 from __future__ import annotations
