@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONSUMER = "sms-webhooks"
+SIM_ACCOUNT_HEADER = "X-Sim-Account"
+"""Where a simulator names the account whose secret signed the request."""
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -78,6 +80,7 @@ class Webhooks:
             return _refused()
         try:
             parsed = simulator.parse(body)
+            simulator.same_account(parsed, request.headers.get(SIM_ACCOUNT_HEADER))
         except BadWebhook as exc:
             return await self._malformed(request, body, str(exc))
         if isinstance(parsed, Receipt):

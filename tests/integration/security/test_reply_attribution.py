@@ -171,17 +171,21 @@ async def test_a_receipt_from_another_account_does_not_settle_our_message(
 async def test_an_ambiguous_reply_is_kept_unrouted_with_its_reason_and_opts_nobody_out(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
 ) -> None:
-    patient = number(45)
+    patient, stranger = number(45), number(46)
+    elsewhere = "+61491570111"
     async with gateway_running(nats_url, database_url, tmp_path) as gw:
-        nobodys = await sim.account(webhook=webhook_url(gw))
         shared = await sim.account(webhook=webhook_url(gw))
+        own = await sim.account(webhook=webhook_url(gw))
         # Two groups on one account, as a store written before the config service refused
         # it could hold (the harness writes settings without the config API's check).
         a = await make_site(nc, sim, shared, mode="staggered")
         b = await make_site(nc, sim, shared, mode="staggered")
+        c = await make_site(nc, sim, own, mode="staggered")
         await send_one(nc, gw, a, patient, "a1")
-        await sim.reply(nobodys, patient, "STOP", to=SENDER)
         await sim.reply(shared, patient, "STOP", to=SENDER)
+        # One group's account, but a number none of its sites sends from, and a sender it
+        # never wrote to: the group is known, yet nothing says this is a patient of it.
+        await sim.reply(own, stranger, "STOP", to=elsewhere)
 
         async def both_kept() -> list[dict[str, Any]] | None:
             rows = await unrouted.listing(gw.ctx.db)
@@ -190,25 +194,33 @@ async def test_an_ambiguous_reply_is_kept_unrouted_with_its_reason_and_opts_nobo
         await wait_until(lambda: at_least(nc, DEADLETTER, 2), timeout=20, message="dead letters")
         rows = await wait_until(both_kept, timeout=20, message="two unrouted replies")
         listed = await asyncio.to_thread(_cli_listing, database_url, tmp_path)
+    unknown_number = (
+        "no site of this account sends from the number written to, "
+        "and none of its messages went to the sender"
+    )
     assert {(r["account_id"], r["code"], r["reason"]) for r in rows} == {
-        (nobodys.name, "unknown_account", "no site sends through this simulator account"),
         (shared.name, "shared_account", "sites of 2 groups send through this simulator account"),
+        (own.name, "unknown_number", unknown_number),
     }
     assert {(r["from_number"], r["to_number"], r["body"]) for r in rows} == {
-        (patient, SENDER, "STOP")
+        (patient, SENDER, "STOP"),
+        (stranger, elsewhere, "STOP"),
     }
     assert {(r["account_id"], r["code"]) for r in listed} == {
-        (nobodys.name, "unknown_account"),
         (shared.name, "shared_account"),
+        (own.name, "unknown_number"),
     }
     assert await opt_outs(nc) == [], "no opt-out is applied to a guessed group"
     assert await replies(nc) == []
     reasons = sorted(e.data.reason for e in await events(nc, DEADLETTER))  # type: ignore[attr-defined]
-    assert reasons == [
-        "reply not attributed: no site sends through this simulator account",
-        "reply not attributed: sites of 2 groups send through this simulator account",
-    ]
-    assert a["group"] not in json.dumps(listed) and b["group"] not in json.dumps(listed)
+    assert reasons == sorted(
+        [
+            f"reply not attributed: {unknown_number}",
+            "reply not attributed: sites of 2 groups send through this simulator account",
+        ]
+    )
+    text = json.dumps(listed)
+    assert all(g not in text for g in (a["group"], b["group"], c["group"]))
 
 
 async def test_a_provider_account_of_another_group_is_refused_with_409(
