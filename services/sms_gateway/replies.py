@@ -33,7 +33,6 @@ from shared.db.sql import insert_ignoring_duplicates
 from shared.dispatch import schema
 from shared.dispatch.pending_events import event_id
 from shared.domain import reply_attribution
-from shared.domain.accounts import sms_account_id
 from shared.domain.keywords import ReplyClass, classify_reply
 from shared.domain.reply_attribution import InboundKey, Owners, Routed, SentMessage, Unrouted
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
@@ -180,26 +179,13 @@ class Replies:
             event_id=event_id(key, "optin"),
         )
 
-    def _lines(self) -> list[reply_attribution.SiteLine]:
-        lines = []
-        for s in self._gw.engine.sites.all():
-            provider = s.settings.sms.provider
-            lines.append(
-                reply_attribution.SiteLine(
-                    group_id=s.group_id,
-                    site_id=s.site_id,
-                    provider=provider.kind,
-                    account_id=provider.account_id,
-                    account=sms_account_id(provider),
-                    sender=s.settings.sms.sender_id,
-                )
-            )
-        return lines
-
     async def attribute(self, inbound: Inbound, provider: str) -> Routed | Unrouted:
         """The site (and message) a reply belongs to, or why none can be named."""
         key = InboundKey(provider, inbound.account_id, inbound.to, inbound.from_number)
-        found = reply_attribution.owners(self._lines(), key)
+        lines = self._gw.account_sites.on_account(
+            self._gw.engine.sites, provider, inbound.account_id
+        )
+        found = reply_attribution.owners(lines, key)
         if isinstance(found, Unrouted):
             return found
         linked = await self._message(inbound.in_reply_to) if inbound.in_reply_to else None

@@ -33,7 +33,6 @@ from services.sms_gateway.providers import simulator, twilio
 from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
 from shared.dispatch import schema
-from shared.domain.accounts import sms_account_id
 from shared.domain.reply_attribution import Unrouted
 
 if TYPE_CHECKING:
@@ -140,14 +139,8 @@ class Webhooks:
 
     def _account_sites(self, provider: str, account_id: str | None) -> tuple[set[str], set[str]]:
         """Stagger's ids of a provider account, and the sites sending through it."""
-        accounts, sites = set(), set()
-        for site in self._gw.engine.sites.all():
-            p = site.settings.sms.provider
-            account = sms_account_id(p)
-            if account_id and p.kind == provider and p.account_id == account_id and account:
-                accounts.add(account)
-                sites.add(site.site_id)
-        return accounts, sites
+        lines = self._gw.account_sites.on_account(self._gw.engine.sites, provider, account_id)
+        return {s.account for s in lines if s.account}, {s.site_id for s in lines}
 
     async def _receipt(self, receipt: Receipt, provider: str) -> Response:
         if receipt.delivered is None:
