@@ -40,6 +40,8 @@ class SiteDirectory:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
         self._sites: dict[str, Site] = {}
+        self.generation = 0
+        """Bumped on every change: lets readers cache what they derive from the sites."""
         self.ready = asyncio.Event()
         self._changed = asyncio.Condition()
 
@@ -56,6 +58,7 @@ class SiteDirectory:
         current = self._sites.get(site.site_id)
         if current is None or current.version < site.version:
             self._sites[site.site_id] = site
+            self.generation += 1
 
     async def wait_for(self, site_id: str, patience: float = 5.0) -> Site | None:
         """The site, waiting briefly if its creation has not reached this replica yet."""

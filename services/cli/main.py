@@ -365,6 +365,40 @@ def audit_export(
     asyncio.run(run())
 
 
+replies = typer.Typer(help="Patients' SMS replies.", no_args_is_help=True)
+app.add_typer(replies, name="replies")
+
+
+@replies.command("unrouted")
+def replies_unrouted(
+    limit: int = typer.Option(100, min=1, help="Most replies shown, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+) -> None:
+    """Replies no single group could be named for (no opt-out was applied), with the reason."""
+    import json
+
+    from services.sms_gateway.unrouted import listing
+    from shared.db.engine import create_engine, session_factory
+
+    async def run() -> None:
+        engine = create_engine(load_settings().service_database_url("sms_gateway"))
+        try:
+            rows = await listing(session_factory(engine), limit)
+        finally:
+            await engine.dispose()
+        for row in rows:
+            if as_json:
+                typer.echo(json.dumps(row, default=str))
+                continue
+            typer.echo(
+                f"{row['recorded_at']:%Y-%m-%d %H:%M:%S}  {row['provider']} account "
+                f"{row['account_id'] or '-'}  to {row['to_number']} from {row['from_number']}: "
+                f"{row['body']!r}  [{row['code']}] {row['reason']}"
+            )
+
+    asyncio.run(run())
+
+
 events = typer.Typer(help="The event log.", no_args_is_help=True)
 app.add_typer(events, name="events")
 

@@ -27,6 +27,7 @@ from shared.domain.site_settings import (
     SECRET_PATHS,
     SettingsError,
     SiteSettings,
+    SmsProvider,
     Window,
     effective,
     flatten,
@@ -57,6 +58,19 @@ class VersionMismatch(Exception):
         super().__init__(f"the settings changed since version {expected}; now at {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class AccountInUse(SettingsError):
+    """The SMS provider account is used by a site of another group (which is not named:
+    the caller may not know it exists)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "sms.provider.account_id": "this SMS provider account is already used by "
+                "another group; each group needs its own provider account"
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -173,11 +187,12 @@ class ConfigHandlers:
             site = await self.store.site(site_id)
             if site is not None:
                 try:
-                    effective(candidate.defaults, site.overrides)
+                    after = effective(candidate.defaults, site.overrides)
                 except SettingsError as exc:
                     raise SettingsError(
                         {f"{path} (site {site_id})": msg for path, msg in exc.errors.items()}
                     ) from None
+                await self._own_account(group_id, site.settings.sms.provider, after.sms.provider)
         version = await self.store.append_group(
             group_id, data, expected_version, actor=actor, correlation_id=correlation_id
         )
@@ -225,6 +240,31 @@ class ConfigHandlers:
             total += len(await self.follow_group(row["group_id"], actor=actor))
         return total
 
+    async def _own_account(
+        self, group_id: str, before: SmsProvider | None, after: SmsProvider
+    ) -> None:
+        """Refuse to point a site at an SMS provider account another group's site uses.
+
+        Replies and receipts are attributed to a group by the provider account they come
+        through, so two groups must never share one. Only a change of account is checked: a
+        site's unrelated edits are never blocked by an account it already had. The check reads
+        the read model, so two groups claiming the same new account within its lag can both
+        pass; the SMS gateway then treats the account as ambiguous (its replies wait for an
+        operator, no opt-out is guessed). The CLI has no read model and creates only groups.
+        """
+        if after.kind == "none" or not after.account_id or self._db is None:
+            return
+        if before is not None and (before.kind, before.account_id) == (
+            after.kind,
+            after.account_id,
+        ):
+            return
+        async with self.db() as session:
+            if await read_model.account_used_elsewhere(
+                session, after.kind, after.account_id, group_id
+            ):
+                raise AccountInUse
+
     async def _site_ids(self, group_id: str) -> list[str]:
         async with self.db() as session:
             return await read_model.sites_of_group(session, group_id)
@@ -257,6 +297,8 @@ class ConfigHandlers:
         for key, value in profile.items():
             overrides[f"profile.{key}"] = value
         data = aggregates.decide_create_site(group, site_id, overrides)
+        after = SiteSettings.model_validate(data.settings).sms.provider
+        await self._own_account(group_id, None, after)
         await self.store.append_site(
             group_id, site_id, data, 0, actor=actor, correlation_id=correlation_id
         )
@@ -286,6 +328,8 @@ class ConfigHandlers:
         )
         if data is None:
             return Outcome(site.version, False, [], [])
+        after = SiteSettings.model_validate(data.settings).sms.provider
+        await self._own_account(site.group_id, site.settings.sms.provider, after)
         version = await self.store.append_site(
             site.group_id,
             site_id,

@@ -1,9 +1,13 @@
-"""Inbound SMS: match, classify, act on opt-outs at once, record the reply.
+"""Inbound SMS: attribute, classify, act on opt-outs at once, record the reply.
 
 1. A webhook already processed (providers retry) is recognised by its provider id and ignored.
-2. The reply is matched to the message it answers: the provider's own link (`in_reply_to`)
-   when it gives one, else the latest message sent to that number from a site whose sender is
-   the number the patient wrote to (any site of that provider account when none matches).
+2. The reply is attributed (`shared.domain.reply_attribution`): the provider account it came
+   through names the one group that sends through it; inside that group, the message it
+   answers (the provider's `in_reply_to`, if that message went through the same account to
+   the same number), else the site that last sent to the number through the account, among
+   the sites sending from the number written to. When no single group can be named, nothing
+   is guessed: the reply is kept in `sms_unrouted_replies` with the reason, and no opt-out
+   is applied anywhere.
 3. The text is classified with that site's words (`classify_reply`: opt-out first, then opt-in,
    help, reply keywords; one word only). STOP-family words put the number on the group's
    suppression list at once — in this replica's memory, then every queued message of the group
@@ -17,19 +21,20 @@ it cancels an appointment (a reply keyword), see `shared.domain.keywords`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from services.sms_gateway import tables
+from services.sms_gateway import tables, unrouted
 from services.sms_gateway.providers.base import Inbound
 from shared.bus import subjects
 from shared.db.sql import insert_ignoring_duplicates
 from shared.dispatch import schema
 from shared.dispatch.pending_events import event_id
+from shared.domain import reply_attribution
 from shared.domain.keywords import ReplyClass, classify_reply
+from shared.domain.reply_attribution import InboundKey, Owners, Routed, SentMessage, Unrouted
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.replies import ReplyReceived
 from shared.sites import Site
@@ -39,14 +44,6 @@ if TYPE_CHECKING:
     from services.sms_gateway.service import SmsGatewayService
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Match:
-    """Where a reply belongs."""
-
-    site: Site
-    message_id: str | None
 
 
 def classify(site: Site, text: str) -> ReplyClass:
@@ -73,18 +70,25 @@ class Replies:
             found = await session.execute(sa.select(t.c.event_key).where(t.c.event_key == key))
             return found.first() is not None
 
-    async def handle(
-        self, inbound: Inbound, provider: str, account_id: str | None = None
-    ) -> str | None:
-        """Process one inbound SMS; returns its kind, "duplicate", or None if it belongs to
-        no site (the caller dead-letters it)."""
+    async def handle(self, inbound: Inbound, provider: str) -> str | Unrouted:
+        """Process one inbound SMS; returns its kind, "duplicate", or why it belongs to no
+        single group (then it is kept for an operator and nothing else happens)."""
         key = f"{provider}:inbound:{inbound.inbound_id}"
         if await self.seen(key):
             return "duplicate"
-        match = await self.match(inbound, provider, account_id)
-        if match is None:
-            return None
-        site = match.site
+        match = await self.attribute(inbound, provider)
+        site = self._gw.engine.sites.get(match.site_id) if isinstance(match, Routed) else None
+        if not isinstance(match, Routed) or site is None:
+            why = (
+                match
+                if isinstance(match, Unrouted)
+                else Unrouted("unknown_account", "the site is no longer known")
+            )
+            async with self._gw.ctx.db() as session, session.begin():
+                if not await unrouted.record(session, key, provider, inbound, why):
+                    return "duplicate"
+            log.warning("reply not attributed", extra={"provider": provider, "code": why.code})
+            return why
         verdict = classify(site, inbound.body)
         number = inbound.from_number
         cancelled = 0
@@ -175,47 +179,51 @@ class Replies:
             event_id=event_id(key, "optin"),
         )
 
-    async def match(self, inbound: Inbound, provider: str, account_id: str | None) -> Match | None:
-        """The site (and message) a reply belongs to, or None."""
+    async def attribute(self, inbound: Inbound, provider: str) -> Routed | Unrouted:
+        """The site (and message) a reply belongs to, or why none can be named."""
+        key = InboundKey(provider, inbound.account_id, inbound.to, inbound.from_number)
+        lines = self._gw.account_sites.on_account(
+            self._gw.engine.sites, provider, inbound.account_id
+        )
+        found = reply_attribution.owners(lines, key)
+        if isinstance(found, Unrouted):
+            return found
+        linked = await self._message(inbound.in_reply_to) if inbound.in_reply_to else None
+        last = (
+            None if reply_attribution.answers(found, key, linked) else await self._last(found, key)
+        )
+        return reply_attribution.route(found, key, linked, last)
+
+    async def _message(self, message_id: str) -> SentMessage | None:
         m = self._gw.dispatch.messages
-        sites = self._gw.engine.sites
-        if inbound.in_reply_to:
-            async with self._gw.ctx.db() as session:
-                row = (
-                    await session.execute(
-                        sa.select(m.c.site_id).where(m.c.message_id == inbound.in_reply_to)
-                    )
-                ).first()
-            site = sites.get(row.site_id) if row is not None else None
-            if site is not None:
-                return Match(site, inbound.in_reply_to)
-        candidates = [
-            s
-            for s in sites.all()
-            if s.settings.sms.provider.kind == provider
-            and (account_id is None or s.settings.sms.provider.account_id == account_id)
-        ]
-        senders = [s for s in candidates if s.settings.sms.sender_id == inbound.to]
-        pool = senders or candidates
-        if not pool:
-            return None
         async with self._gw.ctx.db() as session:
             row = (
                 await session.execute(
-                    sa.select(m.c.message_id, m.c.site_id)
+                    sa.select(m.c.message_id, m.c.site_id, m.c.account, m.c.recipient).where(
+                        m.c.message_id == message_id, m.c.state == schema.SENT
+                    )
+                )
+            ).first()
+        return SentMessage(row.message_id, row.site_id, row.account, row.recipient) if row else None
+
+    async def _last(self, found: Owners, key: InboundKey) -> SentMessage | None:
+        """The latest message sent to the number by the group's pool, through the account."""
+        if not found.accounts:
+            return None
+        m = self._gw.dispatch.messages
+        async with self._gw.ctx.db() as session:
+            row = (
+                await session.execute(
+                    sa.select(m.c.message_id, m.c.site_id, m.c.account, m.c.recipient)
                     .where(
-                        m.c.recipient == inbound.from_number,
+                        m.c.group_id == found.group_id,
+                        m.c.recipient == key.from_number,
                         m.c.state == schema.SENT,
-                        m.c.site_id.in_([s.site_id for s in pool]),
+                        m.c.account.in_(sorted(found.accounts)),
+                        m.c.site_id.in_([s.site_id for s in found.pool]),
                     )
                     .order_by(m.c.sent_at.desc())
                     .limit(1)
                 )
             ).first()
-        if row is not None:
-            site = sites.get(row.site_id)
-            if site is not None:
-                return Match(site, row.message_id)
-        if len(senders) >= 1:
-            return Match(sorted(senders, key=lambda s: s.site_id)[0], None)
-        return None
+        return SentMessage(row.message_id, row.site_id, row.account, row.recipient) if row else None

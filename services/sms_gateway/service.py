@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp
 
 from services.sms_gateway import tables
+from services.sms_gateway.account_sites import AccountSites
 from services.sms_gateway.adapter import SmsAdapter
 from services.sms_gateway.credits import Credits
 from services.sms_gateway.events import GatewayEvents
@@ -57,6 +58,7 @@ class SmsGatewayService(BaseService):
         )
         self.events = GatewayEvents(self)
         self.credits = Credits(self)
+        self.account_sites = AccountSites()
         self.replies = Replies(self)
         self.webhooks = Webhooks(self)
         self.providers: Providers

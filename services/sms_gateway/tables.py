@@ -1,5 +1,5 @@
 """The SMS gateway's tables: the shared dispatch tables (`sms_messages` is queue and ledger,
-`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001`, `sms_0002`)."""
+`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001` to `sms_0004`)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,23 @@ accounts = sa.Table(
 """Each provider account's last known balance, whether it is below the low-credit threshold
 (so the low event fires once per crossing, whichever replica sees it) and what a refused
 message needed (sending resumes once the balance covers it)."""
+
+unrouted_replies = sa.Table(
+    "sms_unrouted_replies",
+    metadata,
+    sa.Column("event_key", sa.String(200), primary_key=True),
+    sa.Column("provider", sa.String(16), nullable=False),
+    # What the webhook said, as it said it: unbounded text, so nothing is cut or refused.
+    sa.Column("account_id", sa.Text, nullable=True),
+    sa.Column("to_number", sa.Text, nullable=False),
+    sa.Column("from_number", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("in_reply_to", sa.Text, nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_sms_unrouted_replies_recorded", "recorded_at"),
+)
+"""Replies that could not be attributed to one group without guessing (no opt-out was
+applied); operators list them with `stagger replies unrouted`."""

@@ -9,6 +9,10 @@ stored. A signed body that cannot be understood is dead-lettered with the reason
 400. Receipts and replies are idempotent (providers retry): a repeat is answered 200 and
 changes nothing. A receipt that arrives before its send was recorded is answered 503, so the
 provider delivers it again a moment later.
+
+Replies and receipts belong to the provider account they name (the simulator's `account`,
+Twilio's `AccountSid`): a receipt settles only a message sent through that account, and a reply
+goes to the group sending through it, or to the unrouted list (`replies`, `unrouted`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from services.sms_gateway.providers import simulator, twilio
 from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
 from shared.dispatch import schema
+from shared.domain.reply_attribution import Unrouted
 
 if TYPE_CHECKING:
     from services.sms_gateway.service import SmsGatewayService
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONSUMER = "sms-webhooks"
+SIM_ACCOUNT_HEADER = "X-Sim-Account"
+"""Where a simulator names the account whose secret signed the request."""
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -72,11 +79,12 @@ class Webhooks:
             return _refused()
         try:
             parsed = simulator.parse(body)
+            simulator.same_account(parsed, request.headers.get(SIM_ACCOUNT_HEADER))
         except BadWebhook as exc:
             return await self._malformed(request, body, str(exc))
         if isinstance(parsed, Receipt):
-            return await self._receipt(parsed)
-        return await self._inbound(request, body, parsed, "simulator", None, JSONResponse({}))
+            return await self._receipt(parsed, "simulator")
+        return await self._inbound(request, body, parsed, "simulator", JSONResponse({}))
 
     # --- Twilio ---------------------------------------------------------------------------
 
@@ -113,7 +121,7 @@ class Webhooks:
         except BadWebhook as exc:
             return await self._malformed(request, body, str(exc))
         reply = Response(TWIML_EMPTY, media_type="text/xml")
-        return await self._inbound(request, body, parsed, "twilio", form["AccountSid"], reply)
+        return await self._inbound(request, body, parsed, "twilio", reply)
 
     async def twilio_status(self, request: Request) -> Response:
         """A status callback of a message we sent."""
@@ -125,15 +133,24 @@ class Webhooks:
             parsed = twilio.parse_status(form, request.query_params.get("ref"))
         except BadWebhook as exc:
             return await self._malformed(request, body, str(exc))
-        return await self._receipt(parsed)
+        return await self._receipt(parsed, "twilio")
 
     # --- shared ---------------------------------------------------------------------------
 
-    async def _receipt(self, receipt: Receipt) -> Response:
+    def _account_sites(self, provider: str, account_id: str | None) -> tuple[set[str], set[str]]:
+        """Stagger's ids of a provider account, and the sites sending through it."""
+        lines = self._gw.account_sites.on_account(self._gw.engine.sites, provider, account_id)
+        return {s.account for s in lines if s.account}, {s.site_id for s in lines}
+
+    async def _receipt(self, receipt: Receipt, provider: str) -> Response:
         if receipt.delivered is None:
             return JSONResponse({"status": "progress ignored"})
+        # Only a message sent through the account the receipt came from can match: another
+        # tenant's account naming our id (or provider id) settles nothing.
+        accounts, sites = self._account_sites(provider, receipt.account_id)
         queue = self._gw.engine.queue
         matched = await queue.receipt(
+            accounts=accounts,
             message_id=receipt.reference,
             provider_message_id=None if receipt.reference else receipt.provider_message_id,
             delivered=receipt.delivered,
@@ -145,20 +162,28 @@ class Webhooks:
             self._gw.events.nudge()
             self._in_background(self._gw.credits.resume_held())
             return JSONResponse({"status": "recorded", "message_id": matched})
-        state = await self._state(receipt)
+        state = await self._state(receipt, sites)
         if state in (schema.QUEUED, schema.SENDING):
             # Its send is being recorded (or reconciled): ask the provider to come back.
             return JSONResponse({"status": "not yet sent here; retry"}, status_code=503)
         return JSONResponse({"status": "duplicate or unknown"})
 
-    async def _state(self, receipt: Receipt) -> str | None:
+    async def _state(self, receipt: Receipt, sites: set[str]) -> str | None:
+        """The state of the receipt's message if one of the account's sites holds it (a
+        message not sent yet has no account recorded: its site stands in for it)."""
         m = self._gw.dispatch.messages
         if receipt.reference:
             condition = m.c.message_id == receipt.reference
         else:
             condition = m.c.provider_message_id == receipt.provider_message_id
+        if not sites:
+            return None
         async with self._gw.ctx.db() as session:
-            row = (await session.execute(sa.select(m.c.state).where(condition))).first()
+            row = (
+                await session.execute(
+                    sa.select(m.c.state).where(condition, m.c.site_id.in_(sorted(sites)))
+                )
+            ).first()
         return row.state if row is not None else None
 
     async def _inbound(
@@ -167,14 +192,12 @@ class Webhooks:
         body: bytes,
         inbound: Inbound,
         provider: str,
-        account_id: str | None,
         ok: Response,
     ) -> Response:
-        kind = await self._gw.replies.handle(inbound, provider, account_id)
-        if kind is None:
-            await self._dead_letter(
-                request, body, f"no site sends from {inbound.to} and no message went to the sender"
-            )
+        kind = await self._gw.replies.handle(inbound, provider)
+        if isinstance(kind, Unrouted):
+            # Kept in the unrouted list; the dead letter tells whoever watches the bus.
+            await self._dead_letter(request, body, f"reply not attributed: {kind.reason}")
         return ok
 
     async def _malformed(self, request: Request, body: bytes, reason: str) -> Response:

@@ -186,6 +186,7 @@ class InboundMessage(BaseModel):
         """The webhook body."""
         return {
             "type": "inbound",
+            "account": self.account,
             "id": self.id,
             "from": self.sender,
             "to": self.to,

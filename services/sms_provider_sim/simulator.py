@@ -348,6 +348,7 @@ class Simulator:
             return
         payload = {
             "type": "receipt",
+            "account": account.name,
             "id": message.id,
             "reference": message.reference,
             "status": message.status,

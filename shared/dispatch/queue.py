@@ -8,7 +8,7 @@ has expired, by whoever takes the lease over and reconciles with the provider.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -776,9 +776,14 @@ class MessageQueue:
         occurred_at: datetime,
         raw_status: str | None = None,
         reason: str = "",
+        accounts: Collection[str] | None = None,
     ) -> str | None:
         """Record a delivery receipt for a sent message (first receipt wins); returns the
-        message id it matched."""
+        message id it matched.
+
+        `accounts`: the account(s) the receipt came through; only a message sent through one
+        of them matches, so one tenant's receipt never settles another's message. None (email
+        bounces, found in the mailbox that sent the message) matches on the id alone."""
         m = self.t.messages
         if message_id is None and provider_message_id is None:
             return None
@@ -787,10 +792,15 @@ class MessageQueue:
             if message_id
             else (m.c.provider_message_id == provider_message_id)
         )
+        conditions = [condition, m.c.state == schema.SENT, m.c.receipt.is_(None)]
+        if accounts is not None:
+            if not accounts:
+                return None
+            conditions.append(m.c.account.in_(sorted(accounts)))
         async with self.db() as session, session.begin():
             result = await session.execute(
                 sa.update(m)
-                .where(condition, m.c.state == schema.SENT, m.c.receipt.is_(None))
+                .where(*conditions)
                 .values(receipt="delivered" if delivered else "undelivered")
                 .returning(m.c.message_id, m.c.group_id, m.c.site_id, m.c.provider_message_id)
             )

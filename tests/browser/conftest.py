@@ -131,7 +131,7 @@ class ConsoleStack:
         admin = await self.config.token(group_id, "group_admin")
         first = await self.config.create_site(admin, group_id, name="High Street")
         second = await self.config.create_site(
-            admin, group_id, name="Riverside", settings=self.sim_settings()
+            admin, group_id, name="Riverside", settings=self.sim_settings(group_id)
         )
         await self.listed(admin, group_id, first["site_id"], second["site_id"])
         return {
@@ -153,13 +153,19 @@ class ConsoleStack:
 
         await wait_until(present, timeout=20, message=f"sites {site_ids} listed")
 
-    def sim_settings(self) -> dict[str, Any]:
+    @staticmethod
+    def sim_account(group_id: str) -> str:
+        """The group's own name for the simulator account (groups never share an account;
+        the simulator knows the account by its API key)."""
+        return f"{SIM_ACCOUNT}-{group_id}"
+
+    def sim_settings(self, group_id: str) -> dict[str, Any]:
         """SMS settings that send through this stack's simulator."""
         return {
             "sms": {
                 "provider": {
                     "kind": "simulator",
-                    "account_id": SIM_ACCOUNT,
+                    "account_id": self.sim_account(group_id),
                     "secret": SIM_KEY,
                     "base_url": self.sim.url,
                 },

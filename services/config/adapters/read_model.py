@@ -6,7 +6,7 @@ away); listings come from here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +49,23 @@ sites = sa.Table(
     sa.Column("overrides", sa.JSON, nullable=False),
     sa.Column("warnings", sa.JSON, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The SMS provider account the site sends through (who else uses it: one group only).
+    sa.Column("sms_provider", sa.String(16), nullable=True),
+    sa.Column("sms_account_id", sa.String(100), nullable=True),
+    sa.Index("ix_config_sites_sms_account", "sms_provider", "sms_account_id"),
 )
+
+
+def sms_account(settings: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(kind, account id) of a settings snapshot's SMS provider; (None, None) when off."""
+    sms = settings.get("sms")
+    provider = sms.get("provider") if isinstance(sms, Mapping) else None
+    if not isinstance(provider, Mapping):
+        return None, None
+    kind, account_id = provider.get("kind"), provider.get("account_id")
+    if not isinstance(kind, str) or kind == "none" or not isinstance(account_id, str):
+        return None, None
+    return kind, account_id
 
 
 class SettingsProjection:
@@ -93,6 +109,7 @@ class SettingsProjection:
                 )
             elif isinstance(data, SiteCreated | SiteSettingsChanged):
                 profile = data.settings.get("profile", {})
+                kind, account_id = sms_account(data.settings)
                 await _upsert(
                     session,
                     sites,
@@ -109,6 +126,8 @@ class SettingsProjection:
                         "overrides": data.overrides,
                         "warnings": [w.model_dump() for w in data.warnings],
                         "updated_at": now,
+                        "sms_provider": kind,
+                        "sms_account_id": account_id,
                     },
                 )
 
@@ -157,3 +176,19 @@ async def all_groups(session: AsyncSession) -> list[dict[str, Any]]:
     """Every group with its version."""
     rows = await session.execute(sa.select(groups.c.group_id, groups.c.name, groups.c.version))
     return [dict(r._mapping) for r in rows]
+
+
+async def account_used_elsewhere(
+    session: AsyncSession, kind: str, account_id: str, group_id: str
+) -> bool:
+    """True when a site of another group sends through this SMS provider account."""
+    found = await session.execute(
+        sa.select(sites.c.site_id)
+        .where(
+            sites.c.sms_provider == kind,
+            sites.c.sms_account_id == account_id,
+            sites.c.group_id != group_id,
+        )
+        .limit(1)
+    )
+    return found.first() is not None

@@ -51,7 +51,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     403: {"model": Problem, "description": "Your role may not do this"},
-    409: {"model": Problem, "description": "Stale version: reload and retry"},
+    409: {
+        "model": Problem,
+        "description": "Stale version (reload and retry), or an SMS provider account "
+        "another group uses",
+    },
     428: {"model": Problem, "description": "If-Match (the version you read) is required"},
 }
 

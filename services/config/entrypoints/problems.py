@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.config.handlers import NotFound, VersionMismatch
+from services.config.handlers import AccountInUse, NotFound, VersionMismatch
 from services.config.submission import PublishFailed
 from shared.bus.subjects import InvalidToken
 from shared.domain.site_settings import SettingsError
@@ -105,6 +105,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SettingsError)
     async def _settings(_: Request, exc: SettingsError) -> JSONResponse:
         return problem(422, "Invalid settings", "Nothing was changed.", exc.errors)
+
+    @app.exception_handler(AccountInUse)
+    async def _account_in_use(_: Request, exc: AccountInUse) -> JSONResponse:
+        # A conflict with existing state, not a malformed value; the other group stays unnamed.
+        return problem(409, "Provider account in use", "Nothing was changed.", exc.errors)
 
     @app.exception_handler(InvalidToken)
     async def _token(_: Request, exc: InvalidToken) -> JSONResponse:

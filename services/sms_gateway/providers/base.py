@@ -112,7 +112,10 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True)
 class Receipt:
-    """A delivery receipt: `delivered` True/False, None for an intermediate status."""
+    """A delivery receipt: `delivered` True/False, None for an intermediate status.
+
+    `account_id` is the provider's name of the account it came from (matched with the
+    reference or provider id, never either alone)."""
 
     reference: str | None
     provider_message_id: str | None
@@ -120,11 +123,12 @@ class Receipt:
     raw_status: str
     error: str | None
     occurred_at: datetime
+    account_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Inbound:
-    """A patient's SMS to one of our senders."""
+    """A patient's SMS to one of our senders, through the provider account `account_id`."""
 
     inbound_id: str
     from_number: str
@@ -132,6 +136,7 @@ class Inbound:
     body: str
     received_at: datetime
     in_reply_to: str | None = None
+    account_id: str | None = None
 
 
 class Provider(Protocol):

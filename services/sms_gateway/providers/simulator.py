@@ -208,6 +208,10 @@ def parse(body: bytes) -> Receipt | Inbound:
     if not isinstance(data, dict):
         raise BadWebhook("not a JSON object")
     kind = data.get("type")
+    if kind not in ("receipt", "inbound"):
+        raise BadWebhook(f"unknown webhook type {kind!r}")
+    # Which account it came through decides whose message or reply it is (tenants never meet).
+    account = _text(data, "account")
     if kind == "receipt":
         status = _text(data, "status")
         assert status is not None
@@ -218,19 +222,26 @@ def parse(body: bytes) -> Receipt | Inbound:
             raw_status=status,
             error=_text(data, "error_code", optional=True),
             occurred_at=_instant(data, "occurred_at"),
+            account_id=account,
         )
-    if kind == "inbound":
-        body_text = data.get("body")
-        if not isinstance(body_text, str):
-            raise BadWebhook("field 'body' must be a string")
-        inbound_id, sender, to = _text(data, "id"), _text(data, "from"), _text(data, "to")
-        assert inbound_id and sender and to
-        return Inbound(
-            inbound_id=inbound_id,
-            from_number=sender,
-            to=to,
-            body=body_text,
-            received_at=_instant(data, "received_at"),
-            in_reply_to=_text(data, "in_reply_to", optional=True),
-        )
-    raise BadWebhook(f"unknown webhook type {kind!r}")
+    body_text = data.get("body")
+    if not isinstance(body_text, str):
+        raise BadWebhook("field 'body' must be a string")
+    inbound_id, sender, to = _text(data, "id"), _text(data, "from"), _text(data, "to")
+    assert inbound_id and sender and to
+    return Inbound(
+        inbound_id=inbound_id,
+        from_number=sender,
+        to=to,
+        body=body_text,
+        received_at=_instant(data, "received_at"),
+        in_reply_to=_text(data, "in_reply_to", optional=True),
+        account_id=account,
+    )
+
+
+def same_account(parsed: Receipt | Inbound, signer: str | None) -> None:
+    """BadWebhook unless the body's `account` is the account named as the signer (when one
+    is): attribution must follow the account whose secret signed, not a claim in the body."""
+    if signer is not None and signer.strip() != parsed.account_id:
+        raise BadWebhook("field 'account' is not the account that signed the webhook")

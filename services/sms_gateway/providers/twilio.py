@@ -252,6 +252,7 @@ def parse_status(form: Mapping[str, str], reference: str | None) -> Receipt:
         raw_status=status,
         error=f"Twilio error {error}" if error else None,
         occurred_at=datetime.now(UTC),
+        account_id=_field(form, "AccountSid"),
     )
 
 
@@ -263,4 +264,5 @@ def parse_inbound(form: Mapping[str, str]) -> Inbound:
         to=_field(form, "To"),
         body=form.get("Body", ""),
         received_at=datetime.now(UTC),
+        account_id=_field(form, "AccountSid"),
     )

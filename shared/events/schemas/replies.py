@@ -1,7 +1,9 @@
 """Inbound SMS replies (the INBOUND stream, `replies.<site>`).
 
-A reply is matched to the message it answers (the provider's own link when it gives one, else
-the latest message sent to that number by the group) and classified with the site's keywords:
+A reply is attributed by the provider account it came through to the one group sending
+through it, then to the message it answers (the provider's own link when it names a message of
+that account to that number, else the latest message sent to that number through the account)
+and classified with the site's keywords:
 opt-out and opt-in words act on the group's suppression list, reply keywords carry a meaning
 (confirm, cancel, …), anything else is left for a person.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from shared.bus import subjects
 from shared.bus.topology import OUTBOX
@@ -10,7 +11,13 @@ from shared.events.codec import decode
 from shared.events.schemas.messages import MessageAccepted
 from tests.integration.config.conftest import ConfigHarness
 
-SMS_SITE = {"sms": {"provider": {"kind": "simulator", "account_id": "acct", "secret": "k"}}}
+
+def sms_site(group_id: str) -> dict[str, Any]:
+    """SMS through a simulator account of the group's own (groups never share one)."""
+    provider = {"kind": "simulator", "account_id": f"acct-{group_id}", "secret": "k"}
+    return {"sms": {"provider": provider}}
+
+
 EMAIL_SITE = {"email": {"address": "desk@practice.example", "smtp": {"host": "smtp.example.org"}}}
 
 
@@ -25,7 +32,7 @@ async def outbox_count(config: ConfigHarness, channel: str, site_id: str) -> int
 async def test_batch_is_stored_once_with_segments_and_forecast(config: ConfigHarness) -> None:
     group_id = await config.create_group("Senders")
     admin = await config.token(group_id, "group_admin")
-    site_id = (await config.create_site(admin, group_id, settings=SMS_SITE))["site_id"]
+    site_id = (await config.create_site(admin, group_id, settings=sms_site(group_id)))["site_id"]
     sender = await config.token(group_id, "sender", [site_id])
     messages = [
         {
@@ -68,9 +75,9 @@ async def test_batch_is_stored_once_with_segments_and_forecast(config: ConfigHar
 async def test_one_bad_message_rejects_the_batch_naming_it(config: ConfigHarness) -> None:
     group_id = await config.create_group("Strict")
     admin = await config.token(group_id, "group_admin")
-    site_id = (await config.create_site(admin, group_id, settings={**SMS_SITE, **EMAIL_SITE}))[
-        "site_id"
-    ]
+    site_id = (
+        await config.create_site(admin, group_id, settings={**sms_site(group_id), **EMAIL_SITE})
+    )["site_id"]
     cases = [
         ("sms", {"to": "12345", "body": "x"}, "messages[1].to"),
         ("sms", {"to": "+447700900123", "body": ""}, "messages[1].body"),

@@ -110,6 +110,7 @@ def webhook_bodies() -> st.SearchStrategy[tuple[bytes, str]]:
     """Bodies the simulator webhook must refuse, with what the reason must say."""
     receipt = {
         "type": "receipt",
+        "account": "acct-1",
         "id": "p-1",
         "reference": "m-1",
         "status": "delivered",
@@ -123,7 +124,7 @@ def webhook_bodies() -> st.SearchStrategy[tuple[bytes, str]]:
         st.text(string.ascii_letters, max_size=10).map(
             lambda t: (json.dumps({"type": t}).encode(), "unknown webhook type")
         ),
-        st.sampled_from(["id", "reference", "status", "occurred_at"]).map(
+        st.sampled_from(["account", "id", "reference", "status", "occurred_at"]).map(
             lambda k: (
                 json.dumps({**receipt, k: None}).encode(),
                 f"field '{k}' must be a non-empty string",
@@ -173,6 +174,7 @@ async def test_sms_webhooks_refuse_and_dead_letter_malformed_bodies(
         good = json.dumps(
             {
                 "type": "receipt",
+                "account": "acct-1",
                 "id": "p-x",
                 "reference": "m-unknown",
                 "status": "delivered",

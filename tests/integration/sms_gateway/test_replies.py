@@ -136,6 +136,7 @@ async def test_webhooks_refuse_bad_signatures_ignore_repeats_and_dead_letter_gar
         url = webhook_url(gw)
         inbound = {
             "type": "inbound",
+            "account": account.name,
             "id": "sim-in-0001",
             "from": number(3),
             "to": SENDER,

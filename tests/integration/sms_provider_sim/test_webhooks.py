@@ -36,6 +36,7 @@ async def test_receipt_arrives_signed_and_the_message_is_delivered(
 
     receipt = delivery.json()
     assert receipt["type"] == "receipt"
+    assert receipt["account"] == account.name
     assert receipt["id"] == sent["id"]
     assert receipt["reference"] == "dlr"
     assert receipt["status"] == "delivered"
@@ -44,6 +45,7 @@ async def test_receipt_arrives_signed_and_the_message_is_delivered(
     assert datetime.fromisoformat(receipt["occurred_at"]).tzinfo is not None
     assert set(receipt) == {
         "type",
+        "account",
         "id",
         "reference",
         "status",
@@ -167,6 +169,7 @@ async def test_inbound_reply_arrives_signed(
     payload = delivery.json()
     assert payload == {
         "type": "inbound",
+        "account": account.name,
         "id": inbound_id,
         "from": "+447700900123",
         "to": "+447700900999",
