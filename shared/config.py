@@ -100,6 +100,12 @@ class StaggerSettings(BaseSettings):
         description="Base URL patients and providers reach Stagger at (unsubscribe links, "
         "webhooks).",
     )
+    sms_simulator_enabled: bool = Field(
+        default=False,
+        description="Offer the SMS provider simulator: the `simulator` provider kind, its "
+        "webhook route and its public development secret. `stagger up` turns it on; leave it "
+        "off in production.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key(s) encrypting secrets inside events (Fernet, comma-separated; first one "

@@ -1,5 +1,6 @@
 """The SMS gateway's tables: the shared dispatch tables (`sms_messages` is queue and ledger,
-`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001`, `sms_0002`)."""
+`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001`, `sms_0002`,
+`sms_0004`)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,13 @@ accounts = sa.Table(
 """Each provider account's last known balance, whether it is below the low-credit threshold
 (so the low event fires once per crossing, whichever replica sees it) and what a refused
 message needed (sending resumes once the balance covers it)."""
+
+tested_credentials = sa.Table(
+    "sms_tested_credentials",
+    metadata,
+    sa.Column("site_id", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("tested_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Provider credentials a provider test succeeded with, per site (a fingerprint of kind, base
+URL, account id and secret, never the secret): only these verify Twilio webhooks."""
