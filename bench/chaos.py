@@ -241,6 +241,7 @@ class ChaosRun:
             SettingsStore(EventStore(self.nc, SETTINGS)),
             SecretBox([self.key.encode()]),
             None,
+            simulator_enabled=True,
         )
         await handlers.create_group(
             GROUP,
