@@ -83,7 +83,7 @@ def gateway(channel: str) -> BaseService:
 async def test_request_reply_endpoints_answer_every_malformed_request(
     nc: Client, nats_url: str, tmp_path: Path, channel: str, method: str
 ) -> None:
-    await make_site(nc, group=GROUP, site=SITE, account=DEV_ACCOUNT)
+    await make_site(nc, group=GROUP, site=SITE)
     found = await in_thread(lambda: examples(requests(), REQUESTS, f"rpc-{method}"))
     subject = subjects.rpc(f"{channel}_gateway", method)
     async with service_running(gateway(channel), service_settings(nats_url, tmp_path / "var")):
@@ -151,7 +151,7 @@ def webhook_bodies() -> st.SearchStrategy[tuple[bytes, str]]:
 async def test_sms_webhooks_refuse_and_dead_letter_malformed_bodies(
     nc: Client, nats_url: str, tmp_path: Path
 ) -> None:
-    await make_site(nc, group=GROUP, site=SITE)
+    await make_site(nc, group=GROUP, site=SITE, account=DEV_ACCOUNT)
     found = await in_thread(lambda: examples(webhook_bodies(), REQUESTS, "sms-webhooks"))
     settings = service_settings(nats_url, tmp_path / "var")
     url = f"http://127.0.0.1:{settings.sms_gateway_http_port}/webhooks/sms/simulator"

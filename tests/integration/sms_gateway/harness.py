@@ -398,9 +398,10 @@ async def gateway_running(
     *,
     instance: str = "gw-1",
     port: int | None = None,
+    simulator: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[SmsGatewayService]:
-    """One gateway replica in this event loop."""
+    """One gateway replica in this event loop (`simulator`: the deployment enables it)."""
     settings = StaggerSettings(
         nats_url=nats_url,
         database_url=database_url,
@@ -410,7 +411,7 @@ async def gateway_running(
         heartbeat_seconds=0.5,
         drain_timeout_seconds=5,
         secret_key=KEY,  # type: ignore[arg-type]
-        sms_simulator_enabled=True,
+        sms_simulator_enabled=simulator,
     )
     service = SmsGatewayService(gateway_settings(**overrides))
     async with running(service, settings):
