@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 LOG_PERIOD_SECONDS = 60.0
 
 Reason = Literal[
-    "too_large", "no_account", "unknown_account", "no_secret", "untested_account", "bad_signature"
+    "too_large",
+    "no_account",
+    "unknown_account",
+    "no_secret",
+    "untested_account",
+    "bad_signature",
+    "account_mismatch",
 ]
 
 REFUSED = Counter(
@@ -32,7 +38,8 @@ REFUSED = Counter(
     "`no_account` (no account named), `unknown_account` (no site uses the account), "
     "`no_secret` (no site of the simulator account keeps its webhook secret), "
     "`untested_account` (Twilio: no site's provider test succeeded with its current token), "
-    "`bad_signature` (no secret of the account signed it, or the timestamp is stale).",
+    "`bad_signature` (no secret of the account signed it, or the timestamp is stale), "
+    "`account_mismatch` (signed for one simulator account, naming another in its body).",
     ["reason"],
 )
 

@@ -17,6 +17,7 @@ provider delivers it again a moment later.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,17 @@ CONSUMER = "sms-webhooks"
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_BODY_BYTES = 64 * KIB
 """Receipts and replies are a few hundred bytes; anything near this is not a provider's."""
+
+
+def _payload_account(body: bytes) -> str | None:
+    """The `account` a simulator webhook body names, if it names one (parsing errors are
+    left to the parser)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    value = data.get("account") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class Webhooks:
@@ -86,6 +98,10 @@ class Webhooks:
         tolerance = self._gw.settings.webhook_tolerance_seconds
         if not simulator.verify(secrets, request.headers, body, tolerance):
             return refuse(request, "bad_signature")
+        if _payload_account(body) not in (None, account):
+            # Signed by the header's account but claiming another inside: whoever holds one
+            # account's secret must not speak for another.
+            return refuse(request, "account_mismatch")
         try:
             parsed = simulator.parse(body)
         except BadWebhook as exc:

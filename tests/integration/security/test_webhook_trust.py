@@ -221,7 +221,12 @@ async def test_a_reply_signed_with_another_accounts_secret_is_refused(
             a_for_b = await http.post(
                 webhook_url(gw), content=to_b, headers=sim_headers(b.name, secret_a, to_b)
             )
-        assert (b_for_a.status_code, a_for_b.status_code) == (401, 401)
+            # Signed for A, but its body claims B's account: A's secret does not speak for B.
+            claims_b = json.dumps({**json.loads(to_b), "account": b.name}).encode()
+            a_as_b = await http.post(
+                webhook_url(gw), content=claims_b, headers=sim_headers(a.name, secret_a, claims_b)
+            )
+        assert (b_for_a.status_code, a_for_b.status_code, a_as_b.status_code) == (401, 401, 401)
         # Each account's own replies, signed by the simulator, still arrive.
         await sim.reply(a, number(5), "STOP", to="+61491570201")
         await sim.reply(b, number(6), "STOP", to="+61491570202")
