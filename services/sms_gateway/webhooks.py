@@ -50,11 +50,11 @@ MAX_BODY_BYTES = 64 * KIB
 
 
 def _payload_account(body: bytes) -> str | None:
-    """The `account` a simulator webhook body names, if it names one (parsing errors are
-    left to the parser)."""
+    """The `account` a simulator webhook body names, if it names one (only called on a body
+    the parser accepted)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except ValueError:
         return None
     value = data.get("account") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
@@ -98,14 +98,15 @@ class Webhooks:
         tolerance = self._gw.settings.webhook_tolerance_seconds
         if not simulator.verify(secrets, request.headers, body, tolerance):
             return refuse(request, "bad_signature")
-        if _payload_account(body) not in (None, account):
-            # Signed by the header's account but claiming another inside: whoever holds one
-            # account's secret must not speak for another.
-            return refuse(request, "account_mismatch")
         try:
             parsed = simulator.parse(body)
         except BadWebhook as exc:
             return await self._malformed(request, body, str(exc))
+        # After the parser accepted the body, so a body it refuses is never parsed twice.
+        if _payload_account(body) not in (None, account):
+            # Signed by the header's account but claiming another inside: whoever holds one
+            # account's secret must not speak for another.
+            return refuse(request, "account_mismatch")
         if isinstance(parsed, Receipt):
             return await self._receipt(parsed)
         return await self._inbound(request, body, parsed, "simulator", None, JSONResponse({}))
