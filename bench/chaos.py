@@ -200,6 +200,8 @@ class ChaosRun:
             STAGGER_LOG_LEVEL="WARNING",
             STAGGER_LOG_FORMAT="json",
             STAGGER_STARTUP_TIMEOUT_SECONDS="120",
+            # The chaos run sends through the provider simulator.
+            STAGGER_SMS_SIMULATOR_ENABLED="true",
         )
         layout = [
             ("config", 1),
@@ -241,6 +243,7 @@ class ChaosRun:
             SettingsStore(EventStore(self.nc, SETTINGS)),
             SecretBox([self.key.encode()]),
             None,
+            simulator_enabled=True,
         )
         await handlers.create_group(
             GROUP,

@@ -94,7 +94,9 @@ async def submission_batch(nats_url: str, batch: int = 10_000) -> list[Result]:
     await ensure_streams(js)
     key = generate_key()
     box = SecretBox([key.encode()])
-    handlers = ConfigHandlers(nc, SettingsStore(EventStore(nc, SETTINGS)), box, None)
+    handlers = ConfigHandlers(
+        nc, SettingsStore(EventStore(nc, SETTINGS)), box, None, simulator_enabled=True
+    )
     await handlers.create_group("bench", "Bench", {}, actor="bench")
     site = await handlers.create_site(
         "bench",

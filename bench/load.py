@@ -187,7 +187,6 @@ class Stack:
                 extra={
                     "STAGGER_SECRET_KEY": self.key,
                     "STAGGER_LOG_LEVEL": "WARNING",
-                    "STAGGER_SMS_GATEWAY_SIMULATOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 },
             )
             port = {
@@ -274,6 +273,7 @@ class LoadRun:
             SettingsStore(EventStore(self.nc, SETTINGS)),
             SecretBox([stack.key.encode()]),
             None,
+            simulator_enabled=True,
         )
         zone = noon_zone()
         for g in range(options.groups):
@@ -319,6 +319,7 @@ class LoadRun:
                         "secret": account["api_key"],
                         "base_url": stack.sim.url,
                         "rate_per_second": SITE_RATE,
+                        "webhook_secret": WEBHOOK_SECRET,
                     },
                     "mode": "immediate",
                     "sender_id": "Load",

@@ -77,7 +77,7 @@ class Bench:
         await self.sim.start()
         box = SecretBox([self.key.encode()])
         self.handlers = ConfigHandlers(
-            self.nc, SettingsStore(EventStore(self.nc, SETTINGS)), box, None
+            self.nc, SettingsStore(EventStore(self.nc, SETTINGS)), box, None, simulator_enabled=True
         )
         await self.handlers.create_group("bench", "Bench", {}, actor="bench")
         env = service_env(

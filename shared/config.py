@@ -118,6 +118,12 @@ class StaggerSettings(BaseSettings):
         "X-Forwarded-Proto headers are believed. Unset: none; every forwarded header is "
         "ignored and the TCP peer is the client.",
     )
+    sms_simulator_enabled: bool = Field(
+        default=False,
+        description="Offer the SMS provider simulator: the `simulator` provider kind, its "
+        "webhook route and its public development secret. `stagger up` turns it on; leave it "
+        "off in production.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key(s) encrypting secrets inside events (Fernet, comma-separated; first one "

@@ -113,6 +113,7 @@ def group_create(
                 SettingsStore(EventStore(nc, SETTINGS)),
                 SecretBox.from_settings(load_settings()),
                 None,
+                simulator_enabled=load_settings().sms_simulator_enabled,
             )
             group = await handlers.create_group(
                 group_id,

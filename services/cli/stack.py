@@ -26,6 +26,8 @@ def stack_processes(settings: StaggerSettings) -> list[ProcessSpec]:
     env = {
         "STAGGER_VAR_DIR": str(settings.var_dir),
         "STAGGER_NATS_URL": ",".join(settings.nats_servers),
+        # The laptop stack runs the simulator beside the services, so they may offer it.
+        "STAGGER_SMS_SIMULATOR_ENABLED": "true",
     }
     if settings.log_format == "auto" and sys.stdout.isatty():
         # Children write to the supervisor's pipe, not a terminal: tell them a person reads it.

@@ -107,11 +107,14 @@ class ConfigHandlers:
         store: SettingsStore,
         box: SecretBox,
         db: async_sessionmaker[AsyncSession] | None,
+        *,
+        simulator_enabled: bool = False,
     ) -> None:
         self.nc = nc
         self.store = store
         self.box = box
         self._db = db
+        self.simulator_enabled = simulator_enabled
 
     @property
     def db(self) -> async_sessionmaker[AsyncSession]:
@@ -123,7 +126,17 @@ class ConfigHandlers:
     # --- secrets -----------------------------------------------------------------------
 
     def seal_patch(self, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Seal plaintext secrets in a flat patch; a re-sent mask means "unchanged"."""
+        """Seal plaintext secrets in a flat patch; a re-sent mask means "unchanged".
+
+        Also where a write choosing the simulator is refused when the deployment does not
+        offer it (every settings write passes here before anything is decided)."""
+        if patch.get("sms.provider.kind") == "simulator" and not self.simulator_enabled:
+            raise SettingsError(
+                {
+                    "sms.provider.kind": "the SMS provider simulator is not enabled on this "
+                    "deployment (STAGGER_SMS_SIMULATOR_ENABLED)"
+                }
+            )
         sealed: dict[str, Any] = {}
         for path, value in patch.items():
             if path in SECRET_PATHS:

@@ -77,7 +77,11 @@ class ConfigService(BaseService):
         await self.board.subscribe(ctx.nc)
         box = SecretBox.from_settings(ctx.settings)
         self.handlers = ConfigHandlers(
-            ctx.nc, SettingsStore(EventStore(ctx.nc, SETTINGS)), box, ctx.db
+            ctx.nc,
+            SettingsStore(EventStore(ctx.nc, SETTINGS)),
+            box,
+            ctx.db,
+            simulator_enabled=ctx.settings.sms_simulator_enabled,
         )
         self.tokens = TokenRegistry(ctx.nc)
         ctx.spawn(self.tokens.follow(), "tokens")

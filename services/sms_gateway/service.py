@@ -25,6 +25,7 @@ from services.sms_gateway.providers.base import Balance, ProviderError
 from services.sms_gateway.replies import Replies
 from services.sms_gateway.send_process import ClientOptions, SendProcess
 from services.sms_gateway.settings import Settings
+from services.sms_gateway.trust import Trust
 from services.sms_gateway.webhooks import Webhooks
 from shared.bus import subjects
 from shared.bus.rpc import BadRequest, raw_body, request_object
@@ -61,6 +62,7 @@ class SmsGatewayService(BaseService):
         self.account_sites = AccountSites()
         self.replies = Replies(self)
         self.webhooks = Webhooks(self)
+        self.trust = Trust(self)
         self.providers: Providers
         self.send_process: SendProcess | None = None
         self.suppression: SuppressionList
@@ -71,8 +73,8 @@ class SmsGatewayService(BaseService):
         return Path(__file__).parent / "migrations"
 
     def http_app(self, ctx: ServiceContext) -> ASGIApp:
-        """Provider webhooks."""
-        return self.webhooks.app()
+        """Provider webhooks (the simulator's only where the deployment enables it)."""
+        return self.webhooks.app(simulator=ctx.settings.sms_simulator_enabled)
 
     def register(self, ctx: ServiceContext) -> None:
         """The engine's consumers and the provider-test endpoint."""
@@ -120,6 +122,7 @@ class SmsGatewayService(BaseService):
             SecretBox.from_settings(ctx.settings),
             twilio_status_callback=f"{self.webhook_base_url()}/webhooks/sms/twilio/status",
             sends=self.send_process,
+            simulator_enabled=ctx.settings.sms_simulator_enabled,
         )
         self.suppression = SuppressionList(ctx.nc)
         ctx.spawn(self.suppression.follow(), "suppression-lists")
@@ -189,6 +192,9 @@ class SmsGatewayService(BaseService):
         )
         if balance is None:
             return _answer(False, error=error, provider=kind)
+        # Before the answer: once the config service hears "ok", webhooks signed with these
+        # credentials must verify on every replica.
+        await self.trust.record_test(site)
         await self.credits.report(
             account,
             kind,

@@ -73,12 +73,6 @@ class Settings(BaseSettings):
         description="Signed webhooks whose timestamp is further than this from our clock are "
         "refused (401), so a captured request cannot be replayed.",
     )
-    simulator_webhook_secret: str = Field(
-        default="sim-dev-webhook-secret",
-        min_length=1,
-        description="HMAC key(s) of the SMS simulator's webhooks, comma-separated (any one "
-        "verifies, for rotation). The default is the simulator's public development secret.",
-    )
     webhook_base_url: str | None = Field(
         default=None,
         description="Base URL providers reach this gateway's webhooks at (Twilio status "
@@ -117,7 +111,3 @@ class Settings(BaseSettings):
             retry_cap_seconds=self.retry_cap_seconds,
             retention_days=self.retention_days,
         )
-
-    def simulator_secrets(self) -> list[str]:
-        """Every configured simulator webhook key."""
-        return [s.strip() for s in self.simulator_webhook_secret.split(",") if s.strip()]

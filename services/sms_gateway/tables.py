@@ -1,5 +1,5 @@
 """The SMS gateway's tables: the shared dispatch tables (`sms_messages` is queue and ledger,
-`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001` to `sms_0004`)."""
+`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001` to `sms_0005`)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,13 @@ unrouted_replies = sa.Table(
 )
 """Replies that could not be attributed to one group without guessing (no opt-out was
 applied); operators list them with `stagger replies unrouted`."""
+
+tested_credentials = sa.Table(
+    "sms_tested_credentials",
+    metadata,
+    sa.Column("site_id", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("tested_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Provider credentials a provider test succeeded with, per site (a fingerprint of kind, base
+URL, account id and secret, never the secret): only these verify Twilio webhooks."""

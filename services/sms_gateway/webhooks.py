@@ -1,11 +1,14 @@
 """Provider webhooks: delivery receipts and inbound replies, each provider's own format.
 
-- `POST /webhooks/sms/simulator`: the simulator's receipts and replies (JSON, X-Sim-Signature);
+- `POST /webhooks/sms/simulator`: the simulator's receipts and replies (JSON, X-Sim-Signature,
+  X-Sim-Account); only where the deployment enables the simulator, else 404;
 - `POST /webhooks/sms/twilio`: Twilio inbound messages (form, X-Twilio-Signature);
 - `POST /webhooks/sms/twilio/status`: Twilio status callbacks (`?ref=<our message id>`).
 
-Every request is verified first: a bad or missing signature is answered 401 and nothing is
-stored. A signed body that cannot be understood is dead-lettered with the reason and answered
+A body over `MAX_BODY_BYTES` is answered 413 without being read further. Every request is then
+verified with the secrets of the account it names only (`trust`): a bad or missing signature is
+answered 401 and nothing is stored; refusals are counted and logged at a bounded rate
+(`refusals`). A signed body that cannot be understood is dead-lettered with the reason and answered
 400. Receipts and replies are idempotent (providers retry): a repeat is answered 200 and
 changes nothing. A receipt that arrives before its send was recorded is answered 503, so the
 provider delivers it again a moment later.
@@ -29,11 +32,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.sms_gateway import trust
 from services.sms_gateway.providers import simulator, twilio
 from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
+from services.sms_gateway.refusals import refuse
+from services.sms_provider_sim.signing import ACCOUNT_HEADER
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
 from shared.dispatch import schema
 from shared.domain.reply_attribution import Unrouted
+from shared.http_limits import KIB, BodyTooLarge, read_body_capped
 
 if TYPE_CHECKING:
     from services.sms_gateway.service import SmsGatewayService
@@ -41,13 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONSUMER = "sms-webhooks"
-SIM_ACCOUNT_HEADER = "X-Sim-Account"
-"""Where a simulator names the account whose secret signed the request."""
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-
-def _refused() -> Response:
-    return JSONResponse({"error": "invalid or missing signature"}, status_code=401)
+MAX_BODY_BYTES = 64 * KIB
+"""Receipts and replies are a few hundred bytes; anything near this is not a provider's."""
 
 
 class Webhooks:
@@ -57,51 +60,72 @@ class Webhooks:
         self._gw = gateway
         self._background: set[asyncio.Task[None]] = set()
 
-    def app(self) -> Starlette:
-        """The ASGI app mounted beside the health routes."""
-        return Starlette(
-            routes=[
-                Route("/webhooks/sms/simulator", self.simulator, methods=["POST"]),
-                Route("/webhooks/sms/twilio", self.twilio_inbound, methods=["POST"]),
-                Route("/webhooks/sms/twilio/status", self.twilio_status, methods=["POST"]),
-            ]
-        )
+    def app(self, *, simulator: bool) -> Starlette:
+        """The ASGI app mounted beside the health routes; `simulator`: the deployment
+        enables the simulator (otherwise its route does not exist)."""
+        routes = [
+            Route("/webhooks/sms/twilio", self.twilio_inbound, methods=["POST"]),
+            Route("/webhooks/sms/twilio/status", self.twilio_status, methods=["POST"]),
+        ]
+        if simulator:
+            routes.append(Route("/webhooks/sms/simulator", self.simulator, methods=["POST"]))
+        return Starlette(routes=routes)
 
     # --- simulator ------------------------------------------------------------------------
 
     async def simulator(self, request: Request) -> Response:
-        """Signed JSON receipts and replies."""
-        body = await request.body()
-        settings = self._gw.settings
-        if not simulator.verify(
-            settings.simulator_secrets(), request.headers, body, settings.webhook_tolerance_seconds
-        ):
-            return _refused()
+        """Signed JSON receipts and replies, verified with the named account's secrets."""
+        try:
+            body = await read_body_capped(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return refuse(request, "too_large", limit=MAX_BODY_BYTES)
+        account = request.headers.get(ACCOUNT_HEADER, "").strip()
+        if not account:
+            return refuse(request, "no_account")
+        sites = trust.on_account(self._gw.engine.sites.all(), "simulator", account)
+        if not sites:
+            return refuse(request, "unknown_account")
+        secrets = trust.simulator_secrets(self._gw.trust.box, sites, account)
+        if not secrets:
+            return refuse(request, "no_secret")
+        tolerance = self._gw.settings.webhook_tolerance_seconds
+        if not simulator.verify(secrets, request.headers, body, tolerance):
+            return refuse(request, "bad_signature")
         try:
             parsed = simulator.parse(body)
-            simulator.same_account(parsed, request.headers.get(SIM_ACCOUNT_HEADER))
         except BadWebhook as exc:
             return await self._malformed(request, body, str(exc))
+        if parsed.account_id != account:
+            # Signed by the header's account but claiming another inside: whoever holds one
+            # account's secret must not speak for another.
+            return refuse(request, "account_mismatch")
         if isinstance(parsed, Receipt):
             return await self._receipt(parsed, "simulator")
         return await self._inbound(request, body, parsed, "simulator", JSONResponse({}))
 
     # --- Twilio ---------------------------------------------------------------------------
 
-    async def _twilio_form(self, request: Request) -> tuple[bytes, dict[str, str]] | None:
-        """The form if one of the account's Auth Tokens signed it, else None."""
-        body = await request.body()
+    async def _twilio_form(self, request: Request) -> tuple[bytes, dict[str, str]] | Response:
+        """The form if a tested Auth Token of its account signed it, else the refusal."""
+        try:
+            body = await read_body_capped(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return refuse(request, "too_large", limit=MAX_BODY_BYTES)
         try:
             params = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
-            return None
+            return refuse(request, "bad_signature")
         form = dict(params)
-        account_sid = form.get("AccountSid", "")
-        tokens = self._gw.providers.twilio_tokens(account_sid, self._gw.engine.sites.all())
+        sites = trust.on_account(self._gw.engine.sites.all(), "twilio", form.get("AccountSid", ""))
+        if not sites:
+            return refuse(request, "unknown_account")
+        tokens = await self._gw.trust.twilio_tokens(sites)
+        if not tokens:
+            return refuse(request, "untested_account")
         url = self.public_url(request)
         header = request.headers.get(twilio.SIGNATURE_HEADER)
         if not any(twilio.verify(token, url, params, header) for token in tokens):
-            return None
+            return refuse(request, "bad_signature")
         return body, form
 
     def public_url(self, request: Request) -> str:
@@ -113,8 +137,8 @@ class Webhooks:
     async def twilio_inbound(self, request: Request) -> Response:
         """An incoming SMS."""
         signed = await self._twilio_form(request)
-        if signed is None:
-            return _refused()
+        if isinstance(signed, Response):
+            return signed
         body, form = signed
         try:
             parsed = twilio.parse_inbound(form)
@@ -126,8 +150,8 @@ class Webhooks:
     async def twilio_status(self, request: Request) -> Response:
         """A status callback of a message we sent."""
         signed = await self._twilio_form(request)
-        if signed is None:
-            return _refused()
+        if isinstance(signed, Response):
+            return signed
         body, form = signed
         try:
             parsed = twilio.parse_status(form, request.query_params.get("ref"))

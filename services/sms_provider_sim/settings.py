@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     )
     default_webhook_secret: SecretStr = Field(
         default=SecretStr("sim-dev-webhook-secret"),
-        description="HMAC-SHA256 key signing the default account's webhooks.",
+        description="HMAC-SHA256 key signing the default account's webhooks (the public "
+        "development secret; other accounts get their own).",
     )
     receipt_delay_seconds: float = Field(
         default=0.5,

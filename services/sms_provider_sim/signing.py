@@ -1,7 +1,8 @@
 """Webhook signatures: HMAC-SHA256 over "<timestamp>.<raw body>", sent as `sha256=<hex>`.
 
 The gateway imports `verify_signature` to check what the simulator (and, in the same shape,
-a real provider adapter) POSTs to it. The timestamp is part of the signed text so that a
+a real provider adapter) POSTs to it. Each account signs with its own webhook secret and names
+itself in `X-Sim-Account`. The timestamp is part of the signed text so that a
 captured request cannot be replayed later with a fresh timestamp.
 """
 
@@ -13,7 +14,15 @@ import time
 
 TIMESTAMP_HEADER = "X-Sim-Timestamp"
 SIGNATURE_HEADER = "X-Sim-Signature"
+ACCOUNT_HEADER = "X-Sim-Account"
+"""Names the account whose webhook secret signed the request: the receiver checks the
+signature with that account's secret only."""
 SCHEME = "sha256="
+
+DEV_ACCOUNT = "sim-default"
+DEV_WEBHOOK_SECRET = "sim-dev-webhook-secret"
+"""The default account and its public development secret (`./dev up`): every other account
+gets its own random secret unless one is given when it is created."""
 
 
 def _as_bytes(value: str | bytes) -> bytes:

@@ -2,7 +2,8 @@
 
 A delivery is retried when the receiver answers non-2xx or cannot be reached: up to
 `MAX_ATTEMPTS` attempts, waiting 0.5 s, 1 s, 2 s, ... between them. The body is identical
-on every attempt; the timestamp and signature are fresh each time.
+on every attempt; the timestamp and signature are fresh each time. Every request is signed with
+the account's own webhook secret and names the account (`X-Sim-Account`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import httpx
 
 from services.sms_provider_sim.models import WebhookAttempt, now_iso
-from services.sms_provider_sim.signing import signature_headers
+from services.sms_provider_sim.signing import ACCOUNT_HEADER, signature_headers
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class WebhookSender:
                 "Content-Type": "application/json",
                 "User-Agent": "stagger-sms-sim/1",
                 "X-Sim-Attempt": str(attempt),
+                ACCOUNT_HEADER: account,
                 **signature_headers(secret, body),
             }
             status: int | None = None

@@ -316,6 +316,11 @@ class SmsProvider(Strict):
         "successful test.",
     )
     secret: str | None = Field(default=None, description="Sealed password / auth token / API key.")
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Sealed key the provider signs this account's webhooks with (the "
+        "simulator's per-account webhook secret; Twilio signs with the auth token instead).",
+    )
     base_url: str | None = Field(default=None, max_length=300, description="API base URL.")
     rate_per_second: float = Field(
         default=1.0, gt=0, le=1000, description="The account's maximum send rate (hard limit)."
@@ -327,7 +332,7 @@ class SmsProvider(Strict):
         "without unlocking (other features depend on it, as in the seed).",
     )
 
-    _sealed = field_validator("secret")(_sealed)
+    _sealed = field_validator("secret", "webhook_secret")(_sealed)
 
     @field_validator("base_url")
     @classmethod
@@ -619,10 +624,15 @@ def diff(old: SiteSettings | None, new: SiteSettings) -> list[tuple[str, Any, An
 
 def is_secret_path(path: str) -> bool:
     """True for fields holding sealed secrets."""
-    return path in {"email.smtp.password", "email.imap.password", "sms.provider.secret"}
+    return path in SECRET_PATHS
 
 
-SECRET_PATHS = ("email.smtp.password", "email.imap.password", "sms.provider.secret")
+SECRET_PATHS = (
+    "email.smtp.password",
+    "email.imap.password",
+    "sms.provider.secret",
+    "sms.provider.webhook_secret",
+)
 
 
 def warnings(settings: SiteSettings) -> list[dict[str, str]]:

@@ -105,6 +105,8 @@ def service_env(
             "STAGGER_HEARTBEAT_SECONDS": "0.5",
             "STAGGER_DRAIN_TIMEOUT_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
+            # Tests drive SMS through the provider simulator (a test wanting it off says so).
+            "STAGGER_SMS_SIMULATOR_ENABLED": "true",
         }
     )
     for var in PORT_VARS.values():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -245,6 +245,13 @@ STEPS: tuple[Step, ...] = (
             ),
             Field("sms.provider.secret", "Password (API key or auth token)", "secret"),
             Field(
+                "sms.provider.webhook_secret",
+                "Webhook secret (simulator)",
+                "secret",
+                "The key the simulator signs this account's receipts and replies with. "
+                "Twilio signs with the auth token: leave empty.",
+            ),
+            Field(
                 "sms.provider.base_url",
                 "Provider address (URL)",
                 "text",
@@ -334,6 +341,22 @@ STEPS: tuple[Step, ...] = (
 STEP_NAMES = tuple(s.name for s in STEPS)
 BY_NAME = {s.name: s for s in STEPS}
 WINDOW_PATHS = ("email.sessions", "blackouts", "sms.sessions")
+
+
+SIMULATOR_KIND = "simulator"
+
+
+def offered(step: Step, *, simulator_enabled: bool) -> Step:
+    """The screen as this deployment offers it: no simulator provider unless it is enabled."""
+    if simulator_enabled:
+        return step
+    fields = tuple(
+        replace(f, options=tuple(o for o in f.options if o[0] != SIMULATOR_KIND))
+        if f.path == "sms.provider.kind"
+        else f
+        for f in step.fields
+    )
+    return replace(step, fields=fields)
 
 
 def step_of(path: str) -> Step | None:

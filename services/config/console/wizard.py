@@ -28,6 +28,7 @@ from services.config.console.forms import (
     WINDOW_PATHS,
     Step,
     field_for,
+    offered,
     parse_step,
     parse_window,
     step_of,
@@ -159,6 +160,7 @@ def install(console: Console, app: FastAPI) -> None:
         conflict: bool = False,
         view: Preview | None = None,
     ) -> Response:
+        step = offered(step, simulator_enabled=console.settings.sms_simulator_enabled)
         view = view or await preview(console, site, draft)
         all_errors = {**view.errors, **(errors or {})}
         here = {p: m for p, m in all_errors.items() if step.owns(p) or p.startswith("new.")}
@@ -275,7 +277,8 @@ def install(console: Console, app: FastAPI) -> None:
             if site.settings.sms.provider.locked
             else frozenset()
         )
-        values, typed, errors = parse_step(step, form, locked_paths=locked)
+        shown = offered(step, simulator_enabled=console.settings.sms_simulator_enabled)
+        values, typed, errors = parse_step(shown, form, locked_paths=locked)
         for path, value in values.items():
             draft.set(saved, path, value)
         for path, text in typed.items():

@@ -7,7 +7,7 @@ stored sealed in the settings events and opened here, never logged.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -114,8 +114,10 @@ class Providers:
         *,
         twilio_status_callback: str | None,
         sends: SendChannel | None = None,
+        simulator_enabled: bool = False,
     ) -> None:
         self.client = client
+        self._simulator_enabled = simulator_enabled
         self._sends = sends
         self._box = box
         self._twilio_callback = twilio_status_callback
@@ -126,6 +128,11 @@ class Providers:
         p = site.settings.sms.provider
         if p.kind == "none":
             raise NotConfigured("SMS is off for the site (provider 'none')")
+        if p.kind == "simulator" and not self._simulator_enabled:
+            raise NotConfigured(
+                "the SMS provider simulator is not enabled on this deployment "
+                "(STAGGER_SMS_SIMULATOR_ENABLED)"
+            )
         if not p.account_id or not p.secret:
             raise NotConfigured("the SMS provider's account id or secret is not set")
         key = (p.kind, p.account_id, p.secret, p.base_url, p.rate_per_second)
@@ -147,23 +154,6 @@ class Providers:
             self._cache.clear()
         self._cache[key] = provider
         return provider
-
-    def twilio_tokens(self, account_sid: str, sites: Iterable[Site]) -> list[str]:
-        """Auth Tokens configured for a Twilio Account SID (to check its webhooks)."""
-        sealed = {
-            s.settings.sms.provider.secret
-            for s in sites
-            if s.settings.sms.provider.kind == "twilio"
-            and s.settings.sms.provider.account_id == account_sid
-            and s.settings.sms.provider.secret
-        }
-        tokens = []
-        for value in sorted(v for v in sealed if v):
-            try:
-                tokens.append(self._open(value))
-            except NotConfigured:
-                continue
-        return tokens
 
     def _open(self, sealed: str) -> str:
         try:

@@ -238,10 +238,3 @@ def parse(body: bytes) -> Receipt | Inbound:
         in_reply_to=_text(data, "in_reply_to", optional=True),
         account_id=account,
     )
-
-
-def same_account(parsed: Receipt | Inbound, signer: str | None) -> None:
-    """BadWebhook unless the body's `account` is the account named as the signer (when one
-    is): attribution must follow the account whose secret signed, not a claim in the body."""
-    if signer is not None and signer.strip() != parsed.account_id:
-        raise BadWebhook("field 'account' is not the account that signed the webhook")

@@ -43,7 +43,11 @@ class ConfigHarness:
     async def create_group(self, name: str = "Smile Group", **defaults: Any) -> str:
         group_id = f"g-{uuid.uuid4().hex[:8]}"
         handlers = ConfigHandlers(
-            self.nc, SettingsStore(EventStore(self.nc, SETTINGS)), self.box, None
+            self.nc,
+            SettingsStore(EventStore(self.nc, SETTINGS)),
+            self.box,
+            None,
+            simulator_enabled=True,
         )
         await handlers.create_group(group_id, name, defaults, actor="test:operator")
         return group_id

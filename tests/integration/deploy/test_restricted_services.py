@@ -125,9 +125,9 @@ async def _exercise(
     # The operator's part (admin user): a group and its administrator's API token.
     group = f"g-{secrets.token_hex(3)}"
     box = SecretBox([generate_key().encode()])
-    await ConfigHandlers(admin, SettingsStore(EventStore(admin, SETTINGS)), box, None).create_group(
-        group, "Smile Group", {}, actor="test:operator"
-    )
+    await ConfigHandlers(
+        admin, SettingsStore(EventStore(admin, SETTINGS)), box, None, simulator_enabled=True
+    ).create_group(group, "Smile Group", {}, actor="test:operator")
     _, token = await issue_token(admin, group_id=group, role="group_admin", label="deploy")
     sms_site, email_site = f"s-{secrets.token_hex(3)}", f"s-{secrets.token_hex(3)}"
     zone = midday_zone()

@@ -140,6 +140,7 @@ async def engine_running(
         sms_gateway_http_port=_free(),
         heartbeat_seconds=0.5,
         drain_timeout_seconds=5,
+        sms_simulator_enabled=True,
     )
     service = EngineService(adapter, engine_settings or EngineSettings(recovery_seconds=0.5))
     async with running(service, settings):
@@ -152,9 +153,13 @@ def _free() -> int:
     return free_port()
 
 
-async def make_site(nc: Any, *, group: str, site: str) -> None:
+async def make_site(nc: Any, *, group: str, site: str, account: str = "acct-1") -> None:
     handlers = ConfigHandlers(
-        nc, SettingsStore(EventStore(nc, SETTINGS)), SecretBox([generate_key().encode()]), None
+        nc,
+        SettingsStore(EventStore(nc, SETTINGS)),
+        SecretBox([generate_key().encode()]),
+        None,
+        simulator_enabled=True,
     )
     if await handlers.store.group(group) is None:
         await handlers.create_group(group, group, {}, actor="test")
@@ -162,14 +167,18 @@ async def make_site(nc: Any, *, group: str, site: str) -> None:
         group,
         site,
         {"name": site},
-        {"sms": {"provider": {"kind": "simulator", "account_id": "acct-1", "secret": "s"}}},
+        {"sms": {"provider": {"kind": "simulator", "account_id": account, "secret": "s"}}},
         actor="test",
     )
 
 
 async def submit(nc: Any, site_id: str, count: int, prefix: str = "m") -> list[str]:
     handlers = ConfigHandlers(
-        nc, SettingsStore(EventStore(nc, SETTINGS)), SecretBox([generate_key().encode()]), None
+        nc,
+        SettingsStore(EventStore(nc, SETTINGS)),
+        SecretBox([generate_key().encode()]),
+        None,
+        simulator_enabled=True,
     )
     site = await handlers.site(site_id)
     body = SubmissionIn.model_validate(

@@ -192,6 +192,7 @@ def service_settings(
         heartbeat_seconds=0.5,
         drain_timeout_seconds=5,
         **extra,
+        sms_simulator_enabled=True,
     )
 
 

@@ -23,7 +23,12 @@ from nats.errors import TimeoutError as NatsTimeout
 from services.email_gateway.service import EmailGatewayService
 from services.sms_gateway.service import SmsGatewayService
 from services.sms_gateway.webhooks import CONSUMER as WEBHOOKS
-from services.sms_provider_sim.signing import signature_headers
+from services.sms_provider_sim.signing import (
+    ACCOUNT_HEADER,
+    DEV_ACCOUNT,
+    DEV_WEBHOOK_SECRET,
+    signature_headers,
+)
 from shared.bus import subjects
 from shared.runtime.service import BaseService
 from tests.integration.dispatch.harness import make_site
@@ -102,8 +107,13 @@ async def test_request_reply_endpoints_answer_every_malformed_request(
         assert isinstance(_json(reply.data), dict)
 
 
-def signed(body: bytes, secret: str = "sim-dev-webhook-secret") -> dict[str, str]:
-    return {"content-type": "application/json", **signature_headers(secret, body)}
+def signed(body: bytes, secret: str = DEV_WEBHOOK_SECRET) -> dict[str, str]:
+    # The simulator's default account, whose webhooks its public development secret signs.
+    return {
+        "content-type": "application/json",
+        ACCOUNT_HEADER: DEV_ACCOUNT,
+        **signature_headers(secret, body),
+    }
 
 
 def webhook_bodies() -> st.SearchStrategy[tuple[bytes, str]]:
@@ -142,7 +152,7 @@ def webhook_bodies() -> st.SearchStrategy[tuple[bytes, str]]:
 async def test_sms_webhooks_refuse_and_dead_letter_malformed_bodies(
     nc: Client, nats_url: str, tmp_path: Path
 ) -> None:
-    await make_site(nc, group=GROUP, site=SITE)
+    await make_site(nc, group=GROUP, site=SITE, account=DEV_ACCOUNT)
     found = await in_thread(lambda: examples(webhook_bodies(), REQUESTS, "sms-webhooks"))
     settings = service_settings(nats_url, tmp_path / "var")
     url = f"http://127.0.0.1:{settings.sms_gateway_http_port}/webhooks/sms/simulator"
@@ -188,9 +198,11 @@ async def test_sms_webhooks_refuse_and_dead_letter_malformed_bodies(
 async def test_sms_webhook_refuses_deeply_nested_json(
     nc: Client, nats_url: str, tmp_path: Path
 ) -> None:
+    await make_site(nc, group=GROUP, site=SITE, account=DEV_ACCOUNT)
     settings = service_settings(nats_url, tmp_path / "var")
     url = f"http://127.0.0.1:{settings.sms_gateway_http_port}/webhooks/sms/simulator"
-    body = b"[" * 100_000
+    # Deep enough to exhaust the parser's recursion, small enough to pass the 64 KiB cap.
+    body = b"[" * 60_000
     async with (
         DeadLetters(nc).listening() as letters,
         service_running(SmsGatewayService(), settings),

@@ -83,6 +83,7 @@ async def config_running(nats_url: str, var_dir: Path) -> AsyncIterator[str]:
         secret_key=generate_key(),
         heartbeat_seconds=0.5,
         drain_timeout_seconds=5,
+        sms_simulator_enabled=True,
     )
     async with running(ConfigService(), settings):
         yield f"http://127.0.0.1:{settings.http_port}"
@@ -169,7 +170,11 @@ async def test_provider_errors_are_recorded_on_the_send_span(
     database = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     async with engine_running(nats_url, database, tmp_path, adapter) as gateway:
         handlers = ConfigHandlers(
-            nc, SettingsStore(EventStore(nc, SETTINGS)), SecretBox([generate_key().encode()]), None
+            nc,
+            SettingsStore(EventStore(nc, SETTINGS)),
+            SecretBox([generate_key().encode()]),
+            None,
+            simulator_enabled=True,
         )
         site = await handlers.site("site-e")
         body = submission.SubmissionIn.model_validate(
@@ -219,7 +224,11 @@ async def test_dead_lettered_intake_is_an_error_span(
     database = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     async with engine_running(nats_url, database, tmp_path, FakeAdapter(FakeProvider())):
         handlers = ConfigHandlers(
-            nc, SettingsStore(EventStore(nc, SETTINGS)), SecretBox([generate_key().encode()]), None
+            nc,
+            SettingsStore(EventStore(nc, SETTINGS)),
+            SecretBox([generate_key().encode()]),
+            None,
+            simulator_enabled=True,
         )
         site = await handlers.site("site-d")
         # The gateway's directory says site-d is in g-dl; forge a batch naming another group.
@@ -247,7 +256,11 @@ async def test_tracing_off_adds_no_header_and_stores_no_context(
     database = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     async with engine_running(nats_url, database, tmp_path, FakeAdapter(FakeProvider())) as gw:
         handlers = ConfigHandlers(
-            nc, SettingsStore(EventStore(nc, SETTINGS)), SecretBox([generate_key().encode()]), None
+            nc,
+            SettingsStore(EventStore(nc, SETTINGS)),
+            SecretBox([generate_key().encode()]),
+            None,
+            simulator_enabled=True,
         )
         site = await handlers.site("site-o")
         body = submission.SubmissionIn.model_validate(

@@ -152,7 +152,11 @@ async def test_fourteen_days_fifty_sites(
     began = timer_clock.monotonic()
     specs = sites()
     handlers = ConfigHandlers(
-        nc, SettingsStore(EventStore(nc, SETTINGS)), SecretBox([generate_key().encode()]), None
+        nc,
+        SettingsStore(EventStore(nc, SETTINGS)),
+        SecretBox([generate_key().encode()]),
+        None,
+        simulator_enabled=True,
     )
     await handlers.create_group(GROUP, "Simulated dental group", {}, actor="user:it")
     for spec in specs:

@@ -176,7 +176,9 @@ def assert_exactly_once(submissions: Sequence[dict[str, Any]], references: Seque
 
 
 def handlers(nc: Client) -> ConfigHandlers:
-    return ConfigHandlers(nc, SettingsStore(EventStore(nc, SETTINGS)), BOX, None)
+    return ConfigHandlers(
+        nc, SettingsStore(EventStore(nc, SETTINGS)), BOX, None, simulator_enabled=True
+    )
 
 
 async def make_site(
@@ -203,6 +205,7 @@ async def make_site(
         "secret": account.api_key,
         "base_url": sim.url,
         "rate_per_second": rate,
+        "webhook_secret": WEBHOOK_SECRET,
     }
     await h.create_site(
         group,
@@ -376,7 +379,6 @@ async def wait_terminal(nc: Client, ids: Sequence[str], timeout: float = 60) -> 
 
 def gateway_settings(**overrides: Any) -> Settings:
     defaults: dict[str, Any] = {
-        "simulator_webhook_secret": WEBHOOK_SECRET,
         "recovery_seconds": 0.5,
         "lease_seconds": 10.0,
         "http_timeout_seconds": 5.0,
@@ -396,9 +398,10 @@ async def gateway_running(
     *,
     instance: str = "gw-1",
     port: int | None = None,
+    simulator: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[SmsGatewayService]:
-    """One gateway replica in this event loop."""
+    """One gateway replica in this event loop (`simulator`: the deployment enables it)."""
     settings = StaggerSettings(
         nats_url=nats_url,
         database_url=database_url,
@@ -408,6 +411,7 @@ async def gateway_running(
         heartbeat_seconds=0.5,
         drain_timeout_seconds=5,
         secret_key=KEY,  # type: ignore[arg-type]
+        sms_simulator_enabled=simulator,
     )
     service = SmsGatewayService(gateway_settings(**overrides))
     async with running(service, settings):
@@ -426,7 +430,6 @@ def gateway_process(
     extra = {
         "STAGGER_SECRET_KEY": KEY,
         "STAGGER_INSTANCE_ID": instance,
-        "STAGGER_SMS_GATEWAY_SIMULATOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "STAGGER_SMS_GATEWAY_RECOVERY_SECONDS": "0.5",
         "STAGGER_SMS_GATEWAY_LEASE_SECONDS": "6",
         "STAGGER_SMS_GATEWAY_HTTP_TIMEOUT_SECONDS": "5",

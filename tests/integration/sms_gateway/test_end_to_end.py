@@ -80,7 +80,7 @@ async def test_ten_staggered_sms_go_two_seconds_apart_and_come_back_delivered(
             group = f"g-{secrets.token_hex(3)}"
             box = SecretBox([generate_key().encode()])  # a group without secrets seals nothing
             await ConfigHandlers(
-                nc, SettingsStore(EventStore(nc, SETTINGS)), box, None
+                nc, SettingsStore(EventStore(nc, SETTINGS)), box, None, simulator_enabled=True
             ).create_group(group, "Smile Group", {}, actor="test:operator")
             _, token = await issue_token(nc, group_id=group, role="group_admin", label="e2e")
             site_id = f"s-{secrets.token_hex(3)}"

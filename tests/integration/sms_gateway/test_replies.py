@@ -147,22 +147,34 @@ async def test_webhooks_refuse_bad_signatures_ignore_repeats_and_dead_letter_gar
         body = json.dumps(inbound).encode()
         async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
             missing = await http.post(url, content=body)
-            forged = await http.post(url, content=body, headers=_signed(body, "wrong-secret"))
+            forged = await http.post(
+                url, content=body, headers=_signed(account.name, body, "wrong-secret")
+            )
             stale = await http.post(
-                url, content=body, headers=_signed(body, WEBHOOK_SECRET, time.time() - 3600)
+                url,
+                content=body,
+                headers=_signed(account.name, body, WEBHOOK_SECRET, time.time() - 3600),
             )
             assert (missing.status_code, forged.status_code, stale.status_code) == (401, 401, 401)
             assert await _stored_webhooks(gw) == 0
             assert await events(nc, INBOUND) == [] and await events(nc, OPTOUTS) == []
             assert await events(nc, DEADLETTER) == []
-            first = await http.post(url, content=body, headers=_signed(body, WEBHOOK_SECRET))
-            again = await http.post(url, content=body, headers=_signed(body, WEBHOOK_SECRET))
+            first = await http.post(
+                url, content=body, headers=_signed(account.name, body, WEBHOOK_SECRET)
+            )
+            again = await http.post(
+                url, content=body, headers=_signed(account.name, body, WEBHOOK_SECRET)
+            )
             assert (first.status_code, again.status_code) == (200, 200)
             garbage = b'{"type": "inbound", "id": 5'
-            bad = await http.post(url, content=garbage, headers=_signed(garbage, WEBHOOK_SECRET))
+            bad = await http.post(
+                url, content=garbage, headers=_signed(account.name, garbage, WEBHOOK_SECRET)
+            )
             assert bad.status_code == 400
             odd = json.dumps({"type": "mystery"}).encode()
-            worse = await http.post(url, content=odd, headers=_signed(odd, WEBHOOK_SECRET))
+            worse = await http.post(
+                url, content=odd, headers=_signed(account.name, odd, WEBHOOK_SECRET)
+            )
             assert worse.status_code == 400
         await wait_until(lambda: at_least(nc, INBOUND, 1), timeout=10, message="the reply")
         await wait_until(lambda: at_least(nc, DEADLETTER, 2), timeout=10, message="2 dead letters")
@@ -177,10 +189,11 @@ async def test_webhooks_refuse_bad_signatures_ignore_repeats_and_dead_letter_gar
     assert site["site"] in {r.site_id for r in await replies(nc)}
 
 
-def _signed(body: bytes, secret: str, at: float | None = None) -> dict[str, str]:
+def _signed(account: str, body: bytes, secret: str, at: float | None = None) -> dict[str, str]:
     timestamp = int(at if at is not None else time.time())
     return {
         "Content-Type": "application/json",
+        "X-Sim-Account": account,
         "X-Sim-Timestamp": str(timestamp),
         "X-Sim-Signature": compute_signature(secret, timestamp, body),
     }

@@ -1,0 +1,121 @@
+"""Which secrets may verify a provider webhook.
+
+- Simulator: the webhook names its account (`X-Sim-Account`); only the webhook secrets
+  (`sms.provider.webhook_secret`) of sites whose provider account is that account verify it.
+  The public development secret verifies only the simulator's default account, only when no
+  site of that account keeps a secret of its own (and the route exists only where the
+  deployment enables the simulator).
+- Twilio: the form names its AccountSid; only the auth tokens of sites on that SID whose
+  provider test succeeded *with that token* verify it. A site can type any SID with any token,
+  so a token that Twilio never accepted proves nothing about who sent a webhook.
+
+A successful provider test is recorded as a fingerprint of (kind, base URL, account id,
+secret) per site (`sms_tested_credentials`), never the secret; changing any of them makes the
+site untested until a test succeeds again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from services.sms_gateway import tables
+from services.sms_provider_sim.signing import DEV_ACCOUNT, DEV_WEBHOOK_SECRET
+from shared.db.sql import insert_ignoring_duplicates
+from shared.secrets import SecretBox, SecretKeyError
+from shared.sites import Site
+
+if TYPE_CHECKING:
+    from services.sms_gateway.service import SmsGatewayService
+
+
+def fingerprint(kind: str, base_url: str | None, account_id: str | None, secret: str) -> str:
+    """What identifies one set of tested credentials (the secret cannot be recovered)."""
+    raw = "\x1f".join(("stagger-provider-test", kind, base_url or "", account_id or "", secret))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def on_account(sites: Iterable[Site], kind: str, account_id: str) -> list[Site]:
+    """Sites whose provider is this account (`kind`, provider-side account id)."""
+    return [
+        s
+        for s in sites
+        if s.settings.sms.provider.kind == kind and s.settings.sms.provider.account_id == account_id
+    ]
+
+
+def _open(box: SecretBox, sealed: str | None) -> str | None:
+    if not sealed:
+        return None
+    try:
+        return box.open(sealed)
+    except SecretKeyError:
+        return None
+
+
+def simulator_secrets(box: SecretBox, sites: list[Site], account: str) -> list[str]:
+    """The keys that may sign the simulator `account`'s webhooks (`sites`: that account's)."""
+    opened = {_open(box, s.settings.sms.provider.webhook_secret) for s in sites}
+    own = sorted(secret for secret in opened if secret)
+    if own:
+        return own
+    if account == DEV_ACCOUNT and sites:
+        return [DEV_WEBHOOK_SECRET]
+    return []
+
+
+class Trust:
+    """Records successful provider tests and answers which secrets verify a webhook."""
+
+    def __init__(self, gateway: SmsGatewayService) -> None:
+        self.gateway = gateway
+        self._box: SecretBox | None = None
+
+    @property
+    def box(self) -> SecretBox:
+        """The key ring opening sealed settings."""
+        if self._box is None:
+            self._box = SecretBox.from_settings(self.gateway.ctx.settings)
+        return self._box
+
+    async def record_test(self, site: Site) -> None:
+        """The site's provider test succeeded with its current credentials."""
+        p = site.settings.sms.provider
+        secret = _open(self.box, p.secret)
+        if secret is None:
+            return
+        row = {
+            "site_id": site.site_id,
+            "fingerprint": fingerprint(p.kind, p.base_url, p.account_id, secret),
+            "tested_at": datetime.now(UTC),
+        }
+        async with self.gateway.ctx.db() as session, session.begin():
+            await session.execute(
+                insert_ignoring_duplicates(session, tables.tested_credentials, [row])
+            )
+
+    async def twilio_tokens(self, sites: list[Site]) -> list[str]:
+        """Auth tokens of these sites (one SID's) that a provider test succeeded with."""
+        if not sites:
+            return []
+        t = tables.tested_credentials
+        async with self.gateway.ctx.db() as session:
+            rows = await session.execute(
+                sa.select(t.c.site_id, t.c.fingerprint).where(
+                    t.c.site_id.in_([s.site_id for s in sites])
+                )
+            )
+            tested = {(r.site_id, r.fingerprint) for r in rows}
+        tokens: set[str] = set()
+        for s in sites:
+            p = s.settings.sms.provider
+            token = _open(self.box, p.secret)
+            if token is None:
+                continue
+            if (s.site_id, fingerprint(p.kind, p.base_url, p.account_id, token)) in tested:
+                tokens.add(token)
+        return sorted(tokens)

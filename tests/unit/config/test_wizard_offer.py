@@ -1,0 +1,27 @@
+"""The wizard offers the SMS simulator only where the deployment enables it."""
+
+from __future__ import annotations
+
+from services.config.console.forms import BY_NAME, offered, parse_step
+
+
+def kinds(simulator_enabled: bool) -> list[str]:
+    step = offered(BY_NAME["provider"], simulator_enabled=simulator_enabled)
+    field = next(f for f in step.fields if f.path == "sms.provider.kind")
+    return [value for value, _ in field.options]
+
+
+def test_the_simulator_is_listed_only_when_enabled() -> None:
+    assert kinds(True) == ["none", "simulator", "twilio"]
+    assert kinds(False) == ["none", "twilio"]
+
+
+def test_a_submitted_simulator_choice_is_refused_when_disabled() -> None:
+    step = offered(BY_NAME["provider"], simulator_enabled=False)
+    _, _, errors = parse_step(step, {"sms.provider.kind": "simulator"})
+    assert errors == {"sms.provider.kind": "choose one of the options"}
+
+
+def test_the_provider_screen_asks_for_the_webhook_secret_as_a_secret() -> None:
+    fields = {f.path: f for f in BY_NAME["provider"].fields}
+    assert fields["sms.provider.webhook_secret"].kind == "secret"
