@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain.destinations import AllowList
+
 SERVICE_NAMES = ("config", "scheduler", "email_gateway", "sms_gateway", "audit")
 """The services that make up Stagger; `/healthz` waits for every one of them."""
 
@@ -134,6 +136,20 @@ class StaggerSettings(BaseSettings):
         "eight per core). Few arenas keep a busy SQLite gateway's memory from growing with "
         "its connection threads.",
     )
+
+    outbound_allow: str = Field(
+        default="",
+        description="Non-public destinations sites may connect to (provider URLs, SMTP/IMAP "
+        "hosts): CIDRs and host names (`*.corp.example` for a domain), comma-separated. "
+        "Public addresses are always allowed; link-local and cloud metadata addresses never. "
+        "Unset: public only. `stagger up` allows loopback for its simulator and SMTP sink.",
+    )
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        AllowList.parse(value)  # a typo fails at start, not as a refused send later
+        return value
 
     @field_validator("var_dir")
     @classmethod

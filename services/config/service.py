@@ -21,6 +21,7 @@ from shared.bus.topology import SETTINGS
 from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
 from shared.eventstore import EventStore
+from shared.net.outbound import OutboundGuard
 from shared.runtime.health import HealthBoard
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
@@ -74,7 +75,11 @@ class ConfigService(BaseService):
         await self.board.subscribe(ctx.nc)
         box = SecretBox.from_settings(ctx.settings)
         self.handlers = ConfigHandlers(
-            ctx.nc, SettingsStore(EventStore(ctx.nc, SETTINGS)), box, ctx.db
+            ctx.nc,
+            SettingsStore(EventStore(ctx.nc, SETTINGS)),
+            box,
+            ctx.db,
+            guard=OutboundGuard.parse(ctx.settings.outbound_allow),
         )
         self.tokens = TokenRegistry(ctx.nc)
         ctx.spawn(self.tokens.follow(), "tokens")

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.email_gateway import tables
-from services.email_gateway.imap import ImapEndpoint, ImapSession, imap_account_id
+from services.email_gateway.imap import ImapEndpoint, ImapSession, ImapTooLarge, imap_account_id
 from services.email_gateway.inbound import ParsedInbound, parse
 from services.email_gateway.quarantine import Quarantine, sniff
 from services.email_gateway.settings import Settings
@@ -39,6 +39,7 @@ from shared.events.schemas.inbound_email import (
     InboundAttachment,
     InboundEmailReceived,
 )
+from shared.net.outbound import OutboundGuard
 from shared.secrets import SecretBox
 from shared.sites import Site
 
@@ -85,7 +86,9 @@ class Receiver:
         box: SecretBox,
         tls: ssl.SSLContext,
         nudge: Any,
+        guard: OutboundGuard,
     ) -> None:
+        self.guard = guard
         self.db = db
         self.queue = queue
         self.quarantine = quarantine
@@ -106,12 +109,48 @@ class Receiver:
         mailbox = site.settings.email.imap.mailbox
         lock = self._locks.setdefault(f"{site.site_id}\x1f{mailbox}", asyncio.Lock())
         async with lock:
-            session = ImapSession(endpoint, self.settings.imap_timeout_seconds, self.tls)
-            await asyncio.to_thread(session.open)
+            session = await self._session(endpoint)
             try:
                 return await self._poll(site, session, endpoint, mailbox)
             finally:
                 await asyncio.to_thread(session.close)
+
+    async def _session(self, endpoint: ImapEndpoint) -> ImapSession:
+        session = ImapSession(
+            endpoint,
+            self.settings.imap_timeout_seconds,
+            self.tls,
+            guard=self.guard,
+            max_bytes=self.settings.inbound_max_bytes,
+        )
+        return await session.connect()
+
+    async def _fetch(
+        self, session: ImapSession, mailbox: str, uid: int, truncated: bool
+    ) -> tuple[bytes, bool]:
+        """The message (or, when it is over the cap, its header): (bytes, truncated).
+
+        A server may announce a small size and then send more: the read stops at the cap
+        (`ImapTooLarge`, the connection dropped), and the header alone is fetched on a new
+        connection; if even that is over the cap, the message is recorded with nothing read.
+        """
+        try:
+            return await asyncio.to_thread(session.fetch, uid, truncated), truncated
+        except ImapTooLarge as exc:
+            log.warning(
+                "mailbox message larger than the server said; cut at the cap",
+                extra={"uid": uid, "error": str(exc)},
+            )
+        fresh = await self._session(session.endpoint)
+        try:
+            await asyncio.to_thread(fresh.examine, mailbox)
+            session.conn, fresh.conn = fresh.conn, None  # the poll goes on with the new one
+            session.selected = mailbox
+            return await asyncio.to_thread(session.fetch, uid, True), True
+        except ImapTooLarge:
+            return b"", True
+        finally:
+            await asyncio.to_thread(fresh.close)
 
     async def _poll(
         self, site: Site, session: ImapSession, endpoint: ImapEndpoint, mailbox: str
@@ -140,8 +179,9 @@ class Receiver:
                 continue  # expunged meanwhile
             eid = inbound_event_id(endpoint.account, mailbox, uidvalidity, uid)
             if not await self._known(eid):
-                truncated = meta.size > self.settings.inbound_max_bytes
-                raw = await asyncio.to_thread(session.fetch, uid, truncated)
+                raw, truncated = await self._fetch(
+                    session, mailbox, uid, meta.size > self.settings.inbound_max_bytes
+                )
                 parsed = parse(raw, headers_only=truncated)
                 if await self._record(
                     site,

@@ -214,6 +214,13 @@ class SmsAdapter:
                 account, site, provider, reason, balance=None, required=None
             )
             return SendResult("hold", error=reason)
+        if reply.status == "destination_refused":
+            # A configuration error, as refused credentials are: held with the reason until
+            # the settings change (a new URL is a new account) — never retried blindly.
+            await self._gw.credits.hold(
+                account, site, provider, reply.detail, balance=None, required=None
+            )
+            return SendResult("hold", error=reply.detail)
         if reply.status == "opted_out":
             await self._provider_opt_out(claimed)
             return SendResult(

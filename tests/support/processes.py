@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.domain.destinations import LOOPBACK_ALLOW
 from shared.runtime.nats_server import free_port
 from shared.runtime.processes import stop_process
 
@@ -105,6 +106,8 @@ def service_env(
             "STAGGER_HEARTBEAT_SECONDS": "0.5",
             "STAGGER_DRAIN_TIMEOUT_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
+            # The tests' servers listen on loopback (as under `stagger up`).
+            "STAGGER_OUTBOUND_ALLOW": LOOPBACK_ALLOW,
         }
     )
     for var in PORT_VARS.values():

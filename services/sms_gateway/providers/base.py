@@ -24,6 +24,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from shared.net.outbound import DestinationRefused
+
 Unit = Literal["credits", "money"]
 SendStatus = Literal[
     "accepted",  # the provider took it: it will go out (and be billed)
@@ -35,6 +37,7 @@ SendStatus = Literal[
     "no_credit",  # the account cannot pay for it
     "bad_credentials",  # the account's credentials are refused
     "opted_out",  # the provider/carrier blocks this recipient (e.g. replied STOP to them)
+    "destination_refused",  # the provider URL resolves to an address we may not connect to
 ]
 
 
@@ -98,6 +101,16 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def destination_refused_reply(exc: DestinationRefused) -> SendReply:
+    """The answer to a send whose provider URL the outbound allow-list refuses."""
+    return SendReply("destination_refused", detail=f"the provider URL's host {exc.reason}")
+
+
+def refused_destination(exc: DestinationRefused) -> ProviderError:
+    """A lookup/balance/top-up whose provider URL the outbound allow-list refuses."""
+    return ProviderError(f"the provider URL's host {exc.reason}", destination=True)
+
+
 class BadWebhook(ValueError):
     """A webhook body that is not what the provider documents."""
 
@@ -105,9 +118,12 @@ class BadWebhook(ValueError):
 class ProviderError(Exception):
     """A provider call that failed (unreachable, refused credentials, unexpected answer)."""
 
-    def __init__(self, message: str, *, credentials: bool = False) -> None:
+    def __init__(
+        self, message: str, *, credentials: bool = False, destination: bool = False
+    ) -> None:
         super().__init__(message)
         self.credentials = credentials
+        self.destination = destination
 
 
 @dataclass(frozen=True)
