@@ -141,9 +141,12 @@ class ImapEndpoint:
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def imap_account_id(imap: ImapSettings) -> str:
-    """A stable id for an IMAP account (never derived from the password)."""
-    raw = "\x1f".join([(imap.host or "").lower(), str(imap.port), (imap.username or "").lower()])
+def imap_account_id(imap: ImapSettings, group_id: str) -> str:
+    """A stable id for a group's IMAP account (never derived from the password); two groups
+    reading the same mailbox keep separate sessions, statuses and inbound event ids."""
+    raw = "\x1f".join(
+        [group_id, (imap.host or "").lower(), str(imap.port), (imap.username or "").lower()]
+    )
     return f"imap-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
 
 

@@ -64,7 +64,7 @@ def imap_endpoint(site: Site, box: SecretBox) -> ImapEndpoint | None:
     if not imap.host or not imap.username or not imap.password:
         return None
     return ImapEndpoint(
-        account=imap_account_id(imap),
+        account=imap_account_id(imap, site.group_id),
         host=imap.host,
         port=imap.port,
         security=imap.security,

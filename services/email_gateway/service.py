@@ -48,7 +48,7 @@ from shared.domain.destinations import AllowList
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.events.schemas.optouts import RecipientOptedOut
-from shared.net.outbound import OutboundGuard
+from shared.net.outbound import OutboundGuard, Resolver, system_resolver
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
 from shared.suppression import SuppressionList
@@ -128,7 +128,9 @@ class EmailGatewayService(BaseService):
 
     name = "email_gateway"
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, resolver: Resolver = system_resolver
+    ) -> None:
         self.settings = settings or Settings()
         self._ctx: ServiceContext | None = None
         self._box: SecretBox | None = None
@@ -149,7 +151,7 @@ class EmailGatewayService(BaseService):
         )
         self.adapter: EmailAdapter | None = None
         # Strict (public only) until start() reads the operator's STAGGER_OUTBOUND_ALLOW.
-        self.guard = OutboundGuard.parse("")
+        self.guard = OutboundGuard.parse("", resolver)
         self.pool = SmtpPool(s, self.guard)
         self.quarantine: Quarantine | None = None
         self.tokens: TokenRegistry | None = None
@@ -210,7 +212,7 @@ class EmailGatewayService(BaseService):
                 "last_error": "unknown site",
                 "checked_at": None,
             }
-        account = email_account_id(site.settings.email)
+        account = email_account_id(site.settings.email, site.group_id)
         answer: dict[str, Any] = {
             "site_id": site_id,
             "account": account,

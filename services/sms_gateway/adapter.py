@@ -74,8 +74,8 @@ class SmsAdapter:
         self._gw = gateway
 
     def account_for(self, site: Site) -> str | None:
-        """The provider account (sites with the same credentials share it)."""
-        return sms_account_id(site.settings.sms.provider)
+        """The provider account (sites of a group with the same credentials share it)."""
+        return sms_account_id(site.settings.sms.provider, site.group_id)
 
     def limits_for(self, site: Site) -> AccountLimitsSpec:
         """The account's hard rate: one send every 1/rate seconds, no burst."""

@@ -100,7 +100,7 @@ def category(address: IPAddress) -> Category:
     if inner is None:
         return own
     theirs = _category_of(inner)
-    return theirs if _SEVERITY[theirs] > _SEVERITY[own] else own
+    return theirs if _SEVERITY[theirs] >= _SEVERITY[own] else own
 
 
 def normalise_host(host: str) -> str:
