@@ -55,7 +55,7 @@ class ImapTooLarge(ImapFailure):
 
 
 class _OverBudget(imaplib.IMAP4.abort):
-    pass
+    """Raised inside imaplib's read loop (which re-wraps it) when the budget is spent."""
 
 
 class _Bounded:
@@ -63,6 +63,7 @@ class _Bounded:
 
     budget: int | None = None
     spent: int = 0
+    exceeded: bool = False  # imaplib re-raises errors as its own: the flag survives that
     file: Any
 
     def start_budget(self, budget: int | None) -> None:
@@ -70,6 +71,7 @@ class _Bounded:
 
     def _spend(self, size: int) -> None:
         if self.budget is not None and self.spent + size > self.budget:
+            self.exceeded = True
             raise _OverBudget(f"the server's answer exceeds {self.budget} bytes")
         self.spent += size
 
@@ -86,6 +88,7 @@ class _Bounded:
         line: bytes = self.file.readline(limit + 1)
         self._spend(len(line))
         if len(line) > limit:
+            self.exceeded = True
             raise _OverBudget(f"the server's answer exceeds {self.budget} bytes")
         return line
 
@@ -272,14 +275,17 @@ class ImapSession:
     def _call(self, what: str, fn: Callable[[], tuple[str, Any]]) -> list[Any]:
         if self.conn is None:
             raise ImapFailure("imap", "not connected")
-        self.conn.start_budget(self.budget)
+        conn = self.conn
+        conn.start_budget(self.budget)
         try:
             typ, data = fn()
-        except _OverBudget as exc:
-            # The rest of the answer is still on the wire: this connection is done.
-            self.close_now()
-            raise ImapTooLarge(f"IMAP {what}: {exc}") from exc
         except (imaplib.IMAP4.error, OSError) as exc:
+            if conn.exceeded:
+                # The rest of the answer is still on the wire: this connection is done.
+                self.close_now()
+                raise ImapTooLarge(
+                    f"IMAP {what}: the server's answer exceeds {self.budget} bytes"
+                ) from exc
             log_remote(log, f"IMAP {what} failed", _text(exc))
             raise ImapFailure("imap", f"IMAP {what} failed ({type(exc).__name__})") from exc
         if typ != "OK":

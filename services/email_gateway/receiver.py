@@ -8,7 +8,8 @@ cursor move in one transaction, so repeated polls, crashes and replicas record i
 
 - Attachments go to the quarantine (content-addressed, 0600, never opened), typed by sniffing.
   With "open attachments directly" on they are released at intake — still with an event.
-- A delivery-status notification marks the original message undelivered (receipt).
+- A delivery-status notification marks the original message undelivered (receipt) — only a
+  message of the mailbox's own group.
 - A reply is matched to the patient message it answers by In-Reply-To/References (our
   Message-IDs), else to the last message sent to its sender.
 """
@@ -309,7 +310,7 @@ class Receiver:
         bounce = parsed.bounce
         if bounce is not None:
             for candidate in parsed.bounce_candidates:
-                hit = await self._bounce_receipt(candidate, bounce, internal_date)
+                hit = await self._bounce_receipt(site.group_id, candidate, bounce, internal_date)
                 if hit is not None:
                     matched, matched_by = hit, "bounce"
                     bounce = bounce.model_copy(update={"original_message_id": candidate})
@@ -465,21 +466,27 @@ class Receiver:
         return True
 
     async def _bounce_receipt(
-        self, candidate: str, bounce: Any, occurred_at: datetime
+        self, group_id: str, candidate: str, bounce: Any, occurred_at: datetime
     ) -> str | None:
-        """Apply a bounce to the message it names; returns that message's id if it is ours."""
+        """Apply a bounce to the message it names; returns that message's id if it is ours.
+
+        Only a message of the mailbox's own group: a report that names another group's
+        Message-ID (forged, or misdirected) is recorded unmatched and changes nothing there.
+        """
         m = tables.DISPATCH.messages
         async with self.db() as session:
             row = (
                 await session.execute(
-                    sa.select(m.c.message_id).where(m.c.provider_message_id == candidate)
+                    sa.select(m.c.message_id).where(
+                        m.c.provider_message_id == candidate, m.c.group_id == group_id
+                    )
                 )
             ).first()
         if row is None:
             return None
         if bounce.action in ("failed", "delivered"):
             await self.queue.receipt(
-                provider_message_id=candidate,
+                message_id=str(row.message_id),
                 delivered=bounce.action == "delivered",
                 occurred_at=occurred_at,
                 raw_status=f"{bounce.action} {bounce.status or ''}".strip(),
