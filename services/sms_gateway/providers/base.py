@@ -108,7 +108,7 @@ def destination_refused_reply(exc: DestinationRefused) -> SendReply:
 
 def refused_destination(exc: DestinationRefused) -> ProviderError:
     """A lookup/balance/top-up whose provider URL the outbound allow-list refuses."""
-    return ProviderError(f"the provider URL's host {exc.reason}", destination=True)
+    return ProviderError(f"the provider URL's host {exc.reason}")
 
 
 class BadWebhook(ValueError):
@@ -118,12 +118,9 @@ class BadWebhook(ValueError):
 class ProviderError(Exception):
     """A provider call that failed (unreachable, refused credentials, unexpected answer)."""
 
-    def __init__(
-        self, message: str, *, credentials: bool = False, destination: bool = False
-    ) -> None:
+    def __init__(self, message: str, *, credentials: bool = False) -> None:
         super().__init__(message)
         self.credentials = credentials
-        self.destination = destination
 
 
 @dataclass(frozen=True)
