@@ -42,6 +42,11 @@ def _parse_address(text: str) -> IPAddress:
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
     """Every address the system resolver gives for `host` (raises OSError when none)."""
+    try:
+        # An address literal needs no lookup (and no executor thread on every connection).
+        return [_parse_address(host.strip("[]"))]
+    except ValueError:
+        pass
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
