@@ -25,6 +25,10 @@ from shared.domain.destinations import AllowList, IPAddress, judge
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
+WRITE_CHECK_SECONDS = 5.0
+"""How long a settings write waits for DNS; a name that does not resolve in time is accepted
+(it is judged again on every connection)."""
+
 
 class DestinationRefused(Exception):
     """A site's destination resolves to an address Stagger must not connect to."""
@@ -91,14 +95,15 @@ class OutboundGuard:
     async def refusal(self, host: str, port: int) -> str | None:
         """Why a setting naming `host` must be refused, or None (a write-time check).
 
-        A name that does not resolve now is accepted: it cannot be connected to either, and
-        it is judged again at every connection.
+        A name that does not resolve now (or not within `WRITE_CHECK_SECONDS`) is accepted:
+        it cannot be connected to either, and it is judged again at every connection.
         """
         try:
-            await self.vet(host, port)
+            async with asyncio.timeout(WRITE_CHECK_SECONDS):
+                await self.vet(host, port)
         except DestinationRefused as exc:
             return exc.reason
-        except (OSError, UnicodeError):
+        except (OSError, UnicodeError, TimeoutError):
             return None
         return None
 
