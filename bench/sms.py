@@ -155,7 +155,7 @@ class Bench:
             },
             actor="bench",
         )
-        account = sms_account_id(SmsProvider.model_validate({**provider, "secret": None}))
+        account = sms_account_id(SmsProvider.model_validate({**provider, "secret": None}), "bench")
         assert account is not None
         outgoing = self.batch(site)
         await self._gateway_knows(site_id)

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain.destinations import AllowList
+
 SERVICE_NAMES = ("config", "scheduler", "email_gateway", "sms_gateway", "audit")
 """The services that make up Stagger; `/healthz` waits for every one of them."""
 
@@ -174,6 +176,20 @@ class StaggerSettings(BaseSettings):
     def trusted_proxy_networks(self) -> list[str]:
         """`trusted_proxies` as a list (empty: trust no forwarded header)."""
         return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
+
+    outbound_allow: str = Field(
+        default="",
+        description="Non-public destinations sites may connect to (provider URLs, SMTP/IMAP "
+        "hosts): CIDRs and host names (`*.corp.example` for a domain), comma-separated. "
+        "Public addresses are always allowed; link-local and cloud metadata addresses never. "
+        "Unset: public only. `stagger up` allows loopback for its simulator and SMTP sink.",
+    )
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        AllowList.parse(value)  # a typo fails at start, not as a refused send later
+        return value
 
     @field_validator("var_dir")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,11 +12,16 @@ import pytest
 from nats.aio.client import Client
 
 from shared.bus.topology import ensure_streams
+from shared.domain.destinations import LOOPBACK_ALLOW
 from shared.runtime.nats_server import NatsServer, free_port
 from tests.support.postgres import PostgresServer, create_database, drop_database, find_postgres
 from tests.support.services import require
 
 pytest_plugins = ["tests.support.watchdog"]
+
+# The tests' SMTP, IMAP and SMS servers listen on loopback, as under `stagger up`; tests of the
+# allow-list itself pass their own (tests/integration/security/test_outbound_destinations.py).
+os.environ.setdefault("STAGGER_OUTBOUND_ALLOW", LOOPBACK_ALLOW)
 
 
 @pytest.fixture(scope="session")

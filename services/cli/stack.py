@@ -6,6 +6,7 @@ import os
 import sys
 
 from shared.config import SERVICE_NAMES, StaggerSettings
+from shared.domain.destinations import LOOPBACK_ALLOW
 from shared.runtime.nats_server import NatsServer
 from shared.runtime.supervisor import ProcessSpec
 
@@ -28,6 +29,9 @@ def stack_processes(settings: StaggerSettings) -> list[ProcessSpec]:
         "STAGGER_NATS_URL": ",".join(settings.nats_servers),
         # The laptop stack runs the simulator beside the services, so they may offer it.
         "STAGGER_SMS_SIMULATOR_ENABLED": "true",
+        # The simulator and the SMTP sink listen on this machine; an operator's own list
+        # (e.g. a relay on the LAN) is kept beside loopback.
+        "STAGGER_OUTBOUND_ALLOW": ",".join(filter(None, [LOOPBACK_ALLOW, settings.outbound_allow])),
     }
     if settings.log_format == "auto" and sys.stdout.isatty():
         # Children write to the supervisor's pipe, not a terminal: tell them a person reads it.

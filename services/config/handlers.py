@@ -36,6 +36,7 @@ from shared.domain.site_settings import (
 from shared.events.envelope import make_event
 from shared.events.schemas.control import SendNowRequested
 from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.net.outbound import OutboundGuard, url_endpoint
 from shared.secrets import REDACTED, SecretBox, SecretKeyError, is_sealed
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,20 @@ def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
     return walk(dict(settings))  # type: ignore[no-any-return]
 
 
+def destinations(settings: SiteSettings) -> dict[str, tuple[str, int]]:
+    """The hosts a site's settings make Stagger connect to: field path → (host, port)."""
+    found: dict[str, tuple[str, int]] = {}
+    base_url = settings.sms.provider.base_url
+    endpoint = url_endpoint(base_url) if base_url else None
+    if endpoint is not None:
+        found["sms.provider.base_url"] = endpoint
+    if settings.email.smtp.host:
+        found["email.smtp.host"] = (settings.email.smtp.host, settings.email.smtp.port)
+    if settings.email.imap.host:
+        found["email.imap.host"] = (settings.email.imap.host, settings.email.imap.port)
+    return found
+
+
 class ConfigHandlers:
     """Settings commands and queries."""
 
@@ -109,12 +124,16 @@ class ConfigHandlers:
         db: async_sessionmaker[AsyncSession] | None,
         *,
         simulator_enabled: bool = False,
+        guard: OutboundGuard | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
         self.box = box
         self._db = db
         self.simulator_enabled = simulator_enabled
+        # None: no write-time check (in-process operator tools); the API always has one, and
+        # the gateways judge every connection whatever was written.
+        self.guard = guard
 
     @property
     def db(self) -> async_sessionmaker[AsyncSession]:
@@ -149,6 +168,22 @@ class ConfigHandlers:
             sealed[path] = value
         return sealed
 
+    async def check_destinations(self, before: SiteSettings | None, after: SiteSettings) -> None:
+        """Refuse (SettingsError naming the field) a new provider URL or SMTP/IMAP host that
+        resolves to an address the operator does not allow."""
+        if self.guard is None:
+            return
+        old = destinations(before) if before is not None else {}
+        errors: dict[str, str] = {}
+        for path, (host, port) in destinations(after).items():
+            if old.get(path, (None,))[0] == host:
+                continue  # unchanged: judged when it was written, and at every connection
+            reason = await self.guard.refusal(host, port)
+            if reason is not None:
+                errors[path] = f"{host} {reason}"
+        if errors:
+            raise SettingsError(errors)
+
     # --- groups ------------------------------------------------------------------------
 
     async def group(self, group_id: str) -> GroupState:
@@ -168,6 +203,7 @@ class ConfigHandlers:
         data = aggregates.decide_create_group(
             group_id, name, self.seal_patch(split_patch(defaults))
         )
+        await self.check_destinations(None, SiteSettings.model_validate(data.defaults))
         await self.store.append_group(group_id, data, 0, actor=actor)
         return await self.group(group_id)
 
@@ -196,6 +232,7 @@ class ConfigHandlers:
             SiteSettings.model_validate(data.defaults),
             group.version,
         )
+        await self.check_destinations(group.defaults, candidate.defaults)
         for site_id in site_ids:
             site = await self.store.site(site_id)
             if site is not None:
@@ -310,8 +347,9 @@ class ConfigHandlers:
         for key, value in profile.items():
             overrides[f"profile.{key}"] = value
         data = aggregates.decide_create_site(group, site_id, overrides)
-        after = SiteSettings.model_validate(data.settings).sms.provider
-        await self._own_account(group_id, None, after)
+        after = SiteSettings.model_validate(data.settings)
+        await self._own_account(group_id, None, after.sms.provider)
+        await self.check_destinations(None, after)
         await self.store.append_site(
             group_id, site_id, data, 0, actor=actor, correlation_id=correlation_id
         )
@@ -341,8 +379,9 @@ class ConfigHandlers:
         )
         if data is None:
             return Outcome(site.version, False, [], [])
-        after = SiteSettings.model_validate(data.settings).sms.provider
-        await self._own_account(site.group_id, site.settings.sms.provider, after)
+        after = SiteSettings.model_validate(data.settings)
+        await self._own_account(site.group_id, site.settings.sms.provider, after.sms.provider)
+        await self.check_destinations(site.settings, after)
         version = await self.store.append_site(
             site.group_id,
             site_id,

@@ -21,6 +21,7 @@ from shared.bus.topology import SETTINGS
 from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
 from shared.eventstore import EventStore
+from shared.net.outbound import OutboundGuard, Resolver, system_resolver
 from shared.runtime.body_limit import BodyLimit
 from shared.runtime.health import HealthBoard
 from shared.runtime.service import BaseService, ServiceContext
@@ -38,7 +39,10 @@ class ConfigService(BaseService):
 
     name = "config"
 
-    def __init__(self) -> None:
+    def __init__(self, resolver: Resolver = system_resolver) -> None:
+        # How destination host names are resolved for the outbound allow-list (tests give
+        # names addresses without DNS).
+        self.resolver = resolver
         self.board: HealthBoard | None = None
         self.handlers: ConfigHandlers | None = None
         self.tokens: TokenRegistry | None = None
@@ -82,6 +86,7 @@ class ConfigService(BaseService):
             box,
             ctx.db,
             simulator_enabled=ctx.settings.sms_simulator_enabled,
+            guard=OutboundGuard.parse(ctx.settings.outbound_allow, self.resolver),
         )
         self.tokens = TokenRegistry(ctx.nc)
         ctx.spawn(self.tokens.follow(), "tokens")

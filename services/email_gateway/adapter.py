@@ -88,7 +88,7 @@ class EmailAdapter:
         if found is not None:
             return found
         email = site.settings.email
-        account = email_account_id(email) if email.address else None
+        account = email_account_id(email, site.group_id) if email.address else None
         hard = email.hard_limits()
         per_minute = hard["per_minute"]
         limits = AccountLimitsSpec(

@@ -2,7 +2,13 @@
 
 Mailboxes are only ever EXAMINEd (read-only) and fetched with BODY.PEEK: Stagger never marks,
 moves or deletes a practice's mail. Failures are raised as `ImapFailure` naming the step
-(connect, tls, login, imap) for the account's status.
+(connect, tls, login, imap) for the account's status; they carry the step and a fixed reason,
+never the server's own words (those reach debug logs only).
+
+The connection goes to an address the outbound allow-list admits, judged when the session
+opens (`shared.net.outbound`). Every command's answer is bounded by the bytes actually read
+from the socket, not by what the server announces (an RFC822.SIZE, a literal's `{n}`): a
+server that sends more than the cap is cut off there (`ImapTooLarge`) before it is read.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import base64
 import contextlib
 import hashlib
 import imaplib
+import logging
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -21,8 +29,13 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
 from shared.domain.site_settings import ImapAccount as ImapSettings
+from shared.net.outbound import DestinationRefused, OutboundGuard
+from shared.net.remote import log_remote
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_FRAMING_BYTES = 64 * 1024
+"""Allowance over the message cap for one answer's own lines (FETCH items, tags, flags)."""
 _FETCH_META = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)|INTERNALDATE \"([^\"]+)\"")
 
 
@@ -32,6 +45,86 @@ class ImapFailure(Exception):
     def __init__(self, stage: Literal["connect", "tls", "login", "imap"], message: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class ImapTooLarge(ImapFailure):
+    """The server sent more than the cap for one answer (the session is unusable after)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("imap", message)
+
+
+class _OverBudget(imaplib.IMAP4.abort):
+    """Raised inside imaplib's read loop (which re-wraps it) when the budget is spent."""
+
+
+class _Bounded:
+    """imaplib's reads, counted: each command may read at most `budget` bytes in all."""
+
+    budget: int | None = None
+    spent: int = 0
+    exceeded: bool = False  # imaplib re-raises errors as its own: the flag survives that
+    file: Any
+
+    def start_budget(self, budget: int | None) -> None:
+        self.budget, self.spent = budget, 0
+
+    def _spend(self, size: int) -> None:
+        if self.budget is not None and self.spent + size > self.budget:
+            self.exceeded = True
+            raise _OverBudget(f"the server's answer exceeds {self.budget} bytes")
+        self.spent += size
+
+    def read(self, size: int) -> bytes:
+        # A literal's length is announced before it is sent: refuse before reading it.
+        self._spend(size)
+        data: bytes = self.file.read(size)
+        return data
+
+    def readline(self) -> bytes:
+        limit = imaplib._MAXLINE  # type: ignore[attr-defined]
+        if self.budget is not None:
+            limit = min(limit, max(0, self.budget - self.spent))
+        line: bytes = self.file.readline(limit + 1)
+        self._spend(len(line))
+        if len(line) > limit:
+            self.exceeded = True
+            raise _OverBudget(f"the server's answer exceeds {self.budget} bytes")
+        return line
+
+
+class _PlainConnection(_Bounded, imaplib.IMAP4):
+    def __init__(
+        self, sock: socket.socket, host: str, port: int, timeout: float, budget: int
+    ) -> None:
+        self._given = sock
+        self.start_budget(budget)  # the greeting is read by imaplib's constructor
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return self._given
+
+
+class _TlsConnection(_Bounded, imaplib.IMAP4_SSL):
+    def __init__(
+        self,
+        sock: socket.socket,
+        host: str,
+        port: int,
+        timeout: float,
+        budget: int,
+        tls: ssl.SSLContext,
+    ) -> None:
+        self._given = sock
+        self.start_budget(budget)
+        super().__init__(host, port, ssl_context=tls, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        # TLS is checked against the configured host name, whatever address it resolved to.
+        wrapped: socket.socket = self.ssl_context.wrap_socket(
+            self._given, server_hostname=self.host
+        )
+        return wrapped
 
 
 @dataclass(frozen=True)
@@ -51,9 +144,12 @@ class ImapEndpoint:
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def imap_account_id(imap: ImapSettings) -> str:
-    """A stable id for an IMAP account (never derived from the password)."""
-    raw = "\x1f".join([(imap.host or "").lower(), str(imap.port), (imap.username or "").lower()])
+def imap_account_id(imap: ImapSettings, group_id: str) -> str:
+    """A stable id for a group's IMAP account (never derived from the password); two groups
+    reading the same mailbox keep separate sessions, statuses and inbound event ids."""
+    raw = "\x1f".join(
+        [group_id, (imap.host or "").lower(), str(imap.port), (imap.username or "").lower()]
+    )
     return f"imap-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
 
 
@@ -104,40 +200,73 @@ class MessageMeta:
 class ImapSession:
     """One logged-in IMAP connection (blocking; use from one thread at a time)."""
 
-    def __init__(self, endpoint: ImapEndpoint, timeout: float, tls: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        endpoint: ImapEndpoint,
+        timeout: float,
+        tls: ssl.SSLContext,
+        *,
+        guard: OutboundGuard,
+        max_bytes: int,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.tls = tls
-        self.conn: imaplib.IMAP4 | None = None
+        self.guard = guard
+        # What one command may read: a whole message up to the inbound cap, plus framing.
+        self.budget = max_bytes + _FRAMING_BYTES
+        self.conn: _PlainConnection | _TlsConnection | None = None
         self.selected: str | None = None
         self.last_used = time.monotonic()
 
-    def open(self) -> ImapSession:
-        """Connect, secure and log in."""
+    async def connect(self) -> ImapSession:
+        """Resolve, judge and connect (async), then secure and log in (in a worker thread)."""
+        e = self.endpoint
+        try:
+            sock = await self.guard.connect(e.host, e.port, self.timeout)
+        except DestinationRefused as exc:
+            raise ImapFailure("connect", f"IMAP server {e.host} {exc.reason}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise ImapFailure(
+                "connect", f"cannot reach IMAP server {e.host}:{e.port}: {exc}"
+            ) from exc
+        try:
+            return await asyncio.to_thread(self.open, sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def open(self, sock: socket.socket) -> ImapSession:
+        """Secure and log in over a socket `connect` opened to a judged address."""
         e = self.endpoint
         where = f"{e.host}:{e.port}"
+        conn: _PlainConnection | _TlsConnection
         try:
             if e.security == "tls":
-                conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-                    e.host, e.port, ssl_context=self.tls, timeout=self.timeout
-                )
+                conn = _TlsConnection(sock, e.host, e.port, self.timeout, self.budget, self.tls)
             else:
-                conn = imaplib.IMAP4(e.host, e.port, timeout=self.timeout)
-                if e.security == "starttls":
-                    conn.starttls(ssl_context=self.tls)
+                conn = _PlainConnection(sock, e.host, e.port, self.timeout, self.budget)
+            conn.start_budget(self.budget)
+            if e.security == "starttls":
+                conn.starttls(ssl_context=self.tls)
         except (OSError, imaplib.IMAP4.error) as exc:
             reason = _ssl_reason(exc)
             if reason is not None:
                 raise ImapFailure("tls", f"TLS failure with IMAP server {where}: {reason}") from exc
             if isinstance(exc, imaplib.IMAP4.error) and e.security == "starttls":
-                raise ImapFailure("tls", f"IMAP server {where} refused STARTTLS: {exc}") from exc
-            raise ImapFailure("connect", f"cannot reach IMAP server {where}: {exc}") from exc
+                log_remote(log, "IMAP STARTTLS refused", _text(exc))
+                raise ImapFailure("tls", f"IMAP server {where} refused STARTTLS") from exc
+            log_remote(log, "IMAP greeting failed", _text(exc))
+            why = str(exc) if isinstance(exc, OSError) else type(exc).__name__
+            raise ImapFailure("connect", f"cannot reach IMAP server {where}: {why}") from exc
         try:
+            conn.start_budget(self.budget)
             conn.login(e.username, e.password)
         except imaplib.IMAP4.error as exc:
             with contextlib.suppress(Exception):
                 conn.shutdown()
-            raise ImapFailure("login", f"IMAP login refused by {where}: {_text(exc)}") from exc
+            log_remote(log, "IMAP login refused", _text(exc))
+            raise ImapFailure("login", f"IMAP login refused by {where}") from exc
         except OSError as exc:
             raise ImapFailure("connect", f"IMAP server {where} dropped the login: {exc}") from exc
         self.conn = conn
@@ -146,12 +275,22 @@ class ImapSession:
     def _call(self, what: str, fn: Callable[[], tuple[str, Any]]) -> list[Any]:
         if self.conn is None:
             raise ImapFailure("imap", "not connected")
+        conn = self.conn
+        conn.start_budget(self.budget)
         try:
             typ, data = fn()
         except (imaplib.IMAP4.error, OSError) as exc:
-            raise ImapFailure("imap", f"IMAP {what} failed: {_text(exc)}") from exc
+            if conn.exceeded:
+                # The rest of the answer is still on the wire: this connection is done.
+                self.close_now()
+                raise ImapTooLarge(
+                    f"IMAP {what}: the server's answer exceeds {self.budget} bytes"
+                ) from exc
+            log_remote(log, f"IMAP {what} failed", _text(exc))
+            raise ImapFailure("imap", f"IMAP {what} failed ({type(exc).__name__})") from exc
         if typ != "OK":
-            raise ImapFailure("imap", f"IMAP {what} refused: {_text(data)}")
+            log_remote(log, f"IMAP {what} refused", _text(data))
+            raise ImapFailure("imap", f"IMAP {what} refused ({typ})")
         self.last_used = time.monotonic()
         return list(data)
 
@@ -251,6 +390,13 @@ class ImapSession:
                 self.conn.logout()
             self.conn = None
 
+    def close_now(self) -> None:
+        """Drop the connection without a LOGOUT (its answers can no longer be trusted)."""
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.shutdown()
+            self.conn = None
+
 
 def _text(value: object) -> str:
     if isinstance(value, BaseException):
@@ -269,9 +415,19 @@ def _numbers(data: list[object]) -> list[int]:
 class SessionCache:
     """A few reusable sessions (Sent-folder searches), one per account, closed when idle."""
 
-    def __init__(self, timeout: float, tls: ssl.SSLContext, idle_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        tls: ssl.SSLContext,
+        *,
+        guard: OutboundGuard,
+        max_bytes: int,
+        idle_seconds: float = 30.0,
+    ) -> None:
         self.timeout = timeout
         self.tls = tls
+        self.guard = guard
+        self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
         self._sessions: dict[str, ImapSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -285,8 +441,14 @@ class SessionCache:
                 if session is None or session.endpoint.fingerprint != endpoint.fingerprint:
                     if session is not None:
                         await asyncio.to_thread(session.close)
-                    session = ImapSession(endpoint, self.timeout, self.tls)
-                    await asyncio.to_thread(session.open)
+                    session = ImapSession(
+                        endpoint,
+                        self.timeout,
+                        self.tls,
+                        guard=self.guard,
+                        max_bytes=self.max_bytes,
+                    )
+                    await session.connect()
                     self._sessions[endpoint.account] = session
                 try:
                     return await asyncio.to_thread(work, session)

@@ -8,7 +8,8 @@ cursor move in one transaction, so repeated polls, crashes and replicas record i
 
 - Attachments go to the quarantine (content-addressed, 0600, never opened), typed by sniffing.
   With "open attachments directly" on they are released at intake — still with an event.
-- A delivery-status notification marks the original message undelivered (receipt).
+- A delivery-status notification marks the original message undelivered (receipt) — only a
+  message of the mailbox's own group.
 - A reply is matched to the patient message it answers by In-Reply-To/References (our
   Message-IDs), else to the last message sent to its sender.
 """
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.email_gateway import tables
-from services.email_gateway.imap import ImapEndpoint, ImapSession, imap_account_id
+from services.email_gateway.imap import ImapEndpoint, ImapSession, ImapTooLarge, imap_account_id
 from services.email_gateway.inbound import ParsedInbound, parse
 from services.email_gateway.quarantine import Quarantine, sniff
 from services.email_gateway.settings import Settings
@@ -39,6 +40,7 @@ from shared.events.schemas.inbound_email import (
     InboundAttachment,
     InboundEmailReceived,
 )
+from shared.net.outbound import OutboundGuard
 from shared.secrets import SecretBox
 from shared.sites import Site
 
@@ -63,7 +65,7 @@ def imap_endpoint(site: Site, box: SecretBox) -> ImapEndpoint | None:
     if not imap.host or not imap.username or not imap.password:
         return None
     return ImapEndpoint(
-        account=imap_account_id(imap),
+        account=imap_account_id(imap, site.group_id),
         host=imap.host,
         port=imap.port,
         security=imap.security,
@@ -85,7 +87,9 @@ class Receiver:
         box: SecretBox,
         tls: ssl.SSLContext,
         nudge: Any,
+        guard: OutboundGuard,
     ) -> None:
+        self.guard = guard
         self.db = db
         self.queue = queue
         self.quarantine = quarantine
@@ -106,12 +110,48 @@ class Receiver:
         mailbox = site.settings.email.imap.mailbox
         lock = self._locks.setdefault(f"{site.site_id}\x1f{mailbox}", asyncio.Lock())
         async with lock:
-            session = ImapSession(endpoint, self.settings.imap_timeout_seconds, self.tls)
-            await asyncio.to_thread(session.open)
+            session = await self._session(endpoint)
             try:
                 return await self._poll(site, session, endpoint, mailbox)
             finally:
                 await asyncio.to_thread(session.close)
+
+    async def _session(self, endpoint: ImapEndpoint) -> ImapSession:
+        session = ImapSession(
+            endpoint,
+            self.settings.imap_timeout_seconds,
+            self.tls,
+            guard=self.guard,
+            max_bytes=self.settings.inbound_max_bytes,
+        )
+        return await session.connect()
+
+    async def _fetch(
+        self, session: ImapSession, mailbox: str, uid: int, truncated: bool
+    ) -> tuple[bytes, bool]:
+        """The message (or, when it is over the cap, its header): (bytes, truncated).
+
+        A server may announce a small size and then send more: the read stops at the cap
+        (`ImapTooLarge`, the connection dropped), and the header alone is fetched on a new
+        connection; if even that is over the cap, the message is recorded with nothing read.
+        """
+        try:
+            return await asyncio.to_thread(session.fetch, uid, truncated), truncated
+        except ImapTooLarge as exc:
+            log.warning(
+                "mailbox message larger than the server said; cut at the cap",
+                extra={"uid": uid, "error": str(exc)},
+            )
+        fresh = await self._session(session.endpoint)
+        try:
+            await asyncio.to_thread(fresh.examine, mailbox)
+            session.conn, fresh.conn = fresh.conn, None  # the poll goes on with the new one
+            session.selected = mailbox
+            return await asyncio.to_thread(session.fetch, uid, True), True
+        except ImapTooLarge:
+            return b"", True
+        finally:
+            await asyncio.to_thread(fresh.close)
 
     async def _poll(
         self, site: Site, session: ImapSession, endpoint: ImapEndpoint, mailbox: str
@@ -140,8 +180,9 @@ class Receiver:
                 continue  # expunged meanwhile
             eid = inbound_event_id(endpoint.account, mailbox, uidvalidity, uid)
             if not await self._known(eid):
-                truncated = meta.size > self.settings.inbound_max_bytes
-                raw = await asyncio.to_thread(session.fetch, uid, truncated)
+                raw, truncated = await self._fetch(
+                    session, mailbox, uid, meta.size > self.settings.inbound_max_bytes
+                )
                 parsed = parse(raw, headers_only=truncated)
                 if await self._record(
                     site,
@@ -269,7 +310,7 @@ class Receiver:
         bounce = parsed.bounce
         if bounce is not None:
             for candidate in parsed.bounce_candidates:
-                hit = await self._bounce_receipt(candidate, bounce, internal_date)
+                hit = await self._bounce_receipt(site.group_id, candidate, bounce, internal_date)
                 if hit is not None:
                     matched, matched_by = hit, "bounce"
                     bounce = bounce.model_copy(update={"original_message_id": candidate})
@@ -425,21 +466,27 @@ class Receiver:
         return True
 
     async def _bounce_receipt(
-        self, candidate: str, bounce: Any, occurred_at: datetime
+        self, group_id: str, candidate: str, bounce: Any, occurred_at: datetime
     ) -> str | None:
-        """Apply a bounce to the message it names; returns that message's id if it is ours."""
+        """Apply a bounce to the message it names; returns that message's id if it is ours.
+
+        Only a message of the mailbox's own group: a report that names another group's
+        Message-ID (forged, or misdirected) is recorded unmatched and changes nothing there.
+        """
         m = tables.DISPATCH.messages
         async with self.db() as session:
             row = (
                 await session.execute(
-                    sa.select(m.c.message_id).where(m.c.provider_message_id == candidate)
+                    sa.select(m.c.message_id).where(
+                        m.c.provider_message_id == candidate, m.c.group_id == group_id
+                    )
                 )
             ).first()
         if row is None:
             return None
         if bounce.action in ("failed", "delivered"):
             await self.queue.receipt(
-                provider_message_id=candidate,
+                message_id=str(row.message_id),
                 delivered=bounce.action == "delivered",
                 occurred_at=occurred_at,
                 raw_status=f"{bounce.action} {bounce.status or ''}".strip(),

@@ -44,9 +44,11 @@ from shared.bus.rpc import BadRequest, raw_body, request_object
 from shared.dispatch.adapter import ChannelAdapter
 from shared.dispatch.engine import DispatchEngine, EngineSettings
 from shared.domain.accounts import email_account_id
+from shared.domain.destinations import AllowList
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.events.schemas.optouts import RecipientOptedOut
+from shared.net.outbound import OutboundGuard, Resolver, system_resolver
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
 from shared.suppression import SuppressionList
@@ -126,7 +128,9 @@ class EmailGatewayService(BaseService):
 
     name = "email_gateway"
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, resolver: Resolver = system_resolver
+    ) -> None:
         self.settings = settings or Settings()
         self._ctx: ServiceContext | None = None
         self._box: SecretBox | None = None
@@ -146,13 +150,17 @@ class EmailGatewayService(BaseService):
             ),
         )
         self.adapter: EmailAdapter | None = None
-        self.pool = SmtpPool(s)
+        # Strict (public only) until start() reads the operator's STAGGER_OUTBOUND_ALLOW.
+        self.guard = OutboundGuard.parse("", resolver)
+        self.pool = SmtpPool(s, self.guard)
         self.quarantine: Quarantine | None = None
         self.tokens: TokenRegistry | None = None
         self._tls = ssl.create_default_context()
         if s.ca_file is not None:
             self._tls.load_verify_locations(cafile=str(s.ca_file))
-        self.sent_sessions = SessionCache(s.imap_timeout_seconds, self._tls)
+        self.sent_sessions = SessionCache(
+            s.imap_timeout_seconds, self._tls, guard=self.guard, max_bytes=s.inbound_max_bytes
+        )
 
     def migrations(self) -> Path:
         """The shared dispatch tables (email_0001) and the gateway's own (email_0002…)."""
@@ -204,7 +212,7 @@ class EmailGatewayService(BaseService):
                 "last_error": "unknown site",
                 "checked_at": None,
             }
-        account = email_account_id(site.settings.email)
+        account = email_account_id(site.settings.email, site.group_id)
         answer: dict[str, Any] = {
             "site_id": site_id,
             "account": account,
@@ -233,6 +241,8 @@ class EmailGatewayService(BaseService):
         self._ctx = ctx
         s = self.settings
         box = self._box = SecretBox.from_settings(ctx.settings)
+        # The pool, the Sent-folder sessions and the receiver share this one guard.
+        self.guard.allow = AllowList.parse(ctx.settings.outbound_allow)
         self.quarantine = Quarantine(s.quarantine_path(ctx.settings.var_dir))
         await asyncio.to_thread(self.quarantine.ensure)
         await self.pool.prepare()
@@ -253,6 +263,7 @@ class EmailGatewayService(BaseService):
             box=box,
             tls=self._tls,
             nudge=nudge,
+            guard=self.guard,
         )
         self.adapter = EmailAdapter(
             settings=s,

@@ -12,9 +12,15 @@ idle. What a failure means for the message:
 |---|---|---|
 | connect, TLS, login | refused, unreachable, 535, certificate | `retry` (account's fault) |
 | MAIL, RCPT, DATA | 4xx | `retry` |
-| MAIL, RCPT, DATA | 5xx | `failed`, with the server's reply |
+| MAIL, RCPT, DATA | 5xx | `failed`, with the server's reply code |
 | MAIL, RCPT on a reused connection | connection lost | one immediate retry on a new connection |
 | after the message data was sent | connection lost, timeout | `ambiguous`: it may have arrived |
+
+What is said about a server's reply is its reply code and enhanced status code (`550 5.1.1`),
+never its text or banner: those are the remote side's words and reach only debug logs
+(`shared.net.remote`). Every new connection goes to an address the outbound allow-list admits
+(`shared.net.outbound`); a refused host is an account problem (`connect`), retried with back-off
+like a refused login, and nothing is sent.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from aiosmtplib import (
 
 from services.email_gateway.composer import Composed
 from services.email_gateway.settings import Settings
+from shared.net.outbound import DestinationRefused, OutboundGuard
+from shared.net.remote import log_remote, smtp_status
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +110,8 @@ def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
 
 
 def _reply(exc: SMTPResponseException) -> str:
-    return f"{exc.code} {exc.message}".strip()
+    log_remote(log, "SMTP reply", exc.message, code=exc.code)
+    return smtp_status(exc.code, exc.message)
 
 
 def _by_code(exc: SMTPResponseException, what: str, stage: Stage) -> SmtpOutcome:
@@ -170,8 +179,9 @@ class _AccountPool:
 class SmtpPool:
     """SMTP connections of every account this replica sends through."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, guard: OutboundGuard) -> None:
         self.settings = settings
+        self.guard = guard
         self._pools: dict[str, _AccountPool] = {}
         self._tls = ssl.create_default_context()
         if settings.ca_file is not None:
@@ -192,9 +202,19 @@ class SmtpPool:
 
     async def _open(self, account: SmtpAccount) -> _Connection:
         timeout = self.settings.smtp_timeout_seconds
+        try:
+            # Resolved and judged here, on every new connection (DNS may have changed since
+            # the setting was written), and connected to the judged address itself.
+            sock = await self.guard.connect(account.host, account.port, timeout)
+        except DestinationRefused as exc:
+            raise _Failure(
+                SmtpOutcome("retry", "connect", f"SMTP server {account.host} {exc.reason}")
+            ) from exc
+        except (OSError, TimeoutError) as exc:
+            raise _Failure(classify_connect(exc, account)) from exc
         smtp = aiosmtplib.SMTP(
             hostname=account.host,
-            port=account.port,
+            sock=sock,
             timeout=timeout,
             local_hostname=self._local_hostname,
             use_tls=account.security == "tls",
@@ -208,6 +228,7 @@ class SmtpPool:
         except (SMTPException, OSError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 smtp.close()
+            sock.close()
             raise _Failure(classify_connect(exc, account)) from exc
         self.connections_opened += 1
         return _Connection(smtp, account.fingerprint, time.monotonic())
@@ -329,7 +350,9 @@ class SmtpPool:
                 False,
             )
         return (
-            SmtpOutcome("sent", "send", f"{response.code} {response.message}", response.code),
+            SmtpOutcome(
+                "sent", "send", smtp_status(response.code, response.message), response.code
+            ),
             (True),
             False,
         )

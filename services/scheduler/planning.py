@@ -382,7 +382,7 @@ def plan_site(site_id: str, group_id: str, settings: SiteSettings) -> SitePlans:
 def _sms(
     site_id: str, group_id: str, settings: SiteSettings, notes: list[str]
 ) -> tuple[SitePlan | None, tuple[str, AccountMember] | None]:
-    account = sms_account_id(settings.sms.provider)
+    account = sms_account_id(settings.sms.provider, group_id)
     if account is None:
         notes.append("sms: provider 'none': no SMS ticks")
         return None, None
@@ -410,7 +410,7 @@ def _email(
     site_id: str, group_id: str, settings: SiteSettings, notes: list[str]
 ) -> SitePlan | None:
     email = settings.email
-    account = email_account_id(email)
+    account = email_account_id(email, group_id)
     if not email.enabled:
         notes.append("email: disabled: no email ticks")
         return None

@@ -143,7 +143,7 @@ class SendNowConsumer:
                 f"{msg.metadata.num_delivered} deliveries",
             )
         settings = known.settings
-        account = _account(settings, request.channel)
+        account = _account(settings, known.group_id, request.channel)
         if account is None:
             log.warning(
                 "send-now ignored: the channel cannot send",
@@ -198,10 +198,10 @@ class SendNowConsumer:
         return "dead_letter"
 
 
-def _account(settings: SiteSettings, channel: Channel) -> str | None:
+def _account(settings: SiteSettings, group_id: str, channel: Channel) -> str | None:
     if channel == "sms":
-        return sms_account_id(settings.sms.provider)
-    return email_account_id(settings.email)
+        return sms_account_id(settings.sms.provider, group_id)
+    return email_account_id(settings.email, group_id)
 
 
 def _after_blackout(settings: SiteSettings, at: datetime) -> tuple[datetime | None, bool]:

@@ -45,7 +45,7 @@ class AccountSites:
                     site_id=site.site_id,
                     provider=provider.kind,
                     account_id=provider.account_id,
-                    account=sms_account_id(provider),
+                    account=sms_account_id(provider, site.group_id),
                     sender=site.settings.sms.sender_id,
                 )
             )

@@ -74,8 +74,8 @@ class SmsAdapter:
         self._gw = gateway
 
     def account_for(self, site: Site) -> str | None:
-        """The provider account (sites with the same credentials share it)."""
-        return sms_account_id(site.settings.sms.provider)
+        """The provider account (sites of a group with the same credentials share it)."""
+        return sms_account_id(site.settings.sms.provider, site.group_id)
 
     def limits_for(self, site: Site) -> AccountLimitsSpec:
         """The account's hard rate: one send every 1/rate seconds, no burst."""
@@ -214,6 +214,13 @@ class SmsAdapter:
                 account, site, provider, reason, balance=None, required=None
             )
             return SendResult("hold", error=reason)
+        if reply.status == "destination_refused":
+            # A configuration error, as refused credentials are: held with the reason until
+            # the settings change (a new URL is a new account) — never retried blindly.
+            await self._gw.credits.hold(
+                account, site, provider, reply.detail, balance=None, required=None
+            )
+            return SendResult("hold", error=reply.detail)
         if reply.status == "opted_out":
             await self._provider_opt_out(claimed)
             return SendResult(

@@ -23,6 +23,7 @@ import httpx
 
 from services.sms_gateway.providers import MAX_CACHED, ProviderSpec
 from services.sms_gateway.providers.base import Outbound, Provider, SendReply
+from shared.net.outbound import OutboundGuard, guarded_transport
 from shared.runtime.call_process import CallProcess
 
 # On top of the client's own timeout: only a stuck child waits this long.
@@ -36,15 +37,20 @@ class ClientOptions:
     timeout: float
     max_connections: int
     keepalive_expiry: float
+    outbound_allow: str = ""  # STAGGER_OUTBOUND_ALLOW: judged again by the child itself
 
     def client(self) -> httpx.AsyncClient:
-        """A client with these options (proxies from the environment ignored)."""
+        """A client with these options (proxies from the environment ignored; every new
+        connection judged against the outbound allow-list)."""
+        limits = httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_connections,
+            keepalive_expiry=self.keepalive_expiry,
+        )
         return httpx.AsyncClient(
             timeout=self.timeout,
-            limits=httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
-                keepalive_expiry=self.keepalive_expiry,
+            transport=guarded_transport(
+                OutboundGuard.parse(self.outbound_allow), limits=limits, trust_env=False
             ),
             trust_env=False,
         )

@@ -113,6 +113,7 @@ class SmsGatewayService(BaseService):
             # idle connections: a send written onto a connection the server is closing gets
             # no answer and must be looked up instead of being known.
             keepalive_expiry=2.0,
+            outbound_allow=ctx.settings.outbound_allow,
         )
         if self.settings.send_process:
             self.send_process = SendProcess(options)

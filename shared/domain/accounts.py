@@ -1,8 +1,11 @@
-"""Provider accounts: sites that share credentials share one account, and its limits.
+"""Provider accounts: sites of one group that share credentials share one account, and its
+limits.
 
-An account id is derived from what identifies the account at the provider (never from a
-secret), so every service computes the same id and several sites with the same SMTP login or
-SMS account share one rate, one daily cap and one credit balance.
+An account id is derived from the group and from what identifies the account at the provider
+(never from a secret), so every service computes the same id and several sites of a group with
+the same SMTP login or SMS account share one rate, one daily cap and one credit balance. Two
+groups typing the same login never share an id: not a rate limiter, a daily cap, a hold nor a
+connection (tenants never meet, even when one of them copies the other's account name).
 """
 
 from __future__ import annotations
@@ -20,16 +23,17 @@ def _digest(*parts: str | None) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def sms_account_id(provider: SmsProvider) -> str | None:
-    """The SMS account a site sends through, or None when SMS is off."""
+def sms_account_id(provider: SmsProvider, group_id: str) -> str | None:
+    """The SMS account a site of `group_id` sends through, or None when SMS is off."""
     if provider.kind == "none":
         return None
-    return f"sms-{_digest(provider.kind, provider.base_url, provider.account_id)}"
+    return f"sms-{_digest(group_id, provider.kind, provider.base_url, provider.account_id)}"
 
 
-def email_account_id(email: EmailSettings) -> str | None:
-    """The SMTP account a site sends through, or None when email is off or unconfigured."""
+def email_account_id(email: EmailSettings, group_id: str) -> str | None:
+    """The SMTP account a site of `group_id` sends through, or None when email is off or
+    unconfigured."""
     if not email.enabled or not email.smtp.host:
         return None
-    login = email.smtp.username or email.address
-    return f"email-{_digest(email.smtp.host.lower(), str(email.smtp.port), (login or '').lower())}"
+    login = (email.smtp.username or email.address or "").lower()
+    return f"email-{_digest(group_id, email.smtp.host.lower(), str(email.smtp.port), login)}"

@@ -269,7 +269,8 @@ async def test_outbox_credits_replies_optouts_and_audit(stack: ConsoleStack, pag
     )
     await publish(stack, DISPATCH, outbox, failed, subject=ids[2], **where)
     account = sms_account_id(
-        SmsProvider(kind="simulator", account_id=stack.sim_account(gid), base_url=stack.sim.url)
+        SmsProvider(kind="simulator", account_id=stack.sim_account(gid), base_url=stack.sim.url),
+        gid,
     )
     assert account is not None
     for minutes, balance in ((50, 400.0), (30, 250.0), (5, 60.0)):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.domain.destinations import LOOPBACK_ALLOW
 from shared.runtime.nats_server import free_port
 from shared.runtime.processes import stop_process
 
@@ -107,6 +108,8 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
             # Tests drive SMS through the provider simulator (a test wanting it off says so).
             "STAGGER_SMS_SIMULATOR_ENABLED": "true",
+            # The tests' servers listen on loopback (as under `stagger up`).
+            "STAGGER_OUTBOUND_ALLOW": LOOPBACK_ALLOW,
         }
     )
     for var in PORT_VARS.values():

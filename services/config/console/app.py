@@ -540,7 +540,7 @@ class Console:
             except NotFound:
                 continue
             provider = site.settings.sms.provider
-            account = sms_account_id(provider)
+            account = sms_account_id(provider, site.group_id)
             if account is None:
                 continue
             entry = accounts.setdefault(

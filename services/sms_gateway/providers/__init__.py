@@ -135,7 +135,9 @@ class Providers:
             )
         if not p.account_id or not p.secret:
             raise NotConfigured("the SMS provider's account id or secret is not set")
-        key = (p.kind, p.account_id, p.secret, p.base_url, p.rate_per_second)
+        # The group is part of the key as it is of the account id: one group's adapter is
+        # never handed to another's sites, whatever they typed.
+        key = (site.group_id, p.kind, p.account_id, p.secret, p.base_url, p.rate_per_second)
         cached = self._cache.get(key)
         if cached is not None:
             return cached

@@ -24,6 +24,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from shared.net.outbound import DestinationRefused
+
 Unit = Literal["credits", "money"]
 SendStatus = Literal[
     "accepted",  # the provider took it: it will go out (and be billed)
@@ -35,6 +37,7 @@ SendStatus = Literal[
     "no_credit",  # the account cannot pay for it
     "bad_credentials",  # the account's credentials are refused
     "opted_out",  # the provider/carrier blocks this recipient (e.g. replied STOP to them)
+    "destination_refused",  # the provider URL resolves to an address we may not connect to
 ]
 
 
@@ -96,6 +99,16 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def destination_refused_reply(exc: DestinationRefused) -> SendReply:
+    """The answer to a send whose provider URL the outbound allow-list refuses."""
+    return SendReply("destination_refused", detail=f"the provider URL's host {exc.reason}")
+
+
+def refused_destination(exc: DestinationRefused) -> ProviderError:
+    """A lookup/balance/top-up whose provider URL the outbound allow-list refuses."""
+    return ProviderError(f"the provider URL's host {exc.reason}")
 
 
 class BadWebhook(ValueError):

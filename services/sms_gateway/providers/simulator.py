@@ -9,6 +9,7 @@ call. Webhooks (receipts and inbound replies) are JSON signed with HMAC-SHA256 o
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -26,23 +27,24 @@ from services.sms_gateway.providers.base import (
     Receipt,
     SendReply,
     Unit,
+    destination_refused_reply,
     json_object,
+    refused_destination,
 )
 from services.sms_provider_sim.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from shared.net.outbound import DestinationRefused
+from shared.net.remote import http_detail, log_remote
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8090"
 MAX_BODY_CHARS = 1600
 
 
 def _error_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-    if isinstance(body, dict):
-        parts = [str(body.get(k)) for k in ("error", "field", "detail") if body.get(k)]
-        return f"HTTP {response.status_code}: " + " ".join(parts)
-    return f"HTTP {response.status_code}"
+    # The status and the simulator's error code only: its body is remote text.
+    log_remote(log, "simulator error answer", response.text, status=response.status_code)
+    return http_detail("the simulator", response.status_code, json_object(response).get("error"))
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -88,6 +90,8 @@ class SimulatorProvider:
             response = await self._client.post(
                 f"{self._base}/v1/messages", json=payload, headers=self._headers
             )
+        except DestinationRefused as exc:
+            return destination_refused_reply(exc)
         except NOT_SENT as exc:
             return SendReply("not_sent", detail=f"provider unreachable: {type(exc).__name__}")
         except httpx.HTTPError as exc:
@@ -139,6 +143,8 @@ class SimulatorProvider:
             response = await self._client.post(
                 f"{self._base}/v1/topup", json={"amount": int(amount)}, headers=self._headers
             )
+        except DestinationRefused as exc:
+            raise refused_destination(exc) from exc
         except httpx.HTTPError as exc:
             raise ProviderError(f"simulator unreachable: {type(exc).__name__}") from exc
         self._check(response)
@@ -149,6 +155,8 @@ class SimulatorProvider:
             response = await self._client.get(
                 f"{self._base}{path}", params=params, headers=self._headers
             )
+        except DestinationRefused as exc:
+            raise refused_destination(exc) from exc
         except httpx.HTTPError as exc:
             raise ProviderError(f"simulator unreachable: {type(exc).__name__}") from exc
         if response.status_code != 404:
@@ -160,7 +168,7 @@ class SimulatorProvider:
         if response.status_code == 401:
             raise ProviderError("the simulator refused the API key", credentials=True)
         if response.status_code >= 300:
-            raise ProviderError(f"simulator answered {_error_detail(response)}")
+            raise ProviderError(_error_detail(response))
 
 
 # --- webhooks ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -37,8 +38,14 @@ from services.sms_gateway.providers.base import (
     Receipt,
     SendReply,
     Unit,
+    destination_refused_reply,
     json_object,
+    refused_destination,
 )
+from shared.net.outbound import DestinationRefused
+from shared.net.remote import http_detail, log_remote
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 MAX_BODY_CHARS = 1600
@@ -71,10 +78,12 @@ def verify(
 
 
 def _error(response: httpx.Response) -> tuple[int | None, str]:
+    # Twilio's numeric code and the HTTP status only: `message` is remote text.
     body = json_object(response)
     code = body.get("code")
-    message = body.get("message") or response.text[:200]
-    return (code if isinstance(code, int) else None), f"Twilio error {code}: {message}"
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    log_remote(log, "Twilio error answer", response.text, status=response.status_code)
+    return code, http_detail("Twilio", response.status_code, code)
 
 
 def _segments(value: object) -> int | None:
@@ -145,6 +154,8 @@ class TwilioProvider:
             response = await self._client.post(
                 f"{self._base}/Messages.json", data=form, auth=self._auth
             )
+        except DestinationRefused as exc:
+            return destination_refused_reply(exc)
         except NOT_SENT as exc:
             return SendReply("not_sent", detail=f"Twilio unreachable: {type(exc).__name__}")
         except httpx.HTTPError as exc:
@@ -219,6 +230,8 @@ class TwilioProvider:
     async def _get(self, url: str, params: Mapping[str, str] | None = None) -> httpx.Response:
         try:
             response = await self._client.get(url, params=params, auth=self._auth)
+        except DestinationRefused as exc:
+            raise refused_destination(exc) from exc
         except httpx.HTTPError as exc:
             raise ProviderError(f"Twilio unreachable: {type(exc).__name__}") from exc
         if response.status_code >= 300:

@@ -64,7 +64,7 @@ class FakeAdapter:
         self.interval = interval
 
     def account_for(self, site: Site) -> str | None:
-        return sms_account_id(site.settings.sms.provider)
+        return sms_account_id(site.settings.sms.provider, site.group_id)
 
     def limits_for(self, site: Site) -> AccountLimitsSpec:
         return AccountLimitsSpec(interval=self.interval)

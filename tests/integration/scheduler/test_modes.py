@@ -14,6 +14,7 @@ from shared.bus import subjects
 from shared.domain.accounts import email_account_id, sms_account_id
 from shared.domain.site_settings import SiteSettings
 from tests.integration.scheduler.support import (
+    GROUP,
     SMTP,
     TickReader,
     settings,
@@ -75,7 +76,7 @@ async def test_email_cycles_carry_pace_and_stop_at_session_end(
     got = ticks.of("s-mail")
     assert len(got) == 86
     assert [local(t.tick.scheduled_at) for t in got[:3]] == ["08:00", "08:07", "08:14"]
-    account = email_account_id(site.email)
+    account = email_account_id(site.email, GROUP)
     for read in got:
         tick = read.tick
         assert read.subject == subjects.tick_site("email", "s-mail")
@@ -205,8 +206,8 @@ async def test_immediate_sms_ticks_per_account_at_its_rate(nc: Client, ticks: Ti
         ),
         "s-d": settings(sms={"mode": "immediate", "provider": {**shared, "account_id": "other"}}),
     }
-    account = sms_account_id(sites["s-a"].sms.provider)
-    other = sms_account_id(sites["s-d"].sms.provider)
+    account = sms_account_id(sites["s-a"].sms.provider, GROUP)
+    other = sms_account_id(sites["s-d"].sms.provider, GROUP)
     assert account and other
     # Sunday: outside the default Mon-Fri sessions, which immediate mode ignores.
     await simulate(

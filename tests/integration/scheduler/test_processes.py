@@ -14,6 +14,7 @@ from services.scheduler.planning import account_slot
 from shared.domain.accounts import sms_account_id
 from shared.runtime.nats_server import free_port
 from tests.integration.scheduler.support import (
+    GROUP,
     SIM_PROVIDER,
     TickReader,
     publish_site,
@@ -46,7 +47,7 @@ async def test_two_replicas_store_each_instant_once(
     )
     await publish_site(nc, "s-rep-imm1", immediate, created=True)
     await publish_site(nc, "s-rep-imm2", immediate, created=True)
-    account = sms_account_id(immediate.sms.provider)
+    account = sms_account_id(immediate.sms.provider, GROUP)
     assert account is not None
     # Both replicas share one database (one SQLite file), as replicas share PostgreSQL.
     env = service_env(

@@ -214,13 +214,17 @@ async def make_site(
         {"sms": {"provider": provider, "sender_id": SENDER, "mode": mode, **(sms or {})}},
         actor="test",
     )
-    return {"group": group, "site": site, "account": account_of("simulator", account.name, sim.url)}
+    return {
+        "group": group,
+        "site": site,
+        "account": account_of("simulator", account.name, sim.url, group),
+    }
 
 
-def account_of(kind: str, account_id: str, base_url: str) -> str:
-    """The gateway's id of a provider account."""
+def account_of(kind: str, account_id: str, base_url: str, group_id: str) -> str:
+    """The gateway's id of a group's provider account."""
     provider = SmsProvider(kind=kind, account_id=account_id, base_url=base_url)  # type: ignore[arg-type]
-    found = sms_account_id(provider)
+    found = sms_account_id(provider, group_id)
     assert found is not None
     return found
 

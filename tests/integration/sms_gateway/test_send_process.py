@@ -22,12 +22,16 @@ import pytest
 from services.sms_gateway.providers import ProviderSpec
 from services.sms_gateway.providers.base import Outbound
 from services.sms_gateway.send_process import ClientOptions, SendProcess
+from shared.domain.destinations import LOOPBACK_ALLOW
 from tests.integration.sms_gateway.harness import Sim, SimAccount, number
 from tests.support.stack import pid_alive
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
-OPTIONS = ClientOptions(timeout=10, max_connections=8, keepalive_expiry=2)
+# The simulator listens on loopback, which the outbound allow-list must admit.
+OPTIONS = ClientOptions(
+    timeout=10, max_connections=8, keepalive_expiry=2, outbound_allow=LOOPBACK_ALLOW
+)
 
 
 def spec(sim: Sim, account: SimAccount) -> ProviderSpec:

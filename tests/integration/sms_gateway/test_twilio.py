@@ -78,7 +78,11 @@ async def twilio_site(
         {"sms": {"provider": provider, "sender_id": FROM, "mode": mode}},
         actor="test",
     )
-    return {"group": group, "site": site, "account": account_of("twilio", account.sid, double.url)}
+    return {
+        "group": group,
+        "site": site,
+        "account": account_of("twilio", account.sid, double.url, group),
+    }
 
 
 async def test_sends_receipts_and_replies_through_twilio(

@@ -182,11 +182,11 @@ def test_plans_use_the_forecast_mapping() -> None:
     schedule, pace, _ = plan(settings_, "sms")
     assert isinstance(pace, StaggerPace)
     assert (plans.sms.schedule, plans.sms.every) == (schedule, pace.every)
-    assert plans.sms.account == sms_account_id(settings_.sms.provider)
+    assert plans.sms.account == sms_account_id(settings_.sms.provider, "g1")
     schedule, pace, _ = plan(settings_, "email")
     assert isinstance(pace, RatePace)
     assert (plans.email.schedule, plans.email.step) == (schedule, pace.step)
-    assert plans.email.account == email_account_id(settings_.email)
+    assert plans.email.account == email_account_id(settings_.email, "g1")
     assert plans.email.every == timedelta(minutes=5) and plans.email.receive
 
 
@@ -223,7 +223,7 @@ def test_immediate_sms_joins_its_account() -> None:
     plans = plan_site("s1", "g1", settings_)
     assert plans.sms is None and plans.sms_account is not None
     account, member = plans.sms_account
-    assert account == sms_account_id(settings_.sms.provider)
+    assert account == sms_account_id(settings_.sms.provider, "g1")
     assert member.blackouts == outside_blackouts(settings_) == plan(settings_, "sms")[0]
     assert not member.available(utc(2025, 6, 2, 11, 30))  # Mon 12:30 BST
     assert member.available(utc(2025, 6, 2, 12, 30))

@@ -1,0 +1,1 @@
+"""Network adapters shared by services (outbound connections on a site's behalf)."""
