@@ -28,7 +28,9 @@ from tests.support.waiting import wait_until
 
 def _handlers(nc: Client, *keys: str) -> ConfigHandlers:
     box = SecretBox([k.encode() for k in keys])
-    return ConfigHandlers(nc, SettingsStore(EventStore(nc, SETTINGS)), box, None)
+    return ConfigHandlers(
+        nc, SettingsStore(EventStore(nc, SETTINGS)), box, None, simulator_enabled=True
+    )
 
 
 async def _reseal(nats_url: str, keys: str) -> tuple[int, str, str]:
