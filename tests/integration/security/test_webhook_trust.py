@@ -30,6 +30,7 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.sms_gateway import unrouted
 from services.sms_gateway.service import SmsGatewayService
 from services.sms_provider_sim.signing import signature_headers
 from shared.bus import subjects
@@ -304,11 +305,20 @@ async def test_a_twilio_webhook_counts_only_with_a_token_a_provider_test_succeed
         assert (await provider_test(nc, site_v))["ok"] is True
         assert await post(chosen, number(9), "STOP") == 401, "the copied SID's token"
         assert_counted(before, await refused(gw), untested_account=2, bad_signature=1)
-        # Twilio's own webhook, signed with the tested token, is believed.
+        # Twilio's own webhook, signed with the tested token, is believed (not refused). The
+        # copied SID still spans two groups here (written past the config API's 409), so the
+        # reply is kept unrouted for an operator instead of opting out a guessed group.
         _, code = await twilio.inbound(victim, hook, number(10), number_v, "STOP")
         assert code == 200
-        await wait_until(lambda: at_least(nc, OPTOUTS, 1), timeout=20, message="the opt-out")
-    assert [e.data.recipient for e in await events(nc, OPTOUTS)] == [number(10)]
+        assert_counted(before, await refused(gw), untested_account=2, bad_signature=1)
+
+        async def kept() -> list[dict[str, Any]] | None:
+            rows = await unrouted.listing(gw.ctx.db)
+            return rows or None
+
+        rows = await wait_until(kept, timeout=20, message="the reply kept unrouted")
+        assert [(r["from_number"], r["code"]) for r in rows] == [(number(10), "shared_account")]
+    assert await events(nc, OPTOUTS) == []
 
 
 # --- simulator enablement --------------------------------------------------------------------
