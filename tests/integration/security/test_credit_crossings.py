@@ -1,15 +1,16 @@
 """Credits: one `low` and at most one top-up per crossing of the threshold, with two gateway
 replicas and provider answers overtaking one another (counted at the simulator).
 
-The simulator holds answers back after the debit (`answer_delay_ms`), so an answer can carry a
-balance older than answers already seen, on either replica.
+The simulator delays requests before the debit (`latency_ms`) and holds answers back after it
+(`answer_delay_ms`), so an answer can carry a balance older than answers already seen, on
+either replica, and the order in which requests left is not the order they were debited in.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ from tests.integration.sms_gateway.harness import (
     assert_exactly_once,
     events,
     gateway_process,
-    gateway_running,
     make_site,
     submit,
     terminal,
@@ -93,7 +93,7 @@ async def test_two_replicas_one_low_and_one_top_up_then_held_and_resumed(
             "auto_topup_amount": 5,
         },
     )
-    await sim.faults(seed=11, answer_delay_ms=[0, 400])
+    await sim.faults(seed=11, latency_ms=[0, 200], answer_delay_ms=[0, 1000])
     replicas = [
         gateway_process(
             nats_url,
@@ -108,16 +108,18 @@ async def test_two_replicas_one_low_and_one_top_up_then_held_and_resumed(
     ]
     try:
         ids = await submit(nc, site["site"], 25)
-        # Ticks of 5 sends every 0.1 s, one at a time per replica: while one replica waits
+        # Ticks of 2 sends every 0.04 s, one at a time per replica: while one replica waits
         # for its answers, the other takes the next tick, and both see balances.
-        ticking = AccountTicks(nc, site["account"], [site["site"]], rate=50, period=0.1)
+        ticking = AccountTicks(nc, site["account"], [site["site"]], rate=50, period=0.04)
         async with ticking as ticks:
             await wait_until(
                 lambda: _has(nc, site["account"], "sending_held"), timeout=60, message="held"
             )
-            # Both replicas keep getting ticks while held; nothing more is sent or lost.
+            # The answers held back come in; the replicas keep getting ticks while held, and
+            # nothing more is sent or lost.
+            await wait_until(lambda: _count(terminal(nc), 10), timeout=30, message="10 sent")
             seen = ticks.published
-            await wait_until(lambda: ticks.published >= seen + 3, timeout=20, message="3 ticks")
+            await wait_until(lambda: ticks.published >= seen + 10, timeout=20, message="ticks")
             assert len(await sim.stored(account)) == 10
             assert len(await terminal(nc)) == 10
             # Credits added at the provider (not a top-up): sending resumes by itself.
@@ -143,29 +145,64 @@ async def test_two_replicas_one_low_and_one_top_up_then_held_and_resumed(
     assert view["credits"] == 1000 - 15 * 10
 
 
-async def test_answers_overtaking_one_another_give_no_second_low(
+async def test_answers_overtaking_one_another_on_two_replicas_give_no_second_low(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
 ) -> None:
-    # Requests are debited in another order than they left (latency before the debit) and
-    # answered in another order than they were debited (delay after it).
-    account = await sim.account(credits=40)
-    site = await make_site(nc, sim, account, rate=50, sms={"low_credit_threshold": 20})
-    await sim.faults(seed=5, latency_ms=[0, 300], answer_delay_ms=[0, 300])
-    async with gateway_running(nats_url, database_url, tmp_path, balance_report_seconds=0):
+    # 10 credits a message, 300 credits, low below 250, an automatic top-up of 300: the
+    # crossing's top-up lifts the balance back over 250 while sends begun before it are still
+    # unanswered; their answers (older, lower balances) come back afterwards, on either
+    # replica. 30 messages cost 300 of the 600 credits: the balance never really goes below
+    # 250 again, so there is one crossing.
+    account = await sim.account(credits=300, credits_per_segment=10)
+    site = await make_site(
+        nc,
+        sim,
+        account,
+        rate=50,
+        sms={
+            "provider": provider(sim, account, 10),
+            "low_credit_threshold": 250,
+            "auto_topup_amount": 300,
+        },
+    )
+    await sim.faults(seed=3, latency_ms=[0, 200], answer_delay_ms=[0, 1000])
+    replicas = [
+        gateway_process(
+            nats_url,
+            tmp_path / f"var-{n}",
+            database_url,
+            f"overtaking-{n}",
+            resume_poll_seconds="0.5",
+            balance_report_seconds="0.5",
+            tick_workers="1",
+        )
+        for n in (1, 2)
+    ]
+    try:
         ids = await submit(nc, site["site"], 30)
-        async with AccountTicks(nc, site["account"], [site["site"]], rate=50):
+        async with AccountTicks(nc, site["account"], [site["site"]], rate=50, period=0.04):
             await wait_terminal(nc, ids, timeout=90)
+        sends = [_sends(r.url) for r in replicas]
+    finally:
+        for replica in replicas:
+            replica.stop()
+    assert all(n > 0 for n in sends), f"both replicas sent: {sends}"
     submissions = await sim.submissions(account)
     assert_exactly_once(submissions, ids)
     arrived = [s["reference"] for s in submissions if s["outcome"] == "accepted"]
     debited = [m["reference"] for m in await sim.stored(account)]
-    assert arrived != debited, "the faults reordered the debits"
-    found = await credit_events(nc, site["account"])
-    counts = kinds(found)
-    assert counts["low"] == 1, counts
-    [low] = [e for e in found if e.type == "stagger.credits.low"]
-    assert low.data.balance < 20
-    assert (await sim.view(account))["credits"] == 10
+    assert sorted(arrived) == sorted(debited) and arrived != debited, "debits were reordered"
+    view = await sim.view(account)
+    assert [t["amount"] for t in view["topups"]] == [300], "one top-up reached the provider"
+    assert view["credits"] == 600 - 30 * 10
+    counts = kinds(await credit_events(nc, site["account"]))
+    assert counts["low"] == 1 and counts["topup_requested"] == 1, counts
+    # Credits may run out for a moment before the top-up lands: then sending resumed.
+    assert counts["sending_held"] == counts["sending_resumed"] <= 1, counts
+
+
+async def _count(found: Awaitable[dict[str, Any]], n: int) -> bool:
+    return len(await found) == n
 
 
 async def _has(nc: Client, account: str, kind: str) -> bool:
