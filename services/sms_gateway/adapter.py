@@ -16,10 +16,10 @@ decides what a provider's answer means:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -159,13 +159,15 @@ class SmsAdapter:
             # The guard closed between the claim and now: not a single message past it.
             wait = (late.retry_at - datetime.now(UTC)).total_seconds()
             return SendResult("retry", error=late.reason, retry_after=max(wait, 1.0))
-        # Two clocks on purpose: the monotonic one orders the balances in concurrent answers
-        # (credits), the wall clock is what the engine keeps spaced sends apart by.
-        began = asyncio.get_running_loop().time()
         began_at = datetime.now(UTC)
         reply = await provider.send(message)
-        result = await self._outcome(claimed, site, provider, message, reply, account, began)
-        return dataclasses.replace(result, began_at=reply.began_at or began_at)
+        # The provider took the balance it answers with between these two instants (the
+        # child's own start of the POST is the closer one). Wall clock, not the loop's: the
+        # credit state compares them across replicas.
+        began_at = reply.began_at or began_at
+        taken = (began_at.timestamp(), time.time())
+        result = await self._outcome(claimed, site, provider, message, reply, account, taken)
+        return dataclasses.replace(result, began_at=began_at)
 
     async def _outcome(
         self,
@@ -175,11 +177,12 @@ class SmsAdapter:
         message: Outbound,
         reply: SendReply,
         account: str,
-        began: float,
+        taken: tuple[float, float],
     ) -> SendResult:
-        """What the provider's answer to one send means."""
+        """What the provider's answer to one send means. `taken`: when the request left and
+        when its answer was back (wall-clock seconds)."""
         if reply.status == "accepted":
-            await self._gw.credits.after_send(account, site, provider, reply.balance, began)
+            await self._gw.credits.after_send(account, site, provider, reply.balance, *taken)
             return SendResult(
                 "sent",
                 provider_message_id=reply.provider_message_id,

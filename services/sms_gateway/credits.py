@@ -3,9 +3,12 @@
 - After each accepted send the provider's balance (the simulator returns it with the send) is
   noted; reports are coalesced to one `balance_reported` event per account per
   `balance_report_seconds` (one per send at 0), carrying how many sends they cover.
-- Crossing below the site's `low_credit_threshold` emits `credits.low` once per crossing
-  (a compare-and-set on `sms_accounts.low`, so one replica wins), and, when the site sets
-  `auto_topup_amount` and the provider can top up, a top-up is requested and reported.
+- Every balance learnt (a send's answer, a balance poll, a top-up's answer) is decided against
+  the account's credit state, shared by the replicas (`shared.domain.credit_state`, stored by
+  `credit_states`): crossing below the site's `low_credit_threshold` emits `credits.low` once
+  per crossing, and, when the site sets `auto_topup_amount` and the provider can top up, one
+  replica requests one top-up for that crossing. A balance that may predate the last change
+  (answers of concurrent sends come back in any order, on any replica) changes nothing.
 - When the account cannot pay for another segment (or the provider refuses a send for lack of
   credit, or refuses the credentials), the account is held through the engine's shared
   `AccountLimits` (its messages stay queued, nothing is lost) and `credits.sending_held` is
@@ -29,10 +32,12 @@ from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sms_gateway import tables
+from services.sms_gateway.credit_states import CreditStates
 from services.sms_gateway.providers import NotConfigured
 from services.sms_gateway.providers.base import Provider, ProviderError
 from shared.bus import subjects
 from shared.db.sql import insert_ignoring_duplicates
+from shared.domain.credit_state import CreditRules, Decision, Observation
 from shared.events.schemas.providers import (
     BalanceSource,
     CreditBalanceReported,
@@ -67,6 +72,7 @@ class _Report:
     balance: float
     site_id: str
     sends: int
+    began: float
 
 
 class Credits:
@@ -75,9 +81,7 @@ class Credits:
     def __init__(self, gateway: SmsGatewayService) -> None:
         self._gw = gateway
         self._reports: dict[str, _Report] = {}
-        self._low: dict[str, bool] = {}
-        # Per account: when the send (or top-up) whose balance we last took began.
-        self._as_of: dict[str, float] = {}
+        self._states = CreditStates(lambda: self._gw.ctx.db)
         self._polled: dict[str, float] = {}
         self._swept = -1e9
 
@@ -89,31 +93,27 @@ class Credits:
         site: Site,
         provider: Provider,
         balance: float | None,
-        began: float | None = None,
+        began: float,
+        answered: float,
     ) -> None:
         """A send was accepted and the provider told us the balance left. `began`: when the
-        send was handed to the provider (the loop's clock). Answers of concurrent sends come
-        back in any order: a balance from a send that began before the one whose balance was
-        last taken (or before our last top-up) is older than what we know, and ignored —
-        taken at face value, a stale 20 after a fresh 19 flipped the account out of "low" and
-        the next send into it again, or asked for a second top-up."""
+        request left, `answered`: when its answer was back (wall-clock seconds: the
+        provider took the balance in between; see `shared.domain.credit_state`)."""
         if balance is None:
             return
-        if began is not None:
-            if began < self._as_of.get(account, float("-inf")):
-                return
-            self._as_of[account] = began
         report = self._reports.get(account)
         if report is None:
             report = self._reports[account] = _Report(
-                provider.kind, provider.unit, balance, site.site_id, 0
+                provider.kind, provider.unit, balance, site.site_id, 0, began
             )
-        report.balance, report.site_id = balance, site.site_id
-        BALANCE.labels(account, provider.kind, provider.unit).set(balance)
+        # Reports are informative: of concurrent answers, the one sent last stands for them.
+        if began >= report.began:
+            report.balance, report.site_id, report.began = balance, site.site_id, began
+            BALANCE.labels(account, provider.kind, provider.unit).set(balance)
         report.sends += 1
         if self._gw.settings.balance_report_seconds == 0:
             await self.flush()
-        await self._thresholds(account, site, provider, balance)
+        await self._observe(account, site, provider, Observation(balance, began, answered))
 
     async def flush(self) -> None:
         """Publish the coalesced balance reports."""
@@ -163,76 +163,79 @@ class Credits:
 
     # --- threshold and top-up -------------------------------------------------------------
 
-    async def _thresholds(
-        self, account: str, site: Site, provider: Provider, balance: float
-    ) -> None:
+    def _rules(self, site: Site, provider: Provider) -> CreditRules:
         sms = site.settings.sms
-        threshold = float(sms.low_credit_threshold)
-        if balance < threshold:
-            if self._low.get(account) is not True:
-                crossed = await self._set_low(account, site, provider, True, balance, threshold)
-                self._low[account] = True
-                amount = sms.auto_topup_amount
-                if crossed and amount > 0 and provider.supports_topup:
-                    balance = await self._topup(account, site, provider, balance, amount)
-        elif self._low.get(account) is not False:
-            await self._set_low(account, site, provider, False, balance, threshold)
-            self._low[account] = False
-        if balance < self._smallest_payment(site, provider):
-            await self.hold(
-                account, site, provider, "no credits left", balance=balance, required=None
-            )
+        return CreditRules(
+            threshold=float(sms.low_credit_threshold),
+            auto_topup=sms.auto_topup_amount > 0 and provider.supports_topup,
+            smallest_payment=self._smallest_payment(site, provider),
+        )
 
-    async def _set_low(
+    async def _observe(
         self,
         account: str,
         site: Site,
         provider: Provider,
-        low: bool,
-        balance: float,
-        threshold: float,
-    ) -> bool:
-        """Compare-and-set the account's low flag; the winner of a crossing emits the event."""
-        t = tables.accounts
-        async with self._gw.ctx.db() as session, session.begin():
-            await self._remember(session, account, provider.kind)
-            result = await session.execute(
-                sa.update(t)
-                .where(t.c.account == account, t.c.low.is_(not low))
-                .values(low=low, balance=balance, updated_at=datetime.now(UTC))
-            )
-            crossed = bool(result.rowcount)  # type: ignore[attr-defined]
-            if crossed and low:
+        observation: Observation,
+        *,
+        may_hold: bool = True,
+    ) -> float:
+        """Decide a balance against the shared state and act on it (low, top-up, hold);
+        returns the balance known afterwards (a top-up's, when one was made)."""
+        rules = self._rules(site, provider)
+
+        async def on_change(session: AsyncSession, decision: Decision) -> None:
+            if decision.emit_low:
                 await self._gw.events.add(
                     session,
                     subjects.credits(account),
                     CreditLow(
                         account=account,
                         provider=provider.kind,
-                        balance=balance,
+                        balance=observation.balance,
                         unit=provider.unit,
-                        threshold=threshold,
+                        threshold=rules.threshold,
                         site_id=site.site_id,
                     ),
                     group_id=site.group_id,
                     site_id=site.site_id,
                     about=account,
                 )
-        LOW.labels(account).set(1 if low else 0)
-        if crossed and low:
+
+        decision = await self._states.decide(account, provider.kind, observation, rules, on_change)
+        LOW.labels(account).set(1 if decision.state.low else 0)
+        if decision.emit_low:
             self._gw.events.nudge()
-            log.info("credits low", extra={"account": account, "balance": balance})
-        return crossed
+            log.info(
+                "credits low",
+                extra={
+                    "account": account,
+                    "balance": observation.balance,
+                    "crossing": decision.state.crossing,
+                },
+            )
+        balance = observation.balance
+        if decision.request_topup:
+            amount = site.settings.sms.auto_topup_amount
+            balance = await self._topup(account, site, provider, balance, amount)
+        if may_hold and decision.applied and balance < rules.smallest_payment:
+            await self.hold(
+                account, site, provider, "no credits left", balance=balance, required=None
+            )
+        return balance
 
     async def _topup(
         self, account: str, site: Site, provider: Provider, balance: float, amount: int
     ) -> float:
+        """Request the crossing's top-up (this replica won it) and take its answer."""
         after: float | None = None
         error: str | None = None
+        began = time.time()
         try:
             after = (await provider.topup(amount)).amount
         except (ProviderError, NotImplementedError) as exc:
             error = str(exc)
+        answered = time.time()
         await self._gw.events.emit(
             subjects.credits(account),
             CreditTopupRequested(
@@ -251,12 +254,10 @@ class Credits:
         )
         if after is None:
             return balance
-        self._as_of[account] = asyncio.get_running_loop().time()
         await self.report(account, provider.kind, provider.unit, after, "topup", site.site_id)
-        if after >= site.settings.sms.low_credit_threshold:
-            await self._set_low(account, site, provider, False, after, 0.0)
-            self._low[account] = False
-        return after
+        return await self._observe(
+            account, site, provider, Observation(after, began, answered), may_hold=False
+        )
 
     # --- hold and resume ----------------------------------------------------------------
 
@@ -310,10 +311,16 @@ class Credits:
         self._polled[account] = now
         try:
             provider = self._gw.providers.for_site(site)
+            began = time.time()
             balance = await provider.balance()
         except (NotConfigured, ProviderError) as exc:
             log.info("held account still cannot send", extra={"account": account, "why": str(exc)})
             return False
+        # A held account stays held (and keeps what the refused message needed) until the
+        # balance below covers it: this observation only moves the low state (or tops up).
+        amount = await self._observe(
+            account, site, provider, Observation(balance.amount, began, time.time()), may_hold=False
+        )
         async with self._gw.ctx.db() as session:
             required = (
                 await session.execute(
@@ -323,23 +330,22 @@ class Credits:
                 )
             ).scalar()
         needed = max(required or 0.0, self._smallest_payment(site, provider))
-        if balance.amount < needed:
+        if amount < needed:
             return False
-        if await self._gw.engine.limits.release(account, balance.amount):
-            log.info("account resumed", extra={"account": account, "balance": balance.amount})
+        if await self._gw.engine.limits.release(account, amount):
+            log.info("account resumed", extra={"account": account, "balance": amount})
             await self._gw.events.emit(
                 subjects.credits(account),
                 SendingResumed(
                     account=account,
                     provider=provider.kind,
-                    balance=balance.amount,
+                    balance=amount,
                     site_id=site.site_id,
                 ),
                 group_id=site.group_id,
                 site_id=site.site_id,
                 about=account,
             )
-            self._low.pop(account, None)
         return True
 
     async def resume_held(self) -> None:

@@ -1,5 +1,5 @@
 """The SMS gateway's tables: the shared dispatch tables (`sms_messages` is queue and ledger,
-`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001` to `sms_0005`)."""
+`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001` to `sms_0006`)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,16 @@ accounts = sa.Table(
     sa.Column("low", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("required", sa.Float, nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("crossing", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("topup_crossing", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("as_of", sa.Float, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
 )
-"""Each provider account's last known balance, whether it is below the low-credit threshold
-(so the low event fires once per crossing, whichever replica sees it) and what a refused
-message needed (sending resumes once the balance covers it)."""
+"""Each provider account's last known balance, what a refused message needed (sending resumes
+once the balance covers it) and its shared credit state (`shared.domain.credit_state`: `low`,
+`crossing`, `topup_crossing`, `as_of`), changed only by a compare-and-set on `version` so that
+the low event and the top-up request of a crossing come from one replica
+(`services.sms_gateway.credit_states`)."""
 
 unrouted_replies = sa.Table(
     "sms_unrouted_replies",

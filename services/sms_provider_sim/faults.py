@@ -1,7 +1,9 @@
-"""Injected faults for `POST /v1/messages`: latency, 429s, 5xx, timeouts after accept, no credit.
+"""Injected faults for `POST /v1/messages`: latency, 429s, 5xx, timeouts after accept, no credit,
+answers delayed after the debit.
 
 Decisions come from one seeded generator, and every request draws the same four numbers
-whatever happens to it, so a given seed and request sequence always yields the same faults.
+whatever happens to it (five with `answer_delay_ms`), so a given seed, configuration and
+request sequence always yields the same faults.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ class FaultConfig(BaseModel):
     seed: int | None = Field(default=None, description="Reseed the fault generator.")
     latency_ms: tuple[int, int] = Field(
         default=(0, 0), description="Extra latency, uniform in [min, max] milliseconds."
+    )
+    answer_delay_ms: tuple[int, int] = Field(
+        default=(0, 0),
+        description="Delay between accepting (and debiting) a message and answering, uniform "
+        "in [min, max] milliseconds: answers of concurrent sends overtake one another.",
     )
     rate_429: float = Field(default=0.0, ge=0, le=1, description="Share answered 429.")
     retry_after_seconds: int = Field(
@@ -42,7 +49,7 @@ class FaultConfig(BaseModel):
         default=False, description="Every new message is refused 402 as if the balance were 0."
     )
 
-    @field_validator("latency_ms")
+    @field_validator("latency_ms", "answer_delay_ms")
     @classmethod
     def _latency_range(cls, value: tuple[int, int]) -> tuple[int, int]:
         low, high = value
@@ -59,6 +66,7 @@ class Decision:
     reject_429: bool
     reject_5xx: bool
     timeout_after_accept: bool
+    answer_delay_seconds: float = 0.0
 
 
 class FaultInjector:
@@ -85,9 +93,15 @@ class FaultInjector:
         cfg = self.config
         u_latency, u_429, u_5xx, u_timeout = (self._rng.random() for _ in range(4))
         low, high = cfg.latency_ms
+        # A fifth draw only when configured: seeds keep giving the faults they gave before.
+        delay = 0.0
+        if cfg.answer_delay_ms[1] > 0:
+            first, last = cfg.answer_delay_ms
+            delay = (first + (last - first) * self._rng.random()) / 1000
         return Decision(
             latency_seconds=(low + (high - low) * u_latency) / 1000,
             reject_429=u_429 < cfg.rate_429,
             reject_5xx=u_5xx < cfg.rate_5xx,
             timeout_after_accept=u_timeout < cfg.rate_timeout_after_accept,
+            answer_delay_seconds=delay,
         )

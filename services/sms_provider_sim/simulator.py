@@ -302,6 +302,10 @@ class Simulator:
                 "accepted_then_timeout",
                 SendOutcome(201, response, drop_after_seconds=faults.timeout_hold_seconds),
             )
+        if decision.answer_delay_seconds > 0:
+            # Debited already: an answer held here carries a balance older than the answers
+            # of requests debited after it, which may overtake it.
+            await asyncio.sleep(decision.answer_delay_seconds)
         return self._finish(sub, "accepted", SendOutcome(201, response))
 
     def message(self, account: Account, message_id: str) -> Message:

@@ -1,7 +1,9 @@
-"""Injected faults: 5xx, 429, latency, timeout after accept, exhausted credits, determinism."""
+"""Injected faults: 5xx, 429, latency, answer delay, timeout after accept, exhausted credits,
+determinism."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,7 @@ from tests.integration.sms_provider_sim.harness import (
     stored,
     submissions,
 )
+from tests.support.waiting import wait_until
 
 
 async def test_injected_5xx_stores_and_debits_nothing(
@@ -82,6 +85,29 @@ async def test_latency_delays_the_answer(client: httpx.AsyncClient, account: Acc
 
     assert response.status_code == 201
     assert time.monotonic() - started >= 0.3
+
+
+async def test_answer_delay_debits_first_so_a_later_answer_carries_an_older_balance(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    await client.put("/v1/admin/faults", json={"answer_delay_ms": [3000, 3000]})
+    held = asyncio.create_task(
+        client.post("/v1/messages", json=message("held"), headers=account.auth)
+    )
+    # Debited while its answer is still held back.
+    await wait_until(lambda: _balance_is(client, account, 99), message="the first debit")
+    assert not held.done()
+    await client.put("/v1/admin/faults", json={})
+    quick = await client.post("/v1/messages", json=message("quick"), headers=account.auth)
+    late = await held
+
+    assert quick.json()["balance"] == 98
+    assert late.status_code == 201 and late.json()["balance"] == 99
+    assert [s["reference"] for s in await submissions(client, account)] == ["held", "quick"]
+
+
+async def _balance_is(client: httpx.AsyncClient, account: Account, value: float) -> bool:
+    return await balance(client, account) == value
 
 
 async def test_timeout_after_accept_stores_the_message_but_sends_no_response(
