@@ -14,8 +14,8 @@ from typing import Literal
 from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
-from shared.http_limits import too_large
 from shared.log_rate import LogRateLimiter
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ REFUSED = Counter(
 _limiter = LogRateLimiter(period=LOG_PERIOD_SECONDS)
 
 
-def refuse(request: Request, reason: Reason, *, limit: int = 0) -> Response:
-    """Count and (rate-limited) log one refusal; the answer to send."""
+def count(reason: Reason, path: str, client: str | None) -> None:
+    """Count and (rate-limited) log one refusal."""
     REFUSED.labels(reason=reason).inc()
     suppressed = _limiter.admit(reason, time.monotonic())
     if suppressed is not None:
@@ -55,11 +55,20 @@ def refuse(request: Request, reason: Reason, *, limit: int = 0) -> Response:
             "webhook refused",
             extra={
                 "reason": reason,
-                "path": request.url.path,
-                "client": request.client.host if request.client else None,
+                "path": path,
+                "client": client,
                 "suppressed_since_last": suppressed,
             },
         )
-    if reason == "too_large":
-        return too_large(limit)
+
+
+def refuse(request: Request, reason: Reason) -> Response:
+    """Count one refused signature check; the 401 to send."""
+    count(reason, request.url.path, request.client.host if request.client else None)
     return JSONResponse({"error": "invalid or missing signature"}, status_code=401)
+
+
+def count_too_large(scope: Scope) -> None:
+    """`BodyLimit`'s report of a body over the webhook cap (it sends the 413 itself)."""
+    client = scope.get("client")
+    count("too_large", str(scope.get("path", "")), client[0] if client else None)

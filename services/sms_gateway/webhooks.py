@@ -31,16 +31,17 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from services.sms_gateway import trust
 from services.sms_gateway.providers import simulator, twilio
 from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
-from services.sms_gateway.refusals import refuse
+from services.sms_gateway.refusals import count_too_large, refuse
 from services.sms_provider_sim.signing import ACCOUNT_HEADER
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
 from shared.dispatch import schema
 from shared.domain.reply_attribution import Unrouted
-from shared.http_limits import KIB, BodyTooLarge, read_body_capped
+from shared.runtime.body_limit import BodyLimit
 
 if TYPE_CHECKING:
     from services.sms_gateway.service import SmsGatewayService
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "sms-webhooks"
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-MAX_BODY_BYTES = 64 * KIB
+MAX_BODY_BYTES = 64 * 1024
 """Receipts and replies are a few hundred bytes; anything near this is not a provider's."""
 
 
@@ -60,7 +61,7 @@ class Webhooks:
         self._gw = gateway
         self._background: set[asyncio.Task[None]] = set()
 
-    def app(self, *, simulator: bool) -> Starlette:
+    def app(self, *, simulator: bool) -> ASGIApp:
         """The ASGI app mounted beside the health routes; `simulator`: the deployment
         enables the simulator (otherwise its route does not exist)."""
         routes = [
@@ -69,16 +70,14 @@ class Webhooks:
         ]
         if simulator:
             routes.append(Route("/webhooks/sms/simulator", self.simulator, methods=["POST"]))
-        return Starlette(routes=routes)
+        # Capped before any route reads it: a refused body is never parsed.
+        return BodyLimit(Starlette(routes=routes), MAX_BODY_BYTES, on_refused=count_too_large)
 
     # --- simulator ------------------------------------------------------------------------
 
     async def simulator(self, request: Request) -> Response:
         """Signed JSON receipts and replies, verified with the named account's secrets."""
-        try:
-            body = await read_body_capped(request, MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return refuse(request, "too_large", limit=MAX_BODY_BYTES)
+        body = await request.body()
         account = request.headers.get(ACCOUNT_HEADER, "").strip()
         if not account:
             return refuse(request, "no_account")
@@ -107,10 +106,7 @@ class Webhooks:
 
     async def _twilio_form(self, request: Request) -> tuple[bytes, dict[str, str]] | Response:
         """The form if a tested Auth Token of its account signed it, else the refusal."""
-        try:
-            body = await read_body_capped(request, MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return refuse(request, "too_large", limit=MAX_BODY_BYTES)
+        body = await request.body()
         try:
             params = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:

@@ -9,6 +9,7 @@ The answer carries `Connection: close`, so the unread rest is never read from th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,13 +34,21 @@ def too_large_body(max_bytes: int) -> bytes:
 
 
 class BodyLimit:
-    """Wraps an ASGI app: HTTP request bodies larger than `max_bytes` get 413 problem+json."""
+    """Wraps an ASGI app: HTTP request bodies larger than `max_bytes` get 413 problem+json;
+    `on_refused(scope)`, if given, is told of each refusal (e.g. to count it)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        *,
+        on_refused: Callable[[Scope], None] | None = None,
+    ) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must be 0 or more")
         self.app = app
         self.max_bytes = max_bytes
+        self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,7 +56,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         state = _Counting(self.max_bytes, receive, send)
         try:
@@ -58,9 +67,11 @@ class BodyLimit:
             if not state.exceeded:
                 raise
         if state.exceeded and not state.started:
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        if self.on_refused is not None:
+            self.on_refused(scope)
         body = too_large_body(self.max_bytes)
         await send(
             {
