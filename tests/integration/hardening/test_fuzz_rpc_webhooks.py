@@ -120,7 +120,7 @@ def webhook_bodies() -> st.SearchStrategy[tuple[bytes, str]]:
     """Bodies the simulator webhook must refuse, with what the reason must say."""
     receipt = {
         "type": "receipt",
-        "account": "acct-1",
+        "account": DEV_ACCOUNT,
         "id": "p-1",
         "reference": "m-1",
         "status": "delivered",
@@ -184,7 +184,7 @@ async def test_sms_webhooks_refuse_and_dead_letter_malformed_bodies(
         good = json.dumps(
             {
                 "type": "receipt",
-                "account": "acct-1",
+                "account": DEV_ACCOUNT,
                 "id": "p-x",
                 "reference": "m-unknown",
                 "status": "delivered",
