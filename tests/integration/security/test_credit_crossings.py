@@ -31,22 +31,19 @@ from tests.integration.sms_gateway.harness import (
     terminal,
     wait_terminal,
 )
-from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.integration.sms_provider_sim.harness import SimProcess, simulator_running
 from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
 async def credit_sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimProcess]:
     """A simulator of this module's own (faults are global to a simulator)."""
-    process = SimProcess(
-        tmp_path_factory.mktemp("credit-sim") / "sim.log",
+    async with simulator_running(
+        tmp_path_factory.mktemp("credit-sim"),
         STAGGER_SIM_SEED="1717",
         STAGGER_SIM_RECEIPT_DELAY_SECONDS="0.3",
-        STAGGER_LOG_LEVEL="WARNING",
-    )
-    await process.start()
-    yield process
-    process.terminate()
+    ) as process:
+        yield process
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from tests.integration.sms_gateway.harness import (
     wait_terminal,
     webhook_url,
 )
-from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.integration.sms_provider_sim.harness import SimProcess, simulator_running
 from tests.support.processes import service_env, start_service
 from tests.support.waiting import wait_until
 
@@ -50,14 +50,10 @@ SUPPRESSED, SENT = "stagger.dispatch.suppressed", "stagger.dispatch.sent"
 @pytest.fixture(scope="module")
 async def sim_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimProcess]:
     """The simulator, as a real process on a free port."""
-    process = SimProcess(
-        tmp_path_factory.mktemp("attribution-sim") / "sim.log",
-        STAGGER_SIM_RECEIPT_DELAY_SECONDS="0.3",
-        STAGGER_LOG_LEVEL="WARNING",
-    )
-    await process.start()
-    yield process
-    process.terminate()
+    async with simulator_running(
+        tmp_path_factory.mktemp("attribution-sim"), STAGGER_SIM_RECEIPT_DELAY_SECONDS="0.3"
+    ) as process:
+        yield process
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from tests.integration.sms_gateway.harness import (
     number,
     webhook_url,
 )
-from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.integration.sms_provider_sim.harness import SimProcess, simulator_running
 from tests.support.processes import service_env, start_service
 from tests.support.twilio_double import TwilioAccount, TwilioDouble, twilio_signature
 from tests.support.waiting import wait_until
@@ -68,14 +68,10 @@ answers (the client never sends it)."""
 
 @pytest.fixture(scope="module")
 async def sim_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimProcess]:
-    process = SimProcess(
-        tmp_path_factory.mktemp("trust-sim") / "sim.log",
-        STAGGER_SIM_RECEIPT_DELAY_SECONDS="0.2",
-        STAGGER_LOG_LEVEL="WARNING",
-    )
-    await process.start()
-    yield process
-    process.terminate()
+    async with simulator_running(
+        tmp_path_factory.mktemp("trust-sim"), STAGGER_SIM_RECEIPT_DELAY_SECONDS="0.2"
+    ) as process:
+        yield process
 
 
 @pytest.fixture

@@ -8,21 +8,18 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.integration.sms_gateway.harness import Sim
-from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.integration.sms_provider_sim.harness import SimProcess, simulator_running
 
 
 @pytest.fixture(scope="session")
 async def sim_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimProcess]:
     """The simulator, as a real process on a free port."""
-    process = SimProcess(
-        tmp_path_factory.mktemp("sms-gateway-sim") / "sim.log",
+    async with simulator_running(
+        tmp_path_factory.mktemp("sms-gateway-sim"),
         STAGGER_SIM_SEED="4321",
         STAGGER_SIM_RECEIPT_DELAY_SECONDS="0.3",
-        STAGGER_LOG_LEVEL="WARNING",
-    )
-    await process.start()
-    yield process
-    process.terminate()
+    ) as process:
+        yield process
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,19 @@ class SimProcess:
     def client(self, timeout: float = 10) -> httpx.AsyncClient:
         """An HTTP client for the simulator (never through a proxy)."""
         return httpx.AsyncClient(base_url=self.url, trust_env=False, timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def simulator_running(log_dir: Path, **env: str) -> AsyncIterator[SimProcess]:
+    """A simulator process for the gateway's tests, logging warnings only, stopped on exit.
+
+    A module that sets faults runs its own: faults are global to one simulator."""
+    process = SimProcess(log_dir / "sim.log", STAGGER_LOG_LEVEL="WARNING", **env)
+    await process.start()
+    try:
+        yield process
+    finally:
+        process.terminate()
 
 
 @dataclass
