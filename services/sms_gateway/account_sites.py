@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from shared.domain.accounts import sms_account_id
 from shared.domain.reply_attribution import SiteLine
-from shared.sites import SiteDirectory
+from shared.sites import Site, SiteDirectory
 
 
 class AccountSites:
@@ -31,6 +31,11 @@ class AccountSites:
         if directory is not self._directory or directory.generation != self._generation:
             self._rebuild(directory)
         return self._by_account.get((provider, account_id), ())
+
+    def sites(self, directory: SiteDirectory, provider: str, account_id: str | None) -> list[Site]:
+        """The current settings of the sites of any group that send through this account."""
+        lines = self.on_account(directory, provider, account_id)
+        return [site for line in lines if (site := directory.get(line.site_id)) is not None]
 
     def _rebuild(self, directory: SiteDirectory) -> None:
         generation = directory.generation

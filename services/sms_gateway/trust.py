@@ -17,7 +17,6 @@ site untested until a test succeeds again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -37,15 +36,6 @@ def fingerprint(kind: str, base_url: str | None, account_id: str | None, secret:
     """What identifies one set of tested credentials (the secret cannot be recovered)."""
     raw = "\x1f".join(("stagger-provider-test", kind, base_url or "", account_id or "", secret))
     return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def on_account(sites: Iterable[Site], kind: str, account_id: str) -> list[Site]:
-    """Sites whose provider is this account (`kind`, provider-side account id)."""
-    return [
-        s
-        for s in sites
-        if s.settings.sms.provider.kind == kind and s.settings.sms.provider.account_id == account_id
-    ]
 
 
 def _open(box: SecretBox, sealed: str | None) -> str | None:

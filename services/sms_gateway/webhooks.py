@@ -81,7 +81,7 @@ class Webhooks:
         account = request.headers.get(ACCOUNT_HEADER, "").strip()
         if not account:
             return refuse(request, "no_account")
-        sites = trust.on_account(self._gw.engine.sites.all(), "simulator", account)
+        sites = self._gw.account_sites.sites(self._gw.engine.sites, "simulator", account)
         if not sites:
             return refuse(request, "unknown_account")
         secrets = trust.simulator_secrets(self._gw.trust.box, sites, account)
@@ -112,7 +112,8 @@ class Webhooks:
         except UnicodeDecodeError:
             return refuse(request, "bad_signature")
         form = dict(params)
-        sites = trust.on_account(self._gw.engine.sites.all(), "twilio", form.get("AccountSid", ""))
+        account_sid = form.get("AccountSid", "")
+        sites = self._gw.account_sites.sites(self._gw.engine.sites, "twilio", account_sid)
         if not sites:
             return refuse(request, "unknown_account")
         tokens = await self._gw.trust.twilio_tokens(sites)

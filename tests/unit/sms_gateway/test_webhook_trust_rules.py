@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from services.sms_gateway.trust import fingerprint, on_account, simulator_secrets
+from services.sms_gateway.account_sites import AccountSites
+from services.sms_gateway.trust import fingerprint, simulator_secrets
 from shared.domain.site_settings import SiteSettings
 from shared.secrets import SecretBox, generate_key
-from shared.sites import Site
+from shared.sites import Site, SiteDirectory
 
 BOX = SecretBox([generate_key().encode()])
 
@@ -22,13 +23,16 @@ def site(site_id: str, account: str, webhook_secret: str | None, kind: str = "si
 
 
 def test_only_the_named_accounts_sites_count() -> None:
-    sites = [
+    directory = SiteDirectory(None)  # type: ignore[arg-type]
+    for s in (
         site("a1", "acct-a", "wa"),
         site("b1", "acct-b", "wb"),
         site("t1", "acct-a", None, "twilio"),
-    ]
-    assert [s.site_id for s in on_account(sites, "simulator", "acct-a")] == ["a1"]
-    assert simulator_secrets(BOX, on_account(sites, "simulator", "acct-a"), "acct-a") == ["wa"]
+    ):
+        directory.put(s)
+    on_account = AccountSites().sites(directory, "simulator", "acct-a")
+    assert [s.site_id for s in on_account] == ["a1"]
+    assert simulator_secrets(BOX, on_account, "acct-a") == ["wa"]
 
 
 def test_any_site_of_a_shared_account_verifies() -> None:
