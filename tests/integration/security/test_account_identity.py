@@ -10,7 +10,6 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from shared.bus.topology import PROVIDERS
 from shared.domain.accounts import email_account_id, sms_account_id
 from shared.domain.site_settings import EmailSettings, SmsProvider
 from tests.integration.email_gateway.conftest import (
@@ -24,10 +23,10 @@ from tests.integration.sms_gateway.conftest import sim, sim_process  # noqa: F40
 from tests.integration.sms_gateway.harness import (
     Sim,
     SimAccount,
-    events,
     gateway_running,
     make_site,
     one_tick,
+    provider_events,
     publish_tick,
     submit,
     terminal,
@@ -66,12 +65,11 @@ async def test_one_groups_hold_does_not_hold_another_group_typing_the_same_accou
         await wait_queued(gw, 1)
         await publish_tick(nc, one_tick(site_a["account"], [site_a["site"]], budget=5))
 
-        async def held() -> list[Any]:
-            return [
-                e for e in await events(nc, PROVIDERS) if e.type == "stagger.credits.sending_held"
-            ]
-
-        (hold,) = await wait_until(held, timeout=30, message="A's account held")
+        (hold,) = await wait_until(
+            lambda: provider_events(nc, "stagger.credits.sending_held"),
+            timeout=30,
+            message="A's account held",
+        )
         assert hold.data.account == site_a["account"]
         assert "credentials" in hold.data.reason
 
@@ -82,7 +80,8 @@ async def test_one_groups_hold_does_not_hold_another_group_typing_the_same_accou
     ends = await terminal(nc)
     assert {ends[i][0].type for i in ids_b} == {"stagger.dispatch.sent"}
     assert len(await sim.stored(account)) == 2, "only B's messages reached the account"
-    assert [e.data.account for e in await held()] == [site_a["account"]]
+    holds = await provider_events(nc, "stagger.credits.sending_held")
+    assert [e.data.account for e in holds] == [site_a["account"]]
 
 
 async def test_two_groups_with_one_smtp_login_keep_their_own_cap_and_connections(

@@ -51,6 +51,7 @@ from tests.integration.sms_gateway.harness import (
     gateway_running,
     make_site,
     one_tick,
+    provider_events,
     publish_tick,
     submit,
     terminal,
@@ -269,12 +270,11 @@ async def test_provider_url_allowed_when_written_is_refused_at_connect(
         await wait_queued(gw, 1)
         await publish_tick(nc, one_tick(site["account"], [site["site"]], budget=5))
 
-        async def held() -> list[Any]:
-            return [
-                e for e in await events(nc, PROVIDERS) if e.type == "stagger.credits.sending_held"
-            ]
-
-        (event,) = await wait_until(held, timeout=30, message="the account held")
+        (event,) = await wait_until(
+            lambda: provider_events(nc, "stagger.credits.sending_held"),
+            timeout=30,
+            message="the account held",
+        )
         assert "loopback" in event.data.reason and "STAGGER_OUTBOUND_ALLOW" in event.data.reason
         assert await sim.submissions(account) == [], "the provider never saw it"
         assert ids[0] not in await terminal(nc)

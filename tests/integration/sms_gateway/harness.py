@@ -29,7 +29,7 @@ from services.scheduler.planning import AccountTerms, Slot, account_slot
 from services.sms_gateway.service import SmsGatewayService
 from services.sms_gateway.settings import Settings
 from shared.bus.publisher import publisher_for
-from shared.bus.topology import DISPATCH, SETTINGS
+from shared.bus.topology import DISPATCH, PROVIDERS, SETTINGS
 from shared.config import StaggerSettings
 from shared.domain.accounts import sms_account_id
 from shared.domain.site_settings import SmsProvider
@@ -326,6 +326,11 @@ async def publish_tick(nc: Client, tick: Any) -> None:
 async def events(nc: Client, stream: str, subject: str | None = None) -> list[Envelope]:
     """Every event of a stream (optionally one subject filter), decoded."""
     return [e async for e in EventStore(nc, stream).replay(filter_subject=subject)]
+
+
+async def provider_events(nc: Client, event_type: str) -> list[Envelope]:
+    """Every event of this type in the provider stream (credits, holds, provider tests)."""
+    return [e for e in await events(nc, PROVIDERS) if e.type == event_type]
 
 
 async def at_least(nc: Client, stream: str, n: int, *types: str) -> bool:

@@ -16,6 +16,7 @@ from tests.integration.sms_gateway.harness import (
     events,
     gateway_running,
     make_site,
+    provider_events,
     submit,
     terminal,
     wait_terminal,
@@ -36,7 +37,7 @@ async def test_credits_run_out_mid_batch_then_sending_resumes_after_a_top_up(
         ids = await submit(nc, site["site"], 25)
         async with AccountTicks(nc, site["account"], [site["site"]], rate=50) as ticks:
             held = await wait_until(
-                lambda: _events_of(nc, "stagger.credits.sending_held"),
+                lambda: provider_events(nc, "stagger.credits.sending_held"),
                 timeout=30,
                 message="a held event",
             )
@@ -84,7 +85,7 @@ async def test_low_credit_requests_an_automatic_top_up_once(
         async with AccountTicks(nc, site["account"], [site["site"]], rate=50):
             await wait_terminal(nc, ids, timeout=60)
             await wait_until(
-                lambda: _events_of(nc, "stagger.credits.topup_requested"),
+                lambda: provider_events(nc, "stagger.credits.topup_requested"),
                 timeout=10,
                 message="top-up event",
             )
@@ -94,10 +95,6 @@ async def test_low_credit_requests_an_automatic_top_up_once(
     counts = kinds(await events(nc, PROVIDERS, "credits.>"))
     assert counts["low"] == 1 and counts["topup_requested"] == 1, counts
     assert counts["sending_held"] == 0, counts
-    topup = (await _events_of(nc, "stagger.credits.topup_requested"))[0]
+    topup = (await provider_events(nc, "stagger.credits.topup_requested"))[0]
     assert topup.data.ok is True
     assert topup.data.balance_before < 20 <= topup.data.balance_after
-
-
-async def _events_of(nc: Client, kind: str) -> list:
-    return [e for e in await events(nc, PROVIDERS) if e.type == kind]
