@@ -32,6 +32,7 @@ from tests.integration.sms_gateway.harness import (
     wait_terminal,
 )
 from tests.integration.sms_provider_sim.harness import SimProcess, simulator_running
+from tests.support.processes import ServiceProcess
 from tests.support.waiting import wait_until
 
 
@@ -72,6 +73,41 @@ def kinds(found: list[Any]) -> Counter[str]:
     return Counter(e.type.removeprefix("stagger.credits.") for e in found)
 
 
+async def credit_site(
+    nc: Client, sim: Sim, account: SimAccount, *, threshold: int, topup: int
+) -> dict[str, str]:
+    """A site paying 10 credits a message, low below `threshold`, topped up by `topup`."""
+    return await make_site(
+        nc,
+        sim,
+        account,
+        rate=50,
+        sms={
+            "provider": provider(sim, account, 10),
+            "low_credit_threshold": threshold,
+            "auto_topup_amount": topup,
+        },
+    )
+
+
+def two_replicas(
+    nats_url: str, database_url: str, tmp_path: Path, name: str
+) -> list[ServiceProcess]:
+    """Two gateway replicas taking one tick at a time each, reporting balances often."""
+    return [
+        gateway_process(
+            nats_url,
+            tmp_path / f"var-{n}",
+            database_url,
+            f"{name}-{n}",
+            resume_poll_seconds="0.5",
+            balance_report_seconds="0.5",
+            tick_workers="1",
+        )
+        for n in (1, 2)
+    ]
+
+
 async def test_two_replicas_one_low_and_one_top_up_then_held_and_resumed(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
 ) -> None:
@@ -79,30 +115,9 @@ async def test_two_replicas_one_low_and_one_top_up_then_held_and_resumed(
     # automatic top-up of 5 cannot lift it back over 50 (at most 45), so the crossing lasts
     # until the credits run out: 105 credits pay for exactly 10 of the 25 messages.
     account = await sim.account(credits=100, credits_per_segment=10)
-    site = await make_site(
-        nc,
-        sim,
-        account,
-        rate=50,
-        sms={
-            "provider": provider(sim, account, 10),
-            "low_credit_threshold": 50,
-            "auto_topup_amount": 5,
-        },
-    )
+    site = await credit_site(nc, sim, account, threshold=50, topup=5)
     await sim.faults(seed=11, latency_ms=[0, 200], answer_delay_ms=[0, 1000])
-    replicas = [
-        gateway_process(
-            nats_url,
-            tmp_path / f"var-{n}",
-            database_url,
-            f"credits-{n}",
-            resume_poll_seconds="0.5",
-            balance_report_seconds="0.5",
-            tick_workers="1",
-        )
-        for n in (1, 2)
-    ]
+    replicas = two_replicas(nats_url, database_url, tmp_path, "credits")
     try:
         ids = await submit(nc, site["site"], 25)
         # Ticks of 2 sends every 0.04 s, one at a time per replica: while one replica waits
@@ -151,30 +166,9 @@ async def test_answers_overtaking_one_another_on_two_replicas_give_no_second_low
     # replica. 30 messages cost 300 of the 600 credits: the balance never really goes below
     # 250 again, so there is one crossing.
     account = await sim.account(credits=300, credits_per_segment=10)
-    site = await make_site(
-        nc,
-        sim,
-        account,
-        rate=50,
-        sms={
-            "provider": provider(sim, account, 10),
-            "low_credit_threshold": 250,
-            "auto_topup_amount": 300,
-        },
-    )
+    site = await credit_site(nc, sim, account, threshold=250, topup=300)
     await sim.faults(seed=3, latency_ms=[0, 200], answer_delay_ms=[0, 1000])
-    replicas = [
-        gateway_process(
-            nats_url,
-            tmp_path / f"var-{n}",
-            database_url,
-            f"overtaking-{n}",
-            resume_poll_seconds="0.5",
-            balance_report_seconds="0.5",
-            tick_workers="1",
-        )
-        for n in (1, 2)
-    ]
+    replicas = two_replicas(nats_url, database_url, tmp_path, "overtaking")
     try:
         ids = await submit(nc, site["site"], 30)
         async with AccountTicks(nc, site["account"], [site["site"]], rate=50, period=0.04):
