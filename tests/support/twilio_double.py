@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -381,6 +382,14 @@ class TwilioDouble:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 10)
+
+
+@pytest.fixture(name="twilio")
+async def twilio_fixture() -> AsyncIterator[TwilioDouble]:
+    """`twilio`: a Twilio double on a free port, for one test (import this to use it)."""
+    double = await TwilioDouble().start()
+    yield double
+    await double.stop()
 
 
 class _QuietServer(uvicorn.Server):

@@ -50,7 +50,12 @@ from tests.integration.sms_gateway.harness import (
 )
 from tests.integration.sms_provider_sim.harness import SimProcess, simulator_running
 from tests.support.processes import service_env, start_service
-from tests.support.twilio_double import TwilioAccount, TwilioDouble, twilio_signature
+from tests.support.twilio_double import (
+    TwilioAccount,
+    TwilioDouble,
+    twilio_fixture,  # noqa: F401  (the `twilio` fixture)
+    twilio_signature,
+)
 from tests.support.waiting import wait_until
 
 CAP = 64 * 1024
@@ -77,13 +82,6 @@ async def sim_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 @pytest.fixture
 def sim(sim_process: SimProcess) -> Sim:
     return Sim(sim_process.url)
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[TwilioDouble]:
-    double = await TwilioDouble().start()
-    yield double
-    await double.stop()
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from nats.aio.client import Client
 
 from services.sms_gateway.providers.twilio import signature
@@ -30,7 +28,12 @@ from tests.integration.sms_gateway.harness import (
     wait_queued,
     wait_terminal,
 )
-from tests.support.twilio_double import TwilioAccount, TwilioDouble, twilio_signature
+from tests.support.twilio_double import (
+    TwilioAccount,
+    TwilioDouble,
+    twilio_fixture,  # noqa: F401  (the `twilio` fixture)
+    twilio_signature,
+)
 from tests.support.waiting import wait_until
 
 FROM = "+61491570777"
@@ -49,13 +52,6 @@ def test_signature_matches_twilios_published_example() -> None:
     ]
     assert signature("12345", url, params) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
     assert twilio_signature("12345", url, params) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[TwilioDouble]:
-    double = await TwilioDouble().start()
-    yield double
-    await double.stop()
 
 
 async def twilio_site(
