@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,17 +95,17 @@ class ConfigHarness:
         return sum((info.state.subjects or {}).values())
 
 
-@pytest.fixture(scope="module")
-async def config(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.asynccontextmanager
+async def config_running(
+    nats_url: str, var_dir: Path, **extra: str
 ) -> AsyncIterator[ConfigHarness]:
+    """The config service as a real process on fresh streams, with a new secret key and
+    these extra settings."""
     nc = await nats.connect(nats_url)
     await delete_all_streams(nc)
     await ensure_streams(nc.jetstream())
     key = generate_key()
-    env = service_env(
-        nats_url, tmp_path_factory.mktemp("config-var"), extra={"STAGGER_SECRET_KEY": key}
-    )
+    env = service_env(nats_url, var_dir, extra={"STAGGER_SECRET_KEY": key, **extra})
     service = start_service("config", env)
     try:
         yield ConfigHarness(service, nc, env, SecretBox([key.encode()]))
@@ -112,6 +113,14 @@ async def config(
         service.stop()
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+@pytest.fixture(scope="module")
+async def config(
+    nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ConfigHarness]:
+    async with config_running(nats_url, tmp_path_factory.mktemp("config-var")) as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -9,19 +9,13 @@ on its read timeout instead of seeing the 413.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import nats
 import pytest
 
-from shared.bus.topology import ensure_streams
-from shared.secrets import SecretBox, generate_key
-from tests.conftest import delete_all_streams
-from tests.integration.config.conftest import ConfigHarness
-from tests.support.processes import service_env, start_service
+from tests.integration.config.conftest import ConfigHarness, config_running
 
 CAP = 64 * 1024
 CHUNK = 16 * 1024
@@ -32,22 +26,10 @@ ANSWER_SECONDS = 20.0
 async def capped(
     nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ConfigHarness]:
-    nc = await nats.connect(nats_url)
-    await delete_all_streams(nc)
-    await ensure_streams(nc.jetstream())
-    key = generate_key()
-    env = service_env(
-        nats_url,
-        tmp_path_factory.mktemp("capped-var"),
-        extra={"STAGGER_SECRET_KEY": key, "STAGGER_API_MAX_BODY_BYTES": str(CAP)},
-    )
-    service = start_service("config", env)
-    try:
-        yield ConfigHarness(service, nc, env, SecretBox([key.encode()]))
-    finally:
-        service.stop()
-        with contextlib.suppress(Exception):
-            await nc.close()
+    async with config_running(
+        nats_url, tmp_path_factory.mktemp("capped-var"), STAGGER_API_MAX_BODY_BYTES=str(CAP)
+    ) as harness:
+        yield harness
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
