@@ -22,3 +22,10 @@ def site_of(subject: str) -> str | None:
 def msg_id(site: str, message_id: str) -> str:
     """`Nats-Msg-Id` of an accepted message: `<site>:<message id>`."""
     return f"{site}:{message_id}"
+
+
+def site_of_msg_id(value: str) -> str | None:
+    """The site a `Nats-Msg-Id` names (`<site>:…`), or None when it names none (a producer's
+    own id without a site prefix)."""
+    site, colon, _ = value.partition(":")
+    return site if colon else None

@@ -219,8 +219,8 @@ def _envelope_problem(msg: Msg, message: MessageAccepted) -> str | None:
     # JetStream de-duplicates the whole stream by this header; the config service sends
     # `<site>:<message id>`. One naming another site is an attempt to make JetStream drop that
     # site's message as a duplicate. (A header without a site prefix is a producer's own.)
-    named, colon, _ = dedup.partition(":")
-    if colon and named != message.site_id:
+    named = outbox_ids.site_of_msg_id(dedup)
+    if named is not None and named != message.site_id:
         return (
             f"Nats-Msg-Id {dedup[:140]!r} names another site than {message.site_id} "
             "(expected <site>:<message id>)"
