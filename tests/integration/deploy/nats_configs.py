@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,9 +201,16 @@ class Connection:
         return lambda: any(wanted in r for r in self.refusals())
 
 
-@contextlib.asynccontextmanager
-async def connect_as(url: str, user: str, **options: object) -> AsyncIterator[Connection]:
+def connect_as(url: str, user: str, **options: object) -> AbstractAsyncContextManager[Connection]:
     """Connect as `user` with its development password; errors are collected, not raised."""
+    return connected(url, user, dev_password(user), name=f"test-{user}", **options)
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    url: str, user: str, password: str, **options: object
+) -> AsyncIterator[Connection]:
+    """Connect as `user`, without reconnecting; errors are collected, not raised."""
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -211,8 +219,7 @@ async def connect_as(url: str, user: str, **options: object) -> AsyncIterator[Co
     nc = await nats.connect(
         url,
         user=user,
-        password=dev_password(user),
-        name=f"test-{user}",
+        password=password,
         error_cb=on_error,
         allow_reconnect=False,
         **options,  # type: ignore[arg-type]

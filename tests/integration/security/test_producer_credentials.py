@@ -7,7 +7,6 @@ groups and sites found in SETTINGS (as an operator runs it), then reloaded (SIGH
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from tests.integration.deploy.nats_configs import (
     DEPLOY_NATS,
     PROVISION,
     Connection,
+    connected,
     dev_password,
     provision,
     render,
@@ -139,32 +140,18 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         server.stop()
 
 
-@contextlib.asynccontextmanager
-async def connect_producer(
+def connect_producer(
     deployed: Deployed, group: str, *, inbox_prefix: str | None = None
-) -> AsyncIterator[Connection]:
+) -> AbstractAsyncContextManager[Connection]:
+    """Connect as the group's producer with its generated credentials ("" as `inbox_prefix`:
+    nats-py's default inboxes)."""
     creds = deployed.creds(group)
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
     options: dict[str, object] = {}
     if inbox_prefix != "":
         options["inbox_prefix"] = inbox_prefix or creds["NATS_INBOX_PREFIX"]
-    nc = await nats.connect(
-        deployed.url,
-        user=creds["STAGGER_NATS_USER"],
-        password=creds["STAGGER_NATS_PASSWORD"],
-        error_cb=on_error,
-        allow_reconnect=False,
-        **options,  # type: ignore[arg-type]
+    return connected(
+        deployed.url, creds["STAGGER_NATS_USER"], creds["STAGGER_NATS_PASSWORD"], **options
     )
-    try:
-        yield Connection(nc, errors)
-    finally:
-        with contextlib.suppress(Exception):
-            await nc.close()
 
 
 @pytest.fixture(scope="module")
