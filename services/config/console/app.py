@@ -51,7 +51,7 @@ from shared.events.envelope import make_event
 from shared.events.schemas.control import ResetFailedRequested
 from shared.eventstore import EventStore
 from shared.suppression import SuppressionList, record_opt_in, record_opt_out
-from shared.tokens import Principal, TokenRefused, TokenRegistry
+from shared.tokens import Principal, TokenRegistry
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +285,7 @@ class Console:
         if not await self.sessions.live(session.sid):
             session.rotate(None)
             raise LoginRequired()
-        try:
-            who = await self.tokens.check(session.token)
-        except TokenRefused:
-            who = None
+        who = await self.tokens.authenticate(session.token)
         if who is None or who.role == "sender":
             await self.sessions.end(session.sid)
             session.rotate(None)
