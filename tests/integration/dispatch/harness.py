@@ -153,14 +153,19 @@ def _free() -> int:
     return free_port()
 
 
-async def make_site(nc: Any, *, group: str, site: str, account: str = "acct-1") -> None:
-    handlers = ConfigHandlers(
+def config_handlers(nc: Any) -> ConfigHandlers:
+    """Settings commands as the tests' operator (a throwaway key; the simulator offered)."""
+    return ConfigHandlers(
         nc,
         SettingsStore(EventStore(nc, SETTINGS)),
         SecretBox([generate_key().encode()]),
         None,
         simulator_enabled=True,
     )
+
+
+async def make_site(nc: Any, *, group: str, site: str, account: str = "acct-1") -> None:
+    handlers = config_handlers(nc)
     if await handlers.store.group(group) is None:
         await handlers.create_group(group, group, {}, actor="test")
     await handlers.create_site(
@@ -173,13 +178,7 @@ async def make_site(nc: Any, *, group: str, site: str, account: str = "acct-1") 
 
 
 async def submit(nc: Any, site_id: str, count: int, prefix: str = "m") -> list[str]:
-    handlers = ConfigHandlers(
-        nc,
-        SettingsStore(EventStore(nc, SETTINGS)),
-        SecretBox([generate_key().encode()]),
-        None,
-        simulator_enabled=True,
-    )
+    handlers = config_handlers(nc)
     site = await handlers.site(site_id)
     body = SubmissionIn.model_validate(
         {

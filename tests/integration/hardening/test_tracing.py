@@ -25,22 +25,19 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 
 from services.config import submission
-from services.config.adapters.settings_store import SettingsStore
-from services.config.handlers import ConfigHandlers
 from services.config.service import ConfigService
 from shared import tracing
-from shared.bus.topology import SETTINGS
 from shared.config import StaggerSettings
 from shared.dispatch.adapter import SendResult
-from shared.eventstore import EventStore
 from shared.runtime.nats_server import free_port
 from shared.runtime.service import running
-from shared.secrets import SecretBox, generate_key
+from shared.secrets import generate_key
 from shared.tokens import issue_token
 from tests.integration.dispatch.harness import (
     SMS_TABLES,
     FakeAdapter,
     FakeProvider,
+    config_handlers,
     engine_running,
     make_site,
     send_tick,
@@ -169,13 +166,7 @@ async def test_provider_errors_are_recorded_on_the_send_span(
     adapter = FakeAdapter(provider)
     database = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     async with engine_running(nats_url, database, tmp_path, adapter) as gateway:
-        handlers = ConfigHandlers(
-            nc,
-            SettingsStore(EventStore(nc, SETTINGS)),
-            SecretBox([generate_key().encode()]),
-            None,
-            simulator_enabled=True,
-        )
+        handlers = config_handlers(nc)
         site = await handlers.site("site-e")
         body = submission.SubmissionIn.model_validate(
             {
@@ -223,13 +214,7 @@ async def test_dead_lettered_intake_is_an_error_span(
     await make_site(nc, group="g-dl", site="site-d")
     database = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     async with engine_running(nats_url, database, tmp_path, FakeAdapter(FakeProvider())):
-        handlers = ConfigHandlers(
-            nc,
-            SettingsStore(EventStore(nc, SETTINGS)),
-            SecretBox([generate_key().encode()]),
-            None,
-            simulator_enabled=True,
-        )
+        handlers = config_handlers(nc)
         site = await handlers.site("site-d")
         # The gateway's directory says site-d is in g-dl; forge a batch naming another group.
         forged = dataclasses.replace(site, group_id="g-other")
@@ -255,13 +240,7 @@ async def test_tracing_off_adds_no_header_and_stores_no_context(
     await make_site(nc, group="g-off", site="site-o")
     database = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     async with engine_running(nats_url, database, tmp_path, FakeAdapter(FakeProvider())) as gw:
-        handlers = ConfigHandlers(
-            nc,
-            SettingsStore(EventStore(nc, SETTINGS)),
-            SecretBox([generate_key().encode()]),
-            None,
-            simulator_enabled=True,
-        )
+        handlers = config_handlers(nc)
         site = await handlers.site("site-o")
         body = submission.SubmissionIn.model_validate(
             {"channel": "sms", "messages": [{"to": "+447700900001", "body": "x"}]}
