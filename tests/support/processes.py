@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -124,3 +125,20 @@ def start_service(name: str, env: dict[str, str], *, wait: bool = True) -> Servi
     """Start one replica and (by default) wait until it reports ready."""
     service = ServiceProcess(name, dict(env), int(env[PORT_VARS[name]])).start()
     return service.wait_ready() if wait else service
+
+
+async def run_cli(env: Mapping[str, str], *args: str) -> tuple[int, str, str]:
+    """`stagger <args>` as a process from the repository root: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        *args,
+        cwd=ROOT,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

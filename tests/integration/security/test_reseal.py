@@ -3,10 +3,8 @@ can be removed; historical events keep what they were sealed with."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from shared.domain.site_settings import flatten
 from shared.eventstore import EventStore
 from shared.secrets import SecretBox, SecretKeyError, generate_key, is_sealed
 from tests.integration.sms_provider_sim.harness import SimProcess
-from tests.support.processes import ROOT, service_env, start_service
+from tests.support.processes import run_cli, service_env, start_service
 from tests.support.waiting import wait_until
 
 
@@ -36,20 +34,7 @@ def _handlers(nc: Client, *keys: str) -> ConfigHandlers:
 async def _reseal(nats_url: str, keys: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAGGER_")}
     env.update(STAGGER_NATS_URL=nats_url, STAGGER_SECRET_KEY=keys)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        "secrets",
-        "reseal",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_cli(env, "secrets", "reseal")
 
 
 async def _current_secrets(store: SettingsStore) -> dict[str, dict[str, str]]:

@@ -3,9 +3,7 @@ console; `stagger token issue --expires-in/--expires-at` sets it."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,7 +11,7 @@ import httpx
 from shared.bus.topology import ACCESS
 from shared.tokens import issue_token
 from tests.integration.config.conftest import ConfigHarness, config  # noqa: F401
-from tests.support.processes import ROOT
+from tests.support.processes import run_cli
 from tests.support.waiting import wait_until
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -66,20 +64,7 @@ async def test_an_expired_token_is_refused_with_the_reason(config: ConfigHarness
 
 
 async def _cli(config: ConfigHarness, *args: str) -> tuple[int, str, str]:  # noqa: F811
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        "token",
-        *args,
-        cwd=ROOT,
-        env=config.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_cli(config.env, "token", *args)
 
 
 async def test_cli_issues_a_token_with_an_expiry(config: ConfigHarness) -> None:  # noqa: F811
