@@ -81,7 +81,8 @@ messages = sa.Table(
     metadata,
     sa.Column("message_id", sa.String(64), primary_key=True),
     sa.Column("group_id", sa.String(63), nullable=True),
-    sa.Column("site_id", sa.String(63), nullable=True),
+    # Keyed by (message id, site) like the gateways' ledger: ids are unique within a site only.
+    sa.Column("site_id", sa.String(63), primary_key=True),
     sa.Column("channel", sa.String(8), nullable=True),
     sa.Column("recipient", sa.String(320), nullable=True),
     sa.Column("category", sa.String(32), nullable=True),
@@ -444,11 +445,14 @@ class MessageStatusProjection:
         await self._fold(session, rows)
 
     async def _fold(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        folded: dict[str, dict[str, Any]] = {}
+        folded: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
             kind = row["type"]
             message_id = row["message_id"]
-            if message_id is None or not kind.startswith("stagger.dispatch."):
+            site_id = row["site_id"]
+            # Every dispatch event names its site (the gateways write it); one that does not
+            # belongs to no site's outbox.
+            if message_id is None or site_id is None or not kind.startswith("stagger.dispatch."):
                 continue
             try:
                 data = json.loads(row["data"])
@@ -495,8 +499,9 @@ class MessageStatusProjection:
             else:
                 change["reason"] = data.get("reason")
             change.setdefault("group_id", row["group_id"])
-            change.setdefault("site_id", row["site_id"])
-            folded.setdefault(message_id, {"message_id": message_id}).update(change)
+            folded.setdefault(
+                (site_id, message_id), {"message_id": message_id, "site_id": site_id}
+            ).update(change)
         if not folded:
             return
         columns = [c.name for c in messages.columns]
@@ -504,8 +509,8 @@ class MessageStatusProjection:
         await upsert(
             session,
             messages,
-            ["message_id"],
+            ["message_id", "site_id"],
             values,
-            update=[c for c in columns if c != "message_id"],
+            update=[c for c in columns if c not in ("message_id", "site_id")],
             keep_existing=True,
         )

@@ -477,7 +477,7 @@ class Receiver:
         async with self.db() as session:
             row = (
                 await session.execute(
-                    sa.select(m.c.message_id).where(
+                    sa.select(m.c.site_id, m.c.message_id).where(
                         m.c.provider_message_id == candidate, m.c.group_id == group_id
                     )
                 )
@@ -487,6 +487,7 @@ class Receiver:
         if bounce.action in ("failed", "delivered"):
             await self.queue.receipt(
                 message_id=str(row.message_id),
+                site_id=str(row.site_id),
                 delivered=bounce.action == "delivered",
                 occurred_at=occurred_at,
                 raw_status=f"{bounce.action} {bounce.status or ''}".strip(),

@@ -151,7 +151,7 @@ class SmsAdapter:
         account = self.account_for(site) or ""
         message = self.outbound(claimed, site, provider)
         if claimed.attempts > 0:
-            found = await self._lookup(provider, message)
+            found = await self._lookup(provider, message, claimed.site_id)
             if found.sent:
                 return self._already_there(found)
         late = self._quiet_hours(claimed, site, datetime.now(UTC))
@@ -191,7 +191,7 @@ class SmsAdapter:
             )
         if reply.status == "ambiguous":
             try:
-                found = await self._lookup(provider, message)
+                found = await self._lookup(provider, message, claimed.site_id)
             except ProviderError:
                 found = Found(None)
             if found.sent:
@@ -243,20 +243,20 @@ class SmsAdapter:
             provider_response="the provider already had it (found by reference); not sent again",
         )
 
-    async def _lookup(self, provider: Provider, message: Outbound) -> Found:
+    async def _lookup(self, provider: Provider, message: Outbound, site_id: str) -> Found:
         taken: Sequence[str] = ()
         if provider.kind == "twilio":
-            taken = await self._ids_of_others(message)
+            taken = await self._ids_of_others(message, site_id)
         return await provider.lookup(message, taken)
 
-    async def _ids_of_others(self, message: Outbound) -> list[str]:
+    async def _ids_of_others(self, message: Outbound, site_id: str) -> list[str]:
         """Provider ids our ledger already gives to other messages to the same number."""
         m = self._gw.dispatch.messages
         async with self._gw.ctx.db() as session:
             rows = await session.execute(
                 sa.select(m.c.provider_message_id).where(
                     m.c.recipient == message.to,
-                    m.c.message_id != message.reference,
+                    sa.not_(sa.and_(m.c.site_id == site_id, m.c.message_id == message.reference)),
                     m.c.provider_message_id.is_not(None),
                 )
             )
@@ -291,7 +291,9 @@ class SmsAdapter:
             provider = self._gw.providers.for_site(site)
         except NotConfigured as exc:
             return Reconciled(None, detail=str(exc))
-        found = await self._lookup(provider, self.outbound(claimed, site, provider))
+        found = await self._lookup(
+            provider, self.outbound(claimed, site, provider), claimed.site_id
+        )
         return Reconciled(found.sent, found.provider_message_id, "looked up at the provider")
 
     async def on_tick(self, tick: TickIssued, sites: Sequence[Site]) -> None:

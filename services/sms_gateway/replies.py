@@ -188,19 +188,23 @@ class Replies:
         found = reply_attribution.owners(lines, key)
         if isinstance(found, Unrouted):
             return found
-        linked = await self._message(inbound.in_reply_to) if inbound.in_reply_to else None
+        linked = await self._message(inbound.in_reply_to, found) if inbound.in_reply_to else None
         last = (
             None if reply_attribution.answers(found, key, linked) else await self._last(found, key)
         )
         return reply_attribution.route(found, key, linked, last)
 
-    async def _message(self, message_id: str) -> SentMessage | None:
+    async def _message(self, message_id: str, found: Owners) -> SentMessage | None:
+        """The group's sent message of this id (ids are unique per site only: another group's
+        message of the same id is not the one this group's reply answers)."""
         m = self._gw.dispatch.messages
         async with self._gw.ctx.db() as session:
             row = (
                 await session.execute(
                     sa.select(m.c.message_id, m.c.site_id, m.c.account, m.c.recipient).where(
-                        m.c.message_id == message_id, m.c.state == schema.SENT
+                        m.c.message_id == message_id,
+                        m.c.group_id == found.group_id,
+                        m.c.state == schema.SENT,
                     )
                 )
             ).first()

@@ -40,7 +40,7 @@ from shared.dispatch.adapter import AccountLimitsSpec, ChannelAdapter, SendResul
 from shared.dispatch.limits import AccountLimits
 from shared.dispatch.outcomes import SentRecorder
 from shared.dispatch.pending_events import EventRelay
-from shared.dispatch.queue import Claimed, Incoming, MessageQueue
+from shared.dispatch.queue import Claimed, Incoming, Key, MessageQueue
 from shared.dispatch.schema import DispatchTables
 from shared.domain.throttle import backoff_delay
 from shared.events.codec import MSG_ID, UndecodableEvent, decode
@@ -113,7 +113,7 @@ class _Arrivals:
 class _TickRun:
     tick: TickIssued
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    launched: set[str] = field(default_factory=set)
+    launched: set[Key] = field(default_factory=set)
     # Spaced ticks: when the previous send of this tick started, so that a send that started
     # late (a slow claim, a busy database) does not bring the next one closer than the spacing.
     last_start: datetime | None = None
@@ -267,7 +267,7 @@ class DispatchEngine:
         # A row whose work ended without a terminal write (a crash of the task, a database
         # error) must not be kept alive for as long as the process lives: its lease runs out
         # and recovery reconciles it with the provider.
-        self._held: set[str] = set()
+        self._held: set[Key] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
         # Set (and replaced) whenever intake stores messages: a short tick waiting for work
         # wakes on it.
@@ -534,7 +534,7 @@ class DispatchEngine:
                 if span is not None:
                     tracing.record_error(span, f"dead-lettered: {exc}")
         try:
-            stored, failed, foreign = await self._store(incoming)
+            stored, failed = await self._store(incoming)
             if stored:
                 self.relay.nudge()
                 arrived, self._arrivals = self._arrivals, _Arrivals()
@@ -544,15 +544,6 @@ class DispatchEngine:
             for span in spans:
                 span.end()
         retry.extend(failed)
-        dead.extend(
-            DeadLetter.from_msg(
-                msg,
-                f"{self.channel}-outbox",
-                f"message_id {item.message.message_id} is already used by another site's "
-                "message; not stored (message ids must be unique)",
-            )
-            for msg, item in foreign
-        )
         later: set[int] = set()
         for msg, reason in retry:
             deliveries = _deliveries(msg)
@@ -580,44 +571,29 @@ class DispatchEngine:
 
     async def _store(
         self, incoming: list[tuple[Msg, Incoming]]
-    ) -> tuple[list[Incoming], list[tuple[Msg, str]], list[tuple[Msg, Incoming]]]:
+    ) -> tuple[list[Incoming], list[tuple[Msg, str]]]:
         """Store the batch in one transaction; if that fails, each message on its own, so one
-        message the database refuses does not hold back the others. Returns what was stored,
-        what failed (with the reason) and what another site's message id kept out."""
+        message the database refuses does not hold back the others. Returns what was stored
+        and what failed (with the reason)."""
         if not incoming:
-            return [], [], []
+            return [], []
         try:
-            done = await self.queue.ingest_checked([i for _, i in incoming])
-            results: list[tuple[Msg, Incoming, BaseException | None]] = [
-                (msg, item, None) for msg, item in incoming
-            ]
-            foreign = done.foreign
+            await self.queue.ingest([i for _, i in incoming])
+            return [i for _, i in incoming], []
         except Exception:
             log.exception("storing an intake batch failed; storing its messages one by one")
-            results = []
-            foreign_ids: set[tuple[str, str]] = set()
-            for msg, item in incoming:
-                try:
-                    done = await self.queue.ingest_checked([item])
-                    foreign_ids |= done.foreign
-                    results.append((msg, item, None))
-                except Exception as exc:
-                    results.append((msg, item, exc))
-            foreign = frozenset(foreign_ids)
         stored: list[Incoming] = []
         failed: list[tuple[Msg, str]] = []
-        refused: list[tuple[Msg, Incoming]] = []
-        for msg, item, error in results:
-            if error is not None:
+        for msg, item in incoming:
+            try:
+                await self.queue.ingest([item])
+                stored.append(item)
+            except Exception as exc:
                 # A database error's own message, not SQLAlchemy's rendering of the statement
                 # and its parameters (the recipient, the body).
-                cause = getattr(error, "orig", None) or error
+                cause = getattr(exc, "orig", None) or exc
                 failed.append((msg, f"{type(cause).__name__}: {cause}"[:1000]))
-            elif (item.message.site_id, item.message.message_id) in foreign:
-                refused.append((msg, item))
-            else:
-                stored.append(item)
-        return stored, failed, refused
+        return stored, failed
 
     def _message_problem(self, message: MessageAccepted) -> str | None:
         """Why a decoded message can never be stored, or None."""
@@ -709,7 +685,7 @@ class DispatchEngine:
         remaining = tick.budget
         index = 0
         attempted = 0
-        skipped: list[str] = []
+        skipped: list[Key] = []
         run = _TickRun(tick)
         if spacing > timedelta(0) and not tick.manual and tick.scope == "site" and tick.site_id:
             run.pace = pace_key(tick.site_id)
@@ -729,8 +705,8 @@ class DispatchEngine:
                 if await self._more_arrived(tick):
                     continue
                 break
-            self._held.update(c.message_id for c in batch)
-            handled: set[str] = set()
+            self._held.update(c.key for c in batch)
+            handled: set[Key] = set()
             try:
                 launched, stop = await self._release_batch(
                     batch, now, start, spacing, index, skipped, handled, run
@@ -739,16 +715,12 @@ class DispatchEngine:
                 # Whatever failed (the database, a limiter under contention), the rest of the
                 # batch must not stay leased for as long as this replica lives.
                 with contextlib.suppress(Exception):
-                    await self.queue.release_unsent(
-                        [c for c in batch if c.message_id not in handled]
-                    )
+                    await self.queue.release_unsent([c for c in batch if c.key not in handled])
                 raise
             finally:
                 # Settled here (deferred, suppressed, released…) or never started: no longer
                 # ours to keep alive. Launched sends let go in `_attempt`.
-                self._held.difference_update(
-                    c.message_id for c in batch if c.message_id not in run.launched
-                )
+                self._held.difference_update(c.key for c in batch if c.key not in run.launched)
             index += launched
             remaining -= launched
             attempted += launched
@@ -809,8 +781,8 @@ class DispatchEngine:
         start: datetime,
         spacing: timedelta,
         index: int,
-        skipped: list[str],
-        handled: set[str],
+        skipped: list[Key],
+        handled: set[Key],
         run: _TickRun,
     ) -> tuple[int, bool]:
         """Check a claimed batch and start its sends; returns (sends started, stop the tick).
@@ -824,14 +796,14 @@ class DispatchEngine:
             site = self.sites.get(claimed.site_id)
             if site is None:
                 await self.queue.release_unsent([claimed])
-                handled.add(claimed.message_id)
-                skipped.append(claimed.message_id)
+                handled.add(claimed.key)
+                skipped.append(claimed.key)
                 continue
             verdict = await self._verdict(claimed, site, now)
             if verdict is not None:
-                handled.add(claimed.message_id)
+                handled.add(claimed.key)
                 if verdict.kind == "defer":
-                    skipped.append(claimed.message_id)
+                    skipped.append(claimed.key)
                 continue
             account = self.adapter.account_for(site)
             if account is None:
@@ -841,8 +813,8 @@ class DispatchEngine:
                     retry_at=now + timedelta(minutes=5),
                     attempt_used=False,
                 )
-                handled.add(claimed.message_id)
-                skipped.append(claimed.message_id)
+                handled.add(claimed.key)
+                skipped.append(claimed.key)
                 continue
             by_account.setdefault(account, []).append((claimed, site))
         launched = 0
@@ -850,7 +822,7 @@ class DispatchEngine:
         for account, items in by_account.items():
             if await self.limits.held(account) is not None:
                 await self.queue.release_unsent([c for c, _ in items])
-                handled.update(c.message_id for c, _ in items)
+                handled.update(c.key for c, _ in items)
                 await self._check_resume(account, items[0][1])
                 stop = True
                 continue
@@ -868,8 +840,8 @@ class DispatchEngine:
                     retry_at=now + timedelta(minutes=15),
                     attempt_used=False,
                 )
-                handled.add(claimed.message_id)
-                skipped.append(claimed.message_id)
+                handled.add(claimed.key)
+                skipped.append(claimed.key)
             if not allowed:
                 continue
             pending = allowed
@@ -894,7 +866,7 @@ class DispatchEngine:
                         pending = pending[1:]
                         launched += 1
                         self._launch(claimed, site, account, launch, limits.interval, run, spacing)
-                        handled.add(claimed.message_id)
+                        handled.add(claimed.key)
                         continue
                     # Reserve limiter slots for the sends that can start now, and for the
                     # few that will get a send slot well within STALL. A whole batch's
@@ -927,7 +899,7 @@ class DispatchEngine:
                         self._launch(
                             claimed, site, account, when, limits.interval, run, spacing, n < ready
                         )
-                        handled.add(claimed.message_id)
+                        handled.add(claimed.key)
             except BaseException:
                 # Not launched, so not in flight either (the caller puts them back in the queue).
                 self._unrecorded[account] -= len(pending)
@@ -949,11 +921,11 @@ class DispatchEngine:
         self._send_seconds = seconds if previous is None else previous + 0.1 * (seconds - previous)
 
     async def _give_back(
-        self, account: str, items: list[tuple[Claimed, Any]], handled: set[str]
+        self, account: str, items: list[tuple[Claimed, Any]], handled: set[Key]
     ) -> None:
         """Return claimed messages that will not be sent now to the queue, unattempted."""
         await self.queue.release_unsent([c for c, _ in items])
-        handled.update(c.message_id for c, _ in items)
+        handled.update(c.key for c, _ in items)
         self._unrecorded[account] -= len(items)
 
     async def _paced_slot(
@@ -992,7 +964,7 @@ class DispatchEngine:
         if not slot_held:
             run.slotless.add(task)
             task.add_done_callback(run.slotless.discard)
-        run.launched.add(claimed.message_id)
+        run.launched.add(claimed.key)
         run.tasks.add(task)
         run.calling.add(task)
         task.add_done_callback(run.call_ended)
@@ -1040,7 +1012,7 @@ class DispatchEngine:
             if wait > 0:
                 if wait > self.settings.lease_seconds / 2:
                     await self.queue.extend_lease(
-                        [claimed.message_id], timedelta(seconds=wait + self.settings.lease_seconds)
+                        [claimed.key], timedelta(seconds=wait + self.settings.lease_seconds)
                     )
                 await self._pause(wait)
             if not slot_held:
@@ -1087,7 +1059,7 @@ class DispatchEngine:
                 run.call_ended(asyncio.current_task())
             await self._record(claimed, account, result)
         finally:
-            self._held.discard(claimed.message_id)
+            self._held.discard(claimed.key)
             async with self._cap_locks[account]:
                 self._unrecorded[account] -= 1
             if slot_held:
@@ -1240,7 +1212,7 @@ class DispatchEngine:
             return
         if isinstance(data, CancelRequested):
             await self.queue.cancel(
-                data.message_ids, reason=data.reason or "cancelled", actor=event.actor
+                data.site_id, data.message_ids, reason=data.reason or "cancelled", actor=event.actor
             )
         elif isinstance(data, ResetFailedRequested):
             await self.queue.requeue_failed(data.site_id, data.message_ids, actor=event.actor)

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from shared.dispatch import schema
 from shared.dispatch.adapter import SendResult
-from shared.dispatch.queue import Claimed, MessageQueue
+from shared.dispatch.queue import Claimed, Key, MessageQueue
 from shared.events.schemas.dispatch import MessageSent
 
 MAX_GROUP = 500
@@ -52,7 +52,10 @@ def _provider_answer(messages: sa.Table) -> sa.Update:
     """UPDATE of one sent message's account and provider reference (run per row)."""
     return (
         sa.update(messages)
-        .where(messages.c.message_id == sa.bindparam("b_id"))
+        .where(
+            messages.c.site_id == sa.bindparam("b_site"),
+            messages.c.message_id == sa.bindparam("b_id"),
+        )
         .values(
             account=sa.bindparam("b_account"),
             provider_message_id=sa.bindparam("b_reference"),
@@ -108,7 +111,7 @@ class SentRecorder:
                     continue
                 for item in group:
                     if not item.done.done():
-                        item.done.set_result(item.claimed.message_id in recorded)
+                        item.done.set_result(item.claimed.key in recorded)
                 self._nudge()
 
     async def _fill(self) -> None:
@@ -124,7 +127,7 @@ class SentRecorder:
             except TimeoutError:
                 return
 
-    async def _commit_patiently(self, group: list[_Sent]) -> set[str]:
+    async def _commit_patiently(self, group: list[_Sent]) -> set[Key]:
         """`_commit`, retried through short database trouble (a lock, a failover): these
         messages are already with the provider; a write given up on leaves them to be
         reconciled after their lease, which is slower and costs the provider a lookup."""
@@ -145,18 +148,18 @@ class SentRecorder:
                 delay = min(delay * 2, 2.0)
                 attempt += 1
 
-    async def _commit(self, group: list[_Sent]) -> set[str]:
+    async def _commit(self, group: list[_Sent]) -> set[Key]:
         q = self.queue
         m = q.t.messages
         now = datetime.now(UTC)
-        by_id = {item.claimed.message_id: item for item in group}
+        by_id = {item.claimed.key: item for item in group}
         async with q.db() as session, session.begin():
             # One compare-and-set for the group; RETURNING names the rows that were still ours
             # (a lease taken over meanwhile is left to its new owner).
             updated = await session.execute(
                 sa.update(m)
                 .where(
-                    m.c.message_id.in_(list(by_id)),
+                    sa.tuple_(m.c.site_id, m.c.message_id).in_(sorted(by_id)),
                     m.c.state == schema.SENDING,
                     m.c.lease_owner == q.owner,
                 )
@@ -168,9 +171,9 @@ class SentRecorder:
                     lease_until=None,
                     attempts=m.c.attempts + 1,
                 )
-                .returning(m.c.message_id)
+                .returning(m.c.site_id, m.c.message_id)
             )
-            ours = {row[0] for row in updated}
+            ours = {(row[0], row[1]) for row in updated}
             if ours:
                 # The per-message values in a second, fixed-shape statement run for each row.
                 # (A CASE over the group made every group size a statement of its own, each
@@ -180,15 +183,16 @@ class SentRecorder:
                     self._provider_answer,
                     [
                         {
-                            "b_id": i,
+                            "b_site": i[0],
+                            "b_id": i[1],
                             "b_account": by_id[i].account,
                             "b_reference": by_id[i].result.provider_message_id,
                         }
                         for i in ours
                     ],
                 )
-            for message_id in ours:
-                item = by_id[message_id]
+            for key in ours:
+                item = by_id[key]
                 c = item.claimed
                 await q.event(
                     session,

@@ -36,6 +36,9 @@ from shared.events.schemas.dispatch import (
 )
 from shared.events.schemas.messages import MessageAccepted
 
+Key = tuple[str, str]
+"""(site id, message id): a message's key in the ledger. Ids are unique within a site only."""
+
 INGEST_CHUNK_BITS = 7
 """Intake inserts at most 2**7 = 128 rows per statement, in power-of-two chunks."""
 
@@ -54,6 +57,11 @@ class Claimed:
     expires_at: datetime | None
     traceparent: str | None = None
 
+    @property
+    def key(self) -> Key:
+        """What names this message in the ledger: its site and its id."""
+        return (self.site_id, self.message_id)
+
 
 @dataclass(frozen=True)
 class Incoming:
@@ -66,18 +74,14 @@ class Incoming:
     traceparent: str | None = None
 
 
-@dataclass(frozen=True)
-class Ingested:
-    """What an intake stored: how many messages were new, and which ids belong to another
-    site's message already (those incoming messages were not stored)."""
-
-    new: int
-    foreign: frozenset[tuple[str, str]]
-    """(site id, message id) of each incoming message refused so."""
+def _keyed(m: sa.Table, keys: Collection[Key]) -> sa.ColumnElement[bool]:
+    """The rows of these (site id, message id) keys."""
+    return sa.tuple_(m.c.site_id, m.c.message_id).in_(sorted(keys))
 
 
 def _picked(session: AsyncSession, m: sa.Table, chosen: sa.Select[Any]) -> Any:
-    """`message_id` is one of `chosen` (a SELECT with ORDER BY … LIMIT), safely for replicas.
+    """The row is one of `chosen` (a SELECT of site_id, message_id with ORDER BY … LIMIT),
+    safely for replicas.
 
     PostgreSQL may re-run an IN-subquery with LIMIT once per candidate row, taking more rows
     than the limit; a CTE is evaluated once, and `FOR UPDATE SKIP LOCKED` lets concurrent
@@ -86,8 +90,8 @@ def _picked(session: AsyncSession, m: sa.Table, chosen: sa.Select[Any]) -> Any:
     """
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         picked = chosen.with_for_update(skip_locked=True).cte("picked")
-        return m.c.message_id == picked.c.message_id
-    return m.c.message_id.in_(chosen.scalar_subquery())
+        return sa.and_(m.c.site_id == picked.c.site_id, m.c.message_id == picked.c.message_id)
+    return sa.tuple_(m.c.site_id, m.c.message_id).in_(chosen)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -133,7 +137,7 @@ class MessageQueue:
             self.t.pending_events,
             subject=subjects.dispatch(self.channel, row_site),  # type: ignore[arg-type]
             data=data,
-            event_id=event_id(message_id, what),
+            event_id=event_id(f"{row_site}\x1f{message_id}", what),
             actor=actor or f"service:{self.channel}_gateway",
             source=self.source,
             group_id=row_group,
@@ -166,22 +170,18 @@ class MessageQueue:
 
     async def ingest(self, batch: Sequence[Incoming]) -> int:
         """Store accepted messages (each once, however often redelivered); returns how many
-        were new."""
-        return (await self.ingest_checked(batch)).new
-
-    async def ingest_checked(self, batch: Sequence[Incoming]) -> Ingested:
-        """`ingest`, also naming the messages not stored because another site's message holds
-        their id (they must not be taken for a redelivery of that one)."""
+        were new. A message is its (site, message id): another site's message with the same id
+        is another message, so no site's id can keep another site's message out."""
         if not batch:
-            return Ingested(0, frozenset())
+            return 0
         m = self.t.messages
         now = datetime.now(UTC)
         async with self.db() as session, session.begin():
-            # One row per message id even if a batch carries a redelivered duplicate.
+            # One row per message even if a batch carries a redelivered duplicate.
             # The first of them is the one stored (and announced below).
-            unique: dict[str, Incoming] = {}
+            unique: dict[Key, Incoming] = {}
             for i in batch:
-                unique.setdefault(i.message.message_id, i)
+                unique.setdefault((i.message.site_id, i.message.message_id), i)
             rows = [
                 {
                     "message_id": i.message.message_id,
@@ -207,20 +207,20 @@ class MessageQueue:
             # load. Now at most eight shapes exist. The statement is passed its rows rather
             # than built around them: SQLAlchemy compiles it once instead of on every call
             # (that compilation was an eighth of the SMS gateway's CPU in the benchmark).
-            fresh: set[str] = set()
+            fresh: set[Key] = set()
             start = 0
-            statement = insert_many_ignoring_duplicates(session, m).returning(m.c.message_id)
+            statement = insert_many_ignoring_duplicates(session, m).returning(
+                m.c.site_id, m.c.message_id
+            )
             while start < len(rows):
                 size = 1 << min((len(rows) - start).bit_length() - 1, INGEST_CHUNK_BITS)
                 inserted = await session.execute(statement, rows[start : start + size])
-                fresh.update(r[0] for r in inserted)
+                fresh.update((r[0], r[1]) for r in inserted)
                 start += size
-            announced: set[str] = set()
-            for item in unique.values():
+            for key, item in unique.items():
                 msg = item.message
-                if msg.message_id not in fresh or msg.message_id in announced:
+                if key not in fresh:
                     continue
-                announced.add(msg.message_id)
                 await self._event(
                     session,
                     msg.group_id,
@@ -238,27 +238,7 @@ class MessageQueue:
                     actor=item.actor,
                     correlation_id=item.correlation_id,
                 )
-            foreign: set[tuple[str, str]] = set()
-            known = [i for i in unique if i not in fresh]
-            for start in range(0, len(known), 500):
-                owners = await session.execute(
-                    sa.select(m.c.message_id, m.c.site_id).where(
-                        m.c.message_id.in_(known[start : start + 500])
-                    )
-                )
-                owner = {row.message_id: row.site_id for row in owners}
-                foreign.update(
-                    (i.message.site_id, i.message.message_id)
-                    for i in batch
-                    if owner.get(i.message.message_id, i.message.site_id) != i.message.site_id
-                )
-            # Two sites' messages with one id in the same batch: the one not stored is foreign.
-            foreign.update(
-                (i.message.site_id, i.message.message_id)
-                for i in batch
-                if unique[i.message.message_id].message.site_id != i.message.site_id
-            )
-            return Ingested(len(fresh), frozenset(foreign))
+            return len(fresh)
 
     # --- claiming ------------------------------------------------------------------------
 
@@ -270,7 +250,7 @@ class MessageQueue:
         now: datetime | None = None,
         lease: timedelta = timedelta(seconds=60),
         release: Release | None = None,
-        exclude: Sequence[str] = (),
+        exclude: Collection[Key] = (),
     ) -> list[Claimed]:
         """Take up to `limit` sendable messages of these sites, oldest first, under a lease."""
         if limit <= 0 or not site_ids:
@@ -278,7 +258,7 @@ class MessageQueue:
         now = now or datetime.now(UTC)
         m = self.t.messages
         eligible = (
-            sa.select(m.c.message_id)
+            sa.select(m.c.site_id, m.c.message_id)
             .where(
                 m.c.site_id.in_(list(site_ids)),
                 m.c.state == schema.QUEUED,
@@ -289,7 +269,7 @@ class MessageQueue:
             .limit(limit)
         )
         if exclude:
-            eligible = eligible.where(m.c.message_id.not_in(list(exclude)))
+            eligible = eligible.where(sa.not_(_keyed(m, exclude)))
         async with self.db() as session, session.begin():
             result = await session.execute(
                 sa.update(m)
@@ -330,21 +310,21 @@ class MessageQueue:
             for r in rows
         ]
 
-    async def extend_lease(self, message_ids: Sequence[str], lease: timedelta) -> None:
+    async def extend_lease(self, keys: Collection[Key], lease: timedelta) -> None:
         """Keep holding messages whose send is taking long."""
         m = self.t.messages
         async with self.db() as session, session.begin():
             await session.execute(
                 sa.update(m)
                 .where(
-                    m.c.message_id.in_(list(message_ids)),
+                    _keyed(m, keys),
                     m.c.state == schema.SENDING,
                     m.c.lease_owner == self.owner,
                 )
                 .values(lease_until=datetime.now(UTC) + lease)
             )
 
-    async def renew_leases(self, lease: timedelta, message_ids: Sequence[str]) -> int:
+    async def renew_leases(self, lease: timedelta, keys: Sequence[Key]) -> int:
         """Keep alive the leases of the messages this replica is still working on.
 
         A claimed message can wait for a send slot (or a throttle slot) longer than one lease;
@@ -357,11 +337,11 @@ class MessageQueue:
         renewed = 0
         until = datetime.now(UTC) + lease
         async with self.db() as session, session.begin():
-            for start in range(0, len(message_ids), 500):
+            for start in range(0, len(keys), 500):
                 result = await session.execute(
                     sa.update(m)
                     .where(
-                        m.c.message_id.in_(list(message_ids[start : start + 500])),
+                        _keyed(m, keys[start : start + 500]),
                         m.c.state == schema.SENDING,
                         m.c.lease_owner == self.owner,
                     )
@@ -378,7 +358,7 @@ class MessageQueue:
         m = self.t.messages
         async with self.db() as session, session.begin():
             stale = (
-                sa.select(m.c.message_id)
+                sa.select(m.c.site_id, m.c.message_id)
                 .where(m.c.state == schema.SENDING, m.c.lease_until < now)
                 .limit(limit)
             )
@@ -419,14 +399,18 @@ class MessageQueue:
     async def _transition(
         self,
         session: AsyncSession,
-        claimed_id: str,
+        claimed: Claimed,
         *,
         from_states: Sequence[str],
         values: dict[str, Any],
         must_own: bool,
     ) -> bool:
         m = self.t.messages
-        condition = [m.c.message_id == claimed_id, m.c.state.in_(list(from_states))]
+        condition = [
+            m.c.site_id == claimed.site_id,
+            m.c.message_id == claimed.message_id,
+            m.c.state.in_(list(from_states)),
+        ]
         if must_own:
             condition.append(m.c.lease_owner == self.owner)
         result = await session.execute(sa.update(m).where(*condition).values(**values))
@@ -449,7 +433,7 @@ class MessageQueue:
         async with self.db() as session, session.begin():
             ok = await self._transition(
                 session,
-                c.message_id,
+                c,
                 from_states=[schema.SENDING],
                 must_own=True,
                 values={
@@ -498,7 +482,7 @@ class MessageQueue:
         async with self.db() as session, session.begin():
             ok = await self._transition(
                 session,
-                c.message_id,
+                c,
                 from_states=[schema.SENDING],
                 must_own=True,
                 values={
@@ -541,7 +525,7 @@ class MessageQueue:
         async with self.db() as session, session.begin():
             ok = await self._transition(
                 session,
-                c.message_id,
+                c,
                 from_states=[schema.SENDING],
                 must_own=True,
                 values={
@@ -576,7 +560,7 @@ class MessageQueue:
             await session.execute(
                 sa.update(m)
                 .where(
-                    m.c.message_id.in_([c.message_id for c in claimed]),
+                    _keyed(m, [c.key for c in claimed]),
                     m.c.state == schema.SENDING,
                     m.c.lease_owner == self.owner,
                 )
@@ -609,7 +593,7 @@ class MessageQueue:
         async with self.db() as session, session.begin():
             ok = await self._transition(
                 session,
-                c.message_id,
+                c,
                 from_states=[schema.SENDING],
                 must_own=True,
                 values={
@@ -656,12 +640,14 @@ class MessageQueue:
                 finished.append(row.message_id)
         return finished
 
-    async def cancel(self, message_ids: Sequence[str], *, reason: str, actor: str) -> list[str]:
-        """Cancel queued messages by id."""
+    async def cancel(
+        self, site_id: str, message_ids: Sequence[str], *, reason: str, actor: str
+    ) -> list[str]:
+        """Cancel queued messages of a site by id."""
         m = self.t.messages
         return await self.finish_queued(
             state=schema.CANCELLED,
-            where=[m.c.message_id.in_(list(message_ids))],
+            where=[m.c.site_id == site_id, m.c.message_id.in_(list(message_ids))],
             make_event=lambda common: MessageCancelled(**common, reason=reason),
             actor=actor,
         )
@@ -679,23 +665,23 @@ class MessageQueue:
         """Queued messages whose `expires_at` passed end `expired`."""
         now = now or datetime.now(UTC)
         m = self.t.messages
-        rows: dict[str, datetime] = {}
+        rows: dict[Key, datetime] = {}
         async with self.db() as session:
             for row in await session.execute(
-                sa.select(m.c.message_id, m.c.expires_at)
+                sa.select(m.c.site_id, m.c.message_id, m.c.expires_at)
                 .where(
                     m.c.state == schema.QUEUED, m.c.expires_at.is_not(None), m.c.expires_at <= now
                 )
                 .limit(1000)
             ):
-                rows[row.message_id] = _utc(row.expires_at)  # type: ignore[assignment]
+                rows[(row.site_id, row.message_id)] = _utc(row.expires_at)  # type: ignore[assignment]
         if not rows:
             return []
         return await self.finish_queued(
             state=schema.EXPIRED,
-            where=[m.c.message_id.in_(list(rows)), m.c.expires_at <= now],
+            where=[_keyed(m, rows), m.c.expires_at <= now],
             make_event=lambda common: MessageExpired(
-                **common, expires_at=rows[common["message_id"]]
+                **common, expires_at=rows[(common["site_id"], common["message_id"])]
             ),
         )
 
@@ -777,13 +763,15 @@ class MessageQueue:
         raw_status: str | None = None,
         reason: str = "",
         accounts: Collection[str] | None = None,
+        site_id: str | None = None,
     ) -> str | None:
         """Record a delivery receipt for a sent message (first receipt wins); returns the
         message id it matched.
 
         `accounts`: the account(s) the receipt came through; only a message sent through one
-        of them matches, so one tenant's receipt never settles another's message. None (email
-        bounces, found in the mailbox that sent the message) matches on the id alone."""
+        of them matches, so one tenant's receipt never settles another's message. `site_id`:
+        the site of the message (email bounces, found in the mailbox that sent it). At most
+        one message is settled, even where two sites' messages share an id."""
         m = self.t.messages
         if message_id is None and provider_message_id is None:
             return None
@@ -797,10 +785,17 @@ class MessageQueue:
             if not accounts:
                 return None
             conditions.append(m.c.account.in_(sorted(accounts)))
+        if site_id is not None:
+            conditions.append(m.c.site_id == site_id)
+        one = sa.select(m.c.site_id, m.c.message_id).where(*conditions).limit(1)
         async with self.db() as session, session.begin():
             result = await session.execute(
                 sa.update(m)
-                .where(*conditions)
+                .where(
+                    sa.tuple_(m.c.site_id, m.c.message_id).in_(one),
+                    m.c.state == schema.SENT,
+                    m.c.receipt.is_(None),
+                )
                 .values(receipt="delivered" if delivered else "undelivered")
                 .returning(m.c.message_id, m.c.group_id, m.c.site_id, m.c.provider_message_id)
             )
@@ -837,14 +832,14 @@ class MessageQueue:
         """
         m = self.t.messages
         oldest = (
-            sa.select(m.c.message_id)
+            sa.select(m.c.site_id, m.c.message_id)
             .where(m.c.state.in_(sorted(schema.TERMINAL_STATES)), m.c.finished_at < before)
             .limit(limit)
         )
         async with self.db() as session, session.begin():
             result = await session.execute(
                 sa.delete(m).where(
-                    m.c.message_id.in_(oldest.scalar_subquery()),
+                    sa.tuple_(m.c.site_id, m.c.message_id).in_(oldest),
                     m.c.state.in_(sorted(schema.TERMINAL_STATES)),
                 )
             )

@@ -38,7 +38,9 @@ def _message_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("message_id", sa.String(64), primary_key=True),
         sa.Column("group_id", sa.String(63), nullable=False),
-        sa.Column("site_id", sa.String(63), nullable=False),
+        # A message is its (message id, site): ids are unique within a site only, so one
+        # tenant's id can never keep another tenant's message out (or be merged into it).
+        sa.Column("site_id", sa.String(63), primary_key=True),
         sa.Column("recipient", sa.String(320), nullable=False),
         sa.Column("category", sa.String(32), nullable=False),
         sa.Column("payload", sa.JSON, nullable=False),

@@ -3,6 +3,7 @@ names, and one site's message id cannot make another site's message disappear.""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,9 +14,13 @@ from services.config.submission import message_id
 from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import OUTBOX
+from shared.dispatch.adapter import SendResult
+from shared.dispatch.queue import Claimed
 from shared.events.codec import encode
 from shared.events.envelope import make_event
+from shared.events.schemas.dispatch import TERMINAL_TYPES
 from shared.events.schemas.messages import MessageAccepted
+from shared.sites import Site
 from tests.integration.dispatch.harness import (
     SMS_TABLES,
     FakeAdapter,
@@ -25,6 +30,7 @@ from tests.integration.dispatch.harness import (
     send_tick,
     submit,
 )
+from tests.integration.dispatch.test_engine import dispatch_events
 from tests.integration.hardening.fuzzing import DeadLetters
 from tests.support.waiting import wait_until
 
@@ -134,21 +140,98 @@ async def test_a_nats_msg_id_naming_another_site_is_dead_lettered(
     assert f"Nats-Msg-Id 'site-a:{future}' names another site than site-b" in letter.reason
 
 
-async def test_a_message_whose_id_another_sites_message_holds_is_never_merged_into_it(
+async def test_a_message_whose_id_another_sites_message_holds_is_stored_as_its_own(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
+    # Until the ledger was keyed by (site, message id), site-a's message was dead-lettered
+    # here ("already used by another site's message"): site-b's id kept it out.
     await make_site(nc, group="g-a", site="site-a")
     await make_site(nc, group="g-b", site="site-b")
-    provider = FakeProvider()
     async with (
         DeadLetters(nc).listening() as letters,
-        engine_running(nats_url, database_url, tmp_path, FakeAdapter(provider)) as svc,
+        engine_running(nats_url, database_url, tmp_path, FakeAdapter(FakeProvider())) as svc,
     ):
         await publisher_for(nc).publish_all([accepted(group="g-b", site="site-b", mid="m-same")])
         await wait_until(lambda: _stored(svc, "m-same"), timeout=30, message="site-b's stored")
         await publisher_for(nc).publish_all([accepted(group="g-a", site="site-a", mid="m-same")])
-        await wait_until(lambda: letters.of("sms-outbox"), timeout=30, message="a dead letter")
-        assert await rows(svc) == {"m-same": "site-b"}
-    [letter] = letters.of("sms-outbox")
-    assert letter.subject == "outbox.sms.site-a"
-    assert "m-same is already used by another site's message" in letter.reason
+        await wait_until(
+            lambda: _keys_stored(svc, 2), timeout=30, message="site-a's stored beside site-b's"
+        )
+        assert await keyed_rows(svc) == {
+            ("site-a", "m-same"): "g-a",
+            ("site-b", "m-same"): "g-b",
+        }
+    assert letters.of("sms-outbox") == []
+
+
+class SiteRecordingAdapter(FakeAdapter):
+    """Counts provider calls per (site, message id): the provider sees both sites' messages."""
+
+    def __init__(self, provider: FakeProvider) -> None:
+        super().__init__(provider)
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    async def send(self, claimed: Claimed, site: Site) -> SendResult:
+        self.calls[(claimed.site_id, claimed.message_id)] += 1
+        return await super().send(claimed, site)
+
+
+async def test_another_groups_message_under_the_id_a_site_submits_next_blocks_neither(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    await make_site(nc, group="g-a", site="site-a")
+    await make_site(nc, group="g-b", site="site-b")
+    adapter = SiteRecordingAdapter(FakeProvider())
+    # Group B's producer knows the id site-a's next submission will get and publishes a
+    # message of its own site under it first.
+    future = message_id("site-a", "sms", "recall-0")
+    async with (
+        DeadLetters(nc).listening() as letters,
+        engine_running(nats_url, database_url, tmp_path, adapter) as svc,
+    ):
+        await publisher_for(nc).publish_all([accepted(group="g-b", site="site-b", mid=future)])
+        await wait_until(lambda: _stored(svc, future), timeout=30, message="site-b's stored")
+        [mid] = await submit(nc, "site-a", 1, prefix="recall")
+        assert mid == future
+        await wait_until(lambda: _keys_stored(svc, 2), timeout=30, message="site-a's stored")
+        await send_tick(nc, "site-b", budget=5)
+        await send_tick(nc, "site-a", budget=5)
+        await wait_until(
+            lambda: _terminal_sites(nc, future, 2), timeout=60, message="both terminal"
+        )
+    assert adapter.calls == {("site-a", future): 1, ("site-b", future): 1}
+    terminal = [
+        e
+        for e in await dispatch_events(nc)
+        if e.type in TERMINAL_TYPES and e.data.message_id == future
+    ]
+    assert sorted((e.data.site_id, e.data.group_id, e.type) for e in terminal) == [
+        ("site-a", "g-a", "stagger.dispatch.sent"),
+        ("site-b", "g-b", "stagger.dispatch.sent"),
+    ]
+    assert letters.of("sms-outbox") == []
+
+
+async def keyed_rows(svc: object) -> dict[tuple[str, str], str]:
+    m = SMS_TABLES.messages
+    async with svc.engine.queue.db() as session:  # type: ignore[attr-defined]
+        result = await session.execute(sa.select(m.c.site_id, m.c.message_id, m.c.group_id))
+        return {(r.site_id, r.message_id): r.group_id for r in result}
+
+
+async def _keys_stored(svc: object, count: int) -> bool:
+    return len(await keyed_rows(svc)) >= count
+
+
+async def _terminal_sites(nc: Client, mid: str, count: int) -> bool:
+    events = await dispatch_events(nc)
+    return (
+        len(
+            {
+                e.data.site_id
+                for e in events
+                if e.type in TERMINAL_TYPES and e.data.message_id == mid
+            }
+        )
+        >= count
+    )
