@@ -6,6 +6,7 @@ for the durables it reads. Changing a definition here and restarting updates the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 
@@ -21,7 +22,7 @@ from nats.js.api import (
     StreamConfig,
     StreamSource,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 
         info = await js.stream_info(spec.name)
     except NotFoundError:
         try:
-            await js.add_stream(config)
+            await _add_stream(js, config)
             log.info("stream created", extra={"stream": spec.name})
             return
         except BadRequestError as exc:
@@ -293,6 +294,32 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 
         # Replicas cannot be changed together with other fields on some servers: keep theirs.
         await js.update_stream(replace(config, num_replicas=info.config.num_replicas or replicas))
         log.info("stream updated", extra={"stream": spec.name})
+
+
+STORE_BUSY = 10049
+"""JetStream's "error creating store for stream": right after the account's last stream was
+deleted, the server removes the account's storage directory in the background, and a stream
+created meanwhile cannot make its own directory. The next attempt finds the way clear."""
+STORE_ATTEMPTS = 6
+STORE_FIRST_WAIT_SECONDS = 0.05
+"""Doubled after each busy answer: about 1.5 s in all before the error is reported."""
+
+
+async def _add_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    delay = STORE_FIRST_WAIT_SECONDS
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            await js.add_stream(config)
+            return
+        except ServerError as exc:
+            if exc.err_code != STORE_BUSY or attempt == STORE_ATTEMPTS:
+                raise
+            log.warning(
+                "stream store not ready; trying again",
+                extra={"stream": config.name, "attempt": attempt},
+            )
+            await asyncio.sleep(delay)
+            delay *= 2
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
