@@ -105,7 +105,9 @@ async def test_garbage_in_dispatch_never_stops_the_audit_trail(
             ack = await js.publish(subject, example.body, headers=headers)
             published.append((ack.seq, example))
         # A valid event after the storm reaches the trail and the status view.
-        headers, body = headers_of(queued("m-after"), subject="m-after", group_id=GROUP)
+        headers, body = headers_of(
+            queued("m-after"), subject="m-after", group_id=GROUP, site_id=SITE
+        )
         after = await js.publish(subject, body, headers=headers)
         await wait_until(
             lambda: _recorded(ctx, after.seq), timeout=60, message="the valid event recorded"
