@@ -13,6 +13,8 @@ log scrubber, so even an accidental log line cannot carry it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -43,6 +45,7 @@ class SecretBox:
                 "STAGGER_SECRET_KEY must be Fernet keys (32 url-safe base64 bytes), comma-separated"
             ) from exc
         self._ring = MultiFernet(self._fernets)
+        self._primary = keys[0]
 
     @classmethod
     def from_settings(cls, settings: StaggerSettings) -> SecretBox:
@@ -70,6 +73,11 @@ class SecretBox:
             ) from exc
         register_secret(plaintext)
         return plaintext
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for `purpose` derived from the primary key (HMAC-SHA256), so a keyed tag needs
+        no key of its own to configure, and changes when the primary key is rotated."""
+        return hmac.new(self._primary, purpose.encode(), hashlib.sha256).digest()
 
     def reseal(self, sealed: str) -> str:
         """Re-encrypt under the primary key (key rotation)."""

@@ -3,8 +3,9 @@
 A batch is validated as a whole first — one bad message rejects the batch with an error naming
 `messages[i].field`, and nothing is published. Each accepted message gets an id (derived from
 the client's idempotency key when given, so a retried submission is the same message) and is
-published to `outbox.<channel>.<site>` with `Nats-Msg-Id` = `<site>:<id>` (JetStream
-de-duplicates across every site's subject, so the site keeps tenants' ids apart).
+published to `outbox.<channel>.<site>` with `Nats-Msg-Id` = `<site>:<id>:<tag>` (JetStream
+de-duplicates across every site's subject, so the site keeps tenants' ids apart, and the tag,
+keyed by a secret of the config service, keeps another tenant's producer from forging it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ MAX_BATCH = 10_000
 MAX_SMS_BODY = 1600  # the strictest common provider maximum (Twilio)
 MAX_EMAIL_BODY = 200_000
 MAX_ATTACHMENTS_BYTES = 700 * 1024  # the whole message must fit NATS' 1 MiB payload
+MSG_ID_PURPOSE = "outbox-msg-id"
+"""What the key of the `Nats-Msg-Id` tag is derived for (`SecretBox.derive_key`)."""
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3e0a-5b1d-4e3c-9a57-5f2b7d1e8c42")
 
 
@@ -189,12 +192,19 @@ def _largest_part(data: MessageAccepted) -> str:
 
 
 def validate(
-    site: SiteState, submission: SubmissionIn, actor: str, *, max_payload: int | None = None
+    site: SiteState,
+    submission: SubmissionIn,
+    actor: str,
+    *,
+    max_payload: int | None = None,
+    msg_id_key: bytes | None = None,
 ) -> tuple[list[Accepted], list[Outgoing]]:
     """Check every message; raise SettingsError naming each bad `messages[i].field`.
 
     `max_payload` is the bus's limit per message (`nc.max_payload`): a message whose encoded
     form is larger could never be stored, so it is refused here with the rest of its batch.
+    `msg_id_key` tags each `Nats-Msg-Id` so that no producer can forge it; without it (tests
+    and benchmarks publishing as a producer would) the id is the plain `<site>:<id>`.
     """
     _channel_ready(site, submission.channel)
     errors: dict[str, str] = {}
@@ -296,7 +306,11 @@ def validate(
         )
         headers = dict(template)
         headers["ce-id"] = headers["ce-subject"] = mid
-        headers[MSG_ID] = outbox_ids.msg_id(site.site_id, mid)
+        headers[MSG_ID] = (
+            outbox_ids.keyed_msg_id(site.site_id, mid, msg_id_key)
+            if msg_id_key is not None
+            else outbox_ids.msg_id(site.site_id, mid)
+        )
         body = data.model_dump_json().encode()
         size = wire_size(headers, body)
         if max_payload is not None and size > max_payload:
@@ -339,6 +353,7 @@ async def submit(
     actor: str,
     *,
     trace_headers: Mapping[str, str] | None = None,
+    msg_id_key: bytes | None = None,
 ) -> list[Accepted]:
     """Validate and publish a batch, traced as one `stagger.submit` span (continuing the
     caller's trace when `trace_headers` carry a `traceparent`)."""
@@ -354,6 +369,8 @@ async def submit(
             "stagger.actor": actor,
         },
     ):
-        accepted, outgoing = validate(site, submission, actor, max_payload=nc.max_payload)
+        accepted, outgoing = validate(
+            site, submission, actor, max_payload=nc.max_payload, msg_id_key=msg_id_key
+        )
         await publish(nc, accepted, outgoing)
     return accepted

@@ -189,6 +189,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     """Every `/api/v1` route."""
     router = APIRouter(prefix="/api/v1")
     handlers = ctx.handlers
+    msg_id_key = handlers.box.derive_key(submission.MSG_ID_PURPOSE)
 
     async def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
@@ -473,7 +474,12 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 raise AuthError(403, f"your role ({who.role}) cannot submit messages")
             raise AuthError(404, f"no site {site_id} you can see")
         accepted = await submission.submit(
-            ctx.nc, site, body, who.actor, trace_headers=request.headers
+            ctx.nc,
+            site,
+            body,
+            who.actor,
+            trace_headers=request.headers,
+            msg_id_key=msg_id_key,
         )
         credits = None
         if body.channel == "sms":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from services.config.submission import message_id
 from shared.bus import subjects
 from shared.bus.topology import OUTBOX
 from shared.events.codec import decode
@@ -69,7 +70,37 @@ async def test_batch_is_stored_once_with_segments_and_forecast(config: ConfigHar
     event = decode(msg.headers, msg.data)
     assert isinstance(event.data, MessageAccepted)
     assert event.actor.startswith("token:")
-    assert msg.headers["Nats-Msg-Id"] == f"{site_id}:{event.data.message_id}"
+    site, mid, tag = msg.headers["Nats-Msg-Id"].split(":")
+    assert (site, mid) == (site_id, event.data.message_id)
+    assert len(tag) == 24, "the de-duplication id ends in the config service's keyed tag"
+
+
+async def test_a_forged_dedup_id_of_another_group_does_not_drop_the_sites_message(
+    config: ConfigHarness,
+) -> None:
+    group_a = await config.create_group("Victim")
+    admin_a = await config.token(group_a, "group_admin")
+    site_a = (await config.create_site(admin_a, group_a, settings=sms_site(group_a)))["site_id"]
+    sender = await config.token(group_a, "sender", [site_a])
+    group_b = await config.create_group("Forger")
+    admin_b = await config.token(group_b, "group_admin")
+    site_b = (await config.create_site(admin_b, group_b, settings=sms_site(group_b)))["site_id"]
+    # Group B's producer guesses the idempotency key of site-a's next submission and
+    # publishes, on its own site's subject, under the de-duplication id `<site>:<id>` that
+    # submission would carry without the config service's keyed tag.
+    future = message_id(site_a, "sms", "recall-2")
+    ack = await config.nc.jetstream().publish(
+        subjects.outbox("sms", site_b), b"{}", headers={"Nats-Msg-Id": f"{site_a}:{future}"}
+    )
+    assert not ack.duplicate
+    message = {"to": "07700 900123", "body": "Recall due", "idempotency_key": "recall-2"}
+    async with config.client(sender) as client:
+        answer = await client.post(
+            f"/api/v1/sites/{site_a}/messages", json={"channel": "sms", "messages": [message]}
+        )
+    assert answer.status_code == 202, answer.text
+    assert [m["message_id"] for m in answer.json()["messages"]] == [future]
+    assert await outbox_count(config, "sms", site_a) == 1, "site-a's message was dropped"
 
 
 async def test_one_bad_message_rejects_the_batch_naming_it(config: ConfigHarness) -> None:

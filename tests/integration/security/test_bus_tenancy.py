@@ -10,7 +10,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.config.submission import message_id
+from services.config import submission
+from services.config.submission import SubmissionIn, message_id
 from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import OUTBOX
@@ -25,6 +26,7 @@ from tests.integration.dispatch.harness import (
     SMS_TABLES,
     FakeAdapter,
     FakeProvider,
+    config_handlers,
     engine_running,
     make_site,
     send_tick,
@@ -138,6 +140,46 @@ async def test_a_nats_msg_id_naming_another_site_is_dead_lettered(
         assert await rows(svc) == {}
     [letter] = letters.of("sms-outbox")
     assert f"Nats-Msg-Id 'site-a:{future}' names another site than site-b" in letter.reason
+
+
+async def test_a_forged_dedup_id_does_not_drop_the_sites_api_submission(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    await make_site(nc, group="g-a", site="site-a")
+    await make_site(nc, group="g-b", site="site-b")
+    adapter = SiteRecordingAdapter(FakeProvider())
+    future = message_id("site-a", "sms", "recall-0")
+    async with (
+        DeadLetters(nc).listening() as letters,
+        engine_running(nats_url, database_url, tmp_path, adapter) as svc,
+    ):
+        # Group B's producer forges the plain de-duplication id of site-a's next submission.
+        await publisher_for(nc).publish_all(
+            [
+                accepted(
+                    group="g-b",
+                    site="site-b",
+                    mid="m-b-1",
+                    msg_id=outbox_ids.msg_id("site-a", future),
+                )
+            ]
+        )
+        await wait_until(lambda: letters.of("sms-outbox"), timeout=30, message="a dead letter")
+        site = await config_handlers(nc).site("site-a")
+        body = SubmissionIn.model_validate(
+            {
+                "channel": "sms",
+                "messages": [{"to": "+447700900001", "body": "hi", "idempotency_key": "recall-0"}],
+            }
+        )
+        [sent] = await submission.submit(nc, site, body, "test", msg_id_key=b"config-key")
+        assert sent.message_id == future
+        await wait_until(lambda: _stored(svc, future), timeout=30, message="site-a's stored")
+        await send_tick(nc, "site-a", budget=5)
+        await wait_until(
+            lambda: _terminal_sites(nc, future, 1), timeout=60, message="site-a's sent"
+        )
+    assert adapter.calls == {("site-a", future): 1}
 
 
 async def test_a_message_whose_id_another_sites_message_holds_is_stored_as_its_own(
