@@ -31,8 +31,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.smtp_sink.server import Received, Script, SinkServer
-from services.smtp_sink.settings import Settings as SinkSettings
+from services.smtp_sink.config import Settings as SinkSettings
+from services.smtp_sink.domain.received import Received
+from services.smtp_sink.entrypoints.smtp import SinkServer
+from services.smtp_sink.handlers.sink import Script
 from shared.runtime.nats_server import free_port, port_open
 from tests.support.processes import ROOT
 
