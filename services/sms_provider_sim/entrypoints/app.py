@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the simulator as a FastAPI application."""
+"""`create_app(simulator)`: the simulator as a FastAPI application."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services.sms_provider_sim.config import Settings
 from services.sms_provider_sim.domain.errors import ApiError, invalid
 from services.sms_provider_sim.entrypoints.routes import admin, health, provider
 from services.sms_provider_sim.handlers.simulator import Simulator
@@ -38,9 +37,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": code}, status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A simulator app; state loads on lifespan start-up and is saved on shutdown."""
-    sim = Simulator(settings or Settings())
+def create_app(sim: Simulator) -> FastAPI:
+    """The simulator's app; state loads on lifespan start-up and is saved on shutdown."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

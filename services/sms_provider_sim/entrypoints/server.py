@@ -8,9 +8,9 @@ import signal
 from collections.abc import Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from services.sms_provider_sim.config import Settings
-from services.sms_provider_sim.entrypoints.app import create_app
 from services.sms_provider_sim.entrypoints.dropping import DroppableH11Protocol
 from services.sms_provider_sim.handlers.simulator import Simulator
 
@@ -25,9 +25,8 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings) -> bool:
-    """Run until SIGTERM/SIGINT; False if the server failed to start."""
-    app = create_app(settings)
+async def serve(settings: Settings, app: FastAPI) -> bool:
+    """Run `app` until SIGTERM/SIGINT; False if the server failed to start."""
     sim: Simulator = app.state.simulator
     server = _Server(
         uvicorn.Config(

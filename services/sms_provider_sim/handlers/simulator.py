@@ -56,18 +56,25 @@ class SendOutcome:
 class Simulator:
     """State, faults, rate limits and background work of one simulator instance."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store,
+        faults: FaultInjector,
+        limiter: RateLimiter,
+        webhooks: WebhookSender,
+        persister: Persister | None,
+    ) -> None:
         self.settings = settings
-        self.store = Store()
-        self.faults = FaultInjector(settings.seed)
-        self.limiter = RateLimiter()
-        self.webhooks = WebhookSender(self.store.webhook_attempts)
+        self.store = store
+        self.faults = faults
+        self.limiter = limiter
+        self.webhooks = webhooks
         # Set on SIGTERM/SIGINT: held requests stop waiting so the server can exit promptly.
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._persister: Persister | None = None
-        if settings.state_file is not None:
-            self._persister = Persister(settings.state_file, self.store.snapshot)
+        self._persister = persister
 
     # lifecycle
 
