@@ -55,11 +55,11 @@ BODY = (
 
 def _serve(port: int, counter: Any, ready: Any) -> None:
     """The SMTP server process: the project's sink, keeping nothing, counting messages."""
+    from services.smtp_sink.composition import build_server
     from services.smtp_sink.config import Settings
-    from services.smtp_sink.entrypoints.smtp import SinkServer
 
     async def main() -> None:
-        server = SinkServer(Settings(port=port, store=False), None)
+        server = build_server(Settings(port=port, store=False), None)
 
         def count(_: Any) -> None:
             with counter.get_lock():

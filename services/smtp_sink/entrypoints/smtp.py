@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import signal
 import ssl
 import threading
 import warnings
@@ -27,12 +25,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from services.smtp_sink.adapters.sent_folder import SentFolder
 from services.smtp_sink.config import Settings
-from services.smtp_sink.domain.received import Received
-from services.smtp_sink.handlers.sink import Script, SinkHandler
-
-log = logging.getLogger("smtp_sink")
+from services.smtp_sink.handlers.sink import SinkHandler
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -45,24 +39,9 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 class SinkServer:
     """The sink's listening socket and handler."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        directory: Path | None,
-        *,
-        keep_data: bool = False,
-        script: Script | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, handler: SinkHandler) -> None:
         self.settings = settings
-        self.handler = SinkHandler(
-            directory=directory,
-            store=settings.store,
-            reply_delay=settings.reply_delay_seconds,
-            reject=settings.reject_recipients,
-            sent=SentFolder(settings.sent_imap_url) if settings.sent_imap_url else None,
-            keep_data=keep_data,
-            script=script,
-        )
+        self.handler = handler
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -168,34 +147,3 @@ class SinkServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(15)
             self._thread = None
-
-
-async def run(settings: Settings, directory: Path) -> int:
-    """Serve until SIGTERM/SIGINT."""
-    server = SinkServer(settings, directory)
-
-    def announce(record: Received) -> None:
-        log.info(
-            "accepted %s from %s to %s (%d bytes)",
-            record.message_id,
-            record.mail_from,
-            ", ".join(record.rcpt_tos),
-            record.size,
-        )
-
-    server.handler.listeners.append(announce)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "SMTP sink listening on %s:%d (%s); mail kept in %s",
-        settings.host,
-        settings.port,
-        settings.tls,
-        directory,
-    )
-    await stop.wait()
-    await server.stop()
-    return 0
