@@ -31,6 +31,7 @@ lint:
     ruff check .
     ruff format --check .
     mypy shared services
+    lint-imports
 
 # Format the code.
 fmt:

@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench.harness import Result, alternate, rate
-from services.audit.records import AuditProjection
+from services.audit.adapters.trail import AuditProjection
 from shared.bus import subjects
 from shared.bus.headers import use_fast_headers
 from shared.bus.publisher import Outgoing, publisher_for

@@ -23,7 +23,7 @@ import nats
 from bench.harness import Result, alternate, rate
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, validate
+from services.config.handlers.submission import SubmissionIn, validate
 from shared.bus.topology import OUTBOX, SETTINGS, ensure_streams
 from shared.domain.forecast import forecast
 from shared.domain.schedule import Schedule, StaggerPace

@@ -28,7 +28,7 @@ import nats
 from bench.harness import Result, alternate, rate
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, validate
+from services.config.handlers.submission import SubmissionIn, validate
 from services.email_gateway.composer import compose
 from services.email_gateway.settings import Settings as GatewaySettings
 from shared.bus import subjects
@@ -55,11 +55,11 @@ BODY = (
 
 def _serve(port: int, counter: Any, ready: Any) -> None:
     """The SMTP server process: the project's sink, keeping nothing, counting messages."""
-    from services.smtp_sink.server import SinkServer
-    from services.smtp_sink.settings import Settings
+    from services.smtp_sink.composition import build_server
+    from services.smtp_sink.config import Settings
 
     async def main() -> None:
-        server = SinkServer(Settings(port=port, store=False), None)
+        server = build_server(Settings(port=port, store=False), None)
 
         def count(_: Any) -> None:
             with counter.get_lock():

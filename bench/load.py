@@ -60,7 +60,7 @@ from bench.harness import Result, print_table, save
 from bench.load_procs import Child, Children, rss_mb
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, validate
+from services.config.handlers.submission import SubmissionIn, validate
 from shared.bus.topology import SETTINGS, ensure_streams
 from shared.events.codec import EXPECTED_STREAM
 from shared.eventstore import EventStore

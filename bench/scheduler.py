@@ -39,8 +39,8 @@ import nats.errors
 from nats.aio.client import Client
 
 from bench.harness import Result, rate
-from services.scheduler.issuing import site_tick
-from services.scheduler.planning import Slot, plan_site
+from services.scheduler.adapters.issuing import site_tick
+from services.scheduler.domain.planning import Slot, plan_site
 from shared.bus import subjects
 from shared.bus.topology import SETTINGS, STREAMS_BY_NAME, TICKS, ensure_streams
 from shared.domain.site_settings import SiteSettings

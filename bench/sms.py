@@ -30,9 +30,9 @@ from nats.js.errors import APIError
 from bench.harness import Result, alternate, rate
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, validate
-from services.scheduler.issuing import account_tick
-from services.scheduler.planning import AccountTerms, Slot, account_slot
+from services.config.handlers.submission import SubmissionIn, validate
+from services.scheduler.adapters.issuing import account_tick
+from services.scheduler.domain.planning import AccountTerms, Slot, account_slot
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS, ensure_streams
 from shared.domain.accounts import sms_account_id

@@ -94,7 +94,7 @@ class StaggerSettings(BaseSettings):
         default=8084, description="Port of the audit service (queries, exports)."
     )
     api_max_body_bytes: int = Field(
-        # A full batch (MAX_BATCH = 10,000 messages, services/config/submission.py) of the
+        # A full batch (MAX_BATCH = 10,000 messages, services/config/handlers/submission.py) of the
         # longest valid SMS, every optional field at its maximum, is about 21 MiB of compact
         # JSON (tests/unit/test_body_limit.py builds it); 32 MiB leaves room for indentation
         # and escapes. Emails near the bus's payload limit (1 MiB each) go in smaller batches.

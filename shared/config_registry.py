@@ -10,11 +10,11 @@ from shared.config import StaggerSettings
 
 # Services with settings of their own add their module here.
 SETTINGS_MODULES: tuple[str, ...] = (
-    "services.sms_provider_sim.settings",
-    "services.scheduler.settings",
+    "services.sms_provider_sim.config",
+    "services.scheduler.config",
     "services.sms_gateway.settings",
     "services.email_gateway.settings",
-    "services.smtp_sink.settings",
+    "services.smtp_sink.config",
     "shared.tracing",
 )
 

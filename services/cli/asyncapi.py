@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import json
 import operator
 import re
@@ -30,6 +29,7 @@ from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 
 import shared.events.schemas  # noqa: F401  (registers every event class)
+from services.cli.stack import definition_of
 from shared.config import SERVICE_NAMES, StaggerSettings, load_settings
 from shared.events.envelope import EventData
 from shared.events.registry import registry
@@ -396,7 +396,7 @@ def _declare(broker: NatsBroker, flow: Flow) -> None:
 
 def service_broker(name: str) -> NatsBroker:
     """The service's broker with everything it sends and receives declared; not connected."""
-    definition = importlib.import_module(f"services.{name}.service").definition()
+    definition = definition_of(name)
     default_port = StaggerSettings.model_fields["nats_port"].default
     # The embedded server's default address, so the document does not depend on the
     # environment it was generated in.

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import typer
 
+from services.cli import observe
+from services.cli.connect import connect_nats
 from shared.config import SERVICE_NAMES, load_settings
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
-    from nats.aio.msg import Msg
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+    pass
 
 app = typer.Typer(
     help="Stagger: paced, audited patient email and SMS for dental groups.", no_args_is_help=True
@@ -48,41 +46,10 @@ def service(name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICE_NA
         raise typer.BadParameter(
             f"unknown service {name!r}; choose from {', '.join(SERVICE_NAMES)}"
         )
+    from services.cli.stack import definition_of
     from shared.runtime.service import main
 
-    module = importlib.import_module(f"services.{name}.service")
-    main(module.definition())
-
-
-def _nats_servers() -> list[str]:
-    return load_settings().nats_servers
-
-
-async def _connect() -> Client:
-    import nats
-
-    from shared.bus.headers import use_fast_headers
-
-    settings = load_settings()
-    options: dict[str, Any] = {
-        "servers": settings.nats_servers,
-        "connect_timeout": 3,
-        "max_reconnect_attempts": 2,
-    }
-    if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = (
-            settings.nats_password.get_secret_value() if settings.nats_password else None
-        )
-    if settings.nats_creds:
-        options["user_credentials"] = str(settings.nats_creds)
-    try:
-        nc = await nats.connect(**options)
-    except Exception as exc:
-        typer.echo(f"cannot reach NATS at {', '.join(settings.nats_servers)}: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    use_fast_headers(nc)
-    return nc
+    main(definition_of(name))
 
 
 groups = typer.Typer(help="Dental groups (operators).", no_args_is_help=True)
@@ -105,7 +72,7 @@ def group_create(
     from shared.secrets import SecretBox
 
     async def run() -> None:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             await ensure_streams(nc.jetstream(), load_settings().stream_replicas)
             handlers = ConfigHandlers(
@@ -163,7 +130,7 @@ def token_issue(
         raise typer.BadParameter(str(exc)) from None
 
     async def run() -> None:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             await ensure_streams(nc.jetstream(), load_settings().stream_replicas)
             token_id, token = await issue_token(
@@ -195,7 +162,7 @@ def token_revoke(
     from shared.tokens import revoke_token
 
     async def run() -> None:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             await revoke_token(nc, token_id, reason=reason, actor="cli:operator")
         except KeyError:
@@ -218,7 +185,7 @@ def token_list(group: str | None = typer.Option(None, help="Only this group.")) 
     from shared.tokens import TokenRegistry
 
     async def run() -> None:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             registry = TokenRegistry(nc)
             async for event in EventStore(nc, ACCESS).replay():
@@ -268,7 +235,7 @@ def secrets_reseal(
     from shared.secrets import SecretBox, SecretKeyError
 
     async def run() -> int:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             handlers = ConfigHandlers(
                 nc,
@@ -299,192 +266,9 @@ def secrets_reseal(
     raise typer.Exit(asyncio.run(run()))
 
 
-audit = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
-app.add_typer(audit, name="audit")
-
-
-def _audit_db() -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
-    from shared.db.engine import create_engine, session_factory
-
-    engine = create_engine(load_settings().service_database_url("audit"))
-    return engine, session_factory(engine)
-
-
-@audit.command("verify")
-def audit_verify() -> None:
-    """Recompute every hash chain; exit 1 and name each broken row if any was altered."""
-    from services.audit.queries import verify
-
-    async def run() -> int:
-        engine, db = _audit_db()
-        try:
-            result = await verify(db)
-        finally:
-            await engine.dispose()
-        if result.ok:
-            typer.echo(f"audit trail intact: {result.records} records in {result.chains} chains")
-            return 0
-        typer.echo(f"AUDIT TRAIL BROKEN: {len(result.problems)} problem(s)", err=True)
-        for problem in result.problems:
-            typer.echo(
-                f"  position {problem['position']} (event {problem['event_id']}, chain "
-                f"{problem['chain']}): {problem['problem']}",
-                err=True,
-            )
-        return 1
-
-    raise typer.Exit(asyncio.run(run()))
-
-
-@audit.command("export")
-def audit_export(
-    format: str = typer.Option("jsonl", help="jsonl or csv"),
-    site: str | None = typer.Option(None, help="Only this site."),
-    group: str | None = typer.Option(None, help="Only this group."),
-    event_type: str | None = typer.Option(None, "--type", help="Exact type or prefix ending '.'"),
-) -> None:
-    """Write records to standard output as JSON Lines or CSV."""
-    import json
-    import sys
-
-    from services.audit.queries import EventFilter, csv_line, iter_events
-
-    if format not in ("jsonl", "csv"):
-        raise typer.BadParameter("format must be jsonl or csv")
-
-    async def run() -> None:
-        engine, db = _audit_db()
-        try:
-            if format == "csv":
-                sys.stdout.write(csv_line(None))
-            flt = EventFilter(site_id=site, group_id=group, type=event_type)
-            async for item in iter_events(db, flt):
-                sys.stdout.write(csv_line(item) if format == "csv" else json.dumps(item) + "\n")
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
-
-
-replies = typer.Typer(help="Patients' SMS replies.", no_args_is_help=True)
-app.add_typer(replies, name="replies")
-
-
-@replies.command("unrouted")
-def replies_unrouted(
-    limit: int = typer.Option(100, min=1, help="Most replies shown, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
-) -> None:
-    """Replies no single group could be named for (no opt-out was applied), with the reason."""
-    import json
-
-    from services.sms_gateway.unrouted import listing
-    from shared.db.engine import create_engine, session_factory
-
-    async def run() -> None:
-        engine = create_engine(load_settings().service_database_url("sms_gateway"))
-        try:
-            rows = await listing(session_factory(engine), limit)
-        finally:
-            await engine.dispose()
-        for row in rows:
-            if as_json:
-                typer.echo(json.dumps(row, default=str))
-                continue
-            typer.echo(
-                f"{row['recorded_at']:%Y-%m-%d %H:%M:%S}  {row['provider']} account "
-                f"{row['account_id'] or '-'}  to {row['to_number']} from {row['from_number']}: "
-                f"{row['body']!r}  [{row['code']}] {row['reason']}"
-            )
-
-    asyncio.run(run())
-
-
-events = typer.Typer(help="The event log.", no_args_is_help=True)
-app.add_typer(events, name="events")
-
-
-def _print_event(msg: Msg) -> None:
-    from shared.events.codec import UndecodableEvent, decode
-    from shared.eventstore import stream_position
-
-    seq = stream_position(msg)[0]
-    try:
-        event = decode(msg.headers, msg.data, lenient=True)
-        typer.echo(
-            f"{seq:>8} {event.time.isoformat()} {event.ce_type:<44} actor={event.actor} "
-            f"subject={event.subject or '-'} {msg.data.decode(errors='replace')[:300]}"
-        )
-    except UndecodableEvent as exc:
-        typer.echo(f"{seq:>8} (not an event: {exc})")
-
-
-@events.command("tail")
-def events_tail(
-    subject: str = typer.Option(">", help="Subject filter, e.g. 'dispatch.sms.>'"),
-    stream: str = typer.Option("AUDIT", help="Stream to follow"),
-    event_type: str | None = typer.Option(None, "--type", help="Only this type (prefix)"),
-) -> None:
-    """Follow events live (Ctrl-C stops)."""
-    from contextlib import aclosing
-
-    from shared.eventstore import replay_batches
-
-    async def run() -> None:
-        nc = await _connect()
-        js = nc.jetstream()
-        start = (await js.stream_info(stream)).state.last_seq + 1
-        batches = replay_batches(
-            nc,
-            stream,
-            filter_subject=None if subject == ">" else subject,
-            from_sequence=start,
-            follow=True,
-        )
-        try:
-            async with aclosing(batches):
-                async for batch in batches:
-                    for msg in batch:
-                        ce_type = (msg.headers or {}).get("ce-type", "")
-                        if event_type is None or ce_type.startswith(event_type):
-                            _print_event(msg)
-        finally:
-            await nc.close()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-
-
-@events.command("replay")
-def events_replay(
-    from_sequence: int = typer.Option(1, "--from", help="First stream sequence"),
-    to_sequence: int | None = typer.Option(None, "--to", help="Last stream sequence"),
-    stream: str = typer.Option("AUDIT", help="Stream to read"),
-    subject: str = typer.Option(">", help="Subject filter"),
-) -> None:
-    """Print the events of a stream from a position (to the current end)."""
-    from contextlib import aclosing
-
-    from shared.eventstore import replay_batches
-
-    async def run() -> None:
-        nc = await _connect()
-        batches = replay_batches(
-            nc,
-            stream,
-            filter_subject=None if subject == ">" else subject,
-            from_sequence=from_sequence,
-            until_sequence=to_sequence,
-        )
-        try:
-            async with aclosing(batches):
-                async for batch in batches:
-                    for msg in batch:
-                        _print_event(msg)
-        finally:
-            await nc.close()
-
-    asyncio.run(run())
+app.add_typer(observe.audit, name="audit")
+app.add_typer(observe.replies, name="replies")
+app.add_typer(observe.events, name="events")
 
 
 @app.command()
@@ -497,12 +281,12 @@ def forecast(
 ) -> None:
     """How long sending a batch will take at a site, from its current settings."""
     from services.config.adapters.settings_store import SettingsStore
-    from services.config.forecasting import site_forecast
     from shared.bus.topology import SETTINGS
+    from shared.domain.planning import site_forecast
     from shared.eventstore import EventStore
 
     async def run() -> None:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             state = await SettingsStore(EventStore(nc, SETTINGS)).site(site)
         finally:
@@ -546,7 +330,7 @@ def send_now(
         raise typer.BadParameter("channel must be sms or email")
 
     async def run() -> None:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             state = await SettingsStore(EventStore(nc, SETTINGS)).site(site)
             if state is None:
@@ -589,7 +373,7 @@ def provider_test(site: str = typer.Option(..., help="Site id")) -> None:
     from shared.eventstore import EventStore
 
     async def run() -> int:
-        nc = await _connect()
+        nc = await connect_nats()
         try:
             state = await SettingsStore(EventStore(nc, SETTINGS)).site(site)
             if state is None:

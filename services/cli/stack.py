@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 from shared.config import SERVICE_NAMES, StaggerSettings
 from shared.domain.destinations import LOOPBACK_ALLOW
 from shared.runtime.nats_server import NatsServer
+from shared.runtime.service import BaseService
 from shared.runtime.supervisor import ProcessSpec
 
 
@@ -61,3 +63,23 @@ def stack_processes(settings: StaggerSettings) -> list[ProcessSpec]:
         ProcessSpec(name, [sys.executable, "-m", f"services.{name}"], env) for name in SERVICE_NAMES
     ]
     return outside_world + services
+
+
+# Where a service's composition root lives. The gateways keep `service.py` until their part of
+# issue 18 (one anatomy for every service) lands; then only `composition` remains.
+COMPOSITION_ROOTS = ("composition", "service")
+
+
+def definition_of(name: str) -> BaseService:
+    """The service `name` as the runtime runs it, built by its composition root."""
+    for root in COMPOSITION_ROOTS:
+        module_name = f"services.{name}.{root}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        definition: BaseService = module.definition()
+        return definition
+    raise LookupError(f"services.{name} has no composition root")

@@ -31,8 +31,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.smtp_sink.server import Received, Script, SinkServer
-from services.smtp_sink.settings import Settings as SinkSettings
+from services.smtp_sink.composition import build_server
+from services.smtp_sink.config import Settings as SinkSettings
+from services.smtp_sink.domain.received import Received
+from services.smtp_sink.entrypoints.smtp import SinkServer
+from services.smtp_sink.handlers.sink import Script
 from shared.runtime.nats_server import free_port, port_open
 from tests.support.processes import ROOT
 
@@ -120,7 +123,7 @@ def smtp_servers(tmp_path: Path) -> Iterator[Any]:
     def start(script: Script | None = None, keep_files: bool = False, **options: Any) -> SmtpServer:
         settings = SinkSettings(port=free_port(), **options)
         directory = tmp_path / f"sink-{settings.port}" if keep_files else None
-        server = SinkServer(settings, directory, keep_data=True, script=script)
+        server = build_server(settings, directory, keep_data=True, script=script)
         server.start_in_thread()
         started.append(server)
         return SmtpServer(server)

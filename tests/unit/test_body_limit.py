@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.config.submission import MAX_BATCH, MAX_SMS_BODY, SubmissionIn
+from services.config.handlers.submission import MAX_BATCH, MAX_SMS_BODY, SubmissionIn
 from shared.config import StaggerSettings
 
 

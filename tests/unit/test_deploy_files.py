@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from services.cli.stack import COMPOSITION_ROOTS
 from shared.config import SERVICE_NAMES
 from tests.support.services import require
 
@@ -43,7 +44,8 @@ def test_every_service_has_one_container_whose_command_exists() -> None:
     assert sorted(c[1] for c in commands.values()) == sorted(SERVICE_NAMES)
     for name, command in commands.items():
         assert name == command[1]
-        assert (ROOT / "services" / command[1] / "service.py").exists()
+        folder = ROOT / "services" / command[1]
+        assert any((folder / f"{root}.py").exists() for root in COMPOSITION_ROOTS)
         assert "healthcheck" in services[name], f"{name} has no health check"
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.audit.queries import redact
+from services.audit.handlers.queries import redact
 from services.config.console.app import web_origin
 from shared.tokens import expiry, parse_duration
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from services.config.aggregates import GroupState, SiteState, group_from_event, site_from_event
+from services.config.domain.aggregates import (
+    GroupState,
+    SiteState,
+    group_from_event,
+    site_from_event,
+)
 from shared.bus import subjects
 from shared.bus.topology import SETTINGS
 from shared.events.envelope import EventData, make_event

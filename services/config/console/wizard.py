@@ -17,8 +17,6 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.config import aggregates
-from services.config.aggregates import SiteState
 from services.config.console import views
 from services.config.console.drafts import Draft
 from services.config.console.forms import (
@@ -33,8 +31,10 @@ from services.config.console.forms import (
     parse_window,
     step_of,
 )
-from services.config.forecasting import site_forecast
+from services.config.domain import aggregates
+from services.config.domain.aggregates import SiteState
 from services.config.handlers import GatewayUnavailable, VersionMismatch
+from shared.domain.planning import site_forecast
 from shared.domain.site_settings import (
     SettingsError,
     SiteSettings,

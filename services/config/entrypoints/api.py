@@ -19,21 +19,31 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from pydantic import BaseModel, Field
 
-from services.config import submission
 from services.config.adapters import read_model
-from services.config.aggregates import SiteState
+from services.config.domain.aggregates import SiteState
+from services.config.entrypoints.bodies import (
+    GroupOut,
+    GroupPatch,
+    OutcomeOut,
+    SendNowIn,
+    SiteCreate,
+    SiteOut,
+    SitePatch,
+    SubmissionOut,
+    outcome_out,
+    site_out,
+)
 from services.config.entrypoints.problems import AuthError, Problem, problem
-from services.config.forecasting import site_forecast
 from services.config.handlers import (
     ConfigHandlers,
     GatewayUnavailable,
     NotFound,
-    Outcome,
     redact,
+    submission,
 )
 from shared.bus import subjects
+from shared.domain.planning import site_forecast
 from shared.domain.site_settings import SettingsError, Window
 from shared.tokens import Principal, TokenRefused, TokenRegistry
 
@@ -69,83 +79,6 @@ class ApiContext:
     nc: Client
 
 
-class SiteOut(BaseModel):
-    """A site with its effective settings (secrets masked)."""
-
-    site_id: str
-    group_id: str
-    name: str
-    version: int
-    settings: dict[str, Any]
-    overridden: list[str]
-    inherited: list[str]
-    warnings: list[dict[str, str]]
-
-
-class GroupOut(BaseModel):
-    """A group with its defaults (secrets masked)."""
-
-    group_id: str
-    name: str
-    version: int
-    defaults: dict[str, Any]
-
-
-class OutcomeOut(BaseModel):
-    """The result of a change: the new version and what changed."""
-
-    version: int
-    changed: bool
-    changes: list[dict[str, Any]]
-    warnings: list[dict[str, str]] = []
-    sites_updated: list[str] = []
-
-
-class SitePatch(BaseModel):
-    """Override some settings and/or go back to inheriting others."""
-
-    set: dict[str, Any] = Field(default_factory=dict, description="Nested partial settings.")
-    inherit: list[str] = Field(default_factory=list, description="Dotted paths to inherit again.")
-    note: str | None = Field(default=None, max_length=500, description="Why, for the audit log.")
-
-
-class GroupPatch(BaseModel):
-    """Change some group defaults."""
-
-    set: dict[str, Any] = Field(description="Nested partial settings.")
-
-
-class SiteCreate(BaseModel):
-    """A new site."""
-
-    # The pattern is documented, not enforced by pydantic: `subjects.check_token` checks it
-    # in the route with a message a person can act on.
-    site_id: str = Field(
-        description="Lowercase letters, digits and '-', unique in Stagger.",
-        json_schema_extra={"pattern": subjects._TOKEN.pattern},
-    )
-    name: str = Field(min_length=1, max_length=120)
-    timezone: str | None = Field(default=None, description="IANA zone; default: the group's.")
-    region: Literal["UK", "AU", "NZ", "US", "other"] | None = None
-    settings: dict[str, Any] = Field(default_factory=dict, description="Overrides, nested.")
-
-
-class SendNowIn(BaseModel):
-    """Send everything queued now, ignoring the delay (not opt-outs, caps or credits)."""
-
-    channel: Channel
-    reason: str = Field(default="", max_length=500)
-
-
-class SubmissionOut(BaseModel):
-    """Accepted messages and when they will go."""
-
-    accepted: int
-    messages: list[dict[str, Any]]
-    credits_needed: float | None = None
-    forecast: dict[str, Any] | None = None
-
-
 def _version(if_match: str | None) -> int:
     if if_match is None:
         raise _Precondition()
@@ -157,32 +90,6 @@ def _version(if_match: str | None) -> int:
 
 class _Precondition(Exception):
     pass
-
-
-def site_out(site: SiteState) -> SiteOut:
-    """Response form of a site."""
-    from shared.domain.site_settings import warnings
-
-    return SiteOut(
-        site_id=site.site_id,
-        group_id=site.group_id,
-        name=site.name,
-        version=site.version,
-        settings=redact(site.settings.model_dump(mode="json")),
-        overridden=sorted(site.overrides),
-        inherited=site.inherited_paths(),
-        warnings=warnings(site.settings),
-    )
-
-
-def outcome_out(outcome: Outcome, sites_updated: list[str] | None = None) -> OutcomeOut:
-    return OutcomeOut(
-        version=outcome.version,
-        changed=outcome.changed,
-        changes=outcome.changes,
-        warnings=outcome.warnings,
-        sites_updated=sites_updated or [],
-    )
 
 
 def build_router(ctx: ApiContext) -> APIRouter:

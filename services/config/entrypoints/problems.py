@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.config.handlers import AccountInUse, NotFound, VersionMismatch
-from services.config.submission import PublishFailed
+from services.config.handlers.submission import PublishFailed
 from shared.bus.subjects import InvalidToken
 from shared.domain.site_settings import SettingsError
 from shared.eventstore import ConcurrencyConflict

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from nats.aio.client import Client
 
-from services.audit.service import AuditService
+from services.audit.composition import AuditService
 from shared.bus.topology import AUDIT
 from shared.runtime.service import running
 from shared.tokens import issue_token
@@ -102,7 +102,7 @@ async def _sourced(nc: Client) -> bool:
 async def _caught_up(ctx, n: int) -> bool:  # type: ignore[no-untyped-def]
     import sqlalchemy as sa
 
-    from services.audit.records import records
+    from services.audit.adapters.trail import records
 
     async with ctx.db() as session:
         return (

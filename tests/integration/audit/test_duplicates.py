@@ -10,9 +10,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.audit.queries import verify
-from services.audit.records import AuditProjection, records
-from services.audit.service import AuditService
+from services.audit.adapters.trail import AuditProjection, records
+from services.audit.composition import AuditService
+from services.audit.handlers.queries import verify
 from shared.bus import subjects
 from shared.bus.topology import AUDIT, ensure_streams
 from shared.db.engine import create_engine, session_factory

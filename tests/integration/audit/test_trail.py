@@ -7,9 +7,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.audit.queries import verify
-from services.audit.records import records
-from services.audit.service import AuditService
+from services.audit.adapters.trail import records
+from services.audit.composition import AuditService
+from services.audit.handlers.queries import verify
 from shared.bus.topology import AUDIT
 from shared.config import StaggerSettings
 from shared.db.engine import create_engine, session_factory

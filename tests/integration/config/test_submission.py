@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from services.config.submission import message_id
+from services.config.handlers.submission import message_id
 from shared.bus import subjects
 from shared.bus.topology import OUTBOX
 from shared.events.codec import decode

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, publish, validate
+from services.config.handlers.submission import SubmissionIn, publish, validate
 from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, publish, validate
+from services.config.handlers.submission import SubmissionIn, publish, validate
 from services.email_gateway import tables
 from services.email_gateway.service import EmailGatewayService
 from services.email_gateway.settings import Settings as GatewaySettings

@@ -18,10 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.audit import queries
-from services.audit.records import messages as status_rows
-from services.audit.records import records
-from services.audit.service import AuditService
+from services.audit.adapters.trail import messages as status_rows
+from services.audit.adapters.trail import records
+from services.audit.composition import AuditService
+from services.audit.handlers import queries
 from shared.bus import subjects
 from shared.bus.topology import DISPATCH
 from shared.events.schemas.dispatch import MessageQueued

@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.config.service import ConfigService
-from services.scheduler.projection import sites as scheduler_sites
-from services.scheduler.service import SchedulerService
+from services.config.composition import ConfigService
+from services.scheduler.adapters.projection import sites as scheduler_sites
+from services.scheduler.composition import SchedulerService
 from shared.bus import subjects
 from shared.bus.topology import CONTROL, TICKS
 from shared.domain.site_settings import SiteSettings

@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 
-from services.config import submission
-from services.config.service import ConfigService
+from services.config.composition import ConfigService
+from services.config.handlers import submission
 from shared import tracing
 from shared.config import StaggerSettings
 from shared.dispatch.adapter import SendResult

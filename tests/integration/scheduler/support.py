@@ -14,10 +14,11 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.scheduler.clock import SimulatedClock
-from services.scheduler.issuing import JetStreamTicks
-from services.scheduler.projection import SiteDirectory, SiteRow
-from services.scheduler.timer import TickTimer
+from services.scheduler.adapters.clock import SimulatedClock
+from services.scheduler.adapters.issuing import JetStreamTicks
+from services.scheduler.adapters.projection import SiteRow
+from services.scheduler.handlers.directory import SiteDirectory
+from services.scheduler.handlers.timer import TickTimer
 from shared.bus import subjects
 from shared.bus.topology import SETTINGS, TICKS
 from shared.domain.site_settings import SiteSettings

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from nats.aio.client import Client
 
-from services.scheduler import metrics
-from services.scheduler.planning import SitePlan, Slot
+from services.scheduler.adapters import metrics
+from services.scheduler.domain.planning import SitePlan, Slot
 from shared.bus import subjects
 from shared.domain.accounts import email_account_id, sms_account_id
 from shared.domain.site_settings import SiteSettings

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from services.scheduler.planning import account_slot
+from services.scheduler.domain.planning import account_slot
 from shared.domain.accounts import sms_account_id
 from shared.runtime.nats_server import free_port
 from tests.integration.scheduler.support import (

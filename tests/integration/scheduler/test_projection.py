@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scheduler.clock import RealClock
-from services.scheduler.issuing import JetStreamTicks
-from services.scheduler.projection import SiteDirectory, SiteRow, SitesProjection, sites
-from services.scheduler.timer import TickTimer
+from services.scheduler.adapters.clock import RealClock
+from services.scheduler.adapters.issuing import JetStreamTicks
+from services.scheduler.adapters.projection import SiteRow, SitesProjection, sites
+from services.scheduler.handlers.directory import SiteDirectory
+from services.scheduler.handlers.timer import TickTimer
 from shared.bus import subjects
 from shared.bus.topology import SETTINGS
 from shared.db.engine import create_engine, session_factory

@@ -12,13 +12,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from nats.aio.client import Client
 
-from services.scheduler import metrics
-from services.scheduler.clock import RealClock
-from services.scheduler.issuing import JetStreamTicks
-from services.scheduler.projection import SiteDirectory, SiteRow
-from services.scheduler.send_now import CONSUMER, SendNowConsumer
-from services.scheduler.settings import Settings
-from services.scheduler.timer import TickTimer
+from services.scheduler.adapters import metrics
+from services.scheduler.adapters.clock import RealClock
+from services.scheduler.adapters.issuing import JetStreamTicks
+from services.scheduler.adapters.projection import SiteRow
+from services.scheduler.config import Settings
+from services.scheduler.entrypoints.send_now import CONSUMER, SendNowConsumer
+from services.scheduler.handlers.directory import SiteDirectory
+from services.scheduler.handlers.timer import TickTimer
 from shared.bus import subjects
 from shared.bus.topology import CONTROL, DEADLETTER
 from shared.domain.site_settings import SiteSettings

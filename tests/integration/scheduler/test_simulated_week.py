@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 from nats.aio.client import Client
 
-from services.config.forecasting import plan
 from shared.bus import subjects
 from shared.domain.forecast import capacity_between
+from shared.domain.planning import plan
 from shared.domain.site_settings import SiteSettings
 from shared.domain.ticks import tick_id
 from tests.integration.scheduler.support import (

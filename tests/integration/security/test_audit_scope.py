@@ -11,8 +11,8 @@ import httpx
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.audit.records import records
-from services.audit.service import AuditService
+from services.audit.adapters.trail import records
+from services.audit.composition import AuditService
 from shared.bus import subjects
 from shared.bus.topology import AUDIT, DISPATCH
 from shared.db.engine import create_engine

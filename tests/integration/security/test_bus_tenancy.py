@@ -10,8 +10,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.config import submission
-from services.config.submission import SubmissionIn, message_id
+from services.config.handlers import submission
+from services.config.handlers.submission import SubmissionIn, message_id
 from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import OUTBOX

@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from services.config.adapters.settings_store import SettingsStore
+from services.config.composition import ConfigService
 from services.config.handlers import ConfigHandlers
-from services.config.service import ConfigService
 from shared.bus.topology import PROVIDERS, SETTINGS
 from shared.config import StaggerSettings
 from shared.domain.destinations import IPAddress

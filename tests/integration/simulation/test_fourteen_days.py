@@ -20,7 +20,7 @@ processes for 14 days is impossible in a test. Instead:
   through their real intake from the `OUTBOX` stream.
 * **Receiving end**: the SMS provider and SMTP are doubles that record each message and the
   simulated instant it reached them (`harness.Receiver`).
-* **Expected totals** come from `services.config.forecasting.site_forecast` — what the config
+* **Expected totals** come from `shared.domain.planning.site_forecast` — what the config
   API answers — for the same settings, workload and window.
 
 Window: Sun 21 Mar 2027 12:00 UTC + 14 days. Europe springs forward on 28 Mar; Sydney,
@@ -48,17 +48,17 @@ import pytest
 from nats.aio.client import Client
 
 from services.config.adapters.settings_store import SettingsStore
-from services.config.forecasting import Channel, plan, site_forecast
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, publish, validate
-from services.scheduler.clock import SimulatedClock
-from services.scheduler.issuing import JetStreamTicks
-from services.scheduler.projection import SiteDirectory as SchedulerSites
-from services.scheduler.projection import SiteRow
-from services.scheduler.timer import TickTimer
+from services.config.handlers.submission import SubmissionIn, publish, validate
+from services.scheduler.adapters.clock import SimulatedClock
+from services.scheduler.adapters.issuing import JetStreamTicks
+from services.scheduler.adapters.projection import SiteRow
+from services.scheduler.handlers.directory import SiteDirectory as SchedulerSites
+from services.scheduler.handlers.timer import TickTimer
 from shared.bus.topology import SETTINGS
 from shared.domain.clock_changes import clock_changes
 from shared.domain.forecast import capacity_between
+from shared.domain.planning import Channel, plan, site_forecast
 from shared.domain.schedule import ImmediatePace
 from shared.domain.site_settings import SiteSettings
 from shared.eventstore import EventStore

@@ -3,7 +3,7 @@
 The gateway runs in-process (`gateway_running`) or as real processes (`gateway_process`, for
 replicas and SIGKILL). Sites are created through the config service's handlers, messages
 submitted through its submission code, and ticks published the way the scheduler publishes
-them (`services.scheduler.issuing`).
+them (`services.scheduler.adapters.issuing`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from nats.aio.client import Client
 
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from services.config.submission import SubmissionIn, publish, validate
-from services.scheduler.issuing import account_tick
-from services.scheduler.planning import AccountTerms, Slot, account_slot
+from services.config.handlers.submission import SubmissionIn, publish, validate
+from services.scheduler.adapters.issuing import account_tick
+from services.scheduler.domain.planning import AccountTerms, Slot, account_slot
 from services.sms_gateway.service import SmsGatewayService
 from services.sms_gateway.settings import Settings
 from shared.bus.publisher import publisher_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from services.scheduler.clock import RealClock, SimulatedClock
+from services.scheduler.adapters.clock import RealClock, SimulatedClock
 
 T0 = datetime(2025, 6, 2, 9, tzinfo=UTC)
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.config.forecasting import plan
-from services.scheduler.planning import (
+from services.scheduler.domain.planning import (
     OpenTime,
     Recheck,
     Slot,
@@ -23,6 +22,7 @@ from services.scheduler.planning import (
     plan_site,
 )
 from shared.domain.accounts import email_account_id, sms_account_id
+from shared.domain.planning import plan
 from shared.domain.schedule import RatePace, Schedule, StaggerPace
 from shared.domain.site_settings import SiteSettings
 from shared.domain.ticks import preset_tick_instants, session_tick_instants

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.scheduler.settings import Settings
+from services.scheduler.config import Settings
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

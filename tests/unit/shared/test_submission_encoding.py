@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.config.aggregates import SiteState
-from services.config.submission import SubmissionIn, validate
+from services.config.domain.aggregates import SiteState
+from services.config.handlers.submission import SubmissionIn, validate
 from shared.domain.site_settings import build
 from shared.events.codec import decode, encode
 

@@ -1,0 +1,1 @@
+"""Pure rules of the audit service: the hash chain. No I/O."""

@@ -1,0 +1,1 @@
+"""How the audit service is reached: its HTTP API."""

@@ -1,0 +1,1 @@
+"""Pure scheduling rules: plans, open time, slot cursors. No I/O."""

@@ -1,0 +1,1 @@
+"""How work reaches the scheduler: send-now requests from the CONTROL stream."""

@@ -1,0 +1,1 @@
+"""The simulator's I/O: in-memory state, the state file, signed webhook delivery."""

@@ -1,0 +1,113 @@
+"""Signed webhook delivery with retries, as real providers do it (duplicates included).
+
+A delivery is retried when the receiver answers non-2xx or cannot be reached: up to
+`MAX_ATTEMPTS` attempts, waiting 0.5 s, 1 s, 2 s, ... between them. The body is identical
+on every attempt; the timestamp and signature are fresh each time. Every request is signed with
+the account's own webhook secret and names the account (`X-Sim-Account`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Literal
+
+import httpx
+
+from services.sms_provider_sim.domain.models import WebhookAttempt, now_iso
+from services.sms_provider_sim.signing import ACCOUNT_HEADER, signature_headers
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+FIRST_BACKOFF_SECONDS = 0.5
+ATTEMPT_TIMEOUT_SECONDS = 5.0
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The exact bytes that are signed and sent."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class WebhookSender:
+    """POSTs signed JSON to receivers and records every attempt in `attempts`."""
+
+    def __init__(
+        self,
+        attempts: list[WebhookAttempt],
+        max_attempts: int = MAX_ATTEMPTS,
+        first_backoff: float = FIRST_BACKOFF_SECONDS,
+    ) -> None:
+        self.attempts = attempts
+        self.max_attempts = max_attempts
+        self.first_backoff = first_backoff
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Open the HTTP client."""
+        # trust_env=False: a developer's HTTP(S)_PROXY must not capture localhost receivers.
+        self._client = httpx.AsyncClient(
+            timeout=ATTEMPT_TIMEOUT_SECONDS, trust_env=False, follow_redirects=False
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def deliver(
+        self,
+        *,
+        kind: Literal["receipt", "inbound"],
+        event_id: str,
+        reference: str | None,
+        account: str,
+        url: str,
+        secret: str,
+        payload: dict[str, Any],
+    ) -> bool:
+        """Deliver until a 2xx or the attempts run out; True when a 2xx was received."""
+        if self._client is None:
+            raise RuntimeError("WebhookSender.start() was not called")
+        body = encode(payload)
+        for attempt in range(1, self.max_attempts + 1):
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "stagger-sms-sim/1",
+                "X-Sim-Attempt": str(attempt),
+                ACCOUNT_HEADER: account,
+                **signature_headers(secret, body),
+            }
+            status: int | None = None
+            error: str | None = None
+            try:
+                response = await self._client.post(url, content=body, headers=headers)
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            ok = status is not None and 200 <= status < 300
+            self.attempts.append(
+                WebhookAttempt(
+                    type=kind,
+                    event_id=event_id,
+                    reference=reference,
+                    account=account,
+                    url=url,
+                    attempt=attempt,
+                    at=now_iso(),
+                    status_code=status,
+                    error=error,
+                    ok=ok,
+                )
+            )
+            if ok:
+                return True
+            if attempt < self.max_attempts:
+                await asyncio.sleep(self.first_backoff * 2 ** (attempt - 1))
+        log.warning(
+            "webhook abandoned",
+            extra={"type": kind, "event_id": event_id, "attempts": self.max_attempts},
+        )
+        return False

@@ -1,0 +1,1 @@
+"""The simulator's behaviour, independent of HTTP: sending, receipts, inbound, admin changes."""

@@ -1,0 +1,1 @@
+"""The SMTP sink's I/O beyond its socket: the IMAP Sent folder."""

@@ -1,0 +1,1 @@
+"""How mail reaches the sink: its SMTP listener."""

@@ -1,0 +1,1 @@
+"""The SMTP sink's use case: accept, refuse or keep each message."""
