@@ -117,7 +117,7 @@ def test_invitation_secrets_are_stored_hashed() -> None:
     secret = invitations.new_secret()
     assert len(secret) >= 43 and invitations.digest(secret) != secret
     assert invitations.digest(secret) == invitations.digest(secret)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="positive"):
         invitations.expires_at(NOW, timedelta(0))
 
 

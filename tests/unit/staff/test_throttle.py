@@ -37,9 +37,9 @@ def test_failures_outside_the_window_do_not_count() -> None:
 
 
 def test_a_limit_needs_a_positive_count_and_window() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="positive window"):
         Limit(0, timedelta(minutes=1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="positive window"):
         Limit(1, timedelta(0))
 
 
