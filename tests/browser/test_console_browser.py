@@ -318,7 +318,9 @@ async def test_outbox_credits_replies_optouts_and_audit(stack: ConsoleStack, pag
     last = await EventStore(stack.nc, CONTROL).last(
         subjects.gateway_control("sms", "reset_failed", site)
     )
-    assert last is not None and last.actor.startswith("token:") and last.data.site_id == site  # type: ignore[attr-defined]
+    # The staff member who pressed the button, not the session's token, is the actor.
+    admin = group["admin_user"].user_id
+    assert last is not None and last.actor == f"user:{admin}" and last.data.site_id == site  # type: ignore[attr-defined]
 
     await page.get_by_role("link", name=f"{ids[0][:12]}…").first.click()
     await expect(page.locator("#message-state")).to_have_text("sent")

@@ -34,13 +34,14 @@ class StaffLogin:
 
     def code(self) -> str:
         """A code the service has not seen yet (each code works once; the service accepts
-        one step either side of now, so up to three sign-ins per 30 s)."""
+        one step either side of now). The current step first, then the next one, so a code
+        stays good for at least 30 s on a busy machine: two sign-ins per user per 30 s."""
         if self.totp_secret is None:
             return ""
         now = int(datetime.now(UTC).timestamp()) // credentials.STEP
-        step = max(now - 1, (self._last_step or now - 2) + 1)
+        step = max(now, (self._last_step or now - 1) + 1)
         if step > now + 1:
-            raise RuntimeError("more than three sign-ins of one user in 30 s")
+            raise RuntimeError("more than two sign-ins of one user in 30 s")
         self._last_step = step
         return credentials.totp_now(secret=self.totp_secret, now=_at(step))
 

@@ -289,3 +289,47 @@ async def test_only_group_admins_manage_staff_and_tokens(stack: StaffStack) -> N
             data={"csrf_token": csrf, "email": "x@example.org", "role": "group_admin"},
         )
         assert invite.status_code == 403
+
+
+async def test_a_user_sets_up_an_authenticator_and_then_needs_its_code(
+    stack: StaffStack,
+) -> None:
+    group = await stack.group()
+    auditor = await seed_staff(stack.config.env, stack.config.box, group["group_id"], "auditor")
+    async with browser_client(stack, auditor) as client:
+        page = await client.get("/console/account/authenticator")
+        key = TOTP_KEY.search(page.text)
+        csrf = CSRF.search(page.text)
+        assert key is not None and csrf is not None
+        wrong = await client.post(
+            "/console/account/authenticator", data={"csrf_token": csrf.group(1), "code": "000000"}
+        )
+        assert wrong.status_code == 422 and "not the one your app shows" in wrong.text
+        code = credentials.totp_now(key.group(1), datetime.now(UTC))
+        done = await client.post(
+            "/console/account/authenticator", data={"csrf_token": csrf.group(1), "code": code}
+        )
+        assert done.status_code == 303
+        assert "authenticator app" in (await client.get("/console/account")).text
+    auditor.totp_secret = key.group(1)
+    auditor._last_step = int(datetime.now(UTC).timestamp()) // credentials.STEP
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        page = await client.get("/console/login")
+        csrf = CSRF.search(page.text)
+        assert csrf is not None
+        without = await client.post(
+            "/console/login",
+            data={
+                "csrf_token": csrf.group(1),
+                "email": auditor.email,
+                "password": auditor.password,
+            },
+        )
+        assert without.status_code == 401
+        assert (await sign_in(client, auditor)).status_code == 303
+    enrolled = await wait_until(
+        lambda: stack.trail(group["token"], "stagger.staff.totp_enrolled"),
+        timeout=20,
+        message="enrolment in the trail",
+    )
+    assert enrolled[-1]["actor"] == f"user:{auditor.user_id}"
