@@ -333,3 +333,42 @@ async def test_a_user_sets_up_an_authenticator_and_then_needs_its_code(
         message="enrolment in the trail",
     )
     assert enrolled[-1]["actor"] == f"user:{auditor.user_id}"
+
+
+async def test_the_staff_api_for_a_group_admins_token(stack: StaffStack) -> None:
+    group = await stack.group()
+    group_id, token = group["group_id"], group["token"]
+    base = f"/api/v1/groups/{group_id}/staff"
+    email = f"api-{uuid.uuid4().hex[:6]}@example.org"
+    async with stack.config.client(token) as api:
+        bad = await api.post(base, json={"email": email, "role": "owner"})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "role"
+        made = await api.post(base, json={"email": email, "role": "auditor"})
+        assert made.status_code == 201, made.text
+        user = made.json()
+        assert user["status"] == "invited" and "link" not in made.text
+        listed = (await api.get(base)).json()
+        assert {u["email"] for u in listed} >= {email, group["admin"].email}
+        role = await api.put(
+            f"{base}/{user['user_id']}/role",
+            json={"role": "site_manager", "sites": [group["sites"][0]]},
+        )
+        assert role.status_code == 200 and role.json()["sites"] == [group["sites"][0]]
+        gone = await api.post(f"{base}/{user['user_id']}/disable")
+        assert gone.status_code == 200 and gone.json()["status"] == "disabled"
+        missing = await api.post(f"{base}/nobody/disable")
+        assert missing.status_code == 404
+    await stack.mail_to(email)
+    auditor = await stack.config.token(group_id, "auditor")
+    async with stack.config.client(auditor) as api:
+        assert (await api.get(base)).status_code == 200
+        assert (
+            await api.post(base, json={"email": "y@example.org", "role": "auditor"})
+        ).status_code == 403
+    other = await stack.config.create_group()
+    async with stack.config.client(await stack.config.token(other, "group_admin")) as api:
+        assert (await api.get(base)).status_code == 404
+    changes = await wait_until(
+        lambda: stack.trail(token, "stagger.staff.disabled"), timeout=20, message="trail"
+    )
+    assert changes[-1]["actor"].startswith("token:")
