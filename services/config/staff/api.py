@@ -4,7 +4,6 @@ an integration: list, invite, change a role, disable. Bearer tokens, as every AP
 No `from __future__ import annotations`: FastAPI must see the local `Caller` type itself.
 """
 
-
 from datetime import datetime
 from typing import Annotated, Any
 
