@@ -30,7 +30,7 @@ from shared.suppression import SuppressionList, record_opt_in, record_opt_out
 from shared.tokens import Principal
 
 if TYPE_CHECKING:
-    from services.config.console.app import User
+    from services.config.console.common import User
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,8 @@ from shared.domain.site_settings import (
 from shared.eventstore import ConcurrencyConflict
 
 if TYPE_CHECKING:
-    from services.config.console.app import Console, User
+    from services.config.console.app import Console
+    from services.config.console.common import User
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _problem_text(response: Any) -> str:
 
 def install(console: Console, app: FastAPI) -> None:
     """Register the wizard's routes."""
-    from services.config.console.app import PREFIX, PageNotFound
+    from services.config.console.common import PREFIX, PageNotFound
 
     def step_url(site_id: str, step: str) -> str:
         return f"{PREFIX}/sites/{site_id}/wizard/{step}"
