@@ -15,5 +15,6 @@ from shared.events.schemas import (  # noqa: F401
     providers,
     replies,
     settings,
+    sso,
     ticks,
 )
