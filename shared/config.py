@@ -126,6 +126,42 @@ class StaggerSettings(BaseSettings):
         "webhook route and its public development secret. `stagger up` turns it on; leave it "
         "off in production.",
     )
+    staff_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a console sign-in lasts before the user signs in again.",
+    )
+    staff_invitation_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 30,
+        description="How long an emailed staff invitation link works (once).",
+    )
+    signin_window_minutes: float = Field(
+        default=15.0, gt=0, description="The sliding window sign-in failures are counted in."
+    )
+    signin_account_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed console sign-ins per account (email) within the window before "
+        "further attempts for it wait.",
+    )
+    signin_client_failures: int = Field(
+        default=20,
+        ge=1,
+        description="Failed console sign-ins per client address within the window before "
+        "further attempts from it wait.",
+    )
+    staff_mail_relay: str | None = Field(
+        default=None,
+        description="`host:port` of a plain SMTP relay for staff invitations of groups without "
+        "an email account of their own. `stagger up` points it at its SMTP sink.",
+    )
+    staff_mail_from: str = Field(
+        default="Stagger <no-reply@stagger.invalid>",
+        description="From address of staff invitations sent through the relay.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key(s) encrypting secrets inside events (Fernet, comma-separated; first one "

@@ -16,7 +16,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -94,10 +94,14 @@ class Principal:
     group_id: str
     role: Role
     sites: frozenset[str] = field(default_factory=frozenset)
+    # A staff user's console session acts through a token of its own; events name the user.
+    user_id: str | None = None
 
     @property
     def actor(self) -> str:
         """How events record this caller."""
+        if self.user_id:
+            return f"user:{self.user_id}"
         return f"token:{self.token_id}"
 
     def sees_site(self, group_id: str, site_id: str) -> bool:
@@ -153,6 +157,7 @@ async def issue_token(
     label: str = "",
     actor: str = "cli",
     expires_at: datetime | None = None,
+    user_id: str | None = None,
 ) -> tuple[str, str]:
     """Record a new token (valid until `expires_at`, if given); returns (token id, the full
     token, shown once)."""
@@ -166,6 +171,7 @@ async def issue_token(
         label=label,
         secret_hash=hash_secret(secret),
         expires_at=expires_at,
+        user_id=user_id,
     )
     event = make_event(data, source="config", actor=actor, subject=token_id, group_id=group_id)
     await EventStore(nc, ACCESS).append(subjects.access_token(token_id), event, expected_version=0)
@@ -191,6 +197,8 @@ class TokenRegistry:
         self._store = EventStore(nc, ACCESS)
         self._tokens: dict[str, _Token] = {}
         self.ready = asyncio.Event()
+        # Told of every accepted token (the config service records "last used" from it).
+        self.on_use: Callable[[str], None] | None = None
 
     def _apply(self, event: Envelope) -> None:
         data = event.data
@@ -247,7 +255,15 @@ class TokenRegistry:
                 f"That token expired at {issued.expires_at.isoformat(timespec='seconds')}; "
                 "ask for a new one.",
             )
-        return Principal(issued.token_id, issued.group_id, issued.role, frozenset(issued.sites))
+        if self.on_use is not None:
+            self.on_use(issued.token_id)
+        return Principal(
+            issued.token_id,
+            issued.group_id,
+            issued.role,
+            frozenset(issued.sites),
+            user_id=issued.user_id,
+        )
 
     def listing(self, group_id: str | None = None) -> list[dict[str, object]]:
         """Tokens (never their hashes) for `stagger token list`."""
@@ -260,6 +276,7 @@ class TokenRegistry:
                 "label": t.issued.label,
                 "revoked": t.revoked,
                 "expires_at": t.issued.expires_at,
+                "user_id": t.issued.user_id,
             }
             for t in self._tokens.values()
             if group_id is None or t.issued.group_id == group_id

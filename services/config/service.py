@@ -17,6 +17,7 @@ from services.config.entrypoints.api import ApiContext, build_router, install_pr
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
+from services.config.staff.service import Staff
 from shared.bus.topology import SETTINGS
 from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
@@ -80,20 +81,25 @@ class ConfigService(BaseService):
         self.board = HealthBoard(SERVICE_NAMES, ctx.settings.heartbeat_seconds)
         await self.board.subscribe(ctx.nc)
         box = SecretBox.from_settings(ctx.settings)
+        guard = OutboundGuard.parse(ctx.settings.outbound_allow, self.resolver)
         self.handlers = ConfigHandlers(
             ctx.nc,
             SettingsStore(EventStore(ctx.nc, SETTINGS)),
             box,
             ctx.db,
             simulator_enabled=ctx.settings.sms_simulator_enabled,
-            guard=OutboundGuard.parse(ctx.settings.outbound_allow, self.resolver),
+            guard=guard,
         )
         self.tokens = TokenRegistry(ctx.nc)
         ctx.spawn(self.tokens.follow(), "tokens")
         self.projection = ProjectionRunner(ctx.nc, ctx.db, SettingsProjection())
         ctx.spawn(self.projection.run(), "settings-projection")
         ctx.spawn(self._reconcile_forever(), "group-reconciler")
-        self.console = Console(ctx.settings, ctx.nc, self.handlers, self.tokens)
+        assert ctx.db is not None, "the config service needs its database"
+        staff = Staff(ctx.settings, ctx.nc, ctx.db, box, self.handlers, guard)
+        staff.watch_tokens(self.tokens)
+        ctx.spawn(staff.flush_usage_forever(), "token-usage")
+        self.console = Console(ctx.settings, ctx.nc, self.handlers, self.tokens, staff)
         ctx.spawn(self.console.follow(), "console-optouts")
         projection = self.projection
 

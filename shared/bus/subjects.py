@@ -48,6 +48,11 @@ def access_token(token_id: str) -> str:
     return f"access.token.{token_id}"
 
 
+def access_user(user_id: str) -> str:
+    """Subject of one staff user's aggregate (invitation, role changes, sign-ins)."""
+    return f"access.user.{user_id}"
+
+
 def outbox(channel: Channel, site: str) -> str:
     """Where accepted messages for one site and channel wait for their gateway."""
     return f"outbox.{channel}.{site}"

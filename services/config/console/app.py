@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -31,7 +31,6 @@ from services.config.console import views
 from services.config.console.audit_client import AuditClient, AuditUnavailable
 from services.config.console.drafts import DraftStore
 from services.config.console.forms import STEPS
-from services.config.console.registry import SessionRegistry
 from services.config.console.session import (
     COOKIE,
     COOKIE_PATH,
@@ -53,6 +52,10 @@ from shared.eventstore import EventStore
 from shared.suppression import SuppressionList, record_opt_in, record_opt_out
 from shared.tokens import Principal, TokenRegistry
 
+if TYPE_CHECKING:
+    from services.config.staff.service import Staff
+    from services.config.staff.store import UserRow
+
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
@@ -65,7 +68,7 @@ CSP = (
 
 
 class LoginRequired(Exception):
-    """No valid token in the session."""
+    """No signed-in staff user in the session."""
 
 
 class PageNotFound(Exception):
@@ -86,15 +89,16 @@ class CsrfFailed(Exception):
 
 @dataclass
 class User:
-    """A signed-in person: their session and what their token allows."""
+    """A signed-in person: their session, what they may do, and their account.
+
+    `token` is the API token minted for this session alone (never shown): the console calls
+    the API and the audit service with it, so both apply the user's role.
+    """
 
     session: Session
     who: Principal
-
-    @property
-    def token(self) -> str:
-        assert self.session.token is not None
-        return self.session.token
+    token: str
+    account: UserRow
 
     @property
     def writes(self) -> bool:
@@ -132,13 +136,14 @@ class Console:
         nc: Client,
         handlers: ConfigHandlers,
         tokens: TokenRegistry,
+        staff: Staff,
     ) -> None:
         self.settings = settings
         self.nc = nc
         self.handlers = handlers
         self.tokens = tokens
+        self.staff = staff
         self.codec = SessionCodec.from_settings(settings)
-        self.sessions = SessionRegistry(nc)
         # Behind a TLS proxy the public URL, not the hop from the proxy, says what the browser
         # sees: its origin is the only one a form may come from, and https makes the cookie
         # Secure even when the proxy speaks plain http to us.
@@ -187,11 +192,13 @@ class Console:
     def build_app(self) -> FastAPI:
         """The console as an ASGI app (mounted at /console)."""
         from services.config.console import pages, wizard
+        from services.config.staff import pages as staff_pages
 
         sub = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
         self._install_session(sub)
         self._install_errors(sub)
+        staff_pages.install(self, sub)
         pages.install(self, sub)
         wizard.install(self, sub)
         return sub
@@ -213,7 +220,9 @@ class Console:
                     codec.dump(session),
                     path=COOKIE_PATH,
                     httponly=True,
-                    samesite="strict",
+                    # Lax: the browser still sends it when an identity provider redirects back
+                    # (a top-level GET); every state-changing form also carries a CSRF token.
+                    samesite="lax",
                     # The scheme is https only from a trusted proxy's X-Forwarded-Proto (or a
                     # direct TLS listener): uvicorn ignores the header from anyone else.
                     secure=public_https or request.url.scheme == "https",
@@ -278,44 +287,44 @@ class Console:
     async def user(self, request: Request) -> User:
         """The signed-in user, or LoginRequired."""
         session = self.session_of(request)
-        if not session.token:
+        if not session.signed_in:
             raise LoginRequired()
-        # Signed out elsewhere (or the cookie is a copy of a signed-out one): the cookie still
-        # opens, but its session id is no longer live.
-        if not await self.sessions.live(session.sid):
-            session.rotate(None)
+        # The server's record decides: signed out elsewhere, expired, or the user disabled
+        # (the cookie still opens, but its session id is no longer live).
+        signed = await self.staff.sessions.authenticate(session.sid)
+        if signed is None:
+            session.rotate(False)
             raise LoginRequired()
-        who = await self.tokens.authenticate(session.token)
-        if who is None or who.role == "sender":
-            await self.sessions.end(session.sid)
-            session.rotate(None)
-            raise LoginRequired()
-        return User(session, who)
+        return User(session, signed.principal, signed.token, signed.user)
 
-    async def sign_in(self, request: Request, token: str, who: Principal) -> None:
-        """Start a signed-in session (new id and CSRF token) for an accepted token."""
+    async def sign_in(self, request: Request, account: UserRow, method: str) -> None:
+        """Start a signed-in session (new id and CSRF token) for a user who proved who they
+        are by `method` ("password_totp", "password" or "oidc")."""
         session = self.session_of(request)
-        if session.token:  # signing in over a signed-in session: end the old one everywhere
-            await self.sessions.end(session.sid)
-        session.rotate(token)
-        await self.sessions.start(session.sid, who.token_id)
+        if session.signed_in:  # signing in over a signed-in session: end the old one
+            await self.staff.sessions.end(session.sid)
+        self.drafts.drop(session.sid)
+        session.rotate(True)
+        await self.staff.sessions.start(
+            session.sid, account, method=method, client=client_of(request)
+        )
         log.info(
             "console sign-in",
             extra={
-                "token_id": who.token_id,
-                "group_id": who.group_id,
+                "user_id": account.user_id,
+                "group_id": account.group_id,
                 "client": client_of(request),
             },
         )
 
     async def sign_out(self, request: Request) -> None:
-        """End the session on every replica, whichever copy of its cookie is presented next."""
+        """End this session on every replica, whichever copy of its cookie comes next."""
         session = self.session_of(request)
-        if session.token:
-            await self.sessions.end(session.sid)
+        if session.signed_in:
+            await self.staff.sessions.end(session.sid)
             log.info("console sign-out", extra={"client": client_of(request)})
         self.drafts.drop(session.sid)
-        session.rotate(None)
+        session.rotate(False)
 
     def origin_ok(self, request: Request) -> bool:
         """A posted form came from a page of the console (absent Origin: old browsers).

@@ -13,7 +13,6 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from services.config.console.audit_client import AuditNotFound, AuditUnavailable
 from services.config.console.views import OUTBOX_STATES
-from shared.tokens import TokenRefused
 
 if TYPE_CHECKING:
     from services.config.console.app import Console
@@ -30,6 +29,8 @@ TYPE_PREFIXES = (
     ("stagger.provider.", "Provider tests (stagger.provider.*)"),
     ("stagger.reply.", "Replies (stagger.reply.*)"),
     ("stagger.optout.", "Opt-outs (stagger.optout.*)"),
+    ("stagger.staff.", "Staff accounts (stagger.staff.*)"),
+    ("stagger.access.", "API tokens (stagger.access.*)"),
 )
 
 
@@ -67,54 +68,7 @@ def install(console: Console, app: FastAPI) -> None:
         PREFIX,
         Forbidden,
         PageNotFound,
-        client_of,
-        safe_next,
     )
-
-    # --- login ---------------------------------------------------------------------------
-
-    @app.get("/login")
-    async def login_form(request: Request, next: str | None = None) -> Response:
-        return console.page(request, "login.html", next=safe_next(next), error=None, who=None)
-
-    @app.post("/login")
-    async def login(request: Request) -> Response:
-        form = await console.form(request)
-        token = str(form.get("token") or "").strip()
-        target = safe_next(str(form.get("next") or ""))
-        try:
-            who = await console.tokens.check(token)
-        except TokenRefused as exc:
-            log.warning(
-                "console sign-in refused",
-                extra={"reason": exc.reason, "client": client_of(request)},
-            )
-            return console.page(
-                request,
-                "login.html",
-                status=401,
-                next=target,
-                who=None,
-                error=exc.message,
-            )
-        if who.role == "sender":
-            return console.page(
-                request,
-                "login.html",
-                status=403,
-                next=target,
-                who=None,
-                error="This token submits messages for a practice system; "
-                "it cannot be used to sign in to the console.",
-            )
-        await console.sign_in(request, token, who)
-        return RedirectResponse(target, status_code=303)
-
-    @app.post("/logout")
-    async def logout(request: Request) -> Response:
-        await console.form(request)
-        await console.sign_out(request)
-        return RedirectResponse(f"{PREFIX}/login", status_code=303)
 
     # --- sites ---------------------------------------------------------------------------
 

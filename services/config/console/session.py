@@ -1,13 +1,15 @@
 """The console's session cookie and CSRF tokens.
 
 The cookie is a Fernet token (AES-128-CBC + HMAC-SHA256: signed *and* encrypted) holding the
-session id, the CSRF token and, once logged in, the API token. Its key is derived (HKDF) from
-the service's secret key(s), so it is never the key that seals settings secrets, and rotating
-`STAGGER_SECRET_KEY` the usual way (new key first) keeps existing sessions valid. Fernet tokens
-carry their creation time: a session older than `MAX_AGE` is refused.
+session id, the CSRF token and whether it is signed in; who is signed in is kept on the
+server (`services/config/staff/sessions.py`, keyed by a hash of the session id). Its key is
+derived (HKDF) from the service's secret key(s), so it is never the key that seals settings
+secrets, and rotating `STAGGER_SECRET_KEY` the usual way (new key first) keeps existing
+sessions valid. Fernet tokens carry their creation time: a cookie older than `MAX_AGE` is
+refused.
 
-The token never appears in a URL, a page or a log; the cookie is HttpOnly, SameSite=Strict,
-Path=/console and Secure when the request came over https.
+The cookie is HttpOnly, SameSite=Lax (so a sign-in provider's redirect back still carries it;
+every form also carries a CSRF token), Path=/console and Secure when served over https.
 """
 
 from __future__ import annotations
@@ -46,22 +48,22 @@ def service_keys(settings: StaggerSettings) -> list[bytes]:
 
 @dataclass
 class Session:
-    """One browser's session: anonymous until a token is accepted."""
+    """One browser's session: anonymous until someone signs in."""
 
-    sid: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    sid: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    token: str | None = None
+    signed_in: bool = False
     dirty: bool = True
 
     def csrf_ok(self, presented: str | None) -> bool:
         """True if a form carried this session's CSRF token."""
         return bool(presented) and hmac.compare_digest(self.csrf, str(presented))
 
-    def rotate(self, token: str | None) -> None:
-        """New id and CSRF token (on login and logout: no session fixation)."""
-        self.sid = secrets.token_urlsafe(18)
+    def rotate(self, signed_in: bool) -> None:
+        """New id and CSRF token (on sign-in and sign-out: no session fixation)."""
+        self.sid = secrets.token_urlsafe(32)
         self.csrf = secrets.token_urlsafe(24)
-        self.token = token
+        self.signed_in = signed_in
         self.dirty = True
 
 
@@ -79,7 +81,7 @@ class SessionCodec:
 
     def dump(self, session: Session) -> str:
         """The cookie value."""
-        payload = {"s": session.sid, "c": session.csrf, "t": session.token}
+        payload = {"s": session.sid, "c": session.csrf, "u": session.signed_in}
         return self._fernets[0].encrypt(json.dumps(payload).encode()).decode()
 
     def load(self, value: str | None) -> Session | None:
@@ -90,7 +92,10 @@ class SessionCodec:
             raw = self._ring.decrypt(value.encode(), ttl=MAX_AGE)
             payload = json.loads(raw)
             return Session(
-                sid=str(payload["s"]), csrf=str(payload["c"]), token=payload.get("t"), dirty=False
+                sid=str(payload["s"]),
+                csrf=str(payload["c"]),
+                signed_in=payload.get("u") is True,
+                dirty=False,
             )
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None

@@ -16,5 +16,6 @@ from shared.events.schemas import (  # noqa: F401
     replies,
     settings,
     sso,
+    staff,
     ticks,
 )
