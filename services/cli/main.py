@@ -88,6 +88,14 @@ async def _connect() -> Client:
 groups = typer.Typer(help="Dental groups (operators).", no_args_is_help=True)
 app.add_typer(groups, name="group")
 
+from services.cli.sso import sso as _sso  # noqa: E402 - a sub-command group of `group`
+
+groups.add_typer(_sso, name="sso")
+
+from services.cli.admin import admin as _admin  # noqa: E402
+
+app.add_typer(_admin, name="admin")
+
 
 @groups.command("create")
 def group_create(

@@ -192,6 +192,7 @@ class Console:
     def build_app(self) -> FastAPI:
         """The console as an ASGI app (mounted at /console)."""
         from services.config.console import pages, wizard
+        from services.config.sso import pages as sso_pages
         from services.config.staff import pages as staff_pages
 
         sub = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -199,6 +200,7 @@ class Console:
         self._install_session(sub)
         self._install_errors(sub)
         staff_pages.install(self, sub)
+        sso_pages.install(self, sub)
         pages.install(self, sub)
         wizard.install(self, sub)
         return sub
