@@ -24,15 +24,17 @@ app = typer.Typer(
 @app.command()
 def up() -> None:
     """Run the whole system on embedded defaults until Ctrl-C."""
+    from services.cli.first_run import create_demo, mark_if_fresh
     from services.cli.stack import embedded_nats, stack_processes
     from shared.runtime.supervisor import Supervisor
 
     settings = load_settings()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    supervisor = Supervisor(
+    first_run = mark_if_fresh(settings.var_dir)
+    supervisor: Supervisor = Supervisor(
         stack_processes(settings),
         nats=embedded_nats(settings),
         stop_timeout=settings.drain_timeout_seconds + 5,
+        after_start=(lambda: create_demo(settings, supervisor.say)) if first_run else None,
     )
     supervisor.say(
         f"Stagger starting; console and API at http://{settings.http_host}:{settings.http_port}"
