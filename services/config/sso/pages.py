@@ -80,7 +80,9 @@ def install(console: Console, app: FastAPI) -> None:
         except SsoError as exc:
             log.warning("single sign-on start failed", extra={"group_id": group, "error": str(exc)})
             return refuse(request, FAILED, 502, group)
-        response = RedirectResponse(url, status_code=303)
+        # A page that moves on by itself, not a redirect: the console's CSP (form-action
+        # 'self') stops a form's redirect to another origin, and the form started this.
+        response = console.page(request, "sso_continue.html", url=url, who=None)
         response.set_cookie(
             COOKIE,
             codec.dump(pending),
