@@ -24,9 +24,11 @@ PENDING = "first-run.pending"
 DEMO_GROUP = "demo"
 DEMO_ADMIN = "admin@demo-dental.example"
 HEALTH_PATIENCE = 180.0
+# Sender numbers from the ranges set aside for drama and examples (Ofcom, ACMA): a number,
+# not a name, so patients can reply (and STOP) to the simulator.
 DEMO_SITES = (
-    ("london", "Demo Dental London", "Europe/London", "UK"),
-    ("sydney", "Demo Dental Sydney", "Australia/Sydney", "AU"),
+    ("london", "Demo Dental London", "Europe/London", "UK", "+447700900000"),
+    ("sydney", "Demo Dental Sydney", "Australia/Sydney", "AU", "+61491570006"),
 )
 
 
@@ -40,7 +42,7 @@ def mark_if_fresh(var_dir: Path) -> bool:
     return (var_dir / PENDING).exists()
 
 
-def site_settings(settings: StaggerSettings, site_id: str, host: str) -> dict[str, Any]:
+def site_settings(site_id: str, sender: str, host: str) -> dict[str, Any]:
     """A demo site's settings: the simulator's default account and the SMTP sink."""
     from services.sms_provider_sim.settings import Settings as SimSettings
     from services.smtp_sink.settings import Settings as SinkSettings
@@ -54,7 +56,7 @@ def site_settings(settings: StaggerSettings, site_id: str, host: str) -> dict[st
                 "secret": sim.default_api_key.get_secret_value(),
                 "base_url": f"http://{host}:{sim.port}",
             },
-            "sender_id": "DemoDental",
+            "sender_id": sender,
         },
         "email": {
             "enabled": True,
@@ -79,13 +81,13 @@ async def _healthy(base: str) -> None:
             await asyncio.sleep(0.5)  # polling /healthz: the services announce nothing else
 
 
-async def _create_sites(base: str, token: str, settings: StaggerSettings, host: str) -> None:
+async def _create_sites(base: str, token: str, host: str) -> None:
     async with httpx.AsyncClient(
         base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}
     ) as api:
         existing = await api.get(f"/api/v1/groups/{DEMO_GROUP}/sites")
         have = {row["site_id"] for row in existing.json()} if existing.status_code == 200 else set()
-        for site_id, name, zone, region in DEMO_SITES:
+        for site_id, name, zone, region, sender in DEMO_SITES:
             if site_id in have:
                 continue
             answer = await api.post(
@@ -95,7 +97,7 @@ async def _create_sites(base: str, token: str, settings: StaggerSettings, host: 
                     "name": name,
                     "timezone": zone,
                     "region": region,
-                    "settings": site_settings(settings, site_id, host),
+                    "settings": site_settings(site_id, sender, host),
                 },
             )
             if answer.status_code != 201:
@@ -127,7 +129,7 @@ async def create_demo(settings: StaggerSettings, say: Callable[[str], None]) -> 
             nc, group_id=DEMO_GROUP, role="group_admin", label="first run", actor="cli:first-run"
         )
         try:
-            await _create_sites(base, token, settings, host)
+            await _create_sites(base, token, host)
         finally:
             await revoke_token(nc, token_id, reason="first run done", actor="cli:first-run")
         invited = await invite_first_admin(nc, settings, DEMO_GROUP, DEMO_ADMIN, "Demo admin")
