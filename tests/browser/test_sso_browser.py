@@ -199,3 +199,42 @@ async def test_a_disabled_users_open_session_ends(
     # at once).
     await start_sso(page, stack.url, group_id)
     await expect(page.get_by_role("alert")).to_have_text(REFUSED)
+
+
+async def test_repeated_refusals_are_throttled(
+    stack: ConsoleStack, provider: OpenIdProvider, staff: Staff, page: Any
+) -> None:
+    group_id = await sso_group(stack, provider)
+    stranger = await staff.add(await stack.config.create_group(), "auditor", "active")
+
+    await sign_in_with_provider(page, stack.url, group_id, stranger.email)
+    await expect(page.get_by_role("alert")).to_have_text(REFUSED)
+    for _ in range(4):  # the provider remembers them: straight back to Stagger each time
+        await start_sso(page, stack.url, group_id)
+        await expect(page.get_by_role("alert")).to_have_text(REFUSED)
+
+    await start_sso(page, stack.url, group_id)
+    await expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-ins")
+
+
+async def test_the_client_secret_is_stored_sealed(
+    stack: ConsoleStack, provider: OpenIdProvider
+) -> None:
+    group_id = await sso_group(stack, provider)
+    raw = await stack.nc.jetstream().get_last_msg("ACCESS", f"access.sso.{group_id}")
+    assert raw.data is not None
+    assert CLIENT_SECRET.encode() not in raw.data
+    assert b'"client_secret":"enc:v1:' in raw.data.replace(b" ", b"")
+
+
+async def test_a_callback_that_did_not_start_here_is_refused(stack: ConsoleStack) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as web:
+        forged = await web.get("/console/sso/callback", params={"state": "x", "code": "y"})
+        assert forged.status_code == 400
+        assert "did not start here" in forged.text
+        unknown = await web.get("/console/sso", params={"group": "no-such-group"})
+        assert unknown.status_code == 404
+        assert "not set up" in unknown.text
+        assert not web.cookies.get("stagger_sso"), "no sign-in was started"
