@@ -70,6 +70,15 @@ from shared.events.schemas.settings import (
     SiteSettingsChanged,
 )
 from shared.events.schemas.sso import SsoConfigured, SsoRemoved, SsoSignInRefused
+from shared.events.schemas.staff import (
+    StaffActivated,
+    StaffDisabled,
+    StaffInvited,
+    StaffRoleChanged,
+    StaffSessionsEnded,
+    StaffSignedIn,
+    StaffTotpEnrolled,
+)
 from shared.events.schemas.ticks import TickIssued
 from shared.runtime.health import Health
 from shared.runtime.service import ServiceContext
@@ -99,6 +108,15 @@ class Flow:
 
 SETTINGS_EVENTS = (GroupCreated, GroupDefaultsChanged, SiteCreated, SiteSettingsChanged)
 TOKEN_EVENTS = (TokenIssued, TokenRevoked)
+STAFF_EVENTS = (
+    StaffInvited,
+    StaffActivated,
+    StaffRoleChanged,
+    StaffDisabled,
+    StaffTotpEnrolled,
+    StaffSignedIn,
+    StaffSessionsEnded,
+)
 OPTOUT_EVENTS = (RecipientOptedOut, RecipientOptedIn)
 DISPATCH_EVENTS = (
     MessageQueued,
@@ -209,6 +227,22 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "refused single sign-ons",
             "JetStream ACCESS: a sign-in the group's provider vouched for but Stagger refused.",
             (SsoSignInRefused,),
+        ),
+        Flow(
+            "send",
+            "access.token.{token}",
+            "console tokens",
+            "JetStream ACCESS: machine tokens a group admin creates or revokes in the console, "
+            "and the short-lived token each staff console session acts through.",
+            TOKEN_EVENTS,
+        ),
+        Flow(
+            "send",
+            "access.user.{user}",
+            "staff account events",
+            "JetStream ACCESS: staff invited, activated, role changed, disabled, signed in, "
+            "sessions ended (the audit trail sources ACCESS).",
+            STAFF_EVENTS,
         ),
         Flow(
             "send",

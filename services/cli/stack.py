@@ -29,6 +29,9 @@ def stack_processes(settings: StaggerSettings) -> list[ProcessSpec]:
         "STAGGER_NATS_URL": ",".join(settings.nats_servers),
         # The laptop stack runs the simulator beside the services, so they may offer it.
         "STAGGER_SMS_SIMULATOR_ENABLED": "true",
+        # Staff invitations of groups without an email account of their own go to the sink.
+        "STAGGER_STAFF_MAIL_RELAY": settings.staff_mail_relay
+        or f"127.0.0.1:{os.environ.get('STAGGER_SMTP_SINK_PORT', '2525')}",
         # The simulator and the SMTP sink listen on this machine; an operator's own list
         # (e.g. a relay on the LAN) is kept beside loopback.
         "STAGGER_OUTBOUND_ALLOW": ",".join(filter(None, [LOOPBACK_ALLOW, settings.outbound_allow])),

@@ -17,6 +17,7 @@ from services.config.entrypoints.api import ApiContext, build_router, install_pr
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
+from services.config.staff import api as staff_api
 from services.config.staff.service import Staff
 from shared.bus.topology import SETTINGS
 from shared.config import SERVICE_NAMES
@@ -49,6 +50,7 @@ class ConfigService(BaseService):
         self.tokens: TokenRegistry | None = None
         self.projection: ProjectionRunner | None = None
         self.console: Console | None = None
+        self.staff: Staff | None = None
 
     def migrations(self) -> Path:
         """The config read model's tables."""
@@ -70,6 +72,8 @@ class ConfigService(BaseService):
         app.include_router(
             unsubscribe_router(ctx.nc, UnsubscribeTokens.from_settings(ctx.settings))
         )
+        if self.staff is not None:
+            app.include_router(staff_api.router(self.staff, self.tokens))
         if self.console is not None:
             self.console.mount(app)
         # Outermost, so no route, form parser or console page reads a body over the cap.
@@ -96,7 +100,7 @@ class ConfigService(BaseService):
         ctx.spawn(self.projection.run(), "settings-projection")
         ctx.spawn(self._reconcile_forever(), "group-reconciler")
         assert ctx.db is not None, "the config service needs its database"
-        staff = Staff(ctx.settings, ctx.nc, ctx.db, box, self.handlers, guard)
+        staff = self.staff = Staff(ctx.settings, ctx.nc, ctx.db, box, self.handlers, guard)
         staff.watch_tokens(self.tokens)
         ctx.spawn(staff.flush_usage_forever(), "token-usage")
         self.console = Console(ctx.settings, ctx.nc, self.handlers, self.tokens, staff)

@@ -32,6 +32,7 @@ from tests.conftest import delete_all_streams
 from tests.integration.config.conftest import ConfigHarness
 from tests.support.processes import ROOT, ServiceProcess, service_env, start_service
 from tests.support.services import require
+from tests.support.staff import StaffLogin, seed_staff
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; never a downloaded browser build
 CHROMIUM_ARGS = [
@@ -126,7 +127,8 @@ class ConsoleStack:
         return self.config.url
 
     async def group(self) -> dict[str, Any]:
-        """A fresh group with an admin, an auditor and two sites (the second one SMS-ready)."""
+        """A fresh group with admin and auditor tokens and users, and two sites (the second one
+        SMS-ready)."""
         group_id = await self.config.create_group()
         admin = await self.config.token(group_id, "group_admin")
         first = await self.config.create_site(admin, group_id, name="High Street")
@@ -138,9 +140,17 @@ class ConsoleStack:
             "group_id": group_id,
             "admin": admin,
             "auditor": await self.config.token(group_id, "auditor"),
+            "admin_user": await self.staff(group_id, "group_admin"),
+            "auditor_user": await self.staff(group_id, "auditor"),
             "site": first["site_id"],
             "sim_site": second["site_id"],
         }
+
+    async def staff(
+        self, group_id: str, role: str, sites: list[str] | None = None, **kw: Any
+    ) -> StaffLogin:
+        """A staff user of the group (seeded in the config database)."""
+        return await seed_staff(self.config.env, self.config.box, group_id, role, sites, **kw)
 
     async def listed(self, admin: str, group_id: str, *site_ids: str) -> None:
         """Wait until the config read model lists the sites (the console's site list)."""
@@ -267,11 +277,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{report.when}", report)
 
 
-async def login(page: Any, base_url: str, token: str) -> None:
-    """Sign in by pasting a token, as a person would."""
+async def fill_sign_in(page: Any, base_url: str, user: StaffLogin, code: str | None = None) -> None:
+    """Type email, password and code into the sign-in page and press Sign in."""
     await page.goto(f"{base_url}/console/login")
-    await page.get_by_label("API token").fill(token)
+    await page.get_by_label("Email").fill(user.email)
+    await page.get_by_label("Password").fill(user.password)
+    await page.get_by_label("Authenticator code").fill(user.code() if code is None else code)
     await page.get_by_role("button", name="Sign in").click()
+
+
+async def login(page: Any, base_url: str, user: StaffLogin) -> None:
+    """Sign in with email, password and authenticator code, as a person would."""
+    await fill_sign_in(page, base_url, user)
     from playwright.async_api import expect
 
     await expect(page.get_by_role("heading", level=1, name="Sites")).to_be_visible()

@@ -54,7 +54,7 @@ async def test_walk_the_whole_wizard_for_a_new_site_and_finish(
     ]
     await stack.listed(group["admin"], group["group_id"], site)
     events_before = await stack.site_events(site)
-    await login(page, stack.url, group["admin"])
+    await login(page, stack.url, group["admin_user"])
     await page.get_by_role("link", name="Harbour").click()
     await page.get_by_role("link", name="Open the setup wizard").click()
 
@@ -143,7 +143,7 @@ async def test_add_and_delete_a_session_and_see_the_forecast_change(
 ) -> None:
     group = await stack.group()
     site = group["site"]
-    await login(page, stack.url, group["admin"])
+    await login(page, stack.url, group["admin_user"])
     await open_step(page, stack, site, "sms")
     await page.evaluate("window.__stayed = 'yes'")  # survives only if the page is not reloaded
     await page.get_by_label("Messages in a batch").fill("5000")
@@ -181,7 +181,7 @@ async def test_add_and_delete_a_session_and_see_the_forecast_change(
 async def test_press_test_and_see_the_simulators_credits(stack: ConsoleStack, page: Page) -> None:
     group = await stack.group()
     site = group["sim_site"]
-    await login(page, stack.url, group["admin"])
+    await login(page, stack.url, group["admin_user"])
     await open_step(page, stack, site, "provider")
     await expect(page.get_by_label("Practice ID (account)")).to_be_editable()
     await page.get_by_role("button", name="Test", exact=True).click()
@@ -207,7 +207,7 @@ async def test_a_site_manager_cannot_see_another_sites_pages(
 ) -> None:
     group = await stack.group()
     mine, theirs = group["site"], group["sim_site"]
-    manager = await stack.config.token(group["group_id"], "site_manager", [mine])
+    manager = await stack.staff(group["group_id"], "site_manager", [mine])
     await login(page, stack.url, manager)
     sites = page.get_by_role("table", name="Your sites")
     await expect(sites).to_contain_text("High Street")
@@ -228,7 +228,7 @@ async def test_a_site_manager_cannot_see_another_sites_pages(
 
 async def test_an_auditor_sees_no_write_controls(stack: ConsoleStack, page: Page) -> None:
     group = await stack.group()
-    await login(page, stack.url, group["auditor"])
+    await login(page, stack.url, group["auditor_user"])
     await page.goto(f"{stack.url}/console/sites/{group['sim_site']}")
     await expect(page.get_by_role("heading", name="SMS provider")).to_be_visible()
     await expect(page.get_by_role("link", name="Open the setup wizard")).to_have_count(0)
@@ -300,7 +300,7 @@ async def test_outbox_credits_replies_optouts_and_audit(stack: ConsoleStack, pag
     await publish(stack, INBOUND, subjects.replies(site), reply, subject="in-1", **where)
     await audit_has(stack, group["admin"], site, 10)
 
-    await login(page, stack.url, group["admin"])
+    await login(page, stack.url, group["admin_user"])
     await page.goto(f"{stack.url}/console/sites/{site}/outbox")
     await expect(page.locator("#count-sent")).to_have_text("2")
     await expect(page.locator("#count-failed")).to_have_text("1")
@@ -318,7 +318,9 @@ async def test_outbox_credits_replies_optouts_and_audit(stack: ConsoleStack, pag
     last = await EventStore(stack.nc, CONTROL).last(
         subjects.gateway_control("sms", "reset_failed", site)
     )
-    assert last is not None and last.actor.startswith("token:") and last.data.site_id == site  # type: ignore[attr-defined]
+    # The staff member who pressed the button, not the session's token, is the actor.
+    admin = group["admin_user"].user_id
+    assert last is not None and last.actor == f"user:{admin}" and last.data.site_id == site  # type: ignore[attr-defined]
 
     await page.get_by_role("link", name=f"{ids[0][:12]}…").first.click()
     await expect(page.locator("#message-state")).to_have_text("sent")
@@ -370,7 +372,7 @@ async def control_count(stack: ConsoleStack, site: str) -> int:
 
 async def test_audit_service_down_shows_a_clear_panel(stack: ConsoleStack, page: Page) -> None:
     group = await stack.group()
-    await login(page, stack.url, group["admin"])
+    await login(page, stack.url, group["admin_user"])
     stack.audit.stop()
     try:
         await page.goto(f"{stack.url}/console/sites/{group['site']}/outbox")
@@ -394,7 +396,7 @@ async def test_phone_width_and_keyboard_only(stack: ConsoleStack, browser: Any) 
     context.set_default_timeout(15_000)
     page = await context.new_page()
     try:
-        await login(page, stack.url, group["admin"])
+        await login(page, stack.url, group["admin_user"])
         await page.goto(f"{stack.url}/console/sites/{group['site']}/wizard/sms")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"the page scrolls sideways at phone width ({width}px)"

@@ -26,11 +26,12 @@ from shared.domain.site_settings import SiteSettings, flatten, settable_paths
 def test_session_cookie_is_sealed_and_tamper_evident() -> None:
     key = Fernet.generate_key()
     codec = SessionCodec([key])
-    session = Session(token="stg_abc.secret")
+    session = Session(signed_in=True)
     value = codec.dump(session)
-    assert "stg_abc" not in value and "secret" not in value
+    assert session.sid not in value and session.csrf not in value
     opened = codec.load(value)
-    assert opened is not None and opened.token == "stg_abc.secret" and not opened.dirty
+    assert opened is not None and opened.signed_in and not opened.dirty
+    assert opened.sid == session.sid
     assert opened.csrf == session.csrf and opened.csrf_ok(session.csrf)
     assert not opened.csrf_ok(None) and not opened.csrf_ok(session.csrf + "x")
     assert codec.load(value[:-2] + "AA") is None
@@ -47,8 +48,8 @@ def test_session_cookie_is_sealed_and_tamper_evident() -> None:
 def test_login_rotates_the_session() -> None:
     session = Session()
     sid, csrf = session.sid, session.csrf
-    session.rotate("stg_x.y")
-    assert session.sid != sid and session.csrf != csrf and session.dirty
+    session.rotate(True)
+    assert session.sid != sid and session.csrf != csrf and session.dirty and session.signed_in
 
 
 def test_drafts_expire_and_are_per_session_and_site(monkeypatch) -> None:  # type: ignore[no-untyped-def]

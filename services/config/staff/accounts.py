@@ -31,6 +31,7 @@ from shared.events.schemas.staff import (
     StaffDisabled,
     StaffInvited,
     StaffRoleChanged,
+    StaffTotpEnrolled,
 )
 from shared.secrets import SecretBox
 
@@ -211,6 +212,34 @@ class StaffAccounts:
         done = await self.store.user(user.user_id)
         assert done is not None
         return done
+
+    async def totp_offer(self, user: UserRow) -> str:
+        """A new authenticator key for a signed-in user (kept pending until confirmed)."""
+        if user.totp_pending is not None:
+            return self.box.open(user.totp_pending)
+        pending = credentials.new_totp_secret()
+        await self.store.update_user(user.user_id, totp_pending=self.box.seal(pending))
+        return pending
+
+    async def totp_confirm(self, user: UserRow, code: str) -> None:
+        """Switch to the pending key once a code from it is right (StaffRuleError('code'))."""
+        fresh = await self.store.user(user.user_id)
+        if fresh is None or fresh.totp_pending is None:
+            raise StaffRuleError("code", "start the set-up again")
+        pending = self.box.open(fresh.totp_pending)
+        step = credentials.totp_step(pending, code, self.clock(), None)
+        if step is None:
+            raise StaffRuleError("code", "that code is not the one your app shows now")
+        await self.store.update_user(
+            user.user_id, totp_secret=fresh.totp_pending, totp_pending=None, totp_last_step=step
+        )
+        await record(
+            self.nc,
+            StaffTotpEnrolled(user_id=user.user_id, group_id=user.group_id),
+            actor=f"user:{user.user_id}",
+            user_id=user.user_id,
+            group_id=user.group_id,
+        )
 
     async def _target(self, by: StaffMember, user_id: str) -> UserRow:
         target = await self.store.user(user_id)

@@ -3,7 +3,7 @@ list (with when each was last used), revoke. Console-session tokens are not list
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,13 +44,23 @@ def check_token_request(
 class MachineTokens:
     """The group's API tokens."""
 
-    def __init__(self, nc: Client, registry: TokenRegistry, store: StaffStore) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        registry: TokenRegistry,
+        store: StaffStore,
+        flush: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.nc = nc
         self.registry = registry
         self.store = store
+        # Writes this replica's pending "last used" notes first, so its own list is current.
+        self.flush = flush
 
     async def listing(self, group_id: str) -> list[dict[str, Any]]:
         """The group's machine tokens, newest expiry first, with last use."""
+        if self.flush is not None:
+            await self.flush()
         now = datetime.now(UTC)
         rows = [t for t in self.registry.listing(group_id) if not t.get("user_id")]
         used = await self.store.last_used(str(t["token_id"]) for t in rows)

@@ -14,7 +14,7 @@ from services.config.staff.rules import MIN_PASSWORD, StaffRuleError
 from services.config.staff.signin import Attempt, SignInRefused
 
 if TYPE_CHECKING:
-    from services.config.console.app import Console
+    from services.config.console.app import Console, User
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def install(console: Console, app: FastAPI) -> None:
         return RedirectResponse(f"{PREFIX}/login", status_code=303)
 
     @app.get("/account")
-    async def account(request: Request, done: str | None = None) -> Response:
+    async def account(request: Request, totp: str | None = None) -> Response:
         user = await console.user(request)
         counts = await staff.store.session_counts(user.who.group_id, staff.sessions.clock())
         return console.page(
@@ -76,7 +76,7 @@ def install(console: Console, app: FastAPI) -> None:
             account=user.account,
             sessions=counts.get(user.account.user_id, 0),
             nav="account",
-            notice=None if done is None else "Signed out everywhere.",
+            notice="Your authenticator app is set up." if totp else None,
         )
 
     @app.post("/account/sign-out-everywhere")
@@ -95,6 +95,38 @@ def install(console: Console, app: FastAPI) -> None:
             who=None,
             error=None,
             notice="You are signed out on every device.",
+        )
+
+    @app.get("/account/authenticator")
+    async def authenticator(request: Request) -> Response:
+        user = await console.user(request)
+        return await _authenticator_page(request, user, None)
+
+    @app.post("/account/authenticator")
+    async def authenticator_confirm(request: Request) -> Response:
+        user = await console.user(request)
+        form = await console.form(request)
+        try:
+            await staff.accounts.totp_confirm(user.account, str(form.get("code") or ""))
+        except StaffRuleError as exc:
+            return await _authenticator_page(request, user, exc.message, status=422)
+        return RedirectResponse(f"{PREFIX}/account?totp=1", status_code=303)
+
+    async def _authenticator_page(
+        request: Request, user: User, error: str | None, status: int = 200
+    ) -> Response:
+        secret = await staff.accounts.totp_offer(user.account)
+        uri = credentials.totp_uri(secret, user.account.email)
+        return console.page(
+            request,
+            "authenticator.html",
+            status=status,
+            who=user.who,
+            nav="account",
+            error=error,
+            totp_secret=secret,
+            totp_uri=uri,
+            qr=credentials.totp_qr_data_uri(uri),
         )
 
     @app.get("/invitation/{secret}")

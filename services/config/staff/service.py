@@ -74,7 +74,7 @@ class Staff:
             self._used[token_id] = datetime.now(UTC)
 
         tokens.on_use = used
-        self.tokens = MachineTokens(self.sessions.nc, tokens, self.store)
+        self.tokens = MachineTokens(self.sessions.nc, tokens, self.store, self.flush_usage)
 
     async def flush_usage(self) -> None:
         """Write the noted token uses."""

@@ -38,6 +38,7 @@ from tests.integration.sms_gateway.harness import midday_zone, number
 from tests.integration.sms_provider_sim.harness import SimProcess
 from tests.support.processes import PORT_VARS, ServiceProcess, service_env, start_service
 from tests.support.smtp import SinkProcess, start_sink_process
+from tests.support.staff import StaffLogin, seed_staff, sign_in
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -249,22 +250,18 @@ async def _exercise(
 
         await wait_until(all_healthy, timeout=30, interval=0.5, message="/healthz 200")
 
-    # The console's session registry (the console_sessions key-value bucket) under the config
-    # user: sign in, a page, sign out, and the signed-out cookie refused.
-    await _console_round_trip(services["config"].url, token)
+    # A staff sign-in under the config user (its session mints and revokes an API token on
+    # ACCESS, its events go to access.user.*): sign in, a page, sign out, the cookie refused.
+    auditor = await seed_staff(services["config"].env, box, group, "auditor")
+    await _console_round_trip(services["config"].url, auditor)
 
 
-async def _console_round_trip(url: str, token: str) -> None:
+async def _console_round_trip(url: str, user: StaffLogin) -> None:
     import re
 
     field = re.compile(r'name="csrf_token" value="([^"]+)"')
     async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as browser:
-        page = await browser.get("/console/login")
-        csrf = field.search(page.text)
-        assert csrf is not None
-        signed_in = await browser.post(
-            "/console/login", data={"csrf_token": csrf.group(1), "token": token}
-        )
+        signed_in = await sign_in(browser, user)
         assert signed_in.status_code == 303, signed_in.text
         cookie = browser.cookies.get("stagger_console")
         home = await browser.get("/console/")

@@ -165,7 +165,7 @@ async def test_audit_scope_per_group_and_role_without_secrets(
             assert hidden.status_code == 404
 
             # No response carries a sealed value or a token's hash (the trail still holds them).
-            issued = [e for e in as_admin if e["type"] == "stagger.access.token_issued.v1"]
+            issued = [e for e in as_admin if e["type"] == "stagger.access.token_issued.v2"]
             assert issued and all(e["data"]["secret_hash"] == "********" for e in issued)
             for body in bodies:
                 assert "enc:v1:" not in body
