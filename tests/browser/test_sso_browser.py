@@ -238,3 +238,39 @@ async def test_a_callback_that_did_not_start_here_is_refused(stack: ConsoleStack
         assert unknown.status_code == 404
         assert "not set up" in unknown.text
         assert not web.cookies.get("stagger_sso"), "no sign-in was started"
+
+
+async def test_a_group_admin_changes_the_settings_in_the_console(
+    stack: ConsoleStack, provider: OpenIdProvider, staff: Staff, page: Any
+) -> None:
+    group_id = await sso_group(stack, provider)
+    admin = await staff.add(group_id, "group_admin", "active")
+    member = await staff.add(group_id, "auditor", "active")
+    await sign_in_with_provider(page, stack.url, group_id, admin.email)
+    await expect(page.get_by_role("heading", level=1, name="Sites")).to_be_visible()
+
+    await page.goto(f"{stack.url}/console/staff")
+    await page.get_by_role("link", name="Single sign-on").click()
+    await expect(page.locator("#sso-current")).to_contain_text(provider.issuer)
+    await expect(page.locator("#sso-callback")).to_have_text(f"{stack.url}/console/sso/callback")
+    await page.get_by_label("Provider", exact=True).select_option("google")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("alert")).to_contain_text("allowed_domain")
+
+    await page.get_by_label("Provider", exact=True).select_option("generic")
+    await page.get_by_label("Allowed email domain").fill("elsewhere.example")
+    await page.get_by_role("button", name="Save").click()  # the stored secret is kept
+    await expect(page.locator(".notice")).to_have_text("Single sign-on is set up.")
+    await expect(page.locator("#sso-current")).to_contain_text("@elsewhere.example")
+    await screenshot(page, "sso-settings")
+
+    other = await page.context.browser.new_context()
+    try:
+        member_page = await other.new_page()
+        await sign_in_with_provider(member_page, stack.url, group_id, member.email)
+        await expect(member_page.get_by_role("alert")).to_have_text(REFUSED)  # not that domain
+    finally:
+        await other.close()
+
+    await page.get_by_role("button", name="Turn single sign-on off").click()
+    await expect(page.locator("#sso-current")).to_contain_text("Off")

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from services.config.sso import admin_page
+from services.config.sso.admin_page import public_base
 from services.config.sso.client import OidcClient, SsoError
 from services.config.sso.flow_cookie import COOKIE, COOKIE_PATH, MAX_AGE, FlowCodec
 from services.config.sso.signin import SsoSignIn, SsoThrottled
@@ -39,15 +41,10 @@ def install(console: Console, app: FastAPI) -> None:
     codec = FlowCodec.from_settings(console.settings)
     signin = SsoSignIn(console.nc, providers, client, console.staff.store, console.staff.policy)
 
+    admin_page.install(console, app, providers)
+
     def callback_url(request: Request) -> str:
-        # With an https public URL the provider must send the browser back there; a plain
-        # http deployment answers on whatever address it was reached at (as origin_ok does).
-        base = (
-            console.public_origin
-            if console.public_https
-            else f"{request.url.scheme}://{request.url.netloc}"
-        )
-        return f"{base}{PREFIX}/sso/callback"
+        return public_base(console, request) + f"{PREFIX}/sso/callback"
 
     def refuse(request: Request, message: str, status: int, group: str = "") -> Response:
         response = console.page(

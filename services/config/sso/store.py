@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nats.aio.client import Client
 
 from shared.bus import subjects
@@ -43,33 +45,35 @@ class SsoStore:
         *,
         preset: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None,
         allowed_domain: str | None,
         tenant: str | None,
         discovery_url: str | None,
         actor: str,
     ) -> Provider:
-        """Check, seal and record the group's provider (OidcConfigError names a bad field)."""
+        """Check, seal and record the group's provider (OidcConfigError names a bad field).
+
+        An empty `client_secret` keeps the one already stored (a form never shows it back).
+        """
         subjects.check_token(group_id, "group id")
+        plaintext = (client_secret or "").strip()
+        kept = None
+        if not plaintext:
+            current = await self.get(group_id)
+            kept = current.client_secret if current else None
+        settings: dict[str, Any] = {
+            "preset": preset,
+            "client_id": client_id,
+            "allowed_domain": allowed_domain,
+            "tenant": tenant,
+            "discovery_url": discovery_url,
+        }
         # Checked with a placeholder first, so nothing is sealed for settings that are refused.
         provider_settings(
-            group_id,
-            preset=preset,
-            client_id=client_id,
-            sealed_secret=client_secret.strip() and "enc:v1:check",
-            allowed_domain=allowed_domain,
-            tenant=tenant,
-            discovery_url=discovery_url,
+            group_id, sealed_secret=kept or (plaintext and "enc:v1:check"), **settings
         )
-        provider = provider_settings(
-            group_id,
-            preset=preset,
-            client_id=client_id,
-            sealed_secret=self.box.seal(client_secret.strip()),
-            allowed_domain=allowed_domain,
-            tenant=tenant,
-            discovery_url=discovery_url,
-        )
+        sealed = kept or self.box.seal(plaintext)
+        provider = provider_settings(group_id, sealed_secret=sealed, **settings)
         data = SsoConfigured(
             group_id=group_id,
             preset=provider.preset,
