@@ -5,8 +5,8 @@ session id, the CSRF token and whether it is signed in; who is signed in is kept
 server (`services/config/staff/sessions.py`, keyed by a hash of the session id). Its key is
 derived (HKDF) from the service's secret key(s), so it is never the key that seals settings
 secrets, and rotating `STAGGER_SECRET_KEY` the usual way (new key first) keeps existing
-sessions valid. Fernet tokens carry their creation time: a cookie older than `MAX_AGE` is
-refused.
+sessions valid. Fernet tokens carry their creation time: a cookie older than the session
+lifetime (`STAGGER_STAFF_SESSION_HOURS`, at least `MAX_AGE`) is refused.
 
 The cookie is HttpOnly, SameSite=Lax (so a sign-in provider's redirect back still carries it;
 every form also carries a CSRF token), Path=/console and Secure when served over https.
@@ -70,14 +70,22 @@ class Session:
 class SessionCodec:
     """Seals sessions into cookie values and opens them again."""
 
-    def __init__(self, keys: list[bytes], purpose: bytes = b"stagger/console/session/v1") -> None:
+    def __init__(
+        self,
+        keys: list[bytes],
+        purpose: bytes = b"stagger/console/session/v1",
+        max_age: int = MAX_AGE,
+    ) -> None:
+        self.max_age = max_age
         self._fernets = [Fernet(_derive(k, purpose)) for k in keys]
         self._ring = MultiFernet(self._fernets)
 
     @classmethod
     def from_settings(cls, settings: StaggerSettings) -> SessionCodec:
         """Keys derived from `STAGGER_SECRET_KEY` or the var dir's key file."""
-        return cls(service_keys(settings))
+        # The server-side session decides when a sign-in ends; the cookie must not end first.
+        hours = int(settings.staff_session_hours * 3600)
+        return cls(service_keys(settings), max_age=max(MAX_AGE, hours))
 
     def dump(self, session: Session) -> str:
         """The cookie value."""
@@ -89,7 +97,7 @@ class SessionCodec:
         if not value:
             return None
         try:
-            raw = self._ring.decrypt(value.encode(), ttl=MAX_AGE)
+            raw = self._ring.decrypt(value.encode(), ttl=self.max_age)
             payload = json.loads(raw)
             return Session(
                 sid=str(payload["s"]),

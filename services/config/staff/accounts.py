@@ -31,7 +31,6 @@ from shared.events.schemas.staff import (
     StaffDisabled,
     StaffInvited,
     StaffRoleChanged,
-    StaffTotpEnrolled,
 )
 from shared.secrets import SecretBox
 
@@ -213,33 +212,20 @@ class StaffAccounts:
         assert done is not None
         return done
 
-    async def totp_offer(self, user: UserRow) -> str:
-        """A new authenticator key for a signed-in user (kept pending until confirmed)."""
-        if user.totp_pending is not None:
-            return self.box.open(user.totp_pending)
-        pending = credentials.new_totp_secret()
-        await self.store.update_user(user.user_id, totp_pending=self.box.seal(pending))
-        return pending
-
-    async def totp_confirm(self, user: UserRow, code: str) -> None:
-        """Switch to the pending key once a code from it is right (StaffRuleError('code'))."""
+    async def activate_external(self, user: UserRow) -> UserRow:
+        """An invited user's first sign-in through the group's identity provider: active from
+        now on, the invitation used up (their password stays unset)."""
+        if await self.store.activate(user.user_id, self.clock()):
+            await record(
+                self.nc,
+                StaffActivated(user_id=user.user_id, group_id=user.group_id, totp=False),
+                actor=f"user:{user.user_id}",
+                user_id=user.user_id,
+                group_id=user.group_id,
+            )
         fresh = await self.store.user(user.user_id)
-        if fresh is None or fresh.totp_pending is None:
-            raise StaffRuleError("code", "start the set-up again")
-        pending = self.box.open(fresh.totp_pending)
-        step = credentials.totp_step(pending, code, self.clock(), None)
-        if step is None:
-            raise StaffRuleError("code", "that code is not the one your app shows now")
-        await self.store.update_user(
-            user.user_id, totp_secret=fresh.totp_pending, totp_pending=None, totp_last_step=step
-        )
-        await record(
-            self.nc,
-            StaffTotpEnrolled(user_id=user.user_id, group_id=user.group_id),
-            actor=f"user:{user.user_id}",
-            user_id=user.user_id,
-            group_id=user.group_id,
-        )
+        assert fresh is not None
+        return fresh
 
     async def _target(self, by: StaffMember, user_id: str) -> UserRow:
         target = await self.store.user(user_id)

@@ -107,7 +107,7 @@ def install(console: Console, app: FastAPI) -> None:
         user = await console.user(request)
         form = await console.form(request)
         try:
-            await staff.accounts.totp_confirm(user.account, str(form.get("code") or ""))
+            await staff.authenticators.confirm(user.account, str(form.get("code") or ""))
         except StaffRuleError as exc:
             return await _authenticator_page(request, user, exc.message, status=422)
         return RedirectResponse(f"{PREFIX}/account?totp=1", status_code=303)
@@ -115,7 +115,7 @@ def install(console: Console, app: FastAPI) -> None:
     async def _authenticator_page(
         request: Request, user: User, error: str | None, status: int = 200
     ) -> Response:
-        secret = await staff.accounts.totp_offer(user.account)
+        secret = await staff.authenticators.offer(user.account)
         uri = credentials.totp_uri(secret, user.account.email)
         return console.page(
             request,

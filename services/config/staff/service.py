@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.config.adapters import read_model
 from services.config.handlers import ConfigHandlers
 from services.config.staff.accounts import GroupFacts, StaffAccounts
+from services.config.staff.authenticator import Authenticators
 from services.config.staff.machine_tokens import MachineTokens
 from services.config.staff.mailer import StaffMailer
 from services.config.staff.policy import StaffPolicy
@@ -46,6 +47,7 @@ class Staff:
         self.store = StaffStore(db)
         self.sessions = StaffSessions(nc, self.store, box, self.policy)
         self.signin = LocalSignIn(self.store, box, self.policy)
+        self.authenticators = Authenticators(nc, self.store, box)
         mailer = StaffMailer(box, guard, settings.staff_mail_relay, settings.staff_mail_from)
         self.accounts = StaffAccounts(
             nc,

@@ -166,6 +166,24 @@ class StaffStore:
             )
         return True
 
+    async def activate(self, user_id: str, now: datetime) -> bool:
+        """Activate an invited user and use up their open invitations (sign-in through an
+        identity provider); False if the user was not invited (any more)."""
+        async with self.db() as s, s.begin():
+            changed = await s.execute(
+                sa.update(t.users)
+                .where(t.users.c.user_id == user_id, t.users.c.status == "invited")
+                .values(status="active", updated_at=now)
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            await s.execute(
+                sa.update(t.invitations)
+                .where(t.invitations.c.user_id == user_id, t.invitations.c.used_at.is_(None))
+                .values(used_at=now)
+            )
+        return True
+
     # --- sessions ------------------------------------------------------------------------
 
     async def add_session(self, values: dict[str, Any]) -> None:
