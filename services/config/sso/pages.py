@@ -39,7 +39,14 @@ def install(console: Console, app: FastAPI) -> None:
     providers = SsoStore(console.nc, box)
     client = OidcClient(box, OutboundGuard.parse(console.settings.outbound_allow))
     codec = FlowCodec.from_settings(console.settings)
-    signin = SsoSignIn(console.nc, providers, client, console.staff.store, console.staff.policy)
+    signin = SsoSignIn(
+        console.nc,
+        providers,
+        client,
+        console.staff.store,
+        console.staff.policy,
+        console.staff.accounts.activate_external,
+    )
 
     admin_page.install(console, app, providers)
 

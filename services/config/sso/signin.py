@@ -2,25 +2,24 @@
 
 Throttled like the local sign-in (the same failure table and limits): per client address
 and, once the provider has named the email, per account. An invited user's first sign-in
-activates them (their identity provider, not Stagger, holds their password and second factor).
+activates them (`StaffAccounts.activate_external`: their identity provider, not Stagger, holds
+their password and second factor).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
 
 from services.config.sso.client import OidcClient, Pending, SsoError
 from services.config.sso.store import SsoStore
-from services.config.staff.events import record
 from services.config.staff.policy import StaffPolicy
 from services.config.staff.store import StaffStore, UserRow
 from services.config.staff.throttle import longest_wait, retry_after
 from shared.domain.oidc import SignInRefused, StaffCandidate, admit, identity
-from shared.events.schemas.staff import StaffActivated
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +42,11 @@ class SsoSignIn:
         client: OidcClient,
         staff: StaffStore,
         policy: StaffPolicy,
+        activate: Callable[[UserRow], Awaitable[UserRow]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.nc = nc
+        self.activate = activate
         self.providers = providers
         self.client = client
         self.staff = staff
@@ -102,20 +103,10 @@ class SsoSignIn:
             raise
         assert user is not None
         if user.status == "invited":
-            user = await self._activate(user)
+            user = await self.activate(user)
+        if user.status != "active":  # disabled between the check and the activation
+            await self.providers.refused(provider.group_id, user.email, "disabled")
+            raise SignInRefused("disabled", "the user is disabled")
         if keys and len(keys) > 1:
             await self.staff.clear_failures("account", keys[-1][1])
         return user
-
-    async def _activate(self, user: UserRow) -> UserRow:
-        await self.staff.update_user(user.user_id, status="active")
-        await record(
-            self.nc,
-            StaffActivated(user_id=user.user_id, group_id=user.group_id, totp=False),
-            actor=f"user:{user.user_id}",
-            user_id=user.user_id,
-            group_id=user.group_id,
-        )
-        active = await self.staff.user(user.user_id)
-        assert active is not None
-        return active
