@@ -108,3 +108,20 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
     # Third-party chatter that would drown the event flow at INFO.
     for noisy in ("uvicorn.access", "aiosqlite", "nats", "faststream.access", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class RoutineFetchTimeouts(logging.Filter):
+    """Drops FastStream's task-supervisor chatter about an empty pull fetch.
+
+    nats-py raises asyncio's TimeoutError where FastStream's pull loop expects its own, so an
+    idle stream ends the loop; FastStream restarts it and logs an ERROR with a traceback (and
+    an INFO line per callback). Nothing is wrong, so neither line is shown; any other failure
+    of the loop still is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("callback for ") and message.endswith("is being executed..."):
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return not ("raised an exception" in message and isinstance(error, TimeoutError))

@@ -69,6 +69,7 @@ from shared.events.schemas.settings import (
     SiteCreated,
     SiteSettingsChanged,
 )
+from shared.events.schemas.sso import SsoConfigured, SsoRemoved, SsoSignInRefused
 from shared.events.schemas.staff import (
     StaffActivated,
     StaffDisabled,
@@ -211,6 +212,21 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "JetStream ACCESS, replayed then followed: API tokens for authentication. Tokens "
             "are issued and revoked by the `stagger token` command.",
             TOKEN_EVENTS,
+        ),
+        Flow(
+            "send",
+            "access.sso.{group}",
+            "single sign-on settings",
+            "JetStream ACCESS: a group's OpenID Connect provider (client secret sealed), read "
+            "back by direct get of the subject's last event.",
+            (SsoConfigured, SsoRemoved),
+        ),
+        Flow(
+            "send",
+            "access.sso_refused.{group}",
+            "refused single sign-ons",
+            "JetStream ACCESS: a sign-in the group's provider vouched for but Stagger refused.",
+            (SsoSignInRefused,),
         ),
         Flow(
             "send",

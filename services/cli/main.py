@@ -22,15 +22,17 @@ app = typer.Typer(
 @app.command()
 def up() -> None:
     """Run the whole system on embedded defaults until Ctrl-C."""
+    from services.cli.first_run import create_demo, mark_if_fresh
     from services.cli.stack import embedded_nats, stack_processes
     from shared.runtime.supervisor import Supervisor
 
     settings = load_settings()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    supervisor = Supervisor(
+    first_run = mark_if_fresh(settings.var_dir)
+    supervisor: Supervisor = Supervisor(
         stack_processes(settings),
         nats=embedded_nats(settings),
         stop_timeout=settings.drain_timeout_seconds + 5,
+        after_start=(lambda: create_demo(settings, supervisor.say)) if first_run else None,
     )
     supervisor.say(
         f"Stagger starting; console and API at http://{settings.http_host}:{settings.http_port}"
@@ -54,6 +56,14 @@ def service(name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICE_NA
 
 groups = typer.Typer(help="Dental groups (operators).", no_args_is_help=True)
 app.add_typer(groups, name="group")
+
+from services.cli.sso import sso as _sso  # noqa: E402 - a sub-command group of `group`
+
+groups.add_typer(_sso, name="sso")
+
+from services.cli.admin import admin as _admin  # noqa: E402
+
+app.add_typer(_admin, name="admin")
 
 
 @groups.command("create")

@@ -140,3 +140,13 @@ def health(service: str) -> str:
 def rpc(service: str, method: str) -> str:
     """Request/reply endpoint of a service (e.g. provider test on the SMS gateway)."""
     return f"stagger.rpc.{service}.{method}"
+
+
+def access_sso(group_id: str) -> str:
+    """Subject of a group's single sign-on settings aggregate."""
+    return f"access.sso.{group_id}"
+
+
+def access_sso_refusals(group_id: str) -> str:
+    """Subject of the sign-ins a group's provider vouched for but Stagger refused."""
+    return f"access.sso_refused.{group_id}"

@@ -43,7 +43,7 @@ from shared.bus.topology import ensure_streams
 from shared.config import StaggerSettings
 from shared.db.engine import create_engine, session_factory
 from shared.db.migrate import MigrationChain, migrate, service_chain
-from shared.logs import configure_logging
+from shared.logs import RoutineFetchTimeouts, configure_logging
 from shared.runtime.health import Health, heartbeat_loop, publish_heartbeat
 from shared.runtime.memory import limit_malloc_arenas
 
@@ -195,10 +195,12 @@ async def _retry(
 
 def make_broker(settings: StaggerSettings, service: str) -> NatsBroker:
     """A FastStream NATS broker configured from settings."""
+    logger = logging.getLogger(f"faststream.{service}")
+    logger.addFilter(RoutineFetchTimeouts())
     kwargs: dict[str, Any] = {
         "servers": settings.nats_servers,
         "name": f"stagger-{service}-{settings.instance_id}",
-        "logger": logging.getLogger(f"faststream.{service}"),
+        "logger": logger,
         "graceful_timeout": settings.drain_timeout_seconds,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,

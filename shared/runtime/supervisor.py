@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from shared.runtime.nats_server import NatsServer
@@ -50,8 +50,10 @@ class Supervisor:
         nats: NatsServer | None = None,
         stop_timeout: float = 25.0,
         write: Callable[[str], None] | None = None,
+        after_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.specs = specs
+        self.after_start = after_start
         self.nats = nats
         self.stop_timeout = stop_timeout
         self._write = write or (lambda line: print(line, flush=True))
@@ -89,6 +91,8 @@ class Supervisor:
             for running in self._running.values():
                 await self._start(running)
             watchers = [asyncio.create_task(self._watch(r)) for r in self._running.values()]
+            if self.after_start is not None:
+                watchers.append(asyncio.create_task(self._after_start(self.after_start)))
             await self._stopping.wait()
             self.say("stopping every process")
             for watcher in watchers:
@@ -100,6 +104,16 @@ class Supervisor:
                 self.say("nats-server stopped", "nats")
         self.say("all stopped")
         return 0
+
+    async def _after_start(self, work: Callable[[], Awaitable[None]]) -> None:
+        # One-off work once everything is started (the first run's demo); its failure is
+        # reported in a line, never a traceback, and stops nothing.
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.say(f"first-run set-up failed: {exc}")
 
     async def _start(self, running: _Running) -> None:
         env = {**os.environ, **running.spec.env, "PYTHONUNBUFFERED": "1"}

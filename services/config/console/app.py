@@ -126,13 +126,14 @@ class Console(ConsoleOperations):
 
     def build_app(self) -> FastAPI:
         """The console as an ASGI app (mounted at /console)."""
-        from services.config.console import pages, staff_pages, wizard
+        from services.config.console import pages, sso_pages, staff_pages, wizard
 
         sub = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
         self._install_session(sub)
         self._install_errors(sub)
         staff_pages.install(self, sub)
+        sso_pages.install(self, sub)
         pages.install(self, sub)
         wizard.install(self, sub)
         return sub

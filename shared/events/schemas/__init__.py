@@ -15,6 +15,7 @@ from shared.events.schemas import (  # noqa: F401
     providers,
     replies,
     settings,
+    sso,
     staff,
     ticks,
 )
