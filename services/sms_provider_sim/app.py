@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from services.sms_provider_sim.dialects import ALL as DIALECTS
 from services.sms_provider_sim.errors import ApiError, invalid
 from services.sms_provider_sim.routes import admin, health, provider
 from services.sms_provider_sim.settings import Settings
@@ -64,4 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(provider)
     app.include_router(admin)
     app.include_router(health)
+    for dialect in DIALECTS:
+        app.include_router(dialect.router)
     return app

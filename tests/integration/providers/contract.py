@@ -1,0 +1,218 @@
+"""What every provider adapter must do against its simulator dialect, over HTTP.
+
+Each provider's test module builds its adapter and calls these checks; the simulator's core
+supplies the faults (429 with Retry-After, 503, accept-then-drop, exhausted credits) whatever
+the wire format.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from services.sms_gateway.providers.base import (
+    Found,
+    Inbound,
+    Outbound,
+    Provider,
+    ProviderError,
+    Receipt,
+)
+from tests.integration.sms_gateway.harness import (
+    Sim,
+    SimAccount,
+    assert_exactly_once,
+    number,
+    outcomes_by_reference,
+)
+from tests.integration.sms_provider_sim.harness import WebhookReceiver
+
+SENDER = "+61491570999"
+UNDELIVERABLE = "+61499999"
+
+
+@dataclass
+class Dialect:
+    """One provider under test: how to build its adapter and read its webhooks."""
+
+    name: str
+    build: Callable[[httpx.AsyncClient, SimAccount, str], Provider]
+    """(client, simulator account, simulator base URL) → adapter."""
+    parse_receipt: Callable[[Mapping[str, str], str], Receipt]
+    parse_inbound: Callable[[Mapping[str, str], str], Inbound]
+    unit: str
+    price: float = 0.05
+    """Per segment (money dialects) or 1 credit."""
+
+
+def outbound(to: str | None = None, body: str = "Your appointment is at 10:00") -> Outbound:
+    """A message with a fresh reference."""
+    return Outbound(
+        reference=f"m-{secrets.token_hex(6)}",
+        to=to or number(secrets.randbelow(10**6)),
+        sender=SENDER,
+        body=body,
+        submitted_at=datetime.now(UTC),
+    )
+
+
+async def account(
+    sim: Sim, dialect: Dialect, *, balance: float = 50, receiver: WebhookReceiver | None = None
+) -> SimAccount:
+    """A simulator account speaking the dialect (webhooks to the receiver, if any)."""
+    hooks = {}
+    if receiver is not None:
+        tag = secrets.token_hex(4)
+        hooks = {
+            "webhook_url": receiver.url(f"/{dialect.name}/{tag}/receipt"),
+            "inbound_url": receiver.url(f"/{dialect.name}/{tag}/inbound"),
+        }
+    return await sim.account(
+        credits=balance,
+        dialect=dialect.name,
+        credits_per_segment=dialect.price,
+        undeliverable_prefixes=[UNDELIVERABLE],
+        **hooks,
+    )
+
+
+def fields(body: bytes, content_type: str) -> dict[str, str]:
+    """A webhook body as flat fields (form or JSON)."""
+    if "json" in content_type:
+        return {k: "" if v is None else str(v) for k, v in json.loads(body).items()}
+    return dict(parse_qsl(body.decode(), keep_blank_values=True))
+
+
+async def sends_looks_up_and_reports_balance(sim: Sim, dialect: Dialect, url: str) -> None:
+    """Accepted with the provider's id, segments and cost; found by our reference; balance."""
+    acct = await account(sim, dialect, balance=10)
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        adapter = dialect.build(client, acct, url)
+        before = await adapter.balance()
+        message = outbound(body="x" * 200)  # two GSM-7 parts
+        reply = await adapter.send(message)
+        assert reply.status == "accepted", reply
+        stored = await sim.stored(acct)
+        assert [m["reference"] for m in stored] == [message.reference]
+        assert reply.provider_message_id == stored[0]["id"]
+        assert reply.segments == 2
+        found = await adapter.lookup(message)
+        assert found == Found(True, stored[0]["id"], 2, found.cost)
+        assert (await adapter.lookup(outbound())).sent is False
+        after = await adapter.balance()
+    assert before.unit == after.unit == dialect.unit
+    assert before.amount - after.amount == pytest.approx(2 * dialect.price)
+
+
+async def maps_errors(sim: Sim, dialect: Dialect, url: str) -> None:
+    """429 → rate_limited with Retry-After; 5xx → unavailable; no credit → no_credit; a bad
+    key → bad_credentials; an invalid number → refused."""
+    acct = await account(sim, dialect)
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        adapter = dialect.build(client, acct, url)
+        await sim.faults(rate_429=1.0, retry_after_seconds=3)
+        limited = await adapter.send(outbound())
+        await sim.faults(rate_5xx=1.0)
+        unavailable = await adapter.send(outbound())
+        await sim.faults(exhaust_credits=True)
+        broke = await adapter.send(outbound())
+        await sim.clear_faults()
+        invalid = await adapter.send(outbound(to="12345"))
+        wrong = dialect.build(client, SimAccount(acct.name, "not-the-key"), url)
+        refused = await wrong.send(outbound())
+        with pytest.raises(ProviderError) as balance_error:
+            await wrong.balance()
+    assert (limited.status, limited.retry_after) == ("rate_limited", 3)
+    assert unavailable.status == "unavailable"
+    assert broke.status == "no_credit"
+    assert invalid.status == "refused"
+    assert refused.status == "bad_credentials"
+    assert balance_error.value.credentials is True
+    assert await sim.stored(acct) == []
+
+
+async def settles_an_unanswered_send(sim: Sim, dialect: Dialect, url: str) -> None:
+    """Accepted, then the connection dropped: `ambiguous`, then found by the lookup."""
+    acct = await account(sim, dialect)
+    await sim.faults(rate_timeout_after_accept=1.0, timeout_hold_seconds=2)
+    async with httpx.AsyncClient(trust_env=False, timeout=0.5) as client:
+        adapter = dialect.build(client, acct, url)
+        message = outbound()
+        reply = await adapter.send(message)
+        await sim.clear_faults()
+        found = await adapter.lookup(message)
+    assert reply.status == "ambiguous", reply
+    assert found.sent is True
+    assert outcomes_by_reference(await sim.submissions(acct))[message.reference] == {
+        "accepted_then_timeout": 1
+    }
+
+
+async def never_twice_under_faults(sim: Sim, dialect: Dialect, url: str, n: int = 30) -> None:
+    """About 20 % injected faults; retrying the way the gateway does (look up what is
+    uncertain, resend only what never arrived) stores each message exactly once."""
+    acct = await account(sim, dialect, balance=10_000)
+    await sim.faults(
+        seed=7,
+        rate_429=0.07,
+        retry_after_seconds=0,
+        rate_5xx=0.07,
+        rate_timeout_after_accept=0.07,
+        timeout_hold_seconds=1,
+    )
+    messages = [outbound() for _ in range(n)]
+    async with httpx.AsyncClient(trust_env=False, timeout=0.5) as client:
+        adapter = dialect.build(client, acct, url)
+        for message in messages:
+            for _ in range(40):
+                reply = await adapter.send(message)
+                if reply.status == "accepted":
+                    break
+                if reply.status == "ambiguous" and (await adapter.lookup(message)).sent:
+                    break
+                assert reply.status in ("rate_limited", "unavailable", "ambiguous"), reply
+            else:
+                raise AssertionError(f"{message.reference} never went")
+    submissions = await sim.submissions(acct)
+    assert_exactly_once(submissions, [m.reference for m in messages])
+    faults = {s["outcome"] for s in submissions}
+    assert {"rejected_429", "rejected_5xx", "accepted_then_timeout"} <= faults
+
+
+async def delivers_receipts_and_replies(
+    sim: Sim, dialect: Dialect, url: str, receiver: WebhookReceiver
+) -> None:
+    """Receipts (delivered, undelivered, a duplicate) and a reply, in the provider's shape."""
+    acct = await account(sim, dialect, receiver=receiver)
+    view = await sim.view(acct)
+    receipt_path = view["webhook_url"].split(str(receiver.port), 1)[1]
+    inbound_path = view["inbound_url"].split(str(receiver.port), 1)[1]
+    await sim.faults(duplicate_receipt_rate=1.0)
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        adapter = dialect.build(client, acct, url)
+        good, bad = outbound(), outbound(to=f"{UNDELIVERABLE}123")
+        assert (await adapter.send(good)).status == "accepted"
+        assert (await adapter.send(bad)).status == "accepted"
+    deliveries = await receiver.wait_for(receipt_path, 4)
+    receipts = [
+        dialect.parse_receipt(fields(d.body, d.headers.get("content-type", "")), acct.name)
+        for d in deliveries
+    ]
+    by_ref = {(r.reference, r.delivered) for r in receipts}
+    assert by_ref == {(good.reference, True), (bad.reference, False)}
+    assert all(r.account_id == acct.name for r in receipts)
+    assert len(receipts) == 4, "each receipt came twice"
+    await sim.reply(acct, good.to, "YES", to=SENDER, in_reply_to=good.reference)
+    (delivery,) = await receiver.wait_for(inbound_path, 1)
+    reply = dialect.parse_inbound(
+        fields(delivery.body, delivery.headers.get("content-type", "")), acct.name
+    )
+    assert (reply.from_number, reply.to, reply.body) == (good.to, SENDER, "YES")
+    assert reply.in_reply_to in (good.reference, None)
