@@ -11,6 +11,9 @@ provider's dashboard as part of the URL). A request is accepted only when:
 - and, when that site lists `sms.provider.webhook_sources`, the caller's address is in one of
   those networks.
 
+Providers that also sign (Vonage) have the signature checked with the same secret (their
+signature secret is the token), and the account named in the body must be the path's.
+
 The account the receipt or reply is attributed to is the path's, so a receipt settles only a
 message sent through that account and a reply goes to the groups sending through it. The
 token is never logged: refusals log the path with the token cut out.
@@ -112,6 +115,19 @@ async def handle(hooks: Webhooks, request: Request) -> Response:
     body = await request.body()
     try:
         fields = _fields(spec, body)
+    except BadWebhook:
+        return _refuse(request, "bad_signature")
+    if spec.verify is not None:
+        # Signed as well: the signature must be one of the token holders' (same secret).
+        tolerance = gw.settings.webhook_tolerance_seconds
+        secrets = [
+            _open(gw.trust.box, s.settings.sms.provider.webhook_secret) or "" for s in holders
+        ]
+        if not any(spec.verify(fields, secret, tolerance) for secret in secrets):
+            return _refuse(request, "bad_signature")
+    if spec.account_field is not None and fields.get(spec.account_field) != account:
+        return _refuse(request, "account_mismatch")
+    try:
         parse = spec.receipt if event == "receipt" else spec.inbound
         parsed = parse(fields, account)
     except BadWebhook as exc:

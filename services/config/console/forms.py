@@ -235,6 +235,7 @@ STEPS: tuple[Step, ...] = (
                     ("simulator", "Stagger SMS simulator"),
                     ("twilio", "Twilio"),
                     ("clicksend", "ClickSend"),
+                    ("vonage", "Vonage (SMS API)"),
                 ),
             ),
             Field(

@@ -13,7 +13,7 @@ from typing import Literal
 
 import httpx
 
-from services.sms_gateway.providers import clicksend
+from services.sms_gateway.providers import clicksend, vonage
 from services.sms_gateway.providers.base import Inbound, Provider, Receipt
 
 Builder = Callable[[httpx.AsyncClient, str, str, str | None, float], Provider]
@@ -27,7 +27,15 @@ def _clicksend(
     )
 
 
-BUILDERS: dict[str, Builder] = {"clicksend": _clicksend}
+def _vonage(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return vonage.VonageProvider(
+        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+    )
+
+
+BUILDERS: dict[str, Builder] = {"clicksend": _clicksend, "vonage": _vonage}
 """kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
 
 
@@ -39,8 +47,15 @@ class PathSecured:
     encoding: Literal["form", "json"]
     receipt: Callable[[Mapping[str, str], str], Receipt]
     inbound: Callable[[Mapping[str, str], str], Inbound]
+    # Providers that also sign: (fields, the site's webhook secret, tolerance s) → valid?
+    verify: Callable[[Mapping[str, str], str, float], bool] | None = None
+    # The field naming the account inside the body, which must be the path's account.
+    account_field: str | None = None
 
 
 PATH_SECURED: dict[str, PathSecured] = {
     "clicksend": PathSecured("form", clicksend.parse_receipt, clicksend.parse_inbound),
+    "vonage": PathSecured(
+        "form", vonage.parse_receipt, vonage.parse_inbound, vonage.verify, "api-key"
+    ),
 }

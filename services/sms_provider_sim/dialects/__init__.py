@@ -6,10 +6,10 @@ routes live under `/<dialect>/…` and its receipts and replies take that provid
 
 from __future__ import annotations
 
-from services.sms_provider_sim.dialects import clicksend
+from services.sms_provider_sim.dialects import clicksend, vonage
 from services.sms_provider_sim.dialects.base import Dialect
 
-ALL: tuple[Dialect, ...] = (clicksend.DIALECT,)
+ALL: tuple[Dialect, ...] = (clicksend.DIALECT, vonage.DIALECT)
 
 
 def dialect_registry() -> dict[str, Dialect]:

@@ -1,171 +1,36 @@
-"""The gateway with a ClickSend account (the simulator's ClickSend dialect): receipts and
-replies through the path-secured webhooks, forged and off-list callers refused, credits run
-out → held → topped up → resumed, and never twice under injected faults."""
+"""The gateway with a ClickSend account, against the simulator's ClickSend dialect."""
 
 from __future__ import annotations
 
-import json
-import secrets
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import httpx
 from nats.aio.client import Client
 
-from shared.bus import subjects
-from shared.bus.topology import DISPATCH, INBOUND, PROVIDERS
-from tests.integration.sms_gateway.harness import (
-    SENDER,
-    AccountTicks,
-    Sim,
-    SimAccount,
-    account_of,
-    assert_exactly_once,
-    at_least,
-    events,
-    gateway_running,
-    handlers,
-    midday_zone,
-    number,
-    provider_events,
-    submit,
-    terminal,
-    wait_terminal,
-)
-from tests.support.waiting import wait_until
+from tests.integration.sms_gateway import dialect_scenarios as scenario
+from tests.integration.sms_gateway.harness import Sim
 
-RECEIPTS = ("stagger.dispatch.delivered", "stagger.dispatch.undelivered")
+KIND = "clicksend"
 
 
-async def clicksend_site(
-    nc: Client, sim: Sim, account: SimAccount, token: str, **provider: Any
-) -> dict[str, str]:
-    group, site = f"g-cs-{secrets.token_hex(3)}", f"s-cs-{secrets.token_hex(3)}"
-    h = handlers(nc)
-    await h.create_group(group, group, {}, actor="test")
-    settings = {
-        "kind": "clicksend",
-        "account_id": account.name,
-        "secret": account.api_key,
-        "base_url": f"{sim.url}/clicksend",
-        "rate_per_second": 50,
-        "webhook_secret": token,
-        **provider,
-    }
-    await h.create_site(
-        group,
-        site,
-        {"name": site, "timezone": midday_zone()},
-        {"sms": {"provider": settings, "sender_id": SENDER, "mode": "immediate"}},
-        actor="test",
-    )
-    base = f"{sim.url}/clicksend"
-    return {
-        "group": group,
-        "site": site,
-        "account": account_of("clicksend", account.name, base, group),
-    }
-
-
-async def provider_test(nc: Client, site: dict[str, str]) -> dict[str, Any]:
-    reply = await nc.request(
-        subjects.rpc("sms_gateway", "provider_test"),
-        json.dumps({"site_id": site["site"], "group_id": site["group"]}).encode(),
-        timeout=15,
-    )
-    return dict(json.loads(reply.data))
-
-
-async def test_receipts_and_replies_come_through_the_secret_path(
+async def test_receipts_and_replies_come_through_the_secured_webhooks(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
 ) -> None:
-    token = secrets.token_urlsafe(24)
-    account = await sim.account(credits=20, dialect="clicksend", undeliverable_prefixes=[number(2)])
-    site = await clicksend_site(nc, sim, account, token)
-    async with gateway_running(nats_url, database_url, tmp_path) as gw:
-        hook = f"{gw.webhook_base_url()}/webhooks/sms/clicksend/{account.name}"
-        await sim.update(
-            account, webhook_url=f"{hook}/{token}/receipt", inbound_url=f"{hook}/{token}/inbound"
-        )
-        tested = await provider_test(nc, site)
-        ids = await submit(nc, site["site"], 3)
-        async with AccountTicks(nc, site["account"], [site["site"]], rate=50):
-            await wait_terminal(nc, ids)
-        await wait_until(
-            lambda: at_least(nc, DISPATCH, 3, *RECEIPTS), timeout=20, message="3 receipts"
-        )
-        await sim.reply(account, number(0), "STOP", in_reply_to=ids[0])
-        await wait_until(lambda: at_least(nc, INBOUND, 1), timeout=20, message="the reply")
-        async with httpx.AsyncClient(trust_env=False) as http:
-            forged = await http.post(
-                f"{hook}/{'x' * 32}/inbound",
-                data={"message_id": "forged", "from": number(1), "to": SENDER, "body": "START"},
-            )
-            other = await http.post(
-                f"{gw.webhook_base_url()}/webhooks/sms/clicksend/someone-else/{token}/inbound",
-                data={"message_id": "forged2", "from": number(1), "to": SENDER, "body": "START"},
-            )
-    assert tested["ok"] is True and tested["unit"] == "money", tested
-    assert (forged.status_code, other.status_code) == (401, 401)
-    receipts = {e.data.message_id: e.type for e in await events(nc, DISPATCH) if e.type in RECEIPTS}
-    assert receipts == {
-        ids[0]: "stagger.dispatch.delivered",
-        ids[1]: "stagger.dispatch.delivered",
-        ids[2]: "stagger.dispatch.undelivered",
-    }
-    replies = [e.data for e in await events(nc, INBOUND)]
-    assert [(r.kind, r.in_reply_to, r.provider) for r in replies] == [
-        ("optout", ids[0], "clicksend")
-    ]
+    await scenario.receipts_and_replies_come_through_the_secret_path(
+        nc, nats_url, database_url, tmp_path, sim, KIND
+    )
 
 
 async def test_webhooks_from_outside_the_allow_list_are_refused(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
 ) -> None:
-    token = secrets.token_urlsafe(24)
-    account = await sim.account(credits=20, dialect="clicksend")
-    site = await clicksend_site(nc, sim, account, token, webhook_sources=["192.0.2.0/24"])
-    async with gateway_running(nats_url, database_url, tmp_path) as gw:
-        assert (await provider_test(nc, site))["ok"] is True
-        url = f"{gw.webhook_base_url()}/webhooks/sms/clicksend/{account.name}/{token}/inbound"
-        form = {"message_id": "in-1", "from": number(1), "to": SENDER, "body": "hello"}
-        async with httpx.AsyncClient(trust_env=False) as http:
-            refused = await http.post(url, data=form)
-    assert refused.status_code == 401
-    assert await events(nc, INBOUND) == []
+    await scenario.webhooks_from_outside_the_allow_list_are_refused(
+        nc, nats_url, database_url, tmp_path, sim, KIND
+    )
 
 
 async def test_credits_run_out_then_resume_and_nothing_goes_twice_under_faults(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
 ) -> None:
-    account = await sim.account(credits=12, dialect="clicksend")
-    site = await clicksend_site(nc, sim, account, secrets.token_urlsafe(24))
-    await sim.faults(
-        seed=11,
-        rate_429=0.07,
-        retry_after_seconds=1,
-        rate_5xx=0.07,
-        rate_timeout_after_accept=0.07,
-        timeout_hold_seconds=1,
+    await scenario.credits_run_out_then_resume_and_nothing_goes_twice_under_faults(
+        nc, nats_url, database_url, tmp_path, sim, KIND
     )
-    async with gateway_running(nats_url, database_url, tmp_path, http_timeout_seconds=0.5):
-        ids = await submit(nc, site["site"], 20)
-        async with AccountTicks(nc, site["account"], [site["site"]], rate=50):
-            await wait_until(
-                lambda: provider_events(nc, "stagger.credits.sending_held"),
-                timeout=60,
-                message="a held event",
-            )
-            assert len(await sim.stored(account)) == 12
-            await sim.update(account, credits=100)  # topped up in ClickSend's dashboard
-            await wait_terminal(nc, ids, timeout=90)
-    assert_exactly_once(await sim.submissions(account), ids)
-    ends = await terminal(nc)
-    assert {ends[i][0].type for i in ids} == {"stagger.dispatch.sent"}
-    counts = Counter(
-        e.type.removeprefix("stagger.credits.") for e in await events(nc, PROVIDERS, "credits.>")
-    )
-    assert counts["sending_held"] >= 1 and counts["sending_resumed"] >= 1, counts
-    held = (await provider_events(nc, "stagger.credits.sending_held"))[0]
-    assert held.data.account == site["account"]

@@ -12,8 +12,8 @@ def kinds(simulator_enabled: bool) -> list[str]:
 
 
 def test_the_simulator_is_listed_only_when_enabled() -> None:
-    assert kinds(True) == ["none", "simulator", "twilio", "clicksend"]
-    assert kinds(False) == ["none", "twilio", "clicksend"]
+    assert kinds(True) == ["none", "simulator", "twilio", "clicksend", "vonage"]
+    assert kinds(False) == ["none", "twilio", "clicksend", "vonage"]
 
 
 def test_a_submitted_simulator_choice_is_refused_when_disabled() -> None:
