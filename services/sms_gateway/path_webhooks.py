@@ -25,7 +25,7 @@ import functools
 import hmac
 import ipaddress
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -74,7 +74,7 @@ def _allowed(site: Site, client: str | None) -> bool:
     return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def _fields(spec: PathSecured, body: bytes) -> dict[str, str]:
+def _fields(spec: PathSecured, body: bytes) -> dict[str, Any]:
     if spec.encoding == "json":
         try:
             data = json.loads(body)
@@ -82,7 +82,7 @@ def _fields(spec: PathSecured, body: bytes) -> dict[str, str]:
             raise BadWebhook(f"not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise BadWebhook("not a JSON object")
-        return {k: "" if v is None else str(v) for k, v in data.items()}
+        return data
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError as exc:

@@ -236,6 +236,7 @@ STEPS: tuple[Step, ...] = (
                     ("twilio", "Twilio"),
                     ("clicksend", "ClickSend"),
                     ("vonage", "Vonage (SMS API)"),
+                    ("messagemedia", "MessageMedia (Sinch)"),
                 ),
             ),
             Field(

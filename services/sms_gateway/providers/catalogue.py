@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
-from services.sms_gateway.providers import clicksend, vonage
+from services.sms_gateway.providers import clicksend, messagemedia, vonage
 from services.sms_gateway.providers.base import Inbound, Provider, Receipt
 
 Builder = Callable[[httpx.AsyncClient, str, str, str | None, float], Provider]
@@ -35,7 +35,19 @@ def _vonage(
     )
 
 
-BUILDERS: dict[str, Builder] = {"clicksend": _clicksend, "vonage": _vonage}
+def _messagemedia(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return messagemedia.MessageMediaProvider(
+        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+    )
+
+
+BUILDERS: dict[str, Builder] = {
+    "clicksend": _clicksend,
+    "vonage": _vonage,
+    "messagemedia": _messagemedia,
+}
 """kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
 
 
@@ -45,10 +57,11 @@ class PathSecured:
     `/webhooks/sms/<kind>/<account>/<webhook secret>/{receipt,inbound}` (`path_webhooks`)."""
 
     encoding: Literal["form", "json"]
-    receipt: Callable[[Mapping[str, str], str], Receipt]
-    inbound: Callable[[Mapping[str, str], str], Inbound]
+    # (fields, the path's account) → parsed; JSON bodies keep their nesting.
+    receipt: Callable[[Mapping[str, Any], str], Receipt]
+    inbound: Callable[[Mapping[str, Any], str], Inbound]
     # Providers that also sign: (fields, the site's webhook secret, tolerance s) → valid?
-    verify: Callable[[Mapping[str, str], str, float], bool] | None = None
+    verify: Callable[[Mapping[str, Any], str, float], bool] | None = None
     # The field naming the account inside the body, which must be the path's account.
     account_field: str | None = None
 
@@ -58,4 +71,5 @@ PATH_SECURED: dict[str, PathSecured] = {
     "vonage": PathSecured(
         "form", vonage.parse_receipt, vonage.parse_inbound, vonage.verify, "api-key"
     ),
+    "messagemedia": PathSecured("json", messagemedia.parse_receipt, messagemedia.parse_inbound),
 }

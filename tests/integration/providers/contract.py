@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -45,8 +46,8 @@ class Dialect:
     name: str
     build: Callable[[httpx.AsyncClient, SimAccount, str], Provider]
     """(client, simulator account, simulator base URL) → adapter."""
-    parse_receipt: Callable[[Mapping[str, str], str], Receipt]
-    parse_inbound: Callable[[Mapping[str, str], str], Inbound]
+    parse_receipt: Callable[[Mapping[str, Any], str], Receipt]
+    parse_inbound: Callable[[Mapping[str, Any], str], Inbound]
     unit: str
     price: float = 0.05
     """Per segment (money dialects) or 1 credit."""
@@ -83,10 +84,10 @@ async def account(
     )
 
 
-def fields(body: bytes, content_type: str) -> dict[str, str]:
-    """A webhook body as flat fields (form or JSON)."""
+def fields(body: bytes, content_type: str) -> dict[str, Any]:
+    """A webhook body as fields (form, or a JSON object as it is)."""
     if "json" in content_type:
-        return {k: "" if v is None else str(v) for k, v in json.loads(body).items()}
+        return dict(json.loads(body))
     return dict(parse_qsl(body.decode(), keep_blank_values=True))
 
 
@@ -102,7 +103,7 @@ async def sends_looks_up_and_reports_balance(sim: Sim, dialect: Dialect, url: st
         stored = await sim.stored(acct)
         assert [m["reference"] for m in stored] == [message.reference]
         assert reply.provider_message_id == stored[0]["id"]
-        assert reply.segments == 2
+        assert reply.segments in (2, None)  # some providers do not say at once
         found = await adapter.lookup(message)
         # Some providers' records do not say how many parts a message had.
         assert found == Found(True, stored[0]["id"], found.segments and 2, found.cost)
