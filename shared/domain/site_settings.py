@@ -303,7 +303,15 @@ class EmailSettings(Strict):
         return {"per_minute": preset["per_minute"], "per_day": min(per_day) if per_day else None}
 
 
-SmsProviderKind = Literal["none", "simulator", "twilio", "clicksend", "vonage", "messagemedia"]
+SmsProviderKind = Literal[
+    "none",
+    "simulator",
+    "twilio",
+    "clicksend",
+    "vonage",
+    "messagemedia",
+    "kudosity",
+]
 
 
 class SmsProvider(Strict):

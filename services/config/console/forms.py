@@ -237,6 +237,7 @@ STEPS: tuple[Step, ...] = (
                     ("clicksend", "ClickSend"),
                     ("vonage", "Vonage (SMS API)"),
                     ("messagemedia", "MessageMedia (Sinch)"),
+                    ("kudosity", "Kudosity / Burst SMS (Transmit SMS)"),
                 ),
             ),
             Field(

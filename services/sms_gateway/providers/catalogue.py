@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
-from services.sms_gateway.providers import clicksend, messagemedia, vonage
+from services.sms_gateway.providers import clicksend, kudosity, messagemedia, vonage
 from services.sms_gateway.providers.base import Inbound, Provider, Receipt
 
 Builder = Callable[[httpx.AsyncClient, str, str, str | None, float], Provider]
@@ -43,12 +43,26 @@ def _messagemedia(
     )
 
 
+def _kudosity(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return kudosity.KudosityProvider(
+        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+    )
+
+
 BUILDERS: dict[str, Builder] = {
     "clicksend": _clicksend,
     "vonage": _vonage,
     "messagemedia": _messagemedia,
+    "kudosity": _kudosity,
 }
 """kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
+
+
+CONTENT_SEARCHED = frozenset({"twilio", "kudosity"})
+"""Providers without a reference field: an uncertain send is found by recipient, body and time,
+so the ids already given to our other messages are passed to `lookup` as taken."""
 
 
 @dataclass(frozen=True)
@@ -72,4 +86,5 @@ PATH_SECURED: dict[str, PathSecured] = {
         "form", vonage.parse_receipt, vonage.parse_inbound, vonage.verify, "api-key"
     ),
     "messagemedia": PathSecured("json", messagemedia.parse_receipt, messagemedia.parse_inbound),
+    "kudosity": PathSecured("form", kudosity.parse_receipt, kudosity.parse_inbound),
 }

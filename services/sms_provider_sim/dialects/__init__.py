@@ -6,10 +6,15 @@ routes live under `/<dialect>/…` and its receipts and replies take that provid
 
 from __future__ import annotations
 
-from services.sms_provider_sim.dialects import clicksend, messagemedia, vonage
+from services.sms_provider_sim.dialects import clicksend, kudosity, messagemedia, vonage
 from services.sms_provider_sim.dialects.base import Dialect
 
-ALL: tuple[Dialect, ...] = (clicksend.DIALECT, vonage.DIALECT, messagemedia.DIALECT)
+ALL: tuple[Dialect, ...] = (
+    clicksend.DIALECT,
+    vonage.DIALECT,
+    messagemedia.DIALECT,
+    kudosity.DIALECT,
+)
 
 
 def dialect_registry() -> dict[str, Dialect]:
