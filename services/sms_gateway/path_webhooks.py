@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.sms_gateway.providers import esendex
 from services.sms_gateway.providers.base import BadWebhook, Receipt
 from services.sms_gateway.providers.catalogue import PATH_SECURED, PathSecured
 from services.sms_gateway.refusals import Reason, count
@@ -75,6 +76,8 @@ def _allowed(site: Site, client: str | None) -> bool:
 
 
 def _fields(spec: PathSecured, body: bytes) -> dict[str, Any]:
+    if spec.encoding == "xml":
+        return esendex.flat(body)
     if spec.encoding == "json":
         try:
             data = json.loads(body)

@@ -311,6 +311,7 @@ SmsProviderKind = Literal[
     "vonage",
     "messagemedia",
     "kudosity",
+    "esendex",
 ]
 
 

@@ -238,6 +238,7 @@ STEPS: tuple[Step, ...] = (
                     ("vonage", "Vonage (SMS API)"),
                     ("messagemedia", "MessageMedia (Sinch)"),
                     ("kudosity", "Kudosity / Burst SMS (Transmit SMS)"),
+                    ("esendex", "Esendex"),
                 ),
             ),
             Field(

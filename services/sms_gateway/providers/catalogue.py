@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
-from services.sms_gateway.providers import clicksend, kudosity, messagemedia, vonage
+from services.sms_gateway.providers import clicksend, esendex, kudosity, messagemedia, vonage
 from services.sms_gateway.providers.base import Inbound, Provider, Receipt
 
 Builder = Callable[[httpx.AsyncClient, str, str, str | None, float], Provider]
@@ -51,16 +51,29 @@ def _kudosity(
     )
 
 
+def _esendex(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return esendex.EsendexProvider(
+        client,
+        account_reference=account_id,
+        login_and_token=secret,
+        base_url=base_url,
+        rate_per_second=rate,
+    )
+
+
 BUILDERS: dict[str, Builder] = {
     "clicksend": _clicksend,
     "vonage": _vonage,
     "messagemedia": _messagemedia,
     "kudosity": _kudosity,
+    "esendex": _esendex,
 }
 """kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
 
 
-CONTENT_SEARCHED = frozenset({"twilio", "kudosity"})
+CONTENT_SEARCHED = frozenset({"twilio", "kudosity", "esendex"})
 """Providers without a reference field: an uncertain send is found by recipient, body and time,
 so the ids already given to our other messages are passed to `lookup` as taken."""
 
@@ -70,7 +83,7 @@ class PathSecured:
     """A provider whose webhooks are not signed: they reach
     `/webhooks/sms/<kind>/<account>/<webhook secret>/{receipt,inbound}` (`path_webhooks`)."""
 
-    encoding: Literal["form", "json"]
+    encoding: Literal["form", "json", "xml"]
     # (fields, the path's account) → parsed; JSON bodies keep their nesting.
     receipt: Callable[[Mapping[str, Any], str], Receipt]
     inbound: Callable[[Mapping[str, Any], str], Inbound]
@@ -87,4 +100,5 @@ PATH_SECURED: dict[str, PathSecured] = {
     ),
     "messagemedia": PathSecured("json", messagemedia.parse_receipt, messagemedia.parse_inbound),
     "kudosity": PathSecured("form", kudosity.parse_receipt, kudosity.parse_inbound),
+    "esendex": PathSecured("xml", esendex.parse_receipt, esendex.parse_inbound),
 }

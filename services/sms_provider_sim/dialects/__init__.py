@@ -6,7 +6,13 @@ routes live under `/<dialect>/…` and its receipts and replies take that provid
 
 from __future__ import annotations
 
-from services.sms_provider_sim.dialects import clicksend, kudosity, messagemedia, vonage
+from services.sms_provider_sim.dialects import (
+    clicksend,
+    esendex,
+    kudosity,
+    messagemedia,
+    vonage,
+)
 from services.sms_provider_sim.dialects.base import Dialect
 
 ALL: tuple[Dialect, ...] = (
@@ -14,6 +20,7 @@ ALL: tuple[Dialect, ...] = (
     vonage.DIALECT,
     messagemedia.DIALECT,
     kudosity.DIALECT,
+    esendex.DIALECT,
 )
 
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
+from services.sms_gateway.providers import esendex
 from services.sms_gateway.providers.base import (
     Found,
     Inbound,
@@ -102,6 +103,8 @@ def fields(body: bytes, content_type: str) -> dict[str, Any]:
     """A webhook body as fields (form, or a JSON object as it is)."""
     if "json" in content_type:
         return dict(json.loads(body))
+    if "xml" in content_type:
+        return esendex.flat(body)
     return dict(parse_qsl(body.decode(), keep_blank_values=True))
 
 

@@ -37,7 +37,13 @@ from tests.integration.sms_gateway.harness import (
 from tests.support.waiting import wait_until
 
 RECEIPTS = ("stagger.dispatch.delivered", "stagger.dispatch.undelivered")
-UNITS = {"clicksend": "money", "vonage": "money", "messagemedia": "credits", "kudosity": "money"}
+UNITS = {
+    "clicksend": "money",
+    "vonage": "money",
+    "messagemedia": "credits",
+    "kudosity": "money",
+    "esendex": "credits",
+}
 """The balance unit each provider reports."""
 
 
@@ -51,7 +57,8 @@ async def provider_site(
     settings = {
         "kind": kind,
         "account_id": account.name,
-        "secret": account.api_key,
+        # Esendex logs in with a login and a token beside the account reference.
+        "secret": f"{account.name}:{account.api_key}" if kind == "esendex" else account.api_key,
         "base_url": f"{sim.url}/{kind}",
         "rate_per_second": 50,
         "webhook_secret": token,
