@@ -21,6 +21,7 @@ token is never logged: refusals log the path with the token cut out.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hmac
 import ipaddress
@@ -137,4 +138,10 @@ async def handle(hooks: Webhooks, request: Request) -> Response:
         return await hooks.malformed(request, body, str(exc))
     if isinstance(parsed, Receipt):
         return await hooks.receipt(parsed, kind)
+    if not parsed.to:
+        # The provider does not say which of our numbers was texted (TNZ): the account's
+        # sites' sender, when they share one (otherwise the reply stays unattributed).
+        senders = {s.settings.sms.sender_id for s in sites if s.settings.sms.sender_id}
+        if len(senders) == 1:
+            parsed = dataclasses.replace(parsed, to=senders.pop())
     return await hooks.inbound(request, body, parsed, kind, JSONResponse({}))

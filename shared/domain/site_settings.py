@@ -312,6 +312,7 @@ SmsProviderKind = Literal[
     "messagemedia",
     "kudosity",
     "esendex",
+    "tnz",
 ]
 
 

@@ -239,6 +239,7 @@ STEPS: tuple[Step, ...] = (
                     ("messagemedia", "MessageMedia (Sinch)"),
                     ("kudosity", "Kudosity / Burst SMS (Transmit SMS)"),
                     ("esendex", "Esendex"),
+                    ("tnz", "TNZ (New Zealand short codes)"),
                 ),
             ),
             Field(

@@ -13,7 +13,14 @@ from typing import Any, Literal
 
 import httpx
 
-from services.sms_gateway.providers import clicksend, esendex, kudosity, messagemedia, vonage
+from services.sms_gateway.providers import (
+    clicksend,
+    esendex,
+    kudosity,
+    messagemedia,
+    tnz,
+    vonage,
+)
 from services.sms_gateway.providers.base import Inbound, Provider, Receipt
 
 Builder = Callable[[httpx.AsyncClient, str, str, str | None, float], Provider]
@@ -63,12 +70,19 @@ def _esendex(
     )
 
 
+def _tnz(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return tnz.TnzProvider(client, auth_token=secret, base_url=base_url, rate_per_second=rate)
+
+
 BUILDERS: dict[str, Builder] = {
     "clicksend": _clicksend,
     "vonage": _vonage,
     "messagemedia": _messagemedia,
     "kudosity": _kudosity,
     "esendex": _esendex,
+    "tnz": _tnz,
 }
 """kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
 
@@ -101,4 +115,5 @@ PATH_SECURED: dict[str, PathSecured] = {
     "messagemedia": PathSecured("json", messagemedia.parse_receipt, messagemedia.parse_inbound),
     "kudosity": PathSecured("form", kudosity.parse_receipt, kudosity.parse_inbound),
     "esendex": PathSecured("xml", esendex.parse_receipt, esendex.parse_inbound),
+    "tnz": PathSecured("json", tnz.parse_receipt, tnz.parse_inbound),
 }

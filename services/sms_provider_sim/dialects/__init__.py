@@ -11,6 +11,7 @@ from services.sms_provider_sim.dialects import (
     esendex,
     kudosity,
     messagemedia,
+    tnz,
     vonage,
 )
 from services.sms_provider_sim.dialects.base import Dialect
@@ -21,6 +22,7 @@ ALL: tuple[Dialect, ...] = (
     messagemedia.DIALECT,
     kudosity.DIALECT,
     esendex.DIALECT,
+    tnz.DIALECT,
 )
 
 

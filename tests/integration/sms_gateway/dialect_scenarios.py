@@ -43,8 +43,11 @@ UNITS = {
     "messagemedia": "credits",
     "kudosity": "money",
     "esendex": "credits",
+    "tnz": "money",
 }
 """The balance unit each provider reports."""
+SENDERS = {"tnz": "2210"}
+"""Our sender where the provider needs other than a number (New Zealand's short codes)."""
 
 
 async def provider_site(
@@ -68,7 +71,13 @@ async def provider_site(
         group,
         site,
         {"name": site, "timezone": midday_zone()},
-        {"sms": {"provider": settings, "sender_id": SENDER, "mode": "immediate"}},
+        {
+            "sms": {
+                "provider": settings,
+                "sender_id": SENDERS.get(kind, SENDER),
+                "mode": "immediate",
+            }
+        },
         actor="test",
     )
     base = f"{sim.url}/{kind}"

@@ -12,7 +12,7 @@ def kinds(simulator_enabled: bool) -> list[str]:
 
 
 def test_the_simulator_is_listed_only_when_enabled() -> None:
-    providers = ["twilio", "clicksend", "vonage", "messagemedia", "kudosity", "esendex"]
+    providers = ["twilio", "clicksend", "vonage", "messagemedia", "kudosity", "esendex", "tnz"]
     assert kinds(True) == ["none", "simulator", *providers]
     assert kinds(False) == ["none", *providers]
 
