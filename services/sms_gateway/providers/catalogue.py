@@ -87,6 +87,18 @@ BUILDERS: dict[str, Builder] = {
 """kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
 
 
+TOPUP_PAGES: dict[str, str] = {
+    "twilio": "https://console.twilio.com/us1/billing/manage-billing/billing-overview",
+    "clicksend": "https://dashboard.clicksend.com/account/billing-recharge/top-up-account",
+    "vonage": "https://dashboard.nexmo.com/billing-and-payments",
+    "messagemedia": "https://hub.messagemedia.com/",
+    "kudosity": "https://app.kudosity.com/",
+    "esendex": "https://www.esendex.co.uk/",
+    "tnz": "https://www.tnz.co.nz/",
+}
+"""Where a group admin buys credit for each provider without a top-up call (the start page
+of its dashboard where the exact billing page is not published)."""
+
 CONTENT_SEARCHED = frozenset({"twilio", "kudosity", "esendex"})
 """Providers without a reference field: an uncertain send is found by recipient, body and time,
 so the ids already given to our other messages are passed to `lookup` as taken."""

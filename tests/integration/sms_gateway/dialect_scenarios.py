@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from nats.aio.client import Client
 
-from services.sms_gateway.providers.catalogue import CONTENT_SEARCHED
+from services.sms_gateway.providers.catalogue import CONTENT_SEARCHED, TOPUP_PAGES
 from shared.bus import subjects
 from shared.bus.topology import DISPATCH, INBOUND
 from tests.integration.sms_gateway.harness import (
@@ -201,3 +201,7 @@ async def credits_run_out_then_resume_and_nothing_goes_twice_under_faults(
     assert {ends[i][0].type for i in ids} == {"stagger.dispatch.sent"}
     assert await ours(nc, "stagger.credits.sending_held", site["account"])
     assert await ours(nc, "stagger.credits.sending_resumed", site["account"])
+    # No provider here has a top-up call: the admins are asked to buy credit at its page.
+    (needed, *_) = await ours(nc, "stagger.credits.topup_needed", site["account"])
+    assert needed.data.topup_url == TOPUP_PAGES[kind]
+    assert needed.data.reason.startswith("no credits left")
