@@ -57,6 +57,7 @@ from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.providers import (
     CreditBalanceReported,
     CreditLow,
+    CreditTopupNeeded,
     CreditTopupRequested,
     ProviderTested,
     SendingHeld,
@@ -366,7 +367,14 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "credits.{account}",
             "credits",
             "JetStream PROVIDERS: balances, low credit, holds, resumes and top-up requests.",
-            (CreditBalanceReported, CreditLow, SendingHeld, SendingResumed, CreditTopupRequested),
+            (
+                CreditBalanceReported,
+                CreditLow,
+                SendingHeld,
+                SendingResumed,
+                CreditTopupRequested,
+                CreditTopupNeeded,
+            ),
         ),
         Flow(
             "send",

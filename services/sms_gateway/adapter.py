@@ -34,6 +34,7 @@ from services.sms_gateway.providers.base import (
     ProviderError,
     SendReply,
 )
+from services.sms_gateway.providers.catalogue import CONTENT_SEARCHED
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed
 from shared.domain.accounts import sms_account_id
@@ -245,7 +246,7 @@ class SmsAdapter:
 
     async def _lookup(self, provider: Provider, message: Outbound, site_id: str) -> Found:
         taken: Sequence[str] = ()
-        if provider.kind == "twilio":
+        if provider.kind in CONTENT_SEARCHED:
             taken = await self._ids_of_others(message, site_id)
         return await provider.lookup(message, taken)
 

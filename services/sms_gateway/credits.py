@@ -35,6 +35,7 @@ from services.sms_gateway import tables
 from services.sms_gateway.credit_states import CreditStates
 from services.sms_gateway.providers import NotConfigured
 from services.sms_gateway.providers.base import Provider, ProviderError
+from services.sms_gateway.providers.catalogue import TOPUP_PAGES
 from shared.bus import subjects
 from shared.db.sql import insert_ignoring_duplicates
 from shared.domain.credit_state import CreditRules, Decision, Observation
@@ -42,6 +43,7 @@ from shared.events.schemas.providers import (
     BalanceSource,
     CreditBalanceReported,
     CreditLow,
+    CreditTopupNeeded,
     CreditTopupRequested,
     SendingHeld,
     SendingResumed,
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
     from services.sms_gateway.service import SmsGatewayService
 
 log = logging.getLogger(__name__)
+
+NO_CREDITS = "no credits left"
+"""How every hold for credit's reason begins (the adapter's and the threshold's)."""
 
 BALANCE = Gauge(
     "stagger_sms_credit_balance",
@@ -288,6 +293,8 @@ class Credits:
             )
         if await self._gw.engine.limits.hold(account, reason, balance):
             log.warning("account held", extra={"account": account, "reason": reason})
+            if reason.startswith(NO_CREDITS) and not provider.supports_topup:
+                await self._topup_needed(account, site, provider, reason, balance)
             await self._gw.events.emit(
                 subjects.credits(account),
                 SendingHeld(
@@ -302,6 +309,25 @@ class Credits:
                 site_id=site.site_id,
                 about=account,
             )
+
+    async def _topup_needed(
+        self, account: str, site: Site, provider: Provider, reason: str, balance: float | None
+    ) -> None:
+        """Ask for a top-up by hand: the provider has no top-up call (alerting hooks on this)."""
+        await self._gw.events.emit(
+            subjects.credits(account),
+            CreditTopupNeeded(
+                account=account,
+                provider=provider.kind,
+                reason=reason,
+                balance=balance,
+                topup_url=TOPUP_PAGES.get(provider.kind),
+                site_id=site.site_id,
+            ),
+            group_id=site.group_id,
+            site_id=site.site_id,
+            about=account,
+        )
 
     async def try_resume(self, account: str, site: Site) -> bool:
         """Whether a held account may send again (polls the balance, rate-limited)."""

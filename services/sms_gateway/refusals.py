@@ -30,6 +30,8 @@ Reason = Literal[
     "untested_account",
     "bad_signature",
     "account_mismatch",
+    "bad_token",
+    "source_not_allowed",
 ]
 
 REFUSED = Counter(
@@ -39,7 +41,9 @@ REFUSED = Counter(
     "`no_secret` (no site of the simulator account keeps its webhook secret), "
     "`untested_account` (Twilio: no site's provider test succeeded with its current token), "
     "`bad_signature` (no secret of the account signed it, or the timestamp is stale), "
-    "`account_mismatch` (signed for one simulator account, naming another in its body).",
+    "`account_mismatch` (signed for one simulator account, naming another in its body), "
+    "`bad_token` (unsigned providers: the path's token is no tested site's webhook secret), "
+    "`source_not_allowed` (unsigned providers: the caller is outside the account's allow-list).",
     ["reason"],
 )
 

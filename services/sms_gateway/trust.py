@@ -90,6 +90,12 @@ class Trust:
 
     async def twilio_tokens(self, sites: list[Site]) -> list[str]:
         """Auth tokens of these sites (one SID's) that a provider test succeeded with."""
+        tested = await self.tested_sites(sites)
+        return sorted({t for s in tested if (t := _open(self.box, s.settings.sms.provider.secret))})
+
+    async def tested_sites(self, sites: list[Site]) -> list[Site]:
+        """Those of `sites` whose provider test succeeded with their current credentials: a
+        site can type any account id, so only these prove they hold the account."""
         if not sites:
             return []
         t = tables.tested_credentials
@@ -100,12 +106,12 @@ class Trust:
                 )
             )
             tested = {(r.site_id, r.fingerprint) for r in rows}
-        tokens: set[str] = set()
+        found: list[Site] = []
         for s in sites:
             p = s.settings.sms.provider
-            token = _open(self.box, p.secret)
-            if token is None:
+            secret = _open(self.box, p.secret)
+            if secret is None:
                 continue
-            if (s.site_id, fingerprint(p.kind, p.base_url, p.account_id, token)) in tested:
-                tokens.add(token)
-        return sorted(tokens)
+            if (s.site_id, fingerprint(p.kind, p.base_url, p.account_id, secret)) in tested:
+                found.append(s)
+        return found

@@ -3,7 +3,9 @@
 - `POST /webhooks/sms/simulator`: the simulator's receipts and replies (JSON, X-Sim-Signature,
   X-Sim-Account); only where the deployment enables the simulator, else 404;
 - `POST /webhooks/sms/twilio`: Twilio inbound messages (form, X-Twilio-Signature);
-- `POST /webhooks/sms/twilio/status`: Twilio status callbacks (`?ref=<our message id>`).
+- `POST /webhooks/sms/twilio/status`: Twilio status callbacks (`?ref=<our message id>`);
+- `POST /webhooks/sms/<kind>/<account>/<token>/{receipt,inbound}`: providers that do not sign
+  their webhooks (ClickSend, …), secured by the path (`path_webhooks`).
 
 A body over `MAX_BODY_BYTES` is answered 413 without being read further. Every request is then
 verified with the secrets of the account it names only (`trust`): a bad or missing signature is
@@ -33,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from services.sms_gateway import trust
+from services.sms_gateway import path_webhooks, trust
 from services.sms_gateway.providers import simulator, twilio
 from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
 from services.sms_gateway.refusals import count_too_large, refuse
@@ -70,6 +72,7 @@ class Webhooks:
         ]
         if simulator:
             routes.append(Route("/webhooks/sms/simulator", self.simulator, methods=["POST"]))
+        routes += path_webhooks.routes(self)  # providers that do not sign (ClickSend, …)
         # Capped before any route reads it: a refused body is never parsed.
         return BodyLimit(Starlette(routes=routes), MAX_BODY_BYTES, on_refused=count_too_large)
 
@@ -157,6 +160,25 @@ class Webhooks:
         return await self._receipt(parsed, "twilio")
 
     # --- shared ---------------------------------------------------------------------------
+
+    @property
+    def gateway(self) -> SmsGatewayService:
+        """The gateway these routes serve."""
+        return self._gw
+
+    async def receipt(self, receipt: Receipt, provider: str) -> Response:
+        """Record a verified receipt (for `path_webhooks`)."""
+        return await self._receipt(receipt, provider)
+
+    async def inbound(
+        self, request: Request, body: bytes, inbound: Inbound, provider: str, ok: Response
+    ) -> Response:
+        """Handle a verified reply (for `path_webhooks`)."""
+        return await self._inbound(request, body, inbound, provider, ok)
+
+    async def malformed(self, request: Request, body: bytes, reason: str) -> Response:
+        """Dead-letter a verified body that cannot be understood (for `path_webhooks`)."""
+        return await self._malformed(request, body, reason)
 
     def _account_sites(self, provider: str, account_id: str | None) -> tuple[set[str], set[str]]:
         """Stagger's ids of a provider account, and the sites sending through it."""

@@ -11,6 +11,7 @@ merges the two and validates the result.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from datetime import time
@@ -302,7 +303,17 @@ class EmailSettings(Strict):
         return {"per_minute": preset["per_minute"], "per_day": min(per_day) if per_day else None}
 
 
-SmsProviderKind = Literal["none", "simulator", "twilio"]
+SmsProviderKind = Literal[
+    "none",
+    "simulator",
+    "twilio",
+    "clicksend",
+    "vonage",
+    "messagemedia",
+    "kudosity",
+    "esendex",
+    "tnz",
+]
 
 
 class SmsProvider(Strict):
@@ -322,6 +333,12 @@ class SmsProvider(Strict):
         "simulator's per-account webhook secret; Twilio signs with the auth token instead).",
     )
     base_url: str | None = Field(default=None, max_length=300, description="API base URL.")
+    webhook_sources: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Providers that do not sign webhooks: the addresses or networks (CIDR) "
+        "their webhooks may come from; empty allows any (the path's secret still applies).",
+    )
     rate_per_second: float = Field(
         default=1.0, gt=0, le=1000, description="The account's maximum send rate (hard limit)."
     )
@@ -333,6 +350,16 @@ class SmsProvider(Strict):
     )
 
     _sealed = field_validator("secret", "webhook_secret")(_sealed)
+
+    @field_validator("webhook_sources")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from exc
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.sms_provider_sim.entrypoints.dropping import DroppableH11Protocol, hold_then_drop
+from services.sms_provider_sim.dialects.dropping import DroppableH11Protocol, hold_then_drop
 from shared.domain.phone import is_e164
 from shared.domain.segments import count_segments
 from shared.domain.sender_id import InvalidSenderId, parse_sender_id

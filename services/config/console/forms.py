@@ -234,6 +234,12 @@ STEPS: tuple[Step, ...] = (
                     ("none", "None"),
                     ("simulator", "Stagger SMS simulator"),
                     ("twilio", "Twilio"),
+                    ("clicksend", "ClickSend"),
+                    ("vonage", "Vonage (SMS API)"),
+                    ("messagemedia", "MessageMedia (Sinch)"),
+                    ("kudosity", "Kudosity / Burst SMS (Transmit SMS)"),
+                    ("esendex", "Esendex"),
+                    ("tnz", "TNZ (New Zealand short codes)"),
                 ),
             ),
             Field(
@@ -246,9 +252,11 @@ STEPS: tuple[Step, ...] = (
             Field("sms.provider.secret", "Password (API key or auth token)", "secret"),
             Field(
                 "sms.provider.webhook_secret",
-                "Webhook secret (simulator)",
+                "Webhook secret",
                 "secret",
-                "The key the simulator signs this account's receipts and replies with. "
+                "Simulator: the key it signs this account's receipts and replies with. "
+                "ClickSend (its webhooks are not signed): a random string of 24 or more "
+                "characters that becomes part of the webhook address you give ClickSend. "
                 "Twilio signs with the auth token: leave empty.",
             ),
             Field(

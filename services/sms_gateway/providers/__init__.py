@@ -1,7 +1,8 @@
 """SMS provider adapters behind one interface (`base.Provider`), built from a site's settings.
 
 `settings.sms.provider.kind` chooses the adapter: `simulator` (account_id = simulator account,
-secret = API key) or `twilio` (account_id = Account SID, secret = Auth Token). The secret is
+secret = API key), `twilio` (account_id = Account SID, secret = Auth Token), or one of
+`catalogue.BUILDERS` (ClickSend: username and API key). The secret is
 stored sealed in the settings events and opened here, never logged.
 """
 
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import httpx
 
+from services.sms_gateway.providers import catalogue
 from services.sms_gateway.providers.base import (
     Balance,
     Found,
@@ -60,6 +62,11 @@ class ProviderSpec:
                 base_url=self.base_url,
                 rate_per_second=self.rate_per_second,
                 status_callback=self.status_callback,
+            )
+        builder = catalogue.BUILDERS.get(self.kind)
+        if builder is not None:
+            return builder(
+                client, self.account_id, self.secret, self.base_url, self.rate_per_second
             )
         raise NotConfigured(f"unknown SMS provider kind {self.kind!r}")
 

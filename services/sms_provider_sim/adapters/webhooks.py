@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import httpx
 
+from services.sms_provider_sim.dialects.base import Outgoing
 from services.sms_provider_sim.domain.models import WebhookAttempt, now_iso
 from services.sms_provider_sim.signing import ACCOUNT_HEADER, signature_headers
 
@@ -67,19 +69,27 @@ class WebhookSender:
         url: str,
         secret: str,
         payload: dict[str, Any],
+        render: Callable[[], tuple[bytes, dict[str, str]]] | None = None,
     ) -> bool:
-        """Deliver until a 2xx or the attempts run out; True when a 2xx was received."""
+        """Deliver until a 2xx or the attempts run out; True when a 2xx was received.
+
+        `render`: a provider dialect's body and headers, made afresh for every attempt (so
+        signed dialects sign each one), instead of the simulator's own signed JSON."""
         if self._client is None:
             raise RuntimeError("WebhookSender.start() was not called")
         body = encode(payload)
         for attempt in range(1, self.max_attempts + 1):
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": "stagger-sms-sim/1",
-                "X-Sim-Attempt": str(attempt),
-                ACCOUNT_HEADER: account,
-                **signature_headers(secret, body),
-            }
+            if render is not None:
+                body, dialect_headers = render()
+                headers = {"User-Agent": "stagger-sms-sim/1", **dialect_headers}
+            else:
+                headers = {
+                    "Content-Type": "application/json",
+                    "User-Agent": "stagger-sms-sim/1",
+                    "X-Sim-Attempt": str(attempt),
+                    ACCOUNT_HEADER: account,
+                    **signature_headers(secret, body),
+                }
             status: int | None = None
             error: str | None = None
             try:
@@ -111,3 +121,20 @@ class WebhookSender:
             extra={"type": kind, "event_id": event_id, "attempts": self.max_attempts},
         )
         return False
+
+    async def deliver_outgoing(
+        self, kind: Literal["receipt", "inbound"], event_id: str, account: str, out: Outgoing | None
+    ) -> bool:
+        """Deliver a dialect's webhook (nothing when the dialect has none for it)."""
+        if out is None:
+            return False
+        return await self.deliver(
+            kind=kind,
+            event_id=event_id,
+            reference=out.reference,
+            account=account,
+            url=out.url,
+            secret="",
+            payload={},
+            render=out.render,
+        )

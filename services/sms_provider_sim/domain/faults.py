@@ -48,6 +48,13 @@ class FaultConfig(BaseModel):
     exhaust_credits: bool = Field(
         default=False, description="Every new message is refused 402 as if the balance were 0."
     )
+    duplicate_receipt_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of delivery receipts delivered a second time after the first "
+        "(drawn from a generator of its own, so send faults keep their sequence).",
+    )
 
     @field_validator("latency_ms", "answer_delay_ms")
     @classmethod
@@ -76,17 +83,23 @@ class FaultInjector:
         self.default_seed = default_seed
         self.config = FaultConfig()
         self._rng = random.Random(default_seed)
+        self._receipt_rng = random.Random(default_seed)
 
     def configure(self, config: FaultConfig) -> None:
         """Replace the configuration; a seed restarts the random sequence."""
         self.config = config
         if config.seed is not None:
             self._rng.seed(config.seed)
+            self._receipt_rng.seed(config.seed)
 
     def clear(self) -> None:
         """No faults, and the generator back at the start-up seed."""
         self.config = FaultConfig()
         self._rng.seed(self.default_seed)
+
+    def duplicate_receipt(self) -> bool:
+        """Whether the next receipt is delivered twice."""
+        return self._receipt_rng.random() < self.config.duplicate_receipt_rate
 
     def draw(self) -> Decision:
         """The faults for the next request (always four draws, for repeatability)."""

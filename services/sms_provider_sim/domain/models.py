@@ -93,6 +93,11 @@ class Account(BaseModel):
     rate_per_second: float = 50.0
     webhook_url: str | None = None
     webhook_secret: str
+    # The provider wire format the account speaks (`dialects`); "sim" is the simulator's own.
+    dialect: str = "sim"
+    # Where a dialect posts inbound replies when its provider keeps them apart from receipts.
+    inbound_url: str | None = None
+    currency: str = "AUD"
     auto_topup: AutoTopup = Field(default_factory=AutoTopup)
     undeliverable_prefixes: list[str] = Field(default_factory=lambda: ["+4470000"])
     topups: list[Topup] = Field(default_factory=list)
@@ -107,6 +112,9 @@ class Account(BaseModel):
             "rate_per_second": self.rate_per_second,
             "webhook_url": self.webhook_url,
             "webhook_secret": self.webhook_secret,
+            "dialect": self.dialect,
+            "inbound_url": self.inbound_url,
+            "currency": self.currency,
             "auto_topup": self.auto_topup.view(),
             "undeliverable_prefixes": list(self.undeliverable_prefixes),
             "topups": [
@@ -283,10 +291,13 @@ class AccountUpdate(BaseModel):
     rate_per_second: float | None = Field(default=None, gt=0, le=100_000)
     webhook_url: str | None = Field(default=None, max_length=2000)
     webhook_secret: str | None = Field(default=None, min_length=1, max_length=200)
+    dialect: str | None = Field(default=None, pattern=r"^[a-z]{1,20}$")
+    inbound_url: str | None = Field(default=None, max_length=2000)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     auto_topup: AutoTopupUpdate | None = None
     undeliverable_prefixes: list[Annotated[str, Field(pattern=r"^\+[0-9]{1,15}$")]] | None = None
 
-    @field_validator("webhook_url")
+    @field_validator("webhook_url", "inbound_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value)

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from services.sms_provider_sim.dialects import ALL as DIALECTS
 from services.sms_provider_sim.domain.errors import ApiError, invalid
 from services.sms_provider_sim.entrypoints.routes import admin, health, provider
 from services.sms_provider_sim.handlers.simulator import Simulator
@@ -62,4 +63,6 @@ def create_app(sim: Simulator) -> FastAPI:
     app.include_router(provider)
     app.include_router(admin)
     app.include_router(health)
+    for dialect in DIALECTS:
+        app.include_router(dialect.router)
     return app

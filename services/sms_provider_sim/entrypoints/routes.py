@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from services.sms_provider_sim.dialects.dropping import hold_then_drop
 from services.sms_provider_sim.domain.errors import ApiError, invalid, parse_json, validate
 from services.sms_provider_sim.domain.faults import FaultConfig
 from services.sms_provider_sim.domain.models import (
@@ -17,7 +18,6 @@ from services.sms_provider_sim.domain.models import (
     TopupRequest,
     number,
 )
-from services.sms_provider_sim.entrypoints.dropping import hold_then_drop
 from services.sms_provider_sim.handlers.simulator import Simulator
 
 provider = APIRouter(prefix="/v1", tags=["provider"])

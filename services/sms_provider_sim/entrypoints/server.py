@@ -11,7 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.sms_provider_sim.config import Settings
-from services.sms_provider_sim.entrypoints.dropping import DroppableH11Protocol
+from services.sms_provider_sim.dialects.dropping import DroppableH11Protocol
 from services.sms_provider_sim.handlers.simulator import Simulator
 
 # Backstop only: held requests are released on shutdown, so draining is normally instant.

@@ -14,7 +14,8 @@ from services.sms_provider_sim.adapters.persistence import Persister, read_state
 from services.sms_provider_sim.adapters.store import Store
 from services.sms_provider_sim.adapters.webhooks import WebhookSender
 from services.sms_provider_sim.config import Settings
-from services.sms_provider_sim.domain.errors import ApiError, validate
+from services.sms_provider_sim.dialects import dialect_registry
+from services.sms_provider_sim.domain.errors import ApiError, invalid, validate
 from services.sms_provider_sim.domain.faults import FaultConfig, FaultInjector
 from services.sms_provider_sim.domain.models import (
     Account,
@@ -71,6 +72,7 @@ class Simulator:
         self.faults = faults
         self.limiter = limiter
         self.webhooks = webhooks
+        self.dialects = dialect_registry()
         # Set on SIGTERM/SIGINT: held requests stop waiting so the server can exit promptly.
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -206,9 +208,17 @@ class Simulator:
         return result
 
     async def send(
-        self, account: Account, data: object, parse_error: ApiError | None, sub: Submission
+        self,
+        account: Account,
+        data: object,
+        parse_error: ApiError | None,
+        sub: Submission,
+        *,
+        idempotent: bool = True,
     ) -> SendOutcome:
-        """Everything `POST /v1/messages` does after authentication."""
+        """Everything `POST /v1/messages` does after authentication (and what a dialect's send
+        does with the request translated; `idempotent=False` for providers that store every
+        POST as a new message whatever its reference)."""
         decision = self.faults.draw()
         # The bucket is checked on arrival; the injected latency delays the answer only.
         wait = self.limiter.take(account.name, account.rate_per_second)
@@ -244,7 +254,7 @@ class Simulator:
         # From here to the end there is no await: the duplicate check, the debit and the
         # insert happen as one step, so concurrent duplicates cannot both be accepted.
         existing = self.store.find_by_reference(account.name, request.reference)
-        if existing is not None:
+        if existing is not None and idempotent:
             return self._finish(
                 sub, "duplicate", SendOutcome(200, {**existing.response, "duplicate": True})
             )
@@ -354,6 +364,11 @@ class Simulator:
         message.error_code = "unreachable" if undeliverable else None
         message.updated_at = now_iso()
         self.persist()
+        if account is not None and account.dialect != "sim":
+            outgoing = self.dialects[account.dialect].receipt(account, message)
+            for _ in range(2 if self.faults.duplicate_receipt() else 1):
+                await self.webhooks.deliver_outgoing("receipt", message.id, account.name, outgoing)
+            return
         url = message.callback_url or (account.webhook_url if account else None)
         if account is None or url is None:
             return
@@ -392,7 +407,14 @@ class Simulator:
             in_reply_to=request.in_reply_to,
         )
         self.store.inbound.append(inbound)
-        if account.webhook_url is not None:
+        outgoing = None
+        if account.dialect != "sim":
+            answered = self.store.find_by_reference(account.name, inbound.in_reply_to or "")
+            outgoing = self.dialects[account.dialect].inbound(account, inbound, answered)
+        if outgoing is not None:
+            work = self.webhooks.deliver_outgoing("inbound", inbound.id, account.name, outgoing)
+            self.spawn(work, f"inbound:{inbound.id}")
+        elif account.webhook_url is not None and account.dialect == "sim":
             self.spawn(
                 self.webhooks.deliver(
                     kind="inbound",
@@ -411,6 +433,8 @@ class Simulator:
 
     def upsert_account(self, name: str, update: AccountUpdate) -> tuple[Account, bool]:
         """Create or partially update an account; returns it and whether it is new."""
+        if update.dialect not in (None, "sim", *self.dialects):
+            raise invalid("dialect", f"one of sim, {', '.join(sorted(self.dialects))}")
         if update.api_key is not None:
             owner = self.store.key_owner(update.api_key)
             if owner is not None and owner != name:
@@ -444,6 +468,9 @@ class Simulator:
             changes["rate_per_second"] = update.rate_per_second
         if "webhook_url" in given:  # an explicit null removes the webhook
             changes["webhook_url"] = update.webhook_url
+        if "inbound_url" in given:
+            changes["inbound_url"] = update.inbound_url
+        changes |= update.model_dump(include={"dialect", "currency"}, exclude_none=True)
         if update.webhook_secret is not None:
             changes["webhook_secret"] = update.webhook_secret
         if update.auto_topup is not None:

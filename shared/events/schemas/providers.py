@@ -71,6 +71,22 @@ class CreditTopupRequested(EventData):
 
 
 @registry.register
+class CreditTopupNeeded(EventData):
+    """The account is held for credit and its provider has no top-up call: someone must buy
+    credit at the provider (`topup_url`); sending resumes by itself once they have."""
+
+    event_type = "stagger.credits.topup_needed"
+    event_version = 1
+
+    account: str
+    provider: str
+    reason: str
+    balance: float | None = None
+    topup_url: str | None = None
+    site_id: str | None = None
+
+
+@registry.register
 class SendingHeld(EventData):
     """The account cannot send (no credits, refused credentials): its SMS stay queued."""
 

@@ -82,7 +82,15 @@ async def test_receipt_is_retried_with_backoff_until_the_receiver_accepts(
     second_gap = deliveries[2].at - deliveries[1].at
     assert first_gap >= 0.45, first_gap
     assert second_gap >= 0.95, second_gap
-    attempts = (await client.get("/v1/admin/webhooks", params={"event_id": sent["id"]})).json()
+
+    async def recorded() -> list[dict[str, object]]:
+        # The simulator records an attempt once it has read the answer, a moment after the
+        # receiver saw the request: wait for the third record rather than race it.
+        answer = await client.get("/v1/admin/webhooks", params={"event_id": sent["id"]})
+        found: list[dict[str, object]] = answer.json()
+        return found if len(found) >= 3 else []
+
+    attempts = await wait_until(recorded, timeout=10, message="three recorded attempts")
     assert [(a["attempt"], a["status_code"], a["ok"]) for a in attempts] == [
         (1, 500, False),
         (2, 500, False),

@@ -12,8 +12,9 @@ def kinds(simulator_enabled: bool) -> list[str]:
 
 
 def test_the_simulator_is_listed_only_when_enabled() -> None:
-    assert kinds(True) == ["none", "simulator", "twilio"]
-    assert kinds(False) == ["none", "twilio"]
+    providers = ["twilio", "clicksend", "vonage", "messagemedia", "kudosity", "esendex", "tnz"]
+    assert kinds(True) == ["none", "simulator", *providers]
+    assert kinds(False) == ["none", *providers]
 
 
 def test_a_submitted_simulator_choice_is_refused_when_disabled() -> None:

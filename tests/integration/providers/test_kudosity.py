@@ -1,0 +1,51 @@
+"""The Kudosity adapter against the simulator's Kudosity dialect, over HTTP."""
+
+from __future__ import annotations
+
+import httpx
+
+from services.sms_gateway.providers.kudosity import (
+    KudosityProvider,
+    parse_inbound,
+    parse_receipt,
+)
+from tests.integration.providers import contract
+from tests.integration.sms_gateway.harness import Sim, SimAccount
+from tests.integration.sms_provider_sim.harness import SimProcess, WebhookReceiver
+
+
+def build(client: httpx.AsyncClient, account: SimAccount, url: str) -> KudosityProvider:
+    return KudosityProvider(
+        client,
+        api_key=account.name,
+        api_secret=account.api_key,
+        base_url=f"{url}/kudosity",
+        rate_per_second=100,
+    )
+
+
+KUDOSITY = contract.Dialect(
+    "kudosity", build, parse_receipt, parse_inbound, "money", 0.055, references=False
+)
+
+
+async def test_sends_looks_up_and_reports_balance(sim: Sim, sim_process: SimProcess) -> None:
+    await contract.sends_looks_up_and_reports_balance(sim, KUDOSITY, sim_process.url)
+
+
+async def test_maps_errors(sim: Sim, sim_process: SimProcess) -> None:
+    await contract.maps_errors(sim, KUDOSITY, sim_process.url)
+
+
+async def test_settles_an_unanswered_send(sim: Sim, sim_process: SimProcess) -> None:
+    await contract.settles_an_unanswered_send(sim, KUDOSITY, sim_process.url)
+
+
+async def test_never_twice_under_faults(sim: Sim, sim_process: SimProcess) -> None:
+    await contract.never_twice_under_faults(sim, KUDOSITY, sim_process.url)
+
+
+async def test_receipts_and_replies(
+    sim: Sim, sim_process: SimProcess, receiver: WebhookReceiver
+) -> None:
+    await contract.delivers_receipts_and_replies(sim, KUDOSITY, sim_process.url, receiver)
