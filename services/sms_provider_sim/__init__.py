@@ -2,5 +2,5 @@
 
 Run it with `python -m services.sms_provider_sim`; build it in-process with
 `services.sms_provider_sim.app.create_app`. The gateway imports only
-`services.sms_provider_sim.signing`, so this package keeps its imports light.
+`shared.sms_signing`, so this package keeps its imports light.
 """

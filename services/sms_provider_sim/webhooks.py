@@ -16,7 +16,7 @@ from typing import Any, Literal
 import httpx
 
 from services.sms_provider_sim.models import WebhookAttempt, now_iso
-from services.sms_provider_sim.signing import ACCOUNT_HEADER, signature_headers
+from shared.sms_signing import ACCOUNT_HEADER, signature_headers
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from typer.testing import CliRunner
 
 from services.cli.main import app as cli
-from services.sms_gateway import unrouted
+from services.sms_gateway.adapters import unrouted
 from shared.bus.topology import DEADLETTER, DISPATCH, INBOUND, OPTOUTS
 from shared.secrets import SecretBox, generate_key
 from tests.integration.config.conftest import ConfigHarness

@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from services.sms_gateway.providers import MAX_CACHED, ProviderSpec
-from services.sms_gateway.providers.base import Outbound, Provider, SendReply
+from services.sms_gateway.adapters.providers import MAX_CACHED, ProviderSpec
+from services.sms_gateway.adapters.providers.base import Outbound, Provider, SendReply
 from shared.net.outbound import OutboundGuard, guarded_transport
 from shared.runtime.call_process import CallProcess
 

@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sms_gateway import tables
-from services.sms_gateway.providers.base import Inbound
+from services.sms_gateway.adapters import tables
+from services.sms_gateway.adapters.providers.base import Inbound
 from shared.db.sql import insert_ignoring_duplicates
 from shared.domain.reply_attribution import Unrouted
 

@@ -20,31 +20,29 @@ goes to the group sending through it, or to the unrouted list (`replies`, `unrou
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-import sqlalchemy as sa
+from nats.aio.client import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from services.sms_gateway import trust
-from services.sms_gateway.providers import simulator, twilio
-from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
-from services.sms_gateway.refusals import count_too_large, refuse
-from services.sms_provider_sim.signing import ACCOUNT_HEADER
+from services.sms_gateway.adapters import trust_store as trust
+from services.sms_gateway.adapters.account_sites import AccountSites
+from services.sms_gateway.adapters.providers import simulator, twilio
+from services.sms_gateway.adapters.providers.base import BadWebhook, Inbound, Receipt
+from services.sms_gateway.entrypoints.refusals import count_too_large, refuse
+from services.sms_gateway.handlers.receipt import ReceiptHandler
+from services.sms_gateway.handlers.reply import ReplyHandler
 from shared.bus.deadletter import DeadLetter, publish_dead_letters
-from shared.dispatch import schema
 from shared.domain.reply_attribution import Unrouted
 from shared.runtime.body_limit import BodyLimit
-
-if TYPE_CHECKING:
-    from services.sms_gateway.service import SmsGatewayService
+from shared.sites import SiteDirectory
+from shared.sms_signing import ACCOUNT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +55,27 @@ MAX_BODY_BYTES = 64 * 1024
 class Webhooks:
     """The webhook routes of one gateway replica."""
 
-    def __init__(self, gateway: SmsGatewayService) -> None:
-        self._gw = gateway
-        self._background: set[asyncio.Task[None]] = set()
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        tolerance_seconds: float,
+        account_sites: AccountSites,
+        sites: Callable[[], SiteDirectory],
+        trust: trust.Trust,
+        receipts: ReceiptHandler,
+        replies: ReplyHandler,
+        nc: Client,
+    ) -> None:
+        self._base_url = base_url
+        self._tolerance = tolerance_seconds
+        self._account_sites = account_sites
+        # The engine makes its site directory when it starts: read at use.
+        self._sites = sites
+        self._trust = trust
+        self._receipts = receipts
+        self._replies = replies
+        self._nc = nc
 
     def app(self, *, simulator: bool) -> ASGIApp:
         """The ASGI app mounted beside the health routes; `simulator`: the deployment
@@ -81,14 +97,13 @@ class Webhooks:
         account = request.headers.get(ACCOUNT_HEADER, "").strip()
         if not account:
             return refuse(request, "no_account")
-        sites = self._gw.account_sites.sites(self._gw.engine.sites, "simulator", account)
+        sites = self._account_sites.sites(self._sites(), "simulator", account)
         if not sites:
             return refuse(request, "unknown_account")
-        secrets = trust.simulator_secrets(self._gw.trust.box, sites, account)
+        secrets = trust.simulator_secrets(self._trust.box, sites, account)
         if not secrets:
             return refuse(request, "no_secret")
-        tolerance = self._gw.settings.webhook_tolerance_seconds
-        if not simulator.verify(secrets, request.headers, body, tolerance):
+        if not simulator.verify(secrets, request.headers, body, self._tolerance):
             return refuse(request, "bad_signature")
         try:
             parsed = simulator.parse(body)
@@ -113,10 +128,10 @@ class Webhooks:
             return refuse(request, "bad_signature")
         form = dict(params)
         account_sid = form.get("AccountSid", "")
-        sites = self._gw.account_sites.sites(self._gw.engine.sites, "twilio", account_sid)
+        sites = self._account_sites.sites(self._sites(), "twilio", account_sid)
         if not sites:
             return refuse(request, "unknown_account")
-        tokens = await self._gw.trust.twilio_tokens(sites)
+        tokens = await self._trust.twilio_tokens(sites)
         if not tokens:
             return refuse(request, "untested_account")
         url = self.public_url(request)
@@ -127,7 +142,7 @@ class Webhooks:
 
     def public_url(self, request: Request) -> str:
         """The URL the provider called (what Twilio signs)."""
-        base = self._gw.webhook_base_url()
+        base = self._base_url
         query = request.url.query
         return f"{base}{request.url.path}" + (f"?{query}" if query else "")
 
@@ -158,54 +173,16 @@ class Webhooks:
 
     # --- shared ---------------------------------------------------------------------------
 
-    def _account_sites(self, provider: str, account_id: str | None) -> tuple[set[str], set[str]]:
-        """Stagger's ids of a provider account, and the sites sending through it."""
-        lines = self._gw.account_sites.on_account(self._gw.engine.sites, provider, account_id)
-        return {s.account for s in lines if s.account}, {s.site_id for s in lines}
-
     async def _receipt(self, receipt: Receipt, provider: str) -> Response:
-        if receipt.delivered is None:
+        result = await self._receipts.handle(receipt, provider)
+        if result.status == "recorded":
+            return JSONResponse({"status": "recorded", "message_id": result.message_id})
+        if result.status == "progress":
             return JSONResponse({"status": "progress ignored"})
-        # Only a message sent through the account the receipt came from can match: another
-        # tenant's account naming our id (or provider id) settles nothing.
-        accounts, sites = self._account_sites(provider, receipt.account_id)
-        queue = self._gw.engine.queue
-        matched = await queue.receipt(
-            accounts=accounts,
-            message_id=receipt.reference,
-            provider_message_id=None if receipt.reference else receipt.provider_message_id,
-            delivered=receipt.delivered,
-            occurred_at=receipt.occurred_at,
-            raw_status=receipt.raw_status,
-            reason=receipt.error or "",
-        )
-        if matched is not None:
-            self._gw.events.nudge()
-            self._in_background(self._gw.credits.resume_held())
-            return JSONResponse({"status": "recorded", "message_id": matched})
-        state = await self._state(receipt, sites)
-        if state in (schema.QUEUED, schema.SENDING):
+        if result.status == "retry":
             # Its send is being recorded (or reconciled): ask the provider to come back.
             return JSONResponse({"status": "not yet sent here; retry"}, status_code=503)
         return JSONResponse({"status": "duplicate or unknown"})
-
-    async def _state(self, receipt: Receipt, sites: set[str]) -> str | None:
-        """The state of the receipt's message if one of the account's sites holds it (a
-        message not sent yet has no account recorded: its site stands in for it)."""
-        m = self._gw.dispatch.messages
-        if receipt.reference:
-            condition = m.c.message_id == receipt.reference
-        else:
-            condition = m.c.provider_message_id == receipt.provider_message_id
-        if not sites:
-            return None
-        async with self._gw.ctx.db() as session:
-            row = (
-                await session.execute(
-                    sa.select(m.c.state).where(condition, m.c.site_id.in_(sorted(sites)))
-                )
-            ).first()
-        return row.state if row is not None else None
 
     async def _inbound(
         self,
@@ -215,7 +192,7 @@ class Webhooks:
         provider: str,
         ok: Response,
     ) -> Response:
-        kind = await self._gw.replies.handle(inbound, provider)
+        kind = await self._replies.handle(inbound, provider)
         if isinstance(kind, Unrouted):
             # Kept in the unrouted list; the dead letter tells whoever watches the bus.
             await self._dead_letter(request, body, f"reply not attributed: {kind.reason}")
@@ -233,15 +210,4 @@ class Webhooks:
             data=body,
             headers=dict(request.headers),
         )
-        await publish_dead_letters(self._gw.ctx.nc, [letter])
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._background.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.warning("background work after a webhook failed", exc_info=t.exception())
-
-        task.add_done_callback(done)
+        await publish_dead_letters(self._nc, [letter])

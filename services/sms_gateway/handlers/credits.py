@@ -9,9 +9,9 @@
   per crossing, and, when the site sets `auto_topup_amount` and the provider can top up, one
   replica requests one top-up for that crossing. A balance that may predate the last change
   (answers of concurrent sends come back in any order, on any replica) changes nothing.
-- When the account cannot pay for another segment (or the provider refuses a send for lack of
-  credit, or refuses the credentials), the account is held through the engine's shared
-  `AccountLimits` (its messages stay queued, nothing is lost) and `credits.sending_held` is
+- Whether the account is held or resumed is decided by one pure state machine
+  (`domain.credit_hold`); this handler carries it out: the engine's shared `AccountLimits`
+  holds the account (its messages stay queued, nothing is lost) and `credits.sending_held` is
   emitted by the replica whose compare-and-set held it.
 - While held, each tick of the account (and each receipt) may poll the balance, at most every
   `resume_poll_seconds`; once it covers what the refused message needed, the account is
@@ -23,20 +23,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from prometheus_client import Gauge
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sms_gateway import tables
-from services.sms_gateway.credit_states import CreditStates
-from services.sms_gateway.providers import NotConfigured
-from services.sms_gateway.providers.base import Provider, ProviderError
+from services.sms_gateway.adapters.credit_store import CreditStates, HoldRecords, remember
+from services.sms_gateway.adapters.outbox import GatewayEvents
+from services.sms_gateway.adapters.providers import NotConfigured, Providers
+from services.sms_gateway.adapters.providers.base import Provider, ProviderError
+from services.sms_gateway.domain import credit_hold
+from services.sms_gateway.domain.credit_hold import BalanceLearnt, HoldState, Refused
 from shared.bus import subjects
-from shared.db.sql import insert_ignoring_duplicates
+from shared.dispatch.limits import AccountLimits
 from shared.domain.credit_state import CreditRules, Decision, Observation
 from shared.events.schemas.providers import (
     BalanceSource,
@@ -47,9 +47,6 @@ from shared.events.schemas.providers import (
     SendingResumed,
 )
 from shared.sites import Site
-
-if TYPE_CHECKING:
-    from services.sms_gateway.service import SmsGatewayService
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +72,40 @@ class _Report:
     began: float
 
 
+@dataclass(frozen=True)
+class CreditTiming:
+    """How often balance reports go out and a held account's balance is asked for."""
+
+    report_seconds: float
+    resume_poll_seconds: float
+
+
 class Credits:
     """Balance bookkeeping of every provider account this replica sends through."""
 
-    def __init__(self, gateway: SmsGatewayService) -> None:
-        self._gw = gateway
+    def __init__(
+        self,
+        timing: CreditTiming,
+        sessions: async_sessionmaker[AsyncSession],
+        events: GatewayEvents,
+        states: CreditStates,
+        holds: HoldRecords,
+        providers: Providers,
+        limits: Callable[[], AccountLimits],
+        sites_of: Callable[[str], Iterable[Site]],
+    ) -> None:
+        self._timing = timing
+        self._sessions = sessions
+        self._events = events
+        self._states = states
+        self._holds = holds
+        self._providers = providers
+        # The engine makes its limiter when it starts: read at the time of use.
+        self._limits = limits
+        self._sites_of = sites_of
         self._reports: dict[str, _Report] = {}
-        self._states = CreditStates(lambda: self._gw.ctx.db)
         self._polled: dict[str, float] = {}
-        self._swept = -1e9
+        self._swept: float | None = None
 
     # --- balance reports ----------------------------------------------------------------
 
@@ -111,9 +133,13 @@ class Credits:
             report.balance, report.site_id, report.began = balance, site.site_id, began
             BALANCE.labels(account, provider.kind, provider.unit).set(balance)
         report.sends += 1
-        if self._gw.settings.balance_report_seconds == 0:
+        if self._timing.report_seconds == 0:
             await self.flush()
-        await self._observe(account, site, provider, Observation(balance, began, answered))
+        after, applied = await self._observe(
+            account, site, provider, Observation(balance, began, answered)
+        )
+        learnt = BalanceLearnt(after, self._smallest_payment(site, provider), current=applied)
+        await self._carry_out(account, site, provider, credit_hold.step(HoldState(), learnt))
 
     async def flush(self) -> None:
         """Publish the coalesced balance reports."""
@@ -122,8 +148,8 @@ class Credits:
             await self.report(account, r.provider, r.unit, r.balance, "send", r.site_id, r.sends)
 
     async def run(self) -> None:
-        """Publish coalesced reports every `balance_report_seconds` (background task)."""
-        period = self._gw.settings.balance_report_seconds or 1.0
+        """Publish coalesced reports every `report_seconds` (background task)."""
+        period = self._timing.report_seconds or 1.0
         while True:
             await asyncio.sleep(period)
             try:
@@ -154,12 +180,12 @@ class Credits:
             sends=sends,
             site_id=site_id,
         )
-        async with self._gw.ctx.db() as session, session.begin():
-            await self._remember(session, account, provider, balance=balance, unit=unit)
-            await self._gw.events.add(
+        async with self._sessions() as session, session.begin():
+            await remember(session, account, provider, balance=balance, unit=unit)
+            await self._events.add(
                 session, subjects.credits(account), data, site_id=site_id, about=account
             )
-        self._gw.events.nudge()
+        self._events.nudge()
 
     # --- threshold and top-up -------------------------------------------------------------
 
@@ -172,21 +198,16 @@ class Credits:
         )
 
     async def _observe(
-        self,
-        account: str,
-        site: Site,
-        provider: Provider,
-        observation: Observation,
-        *,
-        may_hold: bool = True,
-    ) -> float:
-        """Decide a balance against the shared state and act on it (low, top-up, hold);
-        returns the balance known afterwards (a top-up's, when one was made)."""
+        self, account: str, site: Site, provider: Provider, observation: Observation
+    ) -> tuple[float, bool]:
+        """Decide a balance against the shared low state and act on it (low, top-up);
+        returns the balance known afterwards (a top-up's, when one was made) and whether
+        the observation was current."""
         rules = self._rules(site, provider)
 
         async def on_change(session: AsyncSession, decision: Decision) -> None:
             if decision.emit_low:
-                await self._gw.events.add(
+                await self._events.add(
                     session,
                     subjects.credits(account),
                     CreditLow(
@@ -205,7 +226,7 @@ class Credits:
         decision = await self._states.decide(account, provider.kind, observation, rules, on_change)
         LOW.labels(account).set(1 if decision.state.low else 0)
         if decision.emit_low:
-            self._gw.events.nudge()
+            self._events.nudge()
             log.info(
                 "credits low",
                 extra={
@@ -218,11 +239,7 @@ class Credits:
         if decision.request_topup:
             amount = site.settings.sms.auto_topup_amount
             balance = await self._topup(account, site, provider, balance, amount)
-        if may_hold and decision.applied and balance < rules.smallest_payment:
-            await self.hold(
-                account, site, provider, "no credits left", balance=balance, required=None
-            )
-        return balance
+        return balance, decision.applied
 
     async def _topup(
         self, account: str, site: Site, provider: Provider, balance: float, amount: int
@@ -236,7 +253,7 @@ class Credits:
         except (ProviderError, NotImplementedError) as exc:
             error = str(exc)
         answered = time.time()
-        await self._gw.events.emit(
+        await self._events.emit(
             subjects.credits(account),
             CreditTopupRequested(
                 account=account,
@@ -255,47 +272,53 @@ class Credits:
         if after is None:
             return balance
         await self.report(account, provider.kind, provider.unit, after, "topup", site.site_id)
-        return await self._observe(
-            account, site, provider, Observation(after, began, answered), may_hold=False
+        topped, _ = await self._observe(
+            account, site, provider, Observation(after, began, answered)
         )
+        return topped
 
-    # --- hold and resume ----------------------------------------------------------------
+    # --- hold and resume (decided by `domain.credit_hold`, carried out here) --------------
 
     @staticmethod
     def _smallest_payment(site: Site, provider: Provider) -> float:
-        """The least balance that can pay for one segment (money: anything above zero)."""
-        if provider.unit == "credits":
-            return max(float(site.settings.sms.provider.credits_per_segment), 1e-9)
-        return 1e-9
+        return credit_hold.smallest_payment(
+            provider.unit, float(site.settings.sms.provider.credits_per_segment)
+        )
 
-    async def hold(
+    async def refused(self, account: str, site: Site, provider: Provider, why: Refused) -> None:
+        """The provider refused a send for a reason that holds the account."""
+        await self._carry_out(account, site, provider, credit_hold.step(HoldState(), why))
+
+    async def _carry_out(
+        self, account: str, site: Site, provider: Provider, step: credit_hold.Step
+    ) -> bool:
+        """Do what the state machine decided; True when the account may send."""
+        if step.action == "hold":
+            await self._hold(account, site, provider, step.state, step.balance)
+            return False
+        return not step.state.held
+
+    async def _hold(
         self,
         account: str,
         site: Site,
         provider: Provider,
-        reason: str,
-        *,
+        state: HoldState,
         balance: float | None,
-        required: float | None,
     ) -> None:
         """Stop the account's sending; the replica that holds it says so."""
-        async with self._gw.ctx.db() as session, session.begin():
-            await self._remember(session, account, provider.kind, balance=balance)
-            await session.execute(
-                sa.update(tables.accounts)
-                .where(tables.accounts.c.account == account)
-                .values(required=required)
-            )
-        if await self._gw.engine.limits.hold(account, reason, balance):
+        reason = state.reason or "held"
+        await self._holds.record_hold(account, provider.kind, balance, state.required)
+        if await self._limits().hold(account, reason, balance):
             log.warning("account held", extra={"account": account, "reason": reason})
-            await self._gw.events.emit(
+            await self._events.emit(
                 subjects.credits(account),
                 SendingHeld(
                     account=account,
                     provider=provider.kind,
                     reason=reason,
                     balance=balance,
-                    required=required,
+                    required=state.required,
                     site_id=site.site_id,
                 ),
                 group_id=site.group_id,
@@ -306,35 +329,29 @@ class Credits:
     async def try_resume(self, account: str, site: Site) -> bool:
         """Whether a held account may send again (polls the balance, rate-limited)."""
         now = time.monotonic()
-        if now - self._polled.get(account, -1e9) < self._gw.settings.resume_poll_seconds:
+        if not credit_hold.may_poll(
+            self._polled.get(account), now, self._timing.resume_poll_seconds
+        ):
             return False
         self._polled[account] = now
         try:
-            provider = self._gw.providers.for_site(site)
+            provider = self._providers.for_site(site)
             began = time.time()
             balance = await provider.balance()
         except (NotConfigured, ProviderError) as exc:
             log.info("held account still cannot send", extra={"account": account, "why": str(exc)})
             return False
-        # A held account stays held (and keeps what the refused message needed) until the
-        # balance below covers it: this observation only moves the low state (or tops up).
-        amount = await self._observe(
-            account, site, provider, Observation(balance.amount, began, time.time()), may_hold=False
+        # This observation only moves the low state (or tops up); the hold is decided below.
+        amount, _ = await self._observe(
+            account, site, provider, Observation(balance.amount, began, time.time())
         )
-        async with self._gw.ctx.db() as session:
-            required = (
-                await session.execute(
-                    sa.select(tables.accounts.c.required).where(
-                        tables.accounts.c.account == account
-                    )
-                )
-            ).scalar()
-        needed = max(required or 0.0, self._smallest_payment(site, provider))
-        if amount < needed:
+        held = HoldState(True, None, await self._holds.required(account))
+        step = credit_hold.step(held, BalanceLearnt(amount, self._smallest_payment(site, provider)))
+        if step.action != "resume":
             return False
-        if await self._gw.engine.limits.release(account, amount):
+        if await self._limits().release(account, amount):
             log.info("account resumed", extra={"account": account, "balance": amount})
-            await self._gw.events.emit(
+            await self._events.emit(
                 subjects.credits(account),
                 SendingResumed(
                     account=account,
@@ -351,50 +368,10 @@ class Credits:
     async def resume_held(self) -> None:
         """Check every held account once (after a receipt: credits may have come back)."""
         now = time.monotonic()
-        if now - self._swept < self._gw.settings.resume_poll_seconds:
+        if not credit_hold.may_poll(self._swept, now, self._timing.resume_poll_seconds):
             return
         self._swept = now
-        limiters = self._gw.dispatch.limiters
-        async with self._gw.ctx.db() as session:
-            held = (
-                (await session.execute(sa.select(limiters.c.account).where(limiters.c.held)))
-                .scalars()
-                .all()
-            )
-        for account in held:
-            site = next(
-                (
-                    s
-                    for s in self._gw.engine.sites.all()
-                    if self._gw.adapter.account_for(s) == account
-                ),
-                None,
-            )
+        for account in await self._holds.held():
+            site = next(iter(self._sites_of(account)), None)
             if site is not None:
                 await self.try_resume(account, site)
-
-    # --- storage ------------------------------------------------------------------------
-
-    async def _remember(
-        self,
-        session: AsyncSession,
-        account: str,
-        provider: str,
-        *,
-        balance: float | None = None,
-        unit: str | None = None,
-    ) -> None:
-        """Make sure the account has a row; store the balance when given."""
-        t = tables.accounts
-        await session.execute(
-            insert_ignoring_duplicates(
-                session,
-                t,
-                [{"account": account, "provider": provider, "low": False}],
-            )
-        )
-        if balance is not None:
-            values: dict[str, object] = {"balance": balance, "updated_at": datetime.now(UTC)}
-            if unit is not None:
-                values["unit"] = unit
-            await session.execute(sa.update(t).where(t.c.account == account).values(**values))

@@ -39,7 +39,7 @@ accounts = sa.Table(
 once the balance covers it) and its shared credit state (`shared.domain.credit_state`: `low`,
 `crossing`, `topup_crossing`, `as_of`), changed only by a compare-and-set on `version` so that
 the low event and the top-up request of a crossing come from one replica
-(`services.sms_gateway.credit_states`)."""
+(`services.sms_gateway.adapters.credit_store`)."""
 
 unrouted_replies = sa.Table(
     "sms_unrouted_replies",

@@ -21,27 +21,29 @@ it cancels an appointment (a reply keyword), see `shared.domain.keywords`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sms_gateway import tables, unrouted
-from services.sms_gateway.providers.base import Inbound
+from services.sms_gateway.adapters import tables, unrouted
+from services.sms_gateway.adapters.account_sites import AccountSites
+from services.sms_gateway.adapters.ledger import Ledger
+from services.sms_gateway.adapters.outbox import GatewayEvents
+from services.sms_gateway.adapters.providers.base import Inbound
 from shared.bus import subjects
 from shared.db.sql import insert_ignoring_duplicates
-from shared.dispatch import schema
 from shared.dispatch.pending_events import event_id
+from shared.dispatch.queue import MessageQueue
 from shared.domain import reply_attribution
 from shared.domain.keywords import ReplyClass, classify_reply
 from shared.domain.reply_attribution import InboundKey, Owners, Routed, SentMessage, Unrouted
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.replies import ReplyReceived
-from shared.sites import Site
-from shared.suppression import record_opt_in, record_opt_out
-
-if TYPE_CHECKING:
-    from services.sms_gateway.service import SmsGatewayService
+from shared.sites import Site, SiteDirectory
+from shared.suppression import SuppressionList, record_opt_in, record_opt_out
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +59,35 @@ def classify(site: Site, text: str) -> ReplyClass:
     )
 
 
-class Replies:
+class ReplyHandler:
     """Inbound SMS handling (called by the webhook routes)."""
 
-    def __init__(self, gateway: SmsGatewayService) -> None:
-        self._gw = gateway
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        events: GatewayEvents,
+        ledger: Ledger,
+        account_sites: AccountSites,
+        sites: Callable[[], SiteDirectory],
+        suppression: SuppressionList,
+        queue: Callable[[], MessageQueue],
+        nc: Client,
+    ) -> None:
+        self._sessions = sessions
+        self._events = events
+        self._ledger = ledger
+        self._account_sites = account_sites
+        # The engine makes its site directory and queue when it starts: read at use.
+        self._sites = sites
+        self._suppression = suppression
+        self._queue = queue
+        self._nc = nc
 
     async def seen(self, key: str) -> bool:
         """True if this webhook was processed already."""
         t = tables.webhook_events
-        async with self._gw.ctx.db() as session:
+        async with self._sessions() as session:
             found = await session.execute(sa.select(t.c.event_key).where(t.c.event_key == key))
             return found.first() is not None
 
@@ -77,14 +98,14 @@ class Replies:
         if await self.seen(key):
             return "duplicate"
         match = await self.attribute(inbound, provider)
-        site = self._gw.engine.sites.get(match.site_id) if isinstance(match, Routed) else None
+        site = self._sites().get(match.site_id) if isinstance(match, Routed) else None
         if not isinstance(match, Routed) or site is None:
             why = (
                 match
                 if isinstance(match, Unrouted)
                 else Unrouted("unknown_account", "the site is no longer known")
             )
-            async with self._gw.ctx.db() as session, session.begin():
+            async with self._sessions() as session, session.begin():
                 if not await unrouted.record(session, key, provider, inbound, why):
                     return "duplicate"
             log.warning("reply not attributed", extra={"provider": provider, "code": why.code})
@@ -112,7 +133,7 @@ class Replies:
             cancelled_messages=cancelled,
         )
         t = tables.webhook_events
-        async with self._gw.ctx.db() as session, session.begin():
+        async with self._sessions() as session, session.begin():
             inserted = await session.execute(
                 insert_ignoring_duplicates(
                     session,
@@ -122,7 +143,7 @@ class Replies:
             )
             if inserted.first() is None:
                 return "duplicate"  # another replica got the same retry at the same time
-            await self._gw.events.add(
+            await self._events.add(
                 session,
                 subjects.replies(site.site_id),
                 data,
@@ -131,7 +152,7 @@ class Replies:
                 site_id=site.site_id,
                 about=match.message_id or inbound.inbound_id,
             )
-        self._gw.events.nudge()
+        self._events.nudge()
         log.info(
             "reply received",
             extra={"site": site.site_id, "kind": verdict.kind, "matched": match.message_id},
@@ -140,17 +161,17 @@ class Replies:
 
     async def _opt_out(self, site: Site, number: str, keyword: str | None, key: str) -> int:
         # This replica refuses the number from now on; the others follow OPTOUTS.
-        self._gw.suppression.apply(
+        self._suppression.apply(
             RecipientOptedOut(
                 group_id=site.group_id, channel="sms", recipient=number, how="keyword"
             )
         )
-        cancelled = await self._gw.engine.queue.suppress_recipient(
+        cancelled = await self._queue().suppress_recipient(
             site.group_id, number, reason=f"the recipient replied {keyword}"
         )
-        self._gw.events.nudge()
+        self._events.nudge()
         await record_opt_out(
-            self._gw.ctx.nc,
+            self._nc,
             group_id=site.group_id,
             channel="sms",
             recipient=number,
@@ -164,11 +185,11 @@ class Replies:
         return len(cancelled)
 
     async def _opt_in(self, site: Site, number: str, keyword: str | None, key: str) -> None:
-        self._gw.suppression.apply(
+        self._suppression.apply(
             RecipientOptedIn(group_id=site.group_id, channel="sms", recipient=number, how="keyword")
         )
         await record_opt_in(
-            self._gw.ctx.nc,
+            self._nc,
             group_id=site.group_id,
             channel="sms",
             recipient=number,
@@ -182,9 +203,7 @@ class Replies:
     async def attribute(self, inbound: Inbound, provider: str) -> Routed | Unrouted:
         """The site (and message) a reply belongs to, or why none can be named."""
         key = InboundKey(provider, inbound.account_id, inbound.to, inbound.from_number)
-        lines = self._gw.account_sites.on_account(
-            self._gw.engine.sites, provider, inbound.account_id
-        )
+        lines = self._account_sites.on_account(self._sites(), provider, inbound.account_id)
         found = reply_attribution.owners(lines, key)
         if isinstance(found, Unrouted):
             return found
@@ -195,39 +214,8 @@ class Replies:
         return reply_attribution.route(found, key, linked, last)
 
     async def _message(self, message_id: str, found: Owners) -> SentMessage | None:
-        """The group's sent message of this id (ids are unique per site only: another group's
-        message of the same id is not the one this group's reply answers)."""
-        m = self._gw.dispatch.messages
-        async with self._gw.ctx.db() as session:
-            row = (
-                await session.execute(
-                    sa.select(m.c.message_id, m.c.site_id, m.c.account, m.c.recipient).where(
-                        m.c.message_id == message_id,
-                        m.c.group_id == found.group_id,
-                        m.c.state == schema.SENT,
-                    )
-                )
-            ).first()
-        return SentMessage(row.message_id, row.site_id, row.account, row.recipient) if row else None
+        return await self._ledger.sent_message(message_id, found.group_id)
 
     async def _last(self, found: Owners, key: InboundKey) -> SentMessage | None:
-        """The latest message sent to the number by the group's pool, through the account."""
-        if not found.accounts:
-            return None
-        m = self._gw.dispatch.messages
-        async with self._gw.ctx.db() as session:
-            row = (
-                await session.execute(
-                    sa.select(m.c.message_id, m.c.site_id, m.c.account, m.c.recipient)
-                    .where(
-                        m.c.group_id == found.group_id,
-                        m.c.recipient == key.from_number,
-                        m.c.state == schema.SENT,
-                        m.c.account.in_(sorted(found.accounts)),
-                        m.c.site_id.in_([s.site_id for s in found.pool]),
-                    )
-                    .order_by(m.c.sent_at.desc())
-                    .limit(1)
-                )
-            ).first()
-        return SentMessage(row.message_id, row.site_id, row.account, row.recipient) if row else None
+        sites = [s.site_id for s in found.pool]
+        return await self._ledger.last_sent(found.group_id, key.from_number, found.accounts, sites)

@@ -13,15 +13,15 @@ from typing import Protocol
 
 import httpx
 
-from services.sms_gateway.providers.base import (
+from services.sms_gateway.adapters.providers.base import (
     Balance,
     Found,
     Outbound,
     Provider,
     SendReply,
 )
-from services.sms_gateway.providers.simulator import SimulatorProvider
-from services.sms_gateway.providers.twilio import TwilioProvider
+from services.sms_gateway.adapters.providers.simulator import SimulatorProvider
+from services.sms_gateway.adapters.providers.twilio import TwilioProvider
 from shared.secrets import SecretBox, SecretKeyError
 from shared.sites import Site
 

@@ -3,7 +3,7 @@
 Sends carry our message id as `reference`, which the simulator treats as an idempotency key
 and lets us look up (`GET /v1/messages?reference=`). Balances are credits; top-ups are an API
 call. Webhooks (receipts and inbound replies) are JSON signed with HMAC-SHA256 over
-"<timestamp>.<raw body>" (`services.sms_provider_sim.signing`).
+"<timestamp>.<raw body>" (`shared.sms_signing`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from services.sms_gateway.providers.base import (
+from services.sms_gateway.adapters.providers.base import (
     NOT_SENT,
     BadWebhook,
     Balance,
@@ -31,9 +31,9 @@ from services.sms_gateway.providers.base import (
     json_object,
     refused_destination,
 )
-from services.sms_provider_sim.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from shared.net.outbound import DestinationRefused
 from shared.net.remote import http_detail, log_remote
+from shared.sms_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 log = logging.getLogger(__name__)
 

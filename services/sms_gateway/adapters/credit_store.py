@@ -21,14 +21,14 @@ sees that change up to `CACHE_SECONDS` late.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sms_gateway import tables
+from services.sms_gateway.adapters import tables
 from shared.db.sql import insert_ignoring_duplicates
 from shared.domain.credit_state import CreditRules, CreditState, Decision, Observation, observe
 
@@ -48,7 +48,7 @@ class _Row:
 class CreditStates:
     """Decide each balance observation against the shared state of its account."""
 
-    def __init__(self, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._rows: dict[str, _Row] = {}
 
@@ -101,7 +101,7 @@ class CreditStates:
         return row
 
     def _session(self) -> AsyncSession:
-        return self._sessions()()
+        return self._sessions()
 
     async def _write(
         self,
@@ -135,3 +135,62 @@ class CreditStates:
         else:
             self._rows.pop(account, None)
         return won
+
+
+async def remember(
+    session: AsyncSession,
+    account: str,
+    provider: str,
+    *,
+    balance: float | None = None,
+    unit: str | None = None,
+) -> None:
+    """Make sure the account has a row; store the balance when given."""
+    t = tables.accounts
+    await session.execute(
+        insert_ignoring_duplicates(
+            session, t, [{"account": account, "provider": provider, "low": False}]
+        )
+    )
+    if balance is not None:
+        values: dict[str, object] = {"balance": balance, "updated_at": datetime.now(UTC)}
+        if unit is not None:
+            values["unit"] = unit
+        await session.execute(sa.update(t).where(t.c.account == account).values(**values))
+
+
+class HoldRecords:
+    """What a held account's refused message needed, and which accounts are held."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], limiters: sa.Table) -> None:
+        self._sessions = sessions
+        self._limiters = limiters
+
+    async def record_hold(
+        self, account: str, provider: str, balance: float | None, required: float | None
+    ) -> None:
+        """Store the balance and what the refused message needed."""
+        async with self._sessions() as session, session.begin():
+            await remember(session, account, provider, balance=balance)
+            await session.execute(
+                sa.update(tables.accounts)
+                .where(tables.accounts.c.account == account)
+                .values(required=required)
+            )
+
+    async def required(self, account: str) -> float | None:
+        """What the refused message of a held account needed (None: unknown)."""
+        async with self._sessions() as session:
+            return (
+                await session.execute(
+                    sa.select(tables.accounts.c.required).where(
+                        tables.accounts.c.account == account
+                    )
+                )
+            ).scalar()
+
+    async def held(self) -> Sequence[str]:
+        """The accounts held now (by any replica)."""
+        t = self._limiters
+        async with self._sessions() as session:
+            return (await session.execute(sa.select(t.c.account).where(t.c.held))).scalars().all()

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sms_gateway import tables
-from services.sms_provider_sim.signing import DEV_ACCOUNT, DEV_WEBHOOK_SECRET
+from services.sms_gateway.adapters import tables
 from shared.db.sql import insert_ignoring_duplicates
 from shared.secrets import SecretBox, SecretKeyError
 from shared.sites import Site
-
-if TYPE_CHECKING:
-    from services.sms_gateway.service import SmsGatewayService
+from shared.sms_signing import DEV_ACCOUNT, DEV_WEBHOOK_SECRET
 
 
 def fingerprint(kind: str, base_url: str | None, account_id: str | None, secret: str) -> str:
@@ -61,16 +58,9 @@ def simulator_secrets(box: SecretBox, sites: list[Site], account: str) -> list[s
 class Trust:
     """Records successful provider tests and answers which secrets verify a webhook."""
 
-    def __init__(self, gateway: SmsGatewayService) -> None:
-        self.gateway = gateway
-        self._box: SecretBox | None = None
-
-    @property
-    def box(self) -> SecretBox:
-        """The key ring opening sealed settings."""
-        if self._box is None:
-            self._box = SecretBox.from_settings(self.gateway.ctx.settings)
-        return self._box
+    def __init__(self, box: SecretBox, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.box = box
+        self._sessions = sessions
 
     async def record_test(self, site: Site) -> None:
         """The site's provider test succeeded with its current credentials."""
@@ -83,7 +73,7 @@ class Trust:
             "fingerprint": fingerprint(p.kind, p.base_url, p.account_id, secret),
             "tested_at": datetime.now(UTC),
         }
-        async with self.gateway.ctx.db() as session, session.begin():
+        async with self._sessions() as session, session.begin():
             await session.execute(
                 insert_ignoring_duplicates(session, tables.tested_credentials, [row])
             )
@@ -93,7 +83,7 @@ class Trust:
         if not sites:
             return []
         t = tables.tested_credentials
-        async with self.gateway.ctx.db() as session:
+        async with self._sessions() as session:
             rows = await session.execute(
                 sa.select(t.c.site_id, t.c.fingerprint).where(
                     t.c.site_id.in_([s.site_id for s in sites])

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
-from services.sms_gateway.providers.base import (
+from services.sms_gateway.adapters.providers.base import (
     NOT_SENT,
     BadWebhook,
     Balance,

@@ -1,9 +1,10 @@
-"""Webhook signatures: HMAC-SHA256 over "<timestamp>.<raw body>", sent as `sha256=<hex>`.
+"""The SMS simulator dialect's webhook signatures: HMAC-SHA256 over "<timestamp>.<raw body>",
+sent as `sha256=<hex>`.
 
-The gateway imports `verify_signature` to check what the simulator (and, in the same shape,
-a real provider adapter) POSTs to it. Each account signs with its own webhook secret and names
-itself in `X-Sim-Account`. The timestamp is part of the signed text so that a
-captured request cannot be replayed later with a fresh timestamp.
+Shared because two services speak it: the simulator signs its webhooks with it and the SMS
+gateway verifies them (no service imports another). Each account signs with its own webhook
+secret and names itself in `X-Sim-Account`. The timestamp is part of the signed text so that
+a captured request cannot be replayed later with a fresh timestamp.
 """
 
 from __future__ import annotations

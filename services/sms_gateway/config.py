@@ -1,4 +1,4 @@
-"""The SMS gateway's own configuration, read from `STAGGER_SMS_GATEWAY_*` environment variables.
+"""The SMS gateway's process configuration, read from `STAGGER_SMS_GATEWAY_*` variables.
 
 Provider accounts, rates, thresholds and keywords are per-site settings (events from the
 config service); these are the knobs of one gateway replica.
@@ -13,8 +13,8 @@ from shared.dispatch.engine import EngineSettings
 from shared.dispatch.settings_fields import retention_days_field
 
 
-class Settings(BaseSettings):
-    """Settings of one SMS gateway replica (`python -m services.sms_gateway`)."""
+class GatewayConfig(BaseSettings):
+    """Configuration of one SMS gateway replica (`python -m services.sms_gateway`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="STAGGER_SMS_GATEWAY_", extra="ignore", frozen=True
@@ -111,3 +111,7 @@ class Settings(BaseSettings):
             retry_cap_seconds=self.retry_cap_seconds,
             retention_days=self.retention_days,
         )
+
+
+Settings = GatewayConfig
+"""The name every service's configuration module exports (`shared.config_registry`)."""

@@ -7,15 +7,13 @@ lost between the commit and a crash.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.dispatch.pending_events import add_event
 from shared.events.envelope import EventData, new_event_id
-
-if TYPE_CHECKING:
-    from services.sms_gateway.service import SmsGatewayService
 
 SOURCE = "sms_gateway"
 ACTOR = "service:sms_gateway"
@@ -24,8 +22,15 @@ ACTOR = "service:sms_gateway"
 class GatewayEvents:
     """Writes events to the gateway's outbox and wakes the relay."""
 
-    def __init__(self, gateway: SmsGatewayService) -> None:
-        self._gw = gateway
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        pending_events: sa.Table,
+        wake_relay: Callable[[], None],
+    ) -> None:
+        self._sessions = sessions
+        self._table = pending_events
+        self._wake_relay = wake_relay
 
     async def add(
         self,
@@ -42,7 +47,7 @@ class GatewayEvents:
         """Queue an event inside the caller's transaction."""
         await add_event(
             session,
-            self._gw.dispatch.pending_events,
+            self._table,
             subject=subject,
             data=data,
             event_id=event_id or new_event_id(),
@@ -55,10 +60,10 @@ class GatewayEvents:
 
     async def emit(self, subject: str, data: EventData, **kwargs: str | None) -> None:
         """Queue an event in a transaction of its own and publish it soon."""
-        async with self._gw.ctx.db() as session, session.begin():
+        async with self._sessions() as session, session.begin():
             await self.add(session, subject, data, **kwargs)  # type: ignore[arg-type]
         self.nudge()
 
     def nudge(self) -> None:
         """Something was committed: publish soon."""
-        self._gw.engine.relay.nudge()
+        self._wake_relay()

@@ -1,0 +1,178 @@
+"""The composition root of the SMS gateway: every part built here, once, with what it needs.
+
+Nothing reaches through a service object: each part's constructor names its dependencies.
+The delivery engine is built here only (`build_engine`), so a change to how the engine is
+constructed touches this module alone.
+
+The engine still makes its queue, limiter, event relay and site directory in its own
+`start()`; the parts that use them get a getter (`lambda: engine.queue`) read at the time of
+use, after the engine has started. When the engine is built in one step, pass the parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from services.sms_gateway.adapters import tables
+from services.sms_gateway.adapters.account_sites import AccountSites
+from services.sms_gateway.adapters.channel import SmsAdapter, account_for
+from services.sms_gateway.adapters.credit_store import CreditStates, HoldRecords
+from services.sms_gateway.adapters.ledger import Ledger
+from services.sms_gateway.adapters.outbox import GatewayEvents
+from services.sms_gateway.adapters.providers import Providers
+from services.sms_gateway.adapters.send_process import ClientOptions, SendProcess
+from services.sms_gateway.adapters.trust_store import Trust
+from services.sms_gateway.config import GatewayConfig
+from services.sms_gateway.entrypoints.webhooks import Webhooks
+from services.sms_gateway.handlers.credits import Credits, CreditTiming
+from services.sms_gateway.handlers.provider_test import ProviderTestHandler
+from services.sms_gateway.handlers.receipt import ReceiptHandler
+from services.sms_gateway.handlers.reply import ReplyHandler
+from shared.dispatch.adapter import ChannelAdapter
+from shared.dispatch.engine import DispatchEngine
+from shared.runtime.service import ServiceContext
+from shared.secrets import SecretBox
+from shared.sites import Site
+from shared.suppression import SuppressionList
+
+KEEPALIVE_SECONDS = 2.0
+"""Below the 5 s after which common servers (uvicorn, many load balancers) close idle
+connections: a send written onto a connection the server is closing gets no answer and must be
+looked up instead of being known."""
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Everything one running replica is made of."""
+
+    engine: DispatchEngine
+    channel: SmsAdapter
+    providers: Providers
+    send_process: SendProcess | None
+    suppression: SuppressionList
+    events: GatewayEvents
+    credits: Credits
+    receipts: ReceiptHandler
+    replies: ReplyHandler
+    provider_test: ProviderTestHandler
+    webhooks: Webhooks
+
+
+def webhook_base_url(config: GatewayConfig, ctx: ServiceContext) -> str:
+    """Where providers reach this replica's webhooks."""
+    if config.webhook_base_url:
+        return config.webhook_base_url.rstrip("/")
+    s = ctx.settings
+    host = "127.0.0.1" if s.http_host in ("0.0.0.0", "::", "") else s.http_host
+    return f"http://{host}:{s.sms_gateway_http_port}"
+
+
+def build_engine(config: GatewayConfig, adapter: ChannelAdapter) -> DispatchEngine:
+    """The delivery engine with the SMS side plugged in."""
+    return DispatchEngine(
+        channel="sms", adapter=adapter, tables=tables.DISPATCH, settings=config.engine()
+    )
+
+
+def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
+    """Build one replica (after NATS and the database are up; nothing is started)."""
+    sessions, nc, dispatch = ctx.db, ctx.nc, tables.DISPATCH
+    base_url = webhook_base_url(config, ctx)
+    box = SecretBox.from_settings(ctx.settings)
+    options = ClientOptions(
+        timeout=config.http_timeout_seconds,
+        max_connections=config.max_connections,
+        keepalive_expiry=KEEPALIVE_SECONDS,
+        outbound_allow=ctx.settings.outbound_allow,
+    )
+    send_process = SendProcess(options) if config.send_process else None
+    providers = Providers(
+        options.client(),
+        box,
+        twilio_status_callback=f"{base_url}/webhooks/sms/twilio/status",
+        sends=send_process,
+        simulator_enabled=ctx.settings.sms_simulator_enabled,
+    )
+    suppression = SuppressionList(nc)
+    account_sites = AccountSites()
+    ledger = Ledger(sessions, dispatch.messages)
+    engine: DispatchEngine
+
+    def wake_relay() -> None:
+        engine.relay.nudge()
+
+    def sites_of(account: str) -> Iterator[Site]:
+        return (s for s in engine.sites.all() if account_for(s) == account)
+
+    events = GatewayEvents(sessions, dispatch.pending_events, wake_relay)
+    credits = Credits(
+        CreditTiming(config.balance_report_seconds, config.resume_poll_seconds),
+        sessions,
+        events,
+        CreditStates(sessions),
+        HoldRecords(sessions, dispatch.limiters),
+        providers,
+        limits=lambda: engine.limits,
+        sites_of=sites_of,
+    )
+    channel = SmsAdapter(
+        default_sender=config.default_sender_id,
+        suppression=suppression,
+        providers=providers,
+        credits=credits,
+        ledger=ledger,
+        queue=lambda: engine.queue,
+        nc=nc,
+    )
+    engine = build_engine(config, channel)
+    receipts = ReceiptHandler(
+        queue=lambda: engine.queue,
+        ledger=ledger,
+        account_sites=account_sites,
+        sites=lambda: engine.sites,
+        wake_relay=wake_relay,
+        resume_held=credits.resume_held,
+    )
+    replies = ReplyHandler(
+        sessions=sessions,
+        events=events,
+        ledger=ledger,
+        account_sites=account_sites,
+        sites=lambda: engine.sites,
+        suppression=suppression,
+        queue=lambda: engine.queue,
+        nc=nc,
+    )
+    trust = Trust(box, sessions)
+    provider_test = ProviderTestHandler(
+        sites=lambda: engine.sites,
+        account_for=account_for,
+        providers=providers,
+        events=events,
+        trust=trust,
+        credits=credits,
+    )
+    webhooks = Webhooks(
+        base_url=base_url,
+        tolerance_seconds=config.webhook_tolerance_seconds,
+        account_sites=account_sites,
+        sites=lambda: engine.sites,
+        trust=trust,
+        receipts=receipts,
+        replies=replies,
+        nc=nc,
+    )
+    return Gateway(
+        engine=engine,
+        channel=channel,
+        providers=providers,
+        send_process=send_process,
+        suppression=suppression,
+        events=events,
+        credits=credits,
+        receipts=receipts,
+        replies=replies,
+        provider_test=provider_test,
+        webhooks=webhooks,
+    )
