@@ -19,6 +19,7 @@ from services.sms_gateway.adapters.account_sites import AccountSites
 from services.sms_gateway.adapters.channel import SmsAdapter, account_for
 from services.sms_gateway.adapters.credit_store import CreditStates, HoldRecords
 from services.sms_gateway.adapters.ledger import Ledger
+from services.sms_gateway.adapters.optouts import BusOptOuts
 from services.sms_gateway.adapters.outbox import GatewayEvents
 from services.sms_gateway.adapters.providers import Providers
 from services.sms_gateway.adapters.send_process import ClientOptions, SendProcess
@@ -97,6 +98,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
     suppression = SuppressionList(nc)
     account_sites = AccountSites()
     ledger = Ledger(sessions, dispatch.messages)
+    optouts = BusOptOuts(nc)
     engine: DispatchEngine
 
     def wake_relay() -> None:
@@ -123,7 +125,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         credits=credits,
         ledger=ledger,
         queue=lambda: engine.queue,
-        nc=nc,
+        optouts=optouts,
     )
     engine = build_engine(config, channel)
     receipts = ReceiptHandler(
@@ -142,7 +144,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         sites=lambda: engine.sites,
         suppression=suppression,
         queue=lambda: engine.queue,
-        nc=nc,
+        optouts=optouts,
     )
     trust = Trust(box, sessions)
     provider_test = ProviderTestHandler(

@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from nats.aio.client import Client
-
 from services.sms_gateway.adapters.ledger import Ledger
+from services.sms_gateway.adapters.optouts import BusOptOuts
 from services.sms_gateway.adapters.providers import NotConfigured, Providers
 from services.sms_gateway.adapters.providers.base import Found, Outbound, Provider, ProviderError
 from services.sms_gateway.domain import outcomes, sending
@@ -36,7 +35,7 @@ from shared.domain.accounts import sms_account_id
 from shared.events.schemas.optouts import RecipientOptedOut
 from shared.events.schemas.ticks import TickIssued
 from shared.sites import Site
-from shared.suppression import SuppressionList, record_opt_out
+from shared.suppression import SuppressionList
 
 MISCONFIGURED_RETRY = sending.MISCONFIGURED_RETRY
 
@@ -64,7 +63,7 @@ class SmsAdapter:
         credits: Credits,
         ledger: Ledger,
         queue: Callable[[], MessageQueue],
-        nc: Client,
+        optouts: BusOptOuts,
     ) -> None:
         self._default_sender = default_sender
         self._suppression = suppression
@@ -73,7 +72,7 @@ class SmsAdapter:
         self._ledger = ledger
         # The engine makes its queue when it starts: read at the time of use.
         self._queue = queue
-        self._nc = nc
+        self._optouts = optouts
 
     def account_for(self, site: Site) -> str | None:
         """The provider account (sites of a group with the same credentials share it)."""
@@ -231,14 +230,8 @@ class SmsAdapter:
         await self._queue().suppress_recipient(
             claimed.group_id, claimed.recipient, reason="the provider reports an opt-out"
         )
-        await record_opt_out(
-            self._nc,
-            group_id=claimed.group_id,
-            channel="sms",
-            recipient=claimed.recipient,
-            how="provider",
-            actor="service:sms_gateway",
-            site_id=claimed.site_id,
+        await self._optouts.opted_out(
+            claimed.group_id, claimed.recipient, "provider", site_id=claimed.site_id
         )
 
     async def reconcile(self, claimed: Claimed, site: Site) -> Reconciled:

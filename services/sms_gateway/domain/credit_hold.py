@@ -84,7 +84,7 @@ def refusal_reason(refused: Refused) -> str:
         return f"the provider refused the account's credentials ({refused.detail})"
     # A configuration error, as refused credentials are: held until the settings change (a
     # new URL is a new account), never retried blindly.
-    return refused.detail
+    return refused.detail or "the provider's address may not be connected to"
 
 
 def needed(state: HoldState, payment: float) -> float:

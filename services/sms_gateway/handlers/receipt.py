@@ -81,6 +81,11 @@ class ReceiptHandler:
             return ReceiptResult("retry")
         return ReceiptResult("ignored")
 
+    async def settled(self) -> None:
+        """Wait for the work receipts started in the background."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)

@@ -25,12 +25,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sms_gateway.adapters import tables, unrouted
 from services.sms_gateway.adapters.account_sites import AccountSites
 from services.sms_gateway.adapters.ledger import Ledger
+from services.sms_gateway.adapters.optouts import BusOptOuts
 from services.sms_gateway.adapters.outbox import GatewayEvents
 from services.sms_gateway.adapters.providers.base import Inbound
 from shared.bus import subjects
@@ -43,7 +43,7 @@ from shared.domain.reply_attribution import InboundKey, Owners, Routed, SentMess
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.replies import ReplyReceived
 from shared.sites import Site, SiteDirectory
-from shared.suppression import SuppressionList, record_opt_in, record_opt_out
+from shared.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ReplyHandler:
         sites: Callable[[], SiteDirectory],
         suppression: SuppressionList,
         queue: Callable[[], MessageQueue],
-        nc: Client,
+        optouts: BusOptOuts,
     ) -> None:
         self._sessions = sessions
         self._events = events
@@ -82,7 +82,7 @@ class ReplyHandler:
         self._sites = sites
         self._suppression = suppression
         self._queue = queue
-        self._nc = nc
+        self._optouts = optouts
 
     async def seen(self, key: str) -> bool:
         """True if this webhook was processed already."""
@@ -170,13 +170,10 @@ class ReplyHandler:
             site.group_id, number, reason=f"the recipient replied {keyword}"
         )
         self._events.nudge()
-        await record_opt_out(
-            self._nc,
-            group_id=site.group_id,
-            channel="sms",
-            recipient=number,
-            how="keyword",
-            actor="service:sms_gateway",
+        await self._optouts.opted_out(
+            site.group_id,
+            number,
+            "keyword",
             keyword=keyword,
             site_id=site.site_id,
             cancelled=len(cancelled),
@@ -188,13 +185,10 @@ class ReplyHandler:
         self._suppression.apply(
             RecipientOptedIn(group_id=site.group_id, channel="sms", recipient=number, how="keyword")
         )
-        await record_opt_in(
-            self._nc,
-            group_id=site.group_id,
-            channel="sms",
-            recipient=number,
-            how="keyword",
-            actor="service:sms_gateway",
+        await self._optouts.opted_in(
+            site.group_id,
+            number,
+            "keyword",
             keyword=keyword,
             site_id=site.site_id,
             event_id=event_id(key, "optin"),

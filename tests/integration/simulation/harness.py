@@ -44,6 +44,7 @@ import shared.dispatch.outcomes as outcomes_module
 import shared.dispatch.queue as queue_module
 from services.email_gateway.adapter import EmailAdapter
 from services.sms_gateway.adapters.channel import SmsAdapter
+from services.sms_gateway.adapters.optouts import BusOptOuts
 from services.sms_gateway.adapters.providers.base import Found, Outbound, SendReply
 from shared.bus.topology import CONSUMERS_BY_NAME, DEADLETTER
 from shared.db.engine import create_engine, session_factory
@@ -221,7 +222,7 @@ def sms_adapter(nc: Client, provider: RecordingSmsProvider) -> SmsAdapter:
         credits=_Credits(),  # type: ignore[arg-type]
         ledger=None,  # type: ignore[arg-type]  # only Twilio lookups read it
         queue=lambda: None,  # type: ignore[arg-type,return-value]  # only provider opt-outs
-        nc=nc,
+        optouts=BusOptOuts(nc),
     )
 
 
