@@ -4,15 +4,20 @@ Nothing reaches through a service object: each part's constructor names its depe
 The delivery engine is built here only (`build_engine`), so a change to how the engine is
 constructed touches this module alone.
 
-The engine still makes its queue, limiter, event relay and site directory in its own
-`start()`; the parts that use them get a getter (`lambda: engine.queue`) read at the time of
-use, after the engine has started. When the engine is built in one step, pass the parts.
+The runtime asks for the bus subscribers (`register`) before it connects NATS and migrates
+the database, and the engine still makes its queue, limiter, event relay and site directory in
+its own `start()`. So `build` runs at `register`; the session factory is bound to the database
+in `connect`, and what needs the connection or the engine's parts gets a getter read at the
+time of use (`lambda: engine.queue`). When the engine is built in one step, pass the parts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sms_gateway.adapters import tables
 from services.sms_gateway.adapters.account_sites import AccountSites
@@ -43,21 +48,35 @@ connections: a send written onto a connection the server is closing gets no answ
 looked up instead of being known."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Gateway:
     """Everything one running replica is made of."""
 
     engine: DispatchEngine
+    sessions: async_sessionmaker[AsyncSession]
     channel: SmsAdapter
     providers: Providers
     send_process: SendProcess | None
-    suppression: SuppressionList
     events: GatewayEvents
     credits: Credits
     receipts: ReceiptHandler
     replies: ReplyHandler
     provider_test: ProviderTestHandler
     webhooks: Webhooks
+    suppression: SuppressionList | None = field(default=None)
+    """The group's opt-outs, followed from the bus (made in `connect`)."""
+
+    def suppression_list(self) -> SuppressionList:
+        """The suppression list (after `connect`)."""
+        if self.suppression is None:
+            raise RuntimeError("the SMS gateway is not connected yet")
+        return self.suppression
+
+
+def connect(gateway: Gateway, ctx: ServiceContext) -> None:
+    """Bind the built replica to the database and NATS (once the runtime has both)."""
+    gateway.sessions.configure(bind=ctx.engine)
+    gateway.suppression = SuppressionList(ctx.nc)
 
 
 def webhook_base_url(config: GatewayConfig, ctx: ServiceContext) -> str:
@@ -77,8 +96,14 @@ def build_engine(config: GatewayConfig, adapter: ChannelAdapter) -> DispatchEngi
 
 
 def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
-    """Build one replica (after NATS and the database are up; nothing is started)."""
-    sessions, nc, dispatch = ctx.db, ctx.nc, tables.DISPATCH
+    """Build one replica (nothing connected, nothing started)."""
+    # Bound to the database in `connect`.
+    sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(expire_on_commit=False)
+    dispatch = tables.DISPATCH
+
+    def nc() -> Client:
+        return ctx.nc
+
     base_url = webhook_base_url(config, ctx)
     box = SecretBox.from_settings(ctx.settings)
     options = ClientOptions(
@@ -95,11 +120,11 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         sends=send_process,
         simulator_enabled=ctx.settings.sms_simulator_enabled,
     )
-    suppression = SuppressionList(nc)
     account_sites = AccountSites()
     ledger = Ledger(sessions, dispatch.messages)
     optouts = BusOptOuts(nc)
     engine: DispatchEngine
+    gateway: Gateway
 
     def wake_relay() -> None:
         engine.relay.nudge()
@@ -120,7 +145,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
     )
     channel = SmsAdapter(
         default_sender=config.default_sender_id,
-        suppression=suppression,
+        suppression=lambda: gateway.suppression_list(),
         providers=providers,
         credits=credits,
         ledger=ledger,
@@ -142,7 +167,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         ledger=ledger,
         account_sites=account_sites,
         sites=lambda: engine.sites,
-        suppression=suppression,
+        suppression=lambda: gateway.suppression_list(),
         queue=lambda: engine.queue,
         optouts=optouts,
     )
@@ -165,12 +190,12 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         replies=replies,
         nc=nc,
     )
-    return Gateway(
+    gateway = Gateway(
         engine=engine,
+        sessions=sessions,
         channel=channel,
         providers=providers,
         send_process=send_process,
-        suppression=suppression,
         events=events,
         credits=credits,
         receipts=receipts,
@@ -178,3 +203,4 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         provider_test=provider_test,
         webhooks=webhooks,
     )
+    return gateway

@@ -52,21 +52,26 @@ class SmsGatewayService(BaseService):
         """Where providers reach this replica's webhooks."""
         return composition.webhook_base_url(self.config, self.ctx)
 
+    def register(self, ctx: ServiceContext) -> None:
+        """Build the replica and declare its subscribers (before NATS is connected)."""
+        self.ctx = ctx
+        gw = self.gateway = composition.build(self.config, ctx)
+        gw.engine.register(ctx.broker)
+        subscribers.register(ctx.broker, gw.provider_test)
+
     def http_app(self, ctx: ServiceContext) -> ASGIApp:
         """Provider webhooks (the simulator's only where the deployment enables it)."""
         return self._built().webhooks.app(simulator=ctx.settings.sms_simulator_enabled)
 
     async def start(self, ctx: ServiceContext) -> None:
-        """Build the replica, declare its subscribers, load the suppression lists, then start
-        the engine and the balance reports (the broker starts after this)."""
-        self.ctx = ctx
-        gw = self.gateway = composition.build(self.config, ctx)
-        gw.engine.register(ctx.broker)
-        subscribers.register(ctx.broker, gw.provider_test)
+        """Connect the replica, load the suppression lists, then start the engine and the
+        balance reports."""
+        gw = self._built()
+        composition.connect(gw, ctx)
         if gw.send_process is not None:
             await gw.send_process.start()
-        ctx.spawn(gw.suppression.follow(), "suppression-lists")
-        suppression = gw.suppression
+        suppression = gw.suppression_list()
+        ctx.spawn(suppression.follow(), "suppression-lists")
 
         async def lists_loaded() -> bool:
             return suppression.ready.is_set()

@@ -58,7 +58,7 @@ class SmsAdapter:
         self,
         *,
         default_sender: str,
-        suppression: SuppressionList,
+        suppression: Callable[[], SuppressionList],
         providers: Providers,
         credits: Credits,
         ledger: Ledger,
@@ -70,7 +70,8 @@ class SmsAdapter:
         self._providers = providers
         self._credits = credits
         self._ledger = ledger
-        # The engine makes its queue when it starts: read at the time of use.
+        # Made after `register` (the suppression list needs NATS, the engine makes its queue
+        # in `start`): read at the time of use.
         self._queue = queue
         self._optouts = optouts
 
@@ -104,7 +105,7 @@ class SmsAdapter:
 
     async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
         """Opt-outs, validity, configuration and the quiet-hours guard."""
-        if self._suppression.is_suppressed(claimed.group_id, "sms", claimed.recipient):
+        if self._suppression().is_suppressed(claimed.group_id, "sms", claimed.recipient):
             return Verdict("suppress", "the recipient opted out of this group's SMS")
         body = claimed.message.body
         decided = sending.decide_message(claimed.recipient, body)
@@ -219,7 +220,7 @@ class SmsAdapter:
 
     async def _provider_opt_out(self, claimed: Claimed) -> None:
         """The carrier blocks the number (it replied STOP to them): our list follows."""
-        self._suppression.apply(
+        self._suppression().apply(
             RecipientOptedOut(
                 group_id=claimed.group_id,
                 channel="sms",

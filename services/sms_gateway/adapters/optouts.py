@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nats.aio.client import Client
 
 from shared.events.schemas.optouts import How
@@ -13,7 +15,8 @@ ACTOR = "service:sms_gateway"
 class BusOptOuts:
     """Appends the gateway's opt-out and opt-in events (the event is the record)."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Callable[[], Client]) -> None:
+        # The connection is made after the service declares its subscribers: read at use.
         self._nc = nc
 
     async def opted_out(
@@ -29,7 +32,7 @@ class BusOptOuts:
     ) -> None:
         """The number stops receiving the group's SMS."""
         await record_opt_out(
-            self._nc,
+            self._nc(),
             group_id=group_id,
             channel="sms",
             recipient=recipient,
@@ -53,7 +56,7 @@ class BusOptOuts:
     ) -> None:
         """The number receives the group's SMS again."""
         await record_opt_in(
-            self._nc,
+            self._nc(),
             group_id=group_id,
             channel="sms",
             recipient=recipient,

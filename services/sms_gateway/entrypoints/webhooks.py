@@ -65,7 +65,7 @@ class Webhooks:
         trust: trust.Trust,
         receipts: ReceiptHandler,
         replies: ReplyHandler,
-        nc: Client,
+        nc: Callable[[], Client],
     ) -> None:
         self._base_url = base_url
         self._tolerance = tolerance_seconds
@@ -210,4 +210,4 @@ class Webhooks:
             data=body,
             headers=dict(request.headers),
         )
-        await publish_dead_letters(self._nc, [letter])
+        await publish_dead_letters(self._nc(), [letter])

@@ -70,7 +70,7 @@ class ReplyHandler:
         ledger: Ledger,
         account_sites: AccountSites,
         sites: Callable[[], SiteDirectory],
-        suppression: SuppressionList,
+        suppression: Callable[[], SuppressionList],
         queue: Callable[[], MessageQueue],
         optouts: BusOptOuts,
     ) -> None:
@@ -78,7 +78,8 @@ class ReplyHandler:
         self._events = events
         self._ledger = ledger
         self._account_sites = account_sites
-        # The engine makes its site directory and queue when it starts: read at use.
+        # Made after `register` (the suppression list needs NATS, the engine makes its site
+        # directory and queue in `start`): read at use.
         self._sites = sites
         self._suppression = suppression
         self._queue = queue
@@ -161,7 +162,7 @@ class ReplyHandler:
 
     async def _opt_out(self, site: Site, number: str, keyword: str | None, key: str) -> int:
         # This replica refuses the number from now on; the others follow OPTOUTS.
-        self._suppression.apply(
+        self._suppression().apply(
             RecipientOptedOut(
                 group_id=site.group_id, channel="sms", recipient=number, how="keyword"
             )
@@ -182,7 +183,7 @@ class ReplyHandler:
         return len(cancelled)
 
     async def _opt_in(self, site: Site, number: str, keyword: str | None, key: str) -> None:
-        self._suppression.apply(
+        self._suppression().apply(
             RecipientOptedIn(group_id=site.group_id, channel="sms", recipient=number, how="keyword")
         )
         await self._optouts.opted_in(

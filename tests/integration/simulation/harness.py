@@ -215,14 +215,15 @@ class _Credits:
 
 def sms_adapter(nc: Client, provider: RecordingSmsProvider) -> SmsAdapter:
     """The real SMS adapter (opt-outs, validity, quiet hours) in front of the recording double."""
+    suppression = SuppressionList(nc)
     return SmsAdapter(
         default_sender="Stagger",
-        suppression=SuppressionList(nc),
+        suppression=lambda: suppression,
         providers=_Providers(provider),  # type: ignore[arg-type]
         credits=_Credits(),  # type: ignore[arg-type]
         ledger=None,  # type: ignore[arg-type]  # only Twilio lookups read it
         queue=lambda: None,  # type: ignore[arg-type,return-value]  # only provider opt-outs
-        optouts=BusOptOuts(nc),
+        optouts=BusOptOuts(lambda: nc),
     )
 
 

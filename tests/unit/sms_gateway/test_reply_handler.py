@@ -51,7 +51,7 @@ class Kit:
             ledger=self.ledger,  # type: ignore[arg-type]
             account_sites=AccountSites(),
             sites=lambda: sites,
-            suppression=self.suppression,
+            suppression=lambda: self.suppression,
             queue=lambda: self.queue,  # type: ignore[arg-type,return-value]
             optouts=self.optouts,  # type: ignore[arg-type]
         )
