@@ -16,23 +16,16 @@ site untested until a test succeeds again.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sms_gateway.adapters import tables
+from services.sms_gateway.domain.webhook_trust import fingerprint, simulator_keys
 from shared.db.sql import insert_ignoring_duplicates
 from shared.secrets import SecretBox, SecretKeyError
 from shared.sites import Site
-from shared.sms_signing import DEV_ACCOUNT, DEV_WEBHOOK_SECRET
-
-
-def fingerprint(kind: str, base_url: str | None, account_id: str | None, secret: str) -> str:
-    """What identifies one set of tested credentials (the secret cannot be recovered)."""
-    raw = "\x1f".join(("stagger-provider-test", kind, base_url or "", account_id or "", secret))
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _open(box: SecretBox, sealed: str | None) -> str | None:
@@ -46,13 +39,8 @@ def _open(box: SecretBox, sealed: str | None) -> str | None:
 
 def simulator_secrets(box: SecretBox, sites: list[Site], account: str) -> list[str]:
     """The keys that may sign the simulator `account`'s webhooks (`sites`: that account's)."""
-    opened = {_open(box, s.settings.sms.provider.webhook_secret) for s in sites}
-    own = sorted(secret for secret in opened if secret)
-    if own:
-        return own
-    if account == DEV_ACCOUNT and sites:
-        return [DEV_WEBHOOK_SECRET]
-    return []
+    opened = [_open(box, s.settings.sms.provider.webhook_secret) for s in sites]
+    return simulator_keys(opened, account, has_sites=bool(sites))
 
 
 class Trust:
