@@ -6,14 +6,16 @@ constructed touches this module alone.
 
 The runtime asks for the bus subscribers (`register`) before it connects NATS and migrates
 the database, and the engine still makes its queue, limiter, event relay and site directory in
-its own `start()`. So `build` runs at `register`; the session factory is bound to the database
-in `connect`, and what needs the connection or the engine's parts gets a getter read at the
-time of use (`lambda: engine.queue`). When the engine is built in one step, pass the parts.
+its own `start()`. So `build` runs at `register` and opens nothing; `connect` (at `start`)
+binds the session factory to the database and makes what needs the key ring or NATS
+(providers, trust, the suppression list). Parts that use those, or the engine's own parts, get
+a getter read at the time of use (`lambda: engine.queue`). When the engine is built in one
+step, pass the parts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -49,34 +51,44 @@ looked up instead of being known."""
 
 
 @dataclass
+class Connected:
+    """What needs the key ring or the NATS connection, made in `connect`."""
+
+    providers: Providers
+    trust: Trust
+    suppression: SuppressionList
+
+
+@dataclass
 class Gateway:
     """Everything one running replica is made of."""
 
     engine: DispatchEngine
     sessions: async_sessionmaker[AsyncSession]
-    channel: SmsAdapter
-    providers: Providers
     send_process: SendProcess | None
+    channel: SmsAdapter
     events: GatewayEvents
     credits: Credits
     receipts: ReceiptHandler
     replies: ReplyHandler
     provider_test: ProviderTestHandler
     webhooks: Webhooks
-    suppression: SuppressionList | None = field(default=None)
-    """The group's opt-outs, followed from the bus (made in `connect`)."""
+    connect: Callable[[ServiceContext], Connected]
+    connected: Connected | None = field(default=None)
 
-    def suppression_list(self) -> SuppressionList:
-        """The suppression list (after `connect`)."""
-        if self.suppression is None:
+    def parts(self) -> Connected:
+        """The parts made in `connect`."""
+        if self.connected is None:
             raise RuntimeError("the SMS gateway is not connected yet")
-        return self.suppression
+        return self.connected
 
 
-def connect(gateway: Gateway, ctx: ServiceContext) -> None:
-    """Bind the built replica to the database and NATS (once the runtime has both)."""
+def connect(gateway: Gateway, ctx: ServiceContext) -> Connected:
+    """Bind the built replica to the database, the key ring and NATS (once the runtime has
+    them: generating documents only declares the subscribers and opens nothing)."""
     gateway.sessions.configure(bind=ctx.engine)
-    gateway.suppression = SuppressionList(ctx.nc)
+    gateway.connected = gateway.connect(ctx)
+    return gateway.connected
 
 
 def webhook_base_url(config: GatewayConfig, ctx: ServiceContext) -> str:
@@ -105,7 +117,6 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         return ctx.nc
 
     base_url = webhook_base_url(config, ctx)
-    box = SecretBox.from_settings(ctx.settings)
     options = ClientOptions(
         timeout=config.http_timeout_seconds,
         max_connections=config.max_connections,
@@ -113,13 +124,24 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         outbound_allow=ctx.settings.outbound_allow,
     )
     send_process = SendProcess(options) if config.send_process else None
-    providers = Providers(
-        options.client(),
-        box,
-        twilio_status_callback=f"{base_url}/webhooks/sms/twilio/status",
-        sends=send_process,
-        simulator_enabled=ctx.settings.sms_simulator_enabled,
-    )
+
+    def connected(ctx: ServiceContext) -> Connected:
+        box = SecretBox.from_settings(ctx.settings)
+        registry = Providers(
+            options.client(),
+            box,
+            twilio_status_callback=f"{base_url}/webhooks/sms/twilio/status",
+            sends=send_process,
+            simulator_enabled=ctx.settings.sms_simulator_enabled,
+        )
+        return Connected(registry, Trust(box, sessions), SuppressionList(ctx.nc))
+
+    def providers() -> Providers:
+        return gateway.parts().providers
+
+    def trust() -> Trust:
+        return gateway.parts().trust
+
     account_sites = AccountSites()
     ledger = Ledger(sessions, dispatch.messages)
     optouts = BusOptOuts(nc)
@@ -145,7 +167,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
     )
     channel = SmsAdapter(
         default_sender=config.default_sender_id,
-        suppression=lambda: gateway.suppression_list(),
+        suppression=lambda: gateway.parts().suppression,
         providers=providers,
         credits=credits,
         ledger=ledger,
@@ -167,11 +189,10 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         ledger=ledger,
         account_sites=account_sites,
         sites=lambda: engine.sites,
-        suppression=lambda: gateway.suppression_list(),
+        suppression=lambda: gateway.parts().suppression,
         queue=lambda: engine.queue,
         optouts=optouts,
     )
-    trust = Trust(box, sessions)
     provider_test = ProviderTestHandler(
         sites=lambda: engine.sites,
         account_for=account_for,
@@ -193,14 +214,14 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
     gateway = Gateway(
         engine=engine,
         sessions=sessions,
-        channel=channel,
-        providers=providers,
         send_process=send_process,
+        channel=channel,
         events=events,
         credits=credits,
         receipts=receipts,
         replies=replies,
         provider_test=provider_test,
         webhooks=webhooks,
+        connect=connected,
     )
     return gateway

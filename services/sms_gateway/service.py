@@ -67,10 +67,10 @@ class SmsGatewayService(BaseService):
         """Connect the replica, load the suppression lists, then start the engine and the
         balance reports."""
         gw = self._built()
-        composition.connect(gw, ctx)
+        connected = composition.connect(gw, ctx)
         if gw.send_process is not None:
             await gw.send_process.start()
-        suppression = gw.suppression_list()
+        suppression = connected.suppression
         ctx.spawn(suppression.follow(), "suppression-lists")
 
         async def lists_loaded() -> bool:
@@ -94,7 +94,8 @@ class SmsGatewayService(BaseService):
             log.exception("could not publish the last events; they stay in the outbox table")
         if gw.send_process is not None:
             await gw.send_process.close()
-        await gw.providers.client.aclose()
+        if gw.connected is not None:
+            await gw.connected.providers.client.aclose()
 
 
 def definition() -> SmsGatewayService:

@@ -59,7 +59,7 @@ class SmsAdapter:
         *,
         default_sender: str,
         suppression: Callable[[], SuppressionList],
-        providers: Providers,
+        providers: Callable[[], Providers],
         credits: Credits,
         ledger: Ledger,
         queue: Callable[[], MessageQueue],
@@ -70,8 +70,8 @@ class SmsAdapter:
         self._providers = providers
         self._credits = credits
         self._ledger = ledger
-        # Made after `register` (the suppression list needs NATS, the engine makes its queue
-        # in `start`): read at the time of use.
+        # Made after `register` (providers need the key ring, the suppression list NATS, and
+        # the engine makes its queue in `start`): read at the time of use.
         self._queue = queue
         self._optouts = optouts
 
@@ -112,7 +112,7 @@ class SmsAdapter:
         if decided.kind != "send":
             return _verdict(decided)
         try:
-            provider = self._providers.for_site(site)
+            provider = self._providers().for_site(site)
         except NotConfigured as exc:
             return Verdict("defer", f"{exc}; waiting for the settings", now + MISCONFIGURED_RETRY)
         decided = sending.decide_provider(
@@ -134,7 +134,7 @@ class SmsAdapter:
     async def send(self, claimed: Claimed, site: Site) -> SendResult:
         """Hand one message to the provider (looking it up first if attempted before)."""
         try:
-            provider = self._providers.for_site(site)
+            provider = self._providers().for_site(site)
         except NotConfigured as exc:
             return SendResult("retry", error=str(exc))
         account = self.account_for(site) or ""
@@ -238,7 +238,7 @@ class SmsAdapter:
     async def reconcile(self, claimed: Claimed, site: Site) -> Reconciled:
         """Did a send interrupted by a crash reach the provider? Ask it."""
         try:
-            provider = self._providers.for_site(site)
+            provider = self._providers().for_site(site)
         except NotConfigured as exc:
             return Reconciled(None, detail=str(exc))
         found = await self._lookup(

@@ -62,7 +62,7 @@ class Webhooks:
         tolerance_seconds: float,
         account_sites: AccountSites,
         sites: Callable[[], SiteDirectory],
-        trust: trust.Trust,
+        trust: Callable[[], trust.Trust],
         receipts: ReceiptHandler,
         replies: ReplyHandler,
         nc: Callable[[], Client],
@@ -70,7 +70,8 @@ class Webhooks:
         self._base_url = base_url
         self._tolerance = tolerance_seconds
         self._account_sites = account_sites
-        # The engine makes its site directory when it starts: read at use.
+        # Made after `register` (trust needs the key ring, the engine makes its site
+        # directory in `start`): read at use.
         self._sites = sites
         self._trust = trust
         self._receipts = receipts
@@ -100,7 +101,7 @@ class Webhooks:
         sites = self._account_sites.sites(self._sites(), "simulator", account)
         if not sites:
             return refuse(request, "unknown_account")
-        secrets = trust.simulator_secrets(self._trust.box, sites, account)
+        secrets = trust.simulator_secrets(self._trust().box, sites, account)
         if not secrets:
             return refuse(request, "no_secret")
         if not simulator.verify(secrets, request.headers, body, self._tolerance):
@@ -131,7 +132,7 @@ class Webhooks:
         sites = self._account_sites.sites(self._sites(), "twilio", account_sid)
         if not sites:
             return refuse(request, "unknown_account")
-        tokens = await self._trust.twilio_tokens(sites)
+        tokens = await self._trust().twilio_tokens(sites)
         if not tokens:
             return refuse(request, "untested_account")
         url = self.public_url(request)

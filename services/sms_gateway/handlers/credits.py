@@ -90,7 +90,7 @@ class Credits:
         events: GatewayEvents,
         states: CreditStates,
         holds: HoldRecords,
-        providers: Providers,
+        providers: Callable[[], Providers],
         limits: Callable[[], AccountLimits],
         sites_of: Callable[[str], Iterable[Site]],
     ) -> None:
@@ -100,7 +100,8 @@ class Credits:
         self._states = states
         self._holds = holds
         self._providers = providers
-        # The engine makes its limiter when it starts: read at the time of use.
+        # Made after `register` (providers need the key ring, the engine makes its limiter
+        # in `start`): read at the time of use.
         self._limits = limits
         self._sites_of = sites_of
         self._reports: dict[str, _Report] = {}
@@ -335,7 +336,7 @@ class Credits:
             return False
         self._polled[account] = now
         try:
-            provider = self._providers.for_site(site)
+            provider = self._providers().for_site(site)
             began = time.time()
             balance = await provider.balance()
         except (NotConfigured, ProviderError) as exc:

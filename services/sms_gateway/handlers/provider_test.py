@@ -46,12 +46,13 @@ class ProviderTestHandler:
         *,
         sites: Callable[[], SiteDirectory],
         account_for: Callable[[Site], str | None],
-        providers: Providers,
+        providers: Callable[[], Providers],
         events: GatewayEvents,
-        trust: Trust,
+        trust: Callable[[], Trust],
         credits: Credits,
     ) -> None:
-        # The engine makes its site directory when it starts: read at use.
+        # Made after `register` (providers and trust need the key ring, the engine makes its
+        # site directory in `start`): read at use.
         self._sites = sites
         self._account_for = account_for
         self._providers = providers
@@ -77,7 +78,7 @@ class ProviderTestHandler:
         balance: Balance | None = None
         error: str | None = None
         try:
-            provider = self._providers.for_site(site)
+            provider = self._providers().for_site(site)
             balance = await asyncio.wait_for(provider.balance(), PROVIDER_TEST_SECONDS)
         except (NotConfigured, ProviderError) as exc:
             error = str(exc)
@@ -103,7 +104,7 @@ class ProviderTestHandler:
         )
         if balance is None:
             return answer(False, error=error, provider=kind)
-        await self._trust.record_test(site)
+        await self._trust().record_test(site)
         await self._credits.report(
             account,
             kind,

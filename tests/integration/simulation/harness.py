@@ -219,7 +219,7 @@ def sms_adapter(nc: Client, provider: RecordingSmsProvider) -> SmsAdapter:
     return SmsAdapter(
         default_sender="Stagger",
         suppression=lambda: suppression,
-        providers=_Providers(provider),  # type: ignore[arg-type]
+        providers=lambda: _Providers(provider),  # type: ignore[arg-type,return-value]
         credits=_Credits(),  # type: ignore[arg-type]
         ledger=None,  # type: ignore[arg-type]  # only Twilio lookups read it
         queue=lambda: None,  # type: ignore[arg-type,return-value]  # only provider opt-outs

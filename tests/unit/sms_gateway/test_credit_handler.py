@@ -25,7 +25,7 @@ def credits_over(
         outbox(sessions, wake),  # type: ignore[arg-type]
         CreditStates(sessions),  # type: ignore[arg-type]
         HoldRecords(sessions, tables.DISPATCH.limiters),  # type: ignore[arg-type]
-        FakeProviders(provider),  # type: ignore[arg-type]
+        lambda: FakeProviders(provider),  # type: ignore[arg-type,return-value]
         limits=lambda: limits,  # type: ignore[arg-type,return-value]
         sites_of=lambda account: list(sites),
     )

@@ -74,7 +74,7 @@ def adapter(provider: FakeSmsProvider) -> tuple[SmsAdapter, RecordingCredits, Fa
     built = SmsAdapter(
         default_sender="Stagger",
         suppression=lambda: suppression,
-        providers=FakeProviders(provider),  # type: ignore[arg-type]
+        providers=lambda: FakeProviders(provider),  # type: ignore[arg-type,return-value]
         credits=credits,  # type: ignore[arg-type]
         ledger=FakeLedger(),  # type: ignore[arg-type]
         queue=lambda: queue,  # type: ignore[arg-type,return-value]
