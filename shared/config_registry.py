@@ -12,7 +12,7 @@ from shared.config import StaggerSettings
 SETTINGS_MODULES: tuple[str, ...] = (
     "services.sms_provider_sim.config",
     "services.scheduler.config",
-    "services.sms_gateway.settings",
+    "services.sms_gateway.config",
     "services.email_gateway.settings",
     "services.smtp_sink.config",
     "shared.tracing",

@@ -93,7 +93,7 @@ def replies_unrouted(
     """Replies no single group could be named for (no opt-out was applied), with the reason."""
     import json
 
-    from services.sms_gateway.unrouted import listing
+    from services.sms_gateway.adapters.unrouted import listing
     from shared.db.engine import create_engine, session_factory
 
     async def run() -> None:

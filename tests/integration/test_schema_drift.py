@@ -16,7 +16,7 @@ from services.audit.adapters.trail import metadata as audit_metadata
 from services.config.adapters.read_model import metadata as config_metadata
 from services.email_gateway.tables import metadata as email_metadata
 from services.scheduler.adapters.projection import metadata as scheduler_metadata
-from services.sms_gateway.tables import metadata as sms_metadata
+from services.sms_gateway.adapters.tables import metadata as sms_metadata
 from shared.db import tables as shared_tables
 from shared.db.engine import create_engine
 from shared.db.migrate import migrate, service_chain

@@ -18,7 +18,7 @@ import httpx
 
 from services.sms_provider_sim.dialects.base import Outgoing
 from services.sms_provider_sim.domain.models import WebhookAttempt, now_iso
-from services.sms_provider_sim.signing import ACCOUNT_HEADER, signature_headers
+from shared.sms_signing import ACCOUNT_HEADER, signature_headers
 
 log = logging.getLogger(__name__)
 

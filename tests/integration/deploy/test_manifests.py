@@ -51,7 +51,7 @@ def deployments() -> dict[str, dict[str, Any]]:
 def setting_names() -> set[str]:
     """Every STAGGER_* variable a service reads (the gateways' own settings included)."""
     from services.email_gateway.settings import Settings as EmailSettings
-    from services.sms_gateway.settings import Settings as SmsSettings
+    from services.sms_gateway.config import Settings as SmsSettings
 
     return {
         f"{cls.model_config.get('env_prefix', '')}{name}".upper()

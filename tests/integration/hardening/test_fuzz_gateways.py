@@ -19,7 +19,7 @@ from nats.aio.client import Client
 
 from services.email_gateway import tables as email_tables
 from services.email_gateway.service import EmailGatewayService
-from services.sms_gateway import tables as sms_tables
+from services.sms_gateway.adapters import tables as sms_tables
 from services.sms_gateway.service import SmsGatewayService
 from shared.bus import subjects
 from shared.bus.topology import CONTROL, OUTBOX, TICKS

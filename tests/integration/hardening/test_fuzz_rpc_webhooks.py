@@ -21,16 +21,16 @@ from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 
 from services.email_gateway.service import EmailGatewayService
+from services.sms_gateway.entrypoints.webhooks import CONSUMER as WEBHOOKS
 from services.sms_gateway.service import SmsGatewayService
-from services.sms_gateway.webhooks import CONSUMER as WEBHOOKS
-from services.sms_provider_sim.signing import (
+from shared.bus import subjects
+from shared.runtime.service import BaseService
+from shared.sms_signing import (
     ACCOUNT_HEADER,
     DEV_ACCOUNT,
     DEV_WEBHOOK_SECRET,
     signature_headers,
 )
-from shared.bus import subjects
-from shared.runtime.service import BaseService
 from tests.integration.dispatch.harness import make_site
 from tests.integration.hardening.fuzzing import (
     DeadLetters,

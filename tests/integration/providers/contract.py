@@ -19,8 +19,8 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from services.sms_gateway.providers import esendex
-from services.sms_gateway.providers.base import (
+from services.sms_gateway.adapters.providers import esendex
+from services.sms_gateway.adapters.providers.base import (
     Found,
     Inbound,
     Outbound,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from services.sms_gateway.providers.clicksend import (
+from services.sms_gateway.adapters.providers.clicksend import (
     ClickSendProvider,
     parse_inbound,
     parse_receipt,

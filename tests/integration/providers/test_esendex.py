@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.sms_gateway.providers.base import BadWebhook
-from services.sms_gateway.providers.esendex import (
+from services.sms_gateway.adapters.providers.base import BadWebhook
+from services.sms_gateway.adapters.providers.esendex import (
     EsendexProvider,
     flat,
     parse_inbound,

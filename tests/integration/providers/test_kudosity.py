@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from services.sms_gateway.providers.kudosity import (
+from services.sms_gateway.adapters.providers.kudosity import (
     KudosityProvider,
     parse_inbound,
     parse_receipt,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from services.sms_gateway.providers.messagemedia import (
+from services.sms_gateway.adapters.providers.messagemedia import (
     MessageMediaProvider,
     parse_inbound,
     parse_receipt,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from services.sms_gateway.providers.base import Outbound
-from services.sms_gateway.providers.tnz import TnzProvider, parse_inbound, parse_receipt
+from services.sms_gateway.adapters.providers.base import Outbound
+from services.sms_gateway.adapters.providers.tnz import TnzProvider, parse_inbound, parse_receipt
 from tests.integration.providers import contract
 from tests.integration.sms_gateway.harness import Sim, SimAccount
 from tests.integration.sms_provider_sim.harness import SimProcess, WebhookReceiver

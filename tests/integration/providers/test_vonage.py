@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from services.sms_gateway.providers.vonage import (
+from services.sms_gateway.adapters.providers.vonage import (
     VonageProvider,
     parse_inbound,
     parse_receipt,

@@ -265,7 +265,7 @@ async def test_provider_url_allowed_when_written_is_refused_at_connect(
     site = await make_site(nc, sim, account)
     monkeypatch.setenv("STAGGER_OUTBOUND_ALLOW", "")
     async with gateway_running(nats_url, database_url, tmp_path) as gw:
-        assert gw.send_process is not None, "the send child makes the call"
+        assert gw.gateway.send_process is not None, "the send child makes the call"
         ids = await submit(nc, site["site"], 1)
         await wait_queued(gw, 1)
         await publish_tick(nc, one_tick(site["account"], [site["site"]], budget=5))
@@ -280,7 +280,9 @@ async def test_provider_url_allowed_when_written_is_refused_at_connect(
         assert ids[0] not in await terminal(nc)
         assert await gw.engine.queue.depth() == 1
         # The provider test (lookups and balances run in the replica) says the same.
-        answer = await gw.provider_test({"site_id": site["site"], "group_id": site["group"]})
+        answer = await gw.gateway.provider_test.handle(
+            {"site_id": site["site"], "group_id": site["group"]}
+        )
         assert answer["ok"] is False and "loopback" in answer["error"]
 
 
@@ -318,7 +320,9 @@ async def test_provider_errors_show_status_and_short_reason_only(
         site = await make_site(nc, Sim(url), account)
         async with gateway_running(nats_url, database_url, tmp_path) as gw:
             await gw.engine.sites.wait_for(site["site"])
-            answer = await gw.provider_test({"site_id": site["site"], "group_id": site["group"]})
+            answer = await gw.gateway.provider_test.handle(
+                {"site_id": site["site"], "group_id": site["group"]}
+            )
             assert answer["ok"] is False
             assert answer["error"] == "the simulator answered HTTP 500 (the provider had an error)"
             ids = await submit(nc, site["site"], 1)

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from typer.testing import CliRunner
 
 from services.cli.main import app as cli
-from services.sms_gateway import unrouted
+from services.sms_gateway.adapters import tables, unrouted
 from shared.bus.topology import DEADLETTER, DISPATCH, INBOUND, OPTOUTS
 from shared.secrets import SecretBox, generate_key
 from tests.integration.config.conftest import ConfigHarness
@@ -305,7 +305,7 @@ async def _answered(sim: Sim, event_id: str) -> bool:
 
 
 async def _receipt_of(gw: Any, message_id: str) -> str | None:
-    m = gw.dispatch.messages
+    m = tables.DISPATCH.messages
     async with gw.ctx.db() as session:
         row = (
             await session.execute(

@@ -30,12 +30,12 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.sms_gateway import unrouted
+from services.sms_gateway.adapters import unrouted
 from services.sms_gateway.service import SmsGatewayService
-from services.sms_provider_sim.signing import signature_headers
 from shared.bus import subjects
 from shared.bus.topology import INBOUND, OPTOUTS
 from shared.secrets import generate_key
+from shared.sms_signing import signature_headers
 from shared.tokens import issue_token
 from tests.integration.sms_gateway.harness import (
     Sim,
@@ -457,7 +457,7 @@ async def test_refused_webhooks_are_counted_by_reason_and_logged_at_a_bounded_ra
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.sms_gateway.refusals")
+    caplog.set_level(logging.WARNING, logger="services.sms_gateway.entrypoints.refusals")
     async with gateway_running(nats_url, database_url, tmp_path) as gw:
         before = await refused(gw)
         body = inbound(number(12), "+61491570501", "STOP")

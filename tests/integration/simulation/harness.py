@@ -37,14 +37,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import services.sms_gateway.adapter as sms_adapter_module
+import services.sms_gateway.handlers.channel as sms_adapter_module
 import shared.dispatch.engine as engine_module
 import shared.dispatch.limits as limits_module
 import shared.dispatch.outcomes as outcomes_module
 import shared.dispatch.queue as queue_module
 from services.email_gateway.adapter import EmailAdapter
-from services.sms_gateway.adapter import SmsAdapter
-from services.sms_gateway.providers.base import Found, Outbound, SendReply
+from services.sms_gateway.adapters.optouts import BusOptOuts
+from services.sms_gateway.adapters.providers.base import Found, Outbound, SendReply
+from services.sms_gateway.handlers.channel import SmsAdapter
 from shared.bus.topology import CONSUMERS_BY_NAME, DEADLETTER
 from shared.db.engine import create_engine, session_factory
 from shared.dispatch.adapter import ChannelAdapter, SendResult
@@ -208,19 +209,22 @@ class _Credits:
     async def after_send(self, *args: Any) -> None:
         return None
 
-    async def hold(self, *args: Any, **kwargs: Any) -> None:
+    async def refused(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
 def sms_adapter(nc: Client, provider: RecordingSmsProvider) -> SmsAdapter:
     """The real SMS adapter (opt-outs, validity, quiet hours) in front of the recording double."""
-    gateway = SimpleNamespace(
-        suppression=SuppressionList(nc),
-        providers=_Providers(provider),
-        credits=_Credits(),
-        settings=SimpleNamespace(default_sender_id="Stagger"),
+    suppression = SuppressionList(nc)
+    return SmsAdapter(
+        default_sender="Stagger",
+        suppression=lambda: suppression,
+        providers=lambda: _Providers(provider),  # type: ignore[arg-type,return-value]
+        credits=_Credits(),  # type: ignore[arg-type]
+        ledger=None,  # type: ignore[arg-type]  # only Twilio lookups read it
+        queue=lambda: None,  # type: ignore[arg-type,return-value]  # only provider opt-outs
+        optouts=BusOptOuts(lambda: nc),
     )
-    return SmsAdapter(gateway)  # type: ignore[arg-type]
 
 
 class RecordingEmailAdapter(EmailAdapter):

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from nats.aio.client import Client
 
-from services.sms_gateway.providers.catalogue import CONTENT_SEARCHED, TOPUP_PAGES
+from services.sms_gateway.adapters.providers.catalogue import CONTENT_SEARCHED, TOPUP_PAGES
 from shared.bus import subjects
 from shared.bus.topology import DISPATCH, INBOUND
 from tests.integration.sms_gateway.harness import (

@@ -26,8 +26,8 @@ from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, publish, validate
 from services.scheduler.adapters.issuing import account_tick
 from services.scheduler.domain.planning import AccountTerms, Slot, account_slot
+from services.sms_gateway.config import Settings
 from services.sms_gateway.service import SmsGatewayService
-from services.sms_gateway.settings import Settings
 from shared.bus.publisher import publisher_for
 from shared.bus.topology import DISPATCH, PROVIDERS, SETTINGS
 from shared.config import StaggerSettings

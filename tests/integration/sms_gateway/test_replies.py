@@ -11,9 +11,9 @@ import httpx
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.sms_gateway import tables
-from services.sms_provider_sim.signing import compute_signature
+from services.sms_gateway.adapters import tables
 from shared.bus.topology import DEADLETTER, INBOUND, OPTOUTS
+from shared.sms_signing import compute_signature
 from tests.integration.dispatch.harness import send_tick
 from tests.integration.sms_gateway.harness import (
     SENDER,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from services.sms_gateway.providers import ProviderSpec
-from services.sms_gateway.providers.base import Outbound
-from services.sms_gateway.send_process import ClientOptions, SendProcess
+from services.sms_gateway.adapters.providers import ProviderSpec
+from services.sms_gateway.adapters.providers.base import Outbound
+from services.sms_gateway.adapters.send_process import ClientOptions, SendProcess
 from shared.domain.destinations import LOOPBACK_ALLOW
 from tests.integration.sms_gateway.harness import Sim, SimAccount, number
 from tests.support.stack import pid_alive
@@ -122,7 +122,7 @@ async def test_the_child_does_not_outlive_a_killed_gateway(tmp_path: Path) -> No
             textwrap.dedent(
                 """
                 import asyncio
-                from services.sms_gateway.send_process import ClientOptions, SendProcess
+                from services.sms_gateway.adapters.send_process import ClientOptions, SendProcess
 
                 async def main():
                     sends = SendProcess(ClientOptions(10, 8, 2))

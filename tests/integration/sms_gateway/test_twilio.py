@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from nats.aio.client import Client
 
-from services.sms_gateway.providers.twilio import signature
+from services.sms_gateway.adapters.providers.twilio import signature
 from shared.bus import subjects
 from shared.bus.topology import DISPATCH, INBOUND, OPTOUTS
 from tests.integration.dispatch.harness import send_tick

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from services.sms_provider_sim.signing import compute_signature, verify_signature
+from shared.sms_signing import compute_signature, verify_signature
 
 SECRET = "whsec-test"
 BODY = b'{"type":"receipt","id":"sim-1"}'

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import httpx
 
-from services.sms_provider_sim.signing import verify_signature
+from shared.sms_signing import verify_signature
 from tests.integration.sms_provider_sim.conftest import MakeAccount
 from tests.integration.sms_provider_sim.harness import (
     Account,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.sms_gateway.account_sites import AccountSites
+from services.sms_gateway.adapters.account_sites import AccountSites
 from shared.domain.site_settings import SiteSettings
 from shared.sites import Site, SiteDirectory
 

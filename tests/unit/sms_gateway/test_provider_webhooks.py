@@ -11,9 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.sms_gateway.providers import clicksend, esendex, kudosity, messagemedia, tnz, vonage
-from services.sms_gateway.providers.base import BadWebhook, Receipt
-from services.sms_gateway.providers.catalogue import BUILDERS, PATH_SECURED
+from services.sms_gateway.adapters.providers import (
+    clicksend,
+    esendex,
+    kudosity,
+    messagemedia,
+    tnz,
+    vonage,
+)
+from services.sms_gateway.adapters.providers.base import BadWebhook, Receipt
+from services.sms_gateway.adapters.providers.catalogue import BUILDERS, PATH_SECURED
 
 Parser = Callable[[Mapping[str, Any], str], object]
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from services.sms_gateway.providers.base import BadWebhook, Inbound, Receipt
-from services.sms_gateway.providers.simulator import parse
+from services.sms_gateway.adapters.providers.base import BadWebhook, Inbound, Receipt
+from services.sms_gateway.adapters.providers.simulator import parse
 
 RECEIPT = {
     "type": "receipt",

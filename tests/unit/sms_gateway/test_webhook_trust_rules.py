@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.sms_gateway.account_sites import AccountSites
-from services.sms_gateway.trust import fingerprint, simulator_secrets
+from services.sms_gateway.adapters.account_sites import AccountSites
+from services.sms_gateway.adapters.trust_store import fingerprint, simulator_secrets
 from shared.domain.site_settings import SiteSettings
 from shared.secrets import SecretBox, generate_key
 from shared.sites import Site, SiteDirectory

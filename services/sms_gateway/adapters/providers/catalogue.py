@@ -1,0 +1,131 @@
+"""The provider adapters added beside Twilio and the simulator, by settings kind: how each is
+built from a site's credentials, and how its unsigned webhooks are read.
+
+Kept apart from `ProviderSpec.build` and the webhook routes so that adding a provider is one
+entry here (plus its module), not an edit of every file that lists providers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from services.sms_gateway.adapters.providers import (
+    clicksend,
+    esendex,
+    kudosity,
+    messagemedia,
+    tnz,
+    vonage,
+)
+from services.sms_gateway.adapters.providers.base import Inbound, Provider, Receipt
+
+Builder = Callable[[httpx.AsyncClient, str, str, str | None, float], Provider]
+
+
+def _clicksend(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return clicksend.ClickSendProvider(
+        client, username=account_id, api_key=secret, base_url=base_url, rate_per_second=rate
+    )
+
+
+def _vonage(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return vonage.VonageProvider(
+        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+    )
+
+
+def _messagemedia(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return messagemedia.MessageMediaProvider(
+        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+    )
+
+
+def _kudosity(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return kudosity.KudosityProvider(
+        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+    )
+
+
+def _esendex(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return esendex.EsendexProvider(
+        client,
+        account_reference=account_id,
+        login_and_token=secret,
+        base_url=base_url,
+        rate_per_second=rate,
+    )
+
+
+def _tnz(
+    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+) -> Provider:
+    return tnz.TnzProvider(client, auth_token=secret, base_url=base_url, rate_per_second=rate)
+
+
+BUILDERS: dict[str, Builder] = {
+    "clicksend": _clicksend,
+    "vonage": _vonage,
+    "messagemedia": _messagemedia,
+    "kudosity": _kudosity,
+    "esendex": _esendex,
+    "tnz": _tnz,
+}
+"""kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
+
+
+TOPUP_PAGES: dict[str, str] = {
+    "twilio": "https://console.twilio.com/us1/billing/manage-billing/billing-overview",
+    "clicksend": "https://dashboard.clicksend.com/account/billing-recharge/top-up-account",
+    "vonage": "https://dashboard.nexmo.com/billing-and-payments",
+    "messagemedia": "https://hub.messagemedia.com/",
+    "kudosity": "https://app.kudosity.com/",
+    "esendex": "https://www.esendex.co.uk/",
+    "tnz": "https://www.tnz.co.nz/",
+}
+"""Where a group admin buys credit for each provider without a top-up call (the start page
+of its dashboard where the exact billing page is not published)."""
+
+CONTENT_SEARCHED = frozenset({"twilio", "kudosity", "esendex"})
+"""Providers without a reference field: an uncertain send is found by recipient, body and time,
+so the ids already given to our other messages are passed to `lookup` as taken."""
+
+
+@dataclass(frozen=True)
+class PathSecured:
+    """A provider whose webhooks are not signed: they reach
+    `/webhooks/sms/<kind>/<account>/<webhook secret>/{receipt,inbound}` (`path_webhooks`)."""
+
+    encoding: Literal["form", "json", "xml"]
+    # (fields, the path's account) → parsed; JSON bodies keep their nesting.
+    receipt: Callable[[Mapping[str, Any], str], Receipt]
+    inbound: Callable[[Mapping[str, Any], str], Inbound]
+    # Providers that also sign: (fields, the site's webhook secret, tolerance s) → valid?
+    verify: Callable[[Mapping[str, Any], str, float], bool] | None = None
+    # The field naming the account inside the body, which must be the path's account.
+    account_field: str | None = None
+
+
+PATH_SECURED: dict[str, PathSecured] = {
+    "clicksend": PathSecured("form", clicksend.parse_receipt, clicksend.parse_inbound),
+    "vonage": PathSecured(
+        "form", vonage.parse_receipt, vonage.parse_inbound, vonage.verify, "api-key"
+    ),
+    "messagemedia": PathSecured("json", messagemedia.parse_receipt, messagemedia.parse_inbound),
+    "kudosity": PathSecured("form", kudosity.parse_receipt, kudosity.parse_inbound),
+    "esendex": PathSecured("xml", esendex.parse_receipt, esendex.parse_inbound),
+    "tnz": PathSecured("json", tnz.parse_receipt, tnz.parse_inbound),
+}

@@ -1,0 +1,227 @@
+"""The composition root of the SMS gateway: every part built here, once, with what it needs.
+
+Nothing reaches through a service object: each part's constructor names its dependencies.
+The delivery engine is built here only (`build_engine`), so a change to how the engine is
+constructed touches this module alone.
+
+The runtime asks for the bus subscribers (`register`) before it connects NATS and migrates
+the database, and the engine still makes its queue, limiter, event relay and site directory in
+its own `start()`. So `build` runs at `register` and opens nothing; `connect` (at `start`)
+binds the session factory to the database and makes what needs the key ring or NATS
+(providers, trust, the suppression list). Parts that use those, or the engine's own parts, get
+a getter read at the time of use (`lambda: engine.queue`). When the engine is built in one
+step, pass the parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.sms_gateway.adapters import tables
+from services.sms_gateway.adapters.account_sites import AccountSites
+from services.sms_gateway.adapters.credit_store import CreditStates, HoldRecords
+from services.sms_gateway.adapters.ledger import Ledger
+from services.sms_gateway.adapters.optouts import BusOptOuts
+from services.sms_gateway.adapters.outbox import GatewayEvents
+from services.sms_gateway.adapters.providers import Providers
+from services.sms_gateway.adapters.send_process import ClientOptions, SendProcess
+from services.sms_gateway.adapters.trust_store import Trust
+from services.sms_gateway.config import GatewayConfig
+from services.sms_gateway.entrypoints.webhooks import Webhooks
+from services.sms_gateway.handlers.channel import SmsAdapter, account_for
+from services.sms_gateway.handlers.credits import Credits, CreditTiming
+from services.sms_gateway.handlers.provider_test import ProviderTestHandler
+from services.sms_gateway.handlers.receipt import ReceiptHandler
+from services.sms_gateway.handlers.reply import ReplyHandler
+from shared.dispatch.adapter import ChannelAdapter
+from shared.dispatch.engine import DispatchEngine
+from shared.runtime.service import ServiceContext
+from shared.secrets import SecretBox
+from shared.sites import Site
+from shared.suppression import SuppressionList
+
+KEEPALIVE_SECONDS = 2.0
+"""Below the 5 s after which common servers (uvicorn, many load balancers) close idle
+connections: a send written onto a connection the server is closing gets no answer and must be
+looked up instead of being known."""
+
+
+@dataclass
+class Connected:
+    """What needs the key ring or the NATS connection, made in `connect`."""
+
+    providers: Providers
+    trust: Trust
+    suppression: SuppressionList
+
+
+@dataclass
+class Gateway:
+    """Everything one running replica is made of."""
+
+    engine: DispatchEngine
+    sessions: async_sessionmaker[AsyncSession]
+    send_process: SendProcess | None
+    channel: SmsAdapter
+    events: GatewayEvents
+    credits: Credits
+    receipts: ReceiptHandler
+    replies: ReplyHandler
+    provider_test: ProviderTestHandler
+    webhooks: Webhooks
+    connect: Callable[[ServiceContext], Connected]
+    connected: Connected | None = field(default=None)
+
+    def parts(self) -> Connected:
+        """The parts made in `connect`."""
+        if self.connected is None:
+            raise RuntimeError("the SMS gateway is not connected yet")
+        return self.connected
+
+
+def connect(gateway: Gateway, ctx: ServiceContext) -> Connected:
+    """Bind the built replica to the database, the key ring and NATS (once the runtime has
+    them: generating documents only declares the subscribers and opens nothing)."""
+    gateway.sessions.configure(bind=ctx.engine)
+    gateway.connected = gateway.connect(ctx)
+    return gateway.connected
+
+
+def webhook_base_url(config: GatewayConfig, ctx: ServiceContext) -> str:
+    """Where providers reach this replica's webhooks."""
+    if config.webhook_base_url:
+        return config.webhook_base_url.rstrip("/")
+    s = ctx.settings
+    host = "127.0.0.1" if s.http_host in ("0.0.0.0", "::", "") else s.http_host
+    return f"http://{host}:{s.sms_gateway_http_port}"
+
+
+def build_engine(config: GatewayConfig, adapter: ChannelAdapter) -> DispatchEngine:
+    """The delivery engine with the SMS side plugged in."""
+    return DispatchEngine(
+        channel="sms", adapter=adapter, tables=tables.DISPATCH, settings=config.engine()
+    )
+
+
+def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
+    """Build one replica (nothing connected, nothing started)."""
+    # Bound to the database in `connect`.
+    sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(expire_on_commit=False)
+    dispatch = tables.DISPATCH
+
+    def nc() -> Client:
+        return ctx.nc
+
+    base_url = webhook_base_url(config, ctx)
+    options = ClientOptions(
+        timeout=config.http_timeout_seconds,
+        max_connections=config.max_connections,
+        keepalive_expiry=KEEPALIVE_SECONDS,
+        outbound_allow=ctx.settings.outbound_allow,
+    )
+    send_process = SendProcess(options) if config.send_process else None
+
+    def connected(ctx: ServiceContext) -> Connected:
+        box = SecretBox.from_settings(ctx.settings)
+        registry = Providers(
+            options.client(),
+            box,
+            twilio_status_callback=f"{base_url}/webhooks/sms/twilio/status",
+            sends=send_process,
+            simulator_enabled=ctx.settings.sms_simulator_enabled,
+        )
+        return Connected(registry, Trust(box, sessions), SuppressionList(ctx.nc))
+
+    def providers() -> Providers:
+        return gateway.parts().providers
+
+    def trust() -> Trust:
+        return gateway.parts().trust
+
+    account_sites = AccountSites()
+    ledger = Ledger(sessions, dispatch.messages)
+    optouts = BusOptOuts(nc)
+    engine: DispatchEngine
+    gateway: Gateway
+
+    def wake_relay() -> None:
+        engine.relay.nudge()
+
+    def sites_of(account: str) -> Iterator[Site]:
+        return (s for s in engine.sites.all() if account_for(s) == account)
+
+    events = GatewayEvents(sessions, dispatch.pending_events, wake_relay)
+    credits = Credits(
+        CreditTiming(config.balance_report_seconds, config.resume_poll_seconds),
+        sessions,
+        events,
+        CreditStates(sessions),
+        HoldRecords(sessions, dispatch.limiters),
+        providers,
+        limits=lambda: engine.limits,
+        sites_of=sites_of,
+    )
+    channel = SmsAdapter(
+        default_sender=config.default_sender_id,
+        suppression=lambda: gateway.parts().suppression,
+        providers=providers,
+        credits=credits,
+        ledger=ledger,
+        queue=lambda: engine.queue,
+        optouts=optouts,
+    )
+    engine = build_engine(config, channel)
+    receipts = ReceiptHandler(
+        queue=lambda: engine.queue,
+        ledger=ledger,
+        account_sites=account_sites,
+        sites=lambda: engine.sites,
+        wake_relay=wake_relay,
+        resume_held=credits.resume_held,
+    )
+    replies = ReplyHandler(
+        sessions=sessions,
+        events=events,
+        ledger=ledger,
+        account_sites=account_sites,
+        sites=lambda: engine.sites,
+        suppression=lambda: gateway.parts().suppression,
+        queue=lambda: engine.queue,
+        optouts=optouts,
+    )
+    provider_test = ProviderTestHandler(
+        sites=lambda: engine.sites,
+        account_for=account_for,
+        providers=providers,
+        events=events,
+        trust=trust,
+        credits=credits,
+    )
+    webhooks = Webhooks(
+        base_url=base_url,
+        tolerance_seconds=config.webhook_tolerance_seconds,
+        account_sites=account_sites,
+        sites=lambda: engine.sites,
+        trust=trust,
+        receipts=receipts,
+        replies=replies,
+        nc=nc,
+    )
+    gateway = Gateway(
+        engine=engine,
+        sessions=sessions,
+        send_process=send_process,
+        channel=channel,
+        events=events,
+        credits=credits,
+        receipts=receipts,
+        replies=replies,
+        provider_test=provider_test,
+        webhooks=webhooks,
+        connect=connected,
+    )
+    return gateway
