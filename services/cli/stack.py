@@ -68,8 +68,8 @@ def stack_processes(settings: StaggerSettings) -> list[ProcessSpec]:
     return outside_world + services
 
 
-# Where a service's composition root lives. The gateways keep `service.py` until their part of
-# issue 18 (one anatomy for every service) lands; then only `composition` remains.
+# Where a service's `definition()` lives: its composition root, or, for the gateways, the
+# `service` module that runs a replica over what the composition root builds.
 COMPOSITION_ROOTS = ("composition", "service")
 
 
@@ -82,6 +82,8 @@ def definition_of(name: str) -> BaseService:
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
+            continue
+        if not hasattr(module, "definition"):
             continue
         definition: BaseService = module.definition()
         return definition

@@ -24,7 +24,8 @@ from services.sms_provider_sim.dialects.dropping import hold_then_drop
 from services.sms_provider_sim.domain.models import Account, InboundMessage, Message
 
 if TYPE_CHECKING:
-    from services.sms_provider_sim.handlers.simulator import SendOutcome, Simulator
+    from services.sms_provider_sim.domain.outcome import SendOutcome
+    from services.sms_provider_sim.handlers.simulator import Simulator
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +31,7 @@ from services.sms_provider_sim.domain.models import (
     now_iso,
     number,
 )
+from services.sms_provider_sim.domain.outcome import SendOutcome
 from services.sms_provider_sim.domain.ratelimit import RateLimiter
 from shared.domain.segments import count_segments
 from shared.logs import register_secret
@@ -41,17 +41,6 @@ log = logging.getLogger("services.sms_provider_sim")
 
 class StateFileError(RuntimeError):
     """The state file exists but cannot be loaded; the simulator will not start."""
-
-
-@dataclass
-class SendOutcome:
-    """How to answer one `POST /v1/messages`."""
-
-    status_code: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-    # Set for "timeout after accept": hold the request this long, then drop the connection.
-    drop_after_seconds: float | None = None
 
 
 class Simulator:
