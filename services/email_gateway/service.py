@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,18 +41,23 @@ from services.email_gateway.settings import Settings
 from services.email_gateway.smtp import SmtpPool
 from services.email_gateway.status import AccountHealth
 from shared.bus import subjects
-from shared.bus.deadletter import DeadLetter, publish_dead_letters
+from shared.bus.deadletter import NatsDeadLetters
 from shared.bus.rpc import BadRequest, raw_body, request_object
-from shared.dispatch.adapter import ChannelAdapter
-from shared.dispatch.engine import DispatchEngine, EngineSettings
+from shared.dispatch.commands import CommandRefused
+from shared.dispatch.engine import DispatchEngine, follow_sites, sql_parts
+from shared.dispatch.ports import Queue
+from shared.dispatch.queue import MessageQueue
+from shared.dispatch.subscribers import declare_subscribers
+from shared.dispatch.tuning import EngineTuning
 from shared.domain.accounts import email_account_id
 from shared.domain.destinations import AllowList
-from shared.events.codec import UndecodableEvent, decode
+from shared.events.envelope import Envelope
 from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.events.schemas.optouts import RecipientOptedOut
 from shared.net.outbound import OutboundGuard, Resolver, system_resolver
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
+from shared.sites import SiteDirectory
 from shared.suppression import SuppressionList
 from shared.tokens import TokenRegistry
 from shared.unsubscribe import UnsubscribeTokens
@@ -65,9 +72,10 @@ class OptOutFollower(SuppressionList):
     messages `suppressed` at once (`MessageQueue.suppress_recipient`). Opt-outs recorded while
     no replica ran are caught when each message is claimed (`EmailAdapter.check`)."""
 
-    def __init__(self, nc: Client, engine: DispatchEngine) -> None:
+    def __init__(self, nc: Client, queue: Queue, nudge: Callable[[], None]) -> None:
         super().__init__(nc)
-        self._engine = engine
+        self._queue = queue
+        self._nudge = nudge
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def apply(self, data: object) -> None:
@@ -79,48 +87,35 @@ class OptOutFollower(SuppressionList):
 
     async def _suppress(self, data: RecipientOptedOut) -> None:
         try:
-            done = await self._engine.queue.suppress_recipient(
+            done = await self._queue.suppress_recipient(
                 data.group_id, data.recipient, reason=f"the recipient opted out ({data.how})"
             )
             if done:
-                self._engine.relay.nudge()
+                self._nudge()
         except Exception:
             log.exception("could not suppress queued messages after an opt-out")
 
 
-class EmailEngine(DispatchEngine):
-    """The shared engine plus the email gateway's own command (release an attachment)."""
-
-    async def command(self, msg: Msg) -> None:
-        try:
-            event = decode(msg.headers, msg.data)
-        except UndecodableEvent:
-            await super().command(msg)  # dead-letters it
-            return
-        data = event.data
-        if not isinstance(data, AttachmentReleaseRequested):
-            await super().command(msg)
-            return
-        try:
-            subjects.check_token(data.site_id, "site id")
-        except subjects.InvalidToken as exc:
-            await publish_dead_letters(
-                self._ctx.nc, [DeadLetter.from_msg(msg, "email-control", str(exc))]
-            )
-            return
-        outcome = await release(
-            self._ctx.db,
-            group_id=data.group_id,
-            site_id=data.site_id,
-            attachment=data.attachment_id,
-            actor=event.actor,
-            reason=data.reason,
-        )
-        log.info(
-            "attachment release",
-            extra={"attachment": data.attachment_id, "site": data.site_id, "outcome": outcome},
-        )
-        self.relay.nudge()
+async def release_attachment(db: async_sessionmaker[AsyncSession], event: Envelope) -> None:
+    """The email gateway's own operator command: release a quarantined attachment."""
+    data = event.data
+    assert isinstance(data, AttachmentReleaseRequested)
+    try:
+        subjects.check_token(data.site_id, "site id")
+    except subjects.InvalidToken as exc:
+        raise CommandRefused(str(exc)) from exc
+    outcome = await release(
+        db,
+        group_id=data.group_id,
+        site_id=data.site_id,
+        attachment=data.attachment_id,
+        actor=event.actor,
+        reason=data.reason,
+    )
+    log.info(
+        "attachment release",
+        extra={"attachment": data.attachment_id, "site": data.site_id, "outcome": outcome},
+    )
 
 
 class EmailGatewayService(BaseService):
@@ -135,20 +130,18 @@ class EmailGatewayService(BaseService):
         self._ctx: ServiceContext | None = None
         self._box: SecretBox | None = None
         s = self.settings
-        self.engine = EmailEngine(
-            channel="email",
-            adapter=cast(ChannelAdapter, None),  # bound in start(), once the database exists
-            tables=tables.DISPATCH,
-            settings=EngineSettings(
-                lease_seconds=s.lease_seconds,
-                recovery_seconds=s.recovery_seconds,
-                parallel_sends=s.parallel_sends,
-                max_attempts=s.max_attempts,
-                retry_base_seconds=s.retry_base_seconds,
-                retry_cap_seconds=s.retry_cap_seconds,
-                retention_days=s.retention_days,
-            ),
+        self.tuning = EngineTuning(
+            lease_seconds=s.lease_seconds,
+            recovery_seconds=s.recovery_seconds,
+            parallel_sends=s.parallel_sends,
+            max_attempts=s.max_attempts,
+            retry_base_seconds=s.retry_base_seconds,
+            retry_cap_seconds=s.retry_cap_seconds,
+            retention_days=s.retention_days,
         )
+        self.engine: DispatchEngine[
+            MessageQueue, SiteDirectory
+        ]  # built in start(), once the database and NATS are there
         self.adapter: EmailAdapter | None = None
         # Strict (public only) until start() reads the operator's STAGGER_OUTBOUND_ALLOW.
         self.guard = OutboundGuard.parse("", resolver)
@@ -168,7 +161,9 @@ class EmailGatewayService(BaseService):
 
     def register(self, ctx: ServiceContext) -> None:
         """The engine's consumers plus the account-status endpoints."""
-        self.engine.register(ctx.broker)
+        declare_subscribers(
+            ctx.broker, channel="email", tuning=self.tuning, engine=lambda: self.engine
+        )
 
         @ctx.broker.subscriber(
             subjects.rpc("email_gateway", "account_status"),
@@ -246,18 +241,14 @@ class EmailGatewayService(BaseService):
         self.quarantine = Quarantine(s.quarantine_path(ctx.settings.var_dir))
         await asyncio.to_thread(self.quarantine.ensure)
         await self.pool.prepare()
-        engine = self.engine
-        suppression = OptOutFollower(ctx.nc, engine)
-
-        def nudge() -> None:
-            engine.relay.nudge()
-
-        # The engine creates its queue and relay in start(); the adapter needs them, so the
-        # adapter is built from parts that only read them when called.
-        health = AccountHealth(ctx.db, nudge)
+        parts = sql_parts(
+            ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.settings.instance_id
+        )
+        nudge = parts.relay.nudge
+        suppression = OptOutFollower(ctx.nc, parts.queue, nudge)
         receiver = Receiver(
             db=ctx.db,
-            queue=_LateQueue(engine),  # type: ignore[arg-type]
+            queue=parts.queue,
             quarantine=self.quarantine,
             settings=s,
             box=box,
@@ -272,13 +263,31 @@ class EmailGatewayService(BaseService):
             tokens=UnsubscribeTokens.from_settings(ctx.settings),
             pool=self.pool,
             sent_sessions=self.sent_sessions,
-            health=health,
+            health=AccountHealth(ctx.db, nudge),
             suppression=suppression,
             receiver=receiver,
         )
-        engine.adapter = self.adapter
+        sites = SiteDirectory(ctx.nc)
+        db = ctx.db
+
+        async def release_command(event: Envelope, msg: Msg) -> None:
+            await release_attachment(db, event)
+
+        self.engine = engine = DispatchEngine(
+            channel="email",
+            adapter=self.adapter,
+            queue=parts.queue,
+            limits=parts.limits,
+            relay=parts.relay,
+            recorder=parts.recorder,
+            sites=sites,
+            dead_letters=NatsDeadLetters(ctx.nc),
+            tuning=self.tuning,
+            commands={AttachmentReleaseRequested: release_command},
+        )
         self.tokens = TokenRegistry(ctx.nc)
         ctx.spawn(self.tokens.follow(), "tokens")
+        await follow_sites(ctx, sites)
         await engine.start(ctx)
         ctx.spawn(suppression.follow(), "suppression")
         ctx.spawn(self._housekeeping(), "smtp-idle")
@@ -350,16 +359,6 @@ class EmailGatewayService(BaseService):
             )
 
         return Starlette(routes=[Route("/attachments/{attachment_id}", attachment)])
-
-
-class _LateQueue:
-    """The engine's queue, looked up when used (the engine creates it in its own start)."""
-
-    def __init__(self, engine: DispatchEngine) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine.queue, name)
 
 
 def definition() -> EmailGatewayService:

@@ -28,12 +28,16 @@ from services.sms_gateway.settings import Settings
 from services.sms_gateway.trust import Trust
 from services.sms_gateway.webhooks import Webhooks
 from shared.bus import subjects
+from shared.bus.deadletter import NatsDeadLetters
 from shared.bus.rpc import BadRequest, raw_body, request_object
-from shared.dispatch.engine import DispatchEngine
+from shared.dispatch.engine import DispatchEngine, follow_sites, sql_parts
+from shared.dispatch.queue import MessageQueue
 from shared.dispatch.schema import DispatchTables
+from shared.dispatch.subscribers import declare_subscribers
 from shared.events.schemas.providers import ProviderTested
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
+from shared.sites import SiteDirectory
 from shared.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
@@ -51,12 +55,9 @@ class SmsGatewayService(BaseService):
         self.settings = settings or Settings()
         self.dispatch: DispatchTables = tables.DISPATCH
         self.adapter = SmsAdapter(self)
-        self.engine = DispatchEngine(
-            channel="sms",
-            adapter=self.adapter,
-            tables=self.dispatch,
-            settings=self.settings.engine(),
-        )
+        self.engine: DispatchEngine[
+            MessageQueue, SiteDirectory
+        ]  # built in start(), once the database and NATS are there
         self.events = GatewayEvents(self)
         self.credits = Credits(self)
         self.account_sites = AccountSites()
@@ -78,7 +79,9 @@ class SmsGatewayService(BaseService):
 
     def register(self, ctx: ServiceContext) -> None:
         """The engine's consumers and the provider-test endpoint."""
-        self.engine.register(ctx.broker)
+        declare_subscribers(
+            ctx.broker, channel="sms", tuning=self.settings.engine(), engine=lambda: self.engine
+        )
 
         @ctx.broker.subscriber(
             subjects.rpc("sms_gateway", "provider_test"),
@@ -134,6 +137,22 @@ class SmsGatewayService(BaseService):
 
         ctx.health.add_check("suppression", lists_loaded)
         await asyncio.wait_for(suppression.ready.wait(), ctx.settings.startup_timeout_seconds)
+        parts = sql_parts(
+            ctx.db, ctx.nc, self.dispatch, "sms", instance_id=ctx.settings.instance_id
+        )
+        sites = SiteDirectory(ctx.nc)
+        self.engine = DispatchEngine(
+            channel="sms",
+            adapter=self.adapter,
+            queue=parts.queue,
+            limits=parts.limits,
+            relay=parts.relay,
+            recorder=parts.recorder,
+            sites=sites,
+            dead_letters=NatsDeadLetters(ctx.nc),
+            tuning=self.settings.engine(),
+        )
+        await follow_sites(ctx, sites)
         await self.engine.start(ctx)
         ctx.spawn(self.credits.run(), "balance-reports")
 

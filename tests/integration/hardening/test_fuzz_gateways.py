@@ -24,7 +24,7 @@ from services.sms_gateway.service import SmsGatewayService
 from shared.bus import subjects
 from shared.bus.topology import CONTROL, OUTBOX, TICKS
 from shared.dispatch import schema
-from shared.dispatch.engine import TICKS_SEEN
+from shared.dispatch.metrics import TICKS_SEEN
 from shared.events.schemas.control import CancelRequested, SendNowRequested
 from shared.events.schemas.messages import MessageAccepted
 from shared.events.schemas.ticks import TickIssued
