@@ -41,7 +41,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import services.sms_gateway.adapter as sms_adapter_module
 import shared.dispatch.limits as limits_module
 import shared.dispatch.outcomes as outcomes_module
-import shared.dispatch.queue as queue_module
+import shared.dispatch.queue.claims
+import shared.dispatch.queue.core
+import shared.dispatch.queue.intake
+import shared.dispatch.queue.operator
+import shared.dispatch.queue.outcomes
 from services.email_gateway.adapter import EmailAdapter
 from services.sms_gateway.adapter import SmsAdapter
 from services.sms_gateway.providers.base import Found, Outbound, SendReply
@@ -129,7 +133,11 @@ def engine_on_simulated_time(monkeypatch: pytest.MonkeyPatch, clock: EngineClock
     """Point the delivery engine, its queue, limiter, recorder and the SMS adapter at `clock`."""
     simulated = _datetime_of(clock)
     for module in (
-        queue_module,
+        shared.dispatch.queue.claims,
+        shared.dispatch.queue.core,
+        shared.dispatch.queue.intake,
+        shared.dispatch.queue.operator,
+        shared.dispatch.queue.outcomes,
         limits_module,
         outcomes_module,
         sms_adapter_module,
