@@ -13,7 +13,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.sms_provider_sim.settings",
     "services.scheduler.settings",
     "services.sms_gateway.settings",
-    "services.email_gateway.settings",
+    "services.email_gateway.config",
     "services.smtp_sink.settings",
     "shared.tracing",
 )

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.email_gateway import tables as email_tables
-from services.email_gateway.service import EmailGatewayService
+from services.email_gateway.adapters import tables as email_tables
+from services.email_gateway.composition import EmailGatewayService
 from services.sms_gateway import tables as sms_tables
 from services.sms_gateway.service import SmsGatewayService
 from shared.bus import subjects

@@ -46,7 +46,7 @@ import shared.dispatch.queue.core
 import shared.dispatch.queue.intake
 import shared.dispatch.queue.operator
 import shared.dispatch.queue.outcomes
-from services.email_gateway.adapter import EmailAdapter
+from services.email_gateway.adapters.channel import EmailAdapter
 from services.sms_gateway.adapter import SmsAdapter
 from services.sms_gateway.providers.base import Found, Outbound, SendReply
 from shared.bus.deadletter import NatsDeadLetters

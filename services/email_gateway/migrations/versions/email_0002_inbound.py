@@ -6,7 +6,7 @@ Revises: email_0001
 
 from alembic import op
 
-from services.email_gateway.tables import create_tables_v2
+from services.email_gateway.adapters.tables import create_tables_v2
 
 revision = "email_0002"
 down_revision = "email_0001"
