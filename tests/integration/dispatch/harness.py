@@ -54,6 +54,8 @@ class FakeProvider:
     # Seconds the first send takes before its provider call begins (as when the call is made
     # by a child process that has to start first).
     first_call_late: float = 0.0
+    # Sends that reached the provider and wait on `stall`.
+    stalled: int = 0
 
     def count(self, message_id: str) -> int:
         return sum(1 for m, _ in self.sent if m == message_id)
@@ -79,6 +81,7 @@ class FakeAdapter:
 
     async def send(self, claimed: Claimed, site: Site) -> SendResult:
         if self.provider.stall is not None:
+            self.provider.stalled += 1
             await self.provider.stall.wait()
         late, self.provider.first_call_late = self.provider.first_call_late, 0.0
         if late:

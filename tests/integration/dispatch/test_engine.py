@@ -274,6 +274,9 @@ async def test_crashed_sender_is_reconciled_not_resent(
         provider.known.add(ids[0])
         await send_tick(nc, "site-f", budget=2)
         await wait_until(lambda: _states_has(svc, "sending", 2), timeout=10, message="claimed")
+        # Both in the provider's hands (claimed is not enough: a release still checking the
+        # account's limits when draining starts puts them back unsent).
+        await wait_until(lambda: provider.stalled == 2, timeout=10, message="sends in flight")
         # "Crash": the replica stops without finishing; its leases will expire.
         svc.engine.draining = True
     provider.stall = None
