@@ -19,6 +19,7 @@ SUITES = {
     "scheduler": "tick lag of 10,000 sites × 2 channels ticking every minute",
     "sms": "SMS dispatch outbox → gateway → simulator beside a raw loop",
     "email": "outbox → email gateway → aiosmtpd, beside plain aiosmtplib",
+    "consume": "FastStream pull subscriber and PullLoop, each beside raw nats-py",
 }
 
 

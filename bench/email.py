@@ -29,8 +29,8 @@ from bench.harness import Result, alternate, rate
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, validate
-from services.email_gateway.composer import compose
-from services.email_gateway.settings import Settings as GatewaySettings
+from services.email_gateway.adapters.composer import compose
+from services.email_gateway.config import Settings as GatewaySettings
 from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS, ensure_streams

@@ -13,7 +13,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.sms_provider_sim.config",
     "services.scheduler.config",
     "services.sms_gateway.config",
-    "services.email_gateway.settings",
+    "services.email_gateway.config",
     "services.smtp_sink.config",
     "shared.tracing",
 )

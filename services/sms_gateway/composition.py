@@ -1,16 +1,13 @@
 """The composition root of the SMS gateway: every part built here, once, with what it needs.
 
 Nothing reaches through a service object: each part's constructor names its dependencies.
-The delivery engine is built here only (`build_engine`), so a change to how the engine is
-constructed touches this module alone.
 
 The runtime asks for the bus subscribers (`register`) before it connects NATS and migrates
-the database, and the engine still makes its queue, limiter, event relay and site directory in
-its own `start()`. So `build` runs at `register` and opens nothing; `connect` (at `start`)
-binds the session factory to the database and makes what needs the key ring or NATS
-(providers, trust, the suppression list). Parts that use those, or the engine's own parts, get
-a getter read at the time of use (`lambda: engine.queue`). When the engine is built in one
-step, pass the parts.
+the database. So `build` runs at `register` and opens nothing; `connect` (at `start`) binds
+the session factory to the database and makes what needs the database, the key ring or NATS:
+the providers, trust, the suppression list, and the delivery engine with its SQL parts (built
+in one step, `build_engine`). Parts made before that read those through a getter at the time
+of use (`lambda: gateway.parts().engine`).
 """
 
 from __future__ import annotations
@@ -37,17 +34,22 @@ from services.sms_gateway.handlers.credits import Credits, CreditTiming
 from services.sms_gateway.handlers.provider_test import ProviderTestHandler
 from services.sms_gateway.handlers.receipt import ReceiptHandler
 from services.sms_gateway.handlers.reply import ReplyHandler
+from shared.bus.deadletter import NatsDeadLetters
 from shared.dispatch.adapter import ChannelAdapter
-from shared.dispatch.engine import DispatchEngine
+from shared.dispatch.engine import DispatchEngine, sql_parts
+from shared.dispatch.queue import MessageQueue
 from shared.runtime.service import ServiceContext
 from shared.secrets import SecretBox
-from shared.sites import Site
+from shared.sites import Site, SiteDirectory
 from shared.suppression import SuppressionList
 
 KEEPALIVE_SECONDS = 2.0
 """Below the 5 s after which common servers (uvicorn, many load balancers) close idle
 connections: a send written onto a connection the server is closing gets no answer and must be
 looked up instead of being known."""
+
+
+SmsEngine = DispatchEngine[MessageQueue, SiteDirectory]
 
 
 @dataclass
@@ -57,13 +59,14 @@ class Connected:
     providers: Providers
     trust: Trust
     suppression: SuppressionList
+    engine: SmsEngine
+    sites: SiteDirectory
 
 
 @dataclass
 class Gateway:
     """Everything one running replica is made of."""
 
-    engine: DispatchEngine
     sessions: async_sessionmaker[AsyncSession]
     send_process: SendProcess | None
     channel: SmsAdapter
@@ -81,6 +84,11 @@ class Gateway:
         if self.connected is None:
             raise RuntimeError("the SMS gateway is not connected yet")
         return self.connected
+
+    @property
+    def engine(self) -> SmsEngine:
+        """The replica's delivery engine (made in `connect`)."""
+        return self.parts().engine
 
 
 def connect(gateway: Gateway, ctx: ServiceContext) -> Connected:
@@ -100,10 +108,19 @@ def webhook_base_url(config: GatewayConfig, ctx: ServiceContext) -> str:
     return f"http://{host}:{s.sms_gateway_http_port}"
 
 
-def build_engine(config: GatewayConfig, adapter: ChannelAdapter) -> DispatchEngine:
-    """The delivery engine with the SMS side plugged in."""
+def build_engine(config: GatewayConfig, ctx: ServiceContext, adapter: ChannelAdapter) -> SmsEngine:
+    """The delivery engine with the SMS side plugged in, on its SQL parts."""
+    parts = sql_parts(ctx.db, ctx.nc, tables.DISPATCH, "sms", instance_id=ctx.settings.instance_id)
     return DispatchEngine(
-        channel="sms", adapter=adapter, tables=tables.DISPATCH, settings=config.engine()
+        channel="sms",
+        adapter=adapter,
+        queue=parts.queue,
+        limits=parts.limits,
+        relay=parts.relay,
+        recorder=parts.recorder,
+        sites=SiteDirectory(ctx.nc),
+        dead_letters=NatsDeadLetters(ctx.nc),
+        tuning=config.engine(),
     )
 
 
@@ -134,7 +151,10 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
             sends=send_process,
             simulator_enabled=ctx.settings.sms_simulator_enabled,
         )
-        return Connected(registry, Trust(box, sessions), SuppressionList(ctx.nc))
+        engine = build_engine(config, ctx, channel)
+        return Connected(
+            registry, Trust(box, sessions), SuppressionList(ctx.nc), engine, engine.sites
+        )
 
     def providers() -> Providers:
         return gateway.parts().providers
@@ -145,14 +165,16 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
     account_sites = AccountSites()
     ledger = Ledger(sessions, dispatch.messages)
     optouts = BusOptOuts(nc)
-    engine: DispatchEngine
     gateway: Gateway
 
+    def engine() -> SmsEngine:
+        return gateway.parts().engine
+
     def wake_relay() -> None:
-        engine.relay.nudge()
+        engine().relay.nudge()
 
     def sites_of(account: str) -> Iterator[Site]:
-        return (s for s in engine.sites.all() if account_for(s) == account)
+        return (s for s in engine().sites.all() if account_for(s) == account)
 
     events = GatewayEvents(sessions, dispatch.pending_events, wake_relay)
     credits = Credits(
@@ -162,7 +184,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         CreditStates(sessions),
         HoldRecords(sessions, dispatch.limiters),
         providers,
-        limits=lambda: engine.limits,
+        limits=lambda: engine().limits,
         sites_of=sites_of,
     )
     channel = SmsAdapter(
@@ -171,15 +193,14 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         providers=providers,
         credits=credits,
         ledger=ledger,
-        queue=lambda: engine.queue,
+        queue=lambda: engine().queue,
         optouts=optouts,
     )
-    engine = build_engine(config, channel)
     receipts = ReceiptHandler(
-        queue=lambda: engine.queue,
+        queue=lambda: engine().queue,
         ledger=ledger,
         account_sites=account_sites,
-        sites=lambda: engine.sites,
+        sites=lambda: engine().sites,
         wake_relay=wake_relay,
         resume_held=credits.resume_held,
     )
@@ -188,13 +209,13 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         events=events,
         ledger=ledger,
         account_sites=account_sites,
-        sites=lambda: engine.sites,
+        sites=lambda: engine().sites,
         suppression=lambda: gateway.parts().suppression,
-        queue=lambda: engine.queue,
+        queue=lambda: engine().queue,
         optouts=optouts,
     )
     provider_test = ProviderTestHandler(
-        sites=lambda: engine.sites,
+        sites=lambda: engine().sites,
         account_for=account_for,
         providers=providers,
         events=events,
@@ -205,14 +226,13 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         base_url=base_url,
         tolerance_seconds=config.webhook_tolerance_seconds,
         account_sites=account_sites,
-        sites=lambda: engine.sites,
+        sites=lambda: engine().sites,
         trust=trust,
         receipts=receipts,
         replies=replies,
         nc=nc,
     )
     gateway = Gateway(
-        engine=engine,
         sessions=sessions,
         send_process=send_process,
         channel=channel,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.dispatch.engine import EngineSettings
 from shared.dispatch.settings_fields import retention_days_field
+from shared.dispatch.tuning import EngineTuning
 
 
 class GatewayConfig(BaseSettings):
@@ -99,9 +99,9 @@ class GatewayConfig(BaseSettings):
         "ticks and receipts) so that sending resumes by itself once credits return.",
     )
 
-    def engine(self) -> EngineSettings:
+    def engine(self) -> EngineTuning:
         """The delivery engine's knobs."""
-        return EngineSettings(
+        return EngineTuning(
             lease_seconds=self.lease_seconds,
             recovery_seconds=self.recovery_seconds,
             parallel_sends=self.parallel_sends,

@@ -15,10 +15,11 @@ from pathlib import Path
 from starlette.types import ASGIApp
 
 from services.sms_gateway import composition
-from services.sms_gateway.composition import Gateway
+from services.sms_gateway.composition import Gateway, SmsEngine
 from services.sms_gateway.config import GatewayConfig
 from services.sms_gateway.entrypoints import subscribers
-from shared.dispatch.engine import DispatchEngine
+from shared.dispatch.engine import follow_sites
+from shared.dispatch.subscribers import declare_subscribers
 from shared.runtime.service import BaseService, ServiceContext
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class SmsGatewayService(BaseService):
         self.ctx: ServiceContext
 
     @property
-    def engine(self) -> DispatchEngine:
+    def engine(self) -> SmsEngine:
         """The running replica's delivery engine."""
         return self._built().engine
 
@@ -56,7 +57,9 @@ class SmsGatewayService(BaseService):
         """Build the replica and declare its subscribers (before NATS is connected)."""
         self.ctx = ctx
         gw = self.gateway = composition.build(self.config, ctx)
-        gw.engine.register(ctx.broker)
+        declare_subscribers(
+            ctx.broker, channel="sms", tuning=self.config.engine(), engine=lambda: self.engine
+        )
         subscribers.register(ctx.broker, gw.provider_test)
 
     def http_app(self, ctx: ServiceContext) -> ASGIApp:
@@ -78,14 +81,15 @@ class SmsGatewayService(BaseService):
 
         ctx.health.add_check("suppression", lists_loaded)
         await asyncio.wait_for(suppression.ready.wait(), ctx.settings.startup_timeout_seconds)
+        await follow_sites(ctx, connected.sites)
         await gw.engine.start(ctx)
         ctx.spawn(gw.credits.run(), "balance-reports")
 
     async def drain(self, ctx: ServiceContext) -> None:
         """Finish sends in flight, publish what is pending, close the provider client."""
         gw = self.gateway
-        if gw is None:
-            return
+        if gw is None or gw.connected is None:
+            return  # never started: nothing in flight, nothing opened
         await gw.engine.drain()
         try:
             await gw.credits.flush()
@@ -94,8 +98,7 @@ class SmsGatewayService(BaseService):
             log.exception("could not publish the last events; they stay in the outbox table")
         if gw.send_process is not None:
             await gw.send_process.close()
-        if gw.connected is not None:
-            await gw.connected.providers.client.aclose()
+        await gw.connected.providers.client.aclose()
 
 
 def definition() -> SmsGatewayService:

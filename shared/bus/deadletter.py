@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -157,3 +158,21 @@ async def publish_dead_letters(nc: Client, letters: list[DeadLetter]) -> None:
             "message dead-lettered",
             extra={"consumer": letter.consumer, "reason": letter.reason, "subject": letter.subject},
         )
+
+
+class DeadLetterSink(Protocol):
+    """Where messages that can never be handled go, each with its reason."""
+
+    async def publish(self, letters: list[DeadLetter]) -> None: ...
+
+
+class NatsDeadLetters:
+    """The dead-letter stream over one NATS connection (a `DeadLetterSink`)."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+
+    async def publish(self, letters: list[DeadLetter]) -> None:
+        """Store `letters` durably."""
+        if letters:
+            await publish_dead_letters(self._nc, letters)

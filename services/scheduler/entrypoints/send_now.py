@@ -10,12 +10,10 @@ is not a send-now request is dead-lettered with the reason and the consumer carr
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import PubAck
@@ -31,7 +29,8 @@ from services.scheduler.domain.planning import (
     outside_blackouts,
 )
 from services.scheduler.handlers.directory import SiteDirectory
-from shared.bus.deadletter import DeadLetter, publish_dead_letters
+from shared.bus.deadletter import NatsDeadLetters
+from shared.bus.pull_loop import ACK, Poison, PullLoop, Retry, Verdict
 from shared.bus.topology import CONTROL, ensure_consumer
 from shared.domain.accounts import email_account_id, sms_account_id
 from shared.domain.site_settings import SiteSettings
@@ -65,60 +64,48 @@ class SendNowConsumer:
         self._sink = sink
         self._clock = clock
         self._settings = settings
-        self._stopping = False
-        self.ready = False
+        self._loop: PullLoop | None = None
+        self._stopped = False
 
     def stop(self) -> None:
-        """Leave `run` after the request in hand."""
-        self._stopping = True
+        """Leave `run` after the requests in hand."""
+        self._stopped = True
+        if self._loop is not None:
+            self._loop.stop()
 
     async def run(self) -> None:
         """Fetch and handle requests until stopped."""
         js = self._nc.jetstream()
         spec = await ensure_consumer(js, CONSUMER)
-        subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
-        self.ready = True
-        try:
-            while not self._stopping:
-                try:
-                    messages = await subscription.fetch(batch=32, timeout=1.0)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    # While a cluster elects a new leader for CONTROL or the durable (a node
-                    # lost) the fetch is answered 503 or fails otherwise; the durable survives.
-                    # Crashing here would stop every scheduler replica at once.
-                    log.warning("send-now fetch failed; retrying", extra={"error": repr(exc)})
-                    await asyncio.sleep(0.5)
-                    continue
-                for msg in messages:
-                    await self.handle(msg)
-        finally:
-            self.ready = False
-            # A pull subscription left behind holds the connection's drain until it times out.
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+        self._loop = PullLoop(js, spec, self.handle, NatsDeadLetters(self._nc), batch=32)
+        if not self._stopped:
+            await self._loop.run()
 
-    async def handle(self, msg: Msg) -> str:
-        """Handle one request; returns the outcome (`tick`, `ignored`, `retry`, `dead_letter`)."""
+    @property
+    def ready(self) -> bool:
+        """True while subscribed."""
+        return self._loop is not None and self._loop.ready
+
+    async def handle(self, messages: Sequence[Msg]) -> list[Verdict]:
+        """Handle fetched requests one by one; a verdict for each."""
+        return [await self._handle_one(msg) for msg in messages]
+
+    async def _handle_one(self, msg: Msg) -> Verdict:
         try:
-            outcome = await self._handle(msg)
+            outcome, verdict = await self._handle(msg)
         except Exception as exc:
             deliveries = msg.metadata.num_delivered
             if deliveries >= FAILED_ATTEMPTS:
                 # Never redeliver forever: park it with the error for an operator.
                 log.exception("send-now request failed again; dead-lettered")
-                outcome = await self._dead_letter(
-                    msg, f"failed {deliveries} times: {type(exc).__name__}: {exc}"
-                )
+                outcome, verdict = _dead(f"failed {deliveries} times: {type(exc).__name__}: {exc}")
             else:
                 log.exception("send-now request failed; it will be redelivered")
-                await msg.nak(delay=5)
-                outcome = "retry"
+                outcome, verdict = "retry", Retry(5)
         metrics.SEND_NOW.labels(outcome).inc()
-        return outcome
+        return verdict
 
-    async def _handle(self, msg: Msg) -> str:
+    async def _handle(self, msg: Msg) -> tuple[str, Verdict]:
         try:
             event = decode(
                 msg.headers,
@@ -128,21 +115,17 @@ class SendNowConsumer:
                 nats_subject=msg.subject,
             )
         except UndecodableEvent as exc:
-            return await self._dead_letter(msg, f"not a Stagger event: {exc}")
+            return _dead(f"not a Stagger event: {exc}")
         request = event.data
         if not isinstance(request, SendNowRequested):
-            return await self._dead_letter(
-                msg, f"expected {SendNowRequested.event_type}, got {event.ce_type}"
-            )
+            return _dead(f"expected {SendNowRequested.event_type}, got {event.ce_type}")
         if event.time.tzinfo is None:
-            return await self._dead_letter(msg, "ce-time has no time zone")
+            return _dead("ce-time has no time zone")
         known = self._directory.get(request.site_id)
         if known is None or known.settings is None or known.group_id != request.group_id:
             if msg.metadata.num_delivered < UNKNOWN_SITE_ATTEMPTS:
-                await msg.nak(delay=1)
-                return "retry"
-            return await self._dead_letter(
-                msg,
+                return "retry", Retry(1)
+            return _dead(
                 f"site {request.site_id} of group {request.group_id} is unknown to the "
                 f"scheduler (or its settings are unusable) after "
                 f"{msg.metadata.num_delivered} deliveries",
@@ -154,8 +137,7 @@ class SendNowConsumer:
                 "send-now ignored: the channel cannot send",
                 extra={"site": request.site_id, "channel": request.channel, "actor": event.actor},
             )
-            await msg.ack()
-            return "ignored"
+            return "ignored", ACK
         now = self._clock.now()
         not_before, held = _after_blackout(settings, max(now, event.time))
         if not_before is None:
@@ -163,8 +145,7 @@ class SendNowConsumer:
                 "send-now ignored: the site's blackouts cover the whole week",
                 extra={"site": request.site_id, "channel": request.channel, "actor": event.actor},
             )
-            await msg.ack()
-            return "ignored"
+            return "ignored", ACK
         reason = f"send-now by {event.actor}: {request.reason or 'no reason given'}"
         if held:
             local = to_wall(not_before, settings.schedule(request.channel).tz)
@@ -188,19 +169,16 @@ class SendNowConsumer:
         (result,) = await self._sink.publish([message])
         if not isinstance(result, PubAck):
             log.warning("send-now tick not stored; will retry", extra={"error": repr(result)})
-            await msg.nak(delay=1)
-            return "retry"
-        await msg.ack()
+            return "retry", Retry(1)
         log.info(
             "send-now tick issued",
             extra={"site": request.site_id, "channel": request.channel, "actor": event.actor},
         )
-        return "tick"
+        return "tick", ACK
 
-    async def _dead_letter(self, msg: Msg, reason: str) -> str:
-        await publish_dead_letters(self._nc, [DeadLetter.from_msg(msg, CONSUMER, reason)])
-        await msg.ack()
-        return "dead_letter"
+
+def _dead(reason: str) -> tuple[str, Verdict]:
+    return "dead_letter", Poison(reason)
 
 
 def _account(settings: SiteSettings, group_id: str, channel: Channel) -> str | None:

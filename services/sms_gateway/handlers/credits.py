@@ -10,7 +10,7 @@
   replica requests one top-up for that crossing. A balance that may predate the last change
   (answers of concurrent sends come back in any order, on any replica) changes nothing.
 - Whether the account is held or resumed is decided by one pure state machine
-  (`domain.credit_hold`); this handler carries it out: the engine's shared `AccountLimits`
+  (`domain.credit_hold`); this handler carries it out: the engine's shared limiter
   holds the account (its messages stay queued, nothing is lost) and `credits.sending_held` is
   emitted by the replica whose compare-and-set held it.
 - While held, each tick of the account (and each receipt) may poll the balance, at most every
@@ -37,7 +37,7 @@ from services.sms_gateway.adapters.providers.catalogue import TOPUP_PAGES
 from services.sms_gateway.domain import credit_hold
 from services.sms_gateway.domain.credit_hold import BalanceLearnt, HoldState, Refused
 from shared.bus import subjects
-from shared.dispatch.limits import AccountLimits
+from shared.dispatch.ports import Limiter
 from shared.domain.credit_state import CreditRules, Decision, Observation
 from shared.events.schemas.providers import (
     BalanceSource,
@@ -96,7 +96,7 @@ class Credits:
         states: CreditStates,
         holds: HoldRecords,
         providers: Callable[[], Providers],
-        limits: Callable[[], AccountLimits],
+        limits: Callable[[], Limiter],
         sites_of: Callable[[str], Iterable[Site]],
     ) -> None:
         self._timing = timing

@@ -50,7 +50,7 @@ def deployments() -> dict[str, dict[str, Any]]:
 
 def setting_names() -> set[str]:
     """Every STAGGER_* variable a service reads (the gateways' own settings included)."""
-    from services.email_gateway.settings import Settings as EmailSettings
+    from services.email_gateway.config import Settings as EmailSettings
     from services.sms_gateway.config import Settings as SmsSettings
 
     return {

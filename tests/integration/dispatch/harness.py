@@ -17,13 +17,16 @@ from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, publish, validate
 from shared.bus import subjects
+from shared.bus.deadletter import NatsDeadLetters
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS
 from shared.config import StaggerSettings
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
-from shared.dispatch.engine import DispatchEngine, EngineSettings
-from shared.dispatch.queue import Claimed
+from shared.dispatch.engine import DispatchEngine, follow_sites, sql_parts
+from shared.dispatch.queue import Claimed, MessageQueue
 from shared.dispatch.schema import tables
+from shared.dispatch.subscribers import declare_subscribers
+from shared.dispatch.tuning import EngineTuning
 from shared.domain.accounts import sms_account_id
 from shared.domain.ticks import tick_id
 from shared.events.codec import encode
@@ -32,7 +35,7 @@ from shared.events.schemas.ticks import TickIssued
 from shared.eventstore import EventStore
 from shared.runtime.service import BaseService, ServiceContext, running
 from shared.secrets import SecretBox, generate_key
-from shared.sites import Site
+from shared.sites import Site, SiteDirectory
 
 metadata = sa.MetaData()
 SMS_TABLES = tables("sms", metadata)
@@ -51,6 +54,8 @@ class FakeProvider:
     # Seconds the first send takes before its provider call begins (as when the call is made
     # by a child process that has to start first).
     first_call_late: float = 0.0
+    # Sends that reached the provider and wait on `stall`.
+    stalled: int = 0
 
     def count(self, message_id: str) -> int:
         return sum(1 for m, _ in self.sent if m == message_id)
@@ -76,6 +81,7 @@ class FakeAdapter:
 
     async def send(self, claimed: Claimed, site: Site) -> SendResult:
         if self.provider.stall is not None:
+            self.provider.stalled += 1
             await self.provider.stall.wait()
         late, self.provider.first_call_late = self.provider.first_call_late, 0.0
         if late:
@@ -105,18 +111,34 @@ class FakeAdapter:
 class EngineService(BaseService):
     name = "sms_gateway"
 
-    def __init__(self, adapter: FakeAdapter, engine_settings: EngineSettings) -> None:
-        self.engine = DispatchEngine(
-            channel="sms", adapter=adapter, tables=SMS_TABLES, settings=engine_settings
-        )
+    def __init__(self, adapter: FakeAdapter, tuning: EngineTuning) -> None:
+        self.adapter = adapter
+        self.tuning = tuning
+        self.engine: DispatchEngine[MessageQueue, SiteDirectory]
 
     def migrations(self) -> Path:
         return MIGRATIONS
 
     def register(self, ctx: ServiceContext) -> None:
-        self.engine.register(ctx.broker)
+        declare_subscribers(
+            ctx.broker, channel="sms", tuning=self.tuning, engine=lambda: self.engine
+        )
 
     async def start(self, ctx: ServiceContext) -> None:
+        parts = sql_parts(ctx.db, ctx.nc, SMS_TABLES, "sms", instance_id=ctx.settings.instance_id)
+        sites = SiteDirectory(ctx.nc)
+        self.engine = DispatchEngine(
+            channel="sms",
+            adapter=self.adapter,
+            queue=parts.queue,
+            limits=parts.limits,
+            relay=parts.relay,
+            recorder=parts.recorder,
+            sites=sites,
+            dead_letters=NatsDeadLetters(ctx.nc),
+            tuning=self.tuning,
+        )
+        await follow_sites(ctx, sites)
         await self.engine.start(ctx)
 
     async def drain(self, ctx: ServiceContext) -> None:
@@ -129,7 +151,7 @@ async def engine_running(
     database_url: str,
     var_dir: Path,
     adapter: FakeAdapter,
-    engine_settings: EngineSettings | None = None,
+    engine_settings: EngineTuning | None = None,
     instance: str = "replica-1",
 ) -> AsyncIterator[EngineService]:
     settings = StaggerSettings(
@@ -142,7 +164,7 @@ async def engine_running(
         drain_timeout_seconds=5,
         sms_simulator_enabled=True,
     )
-    service = EngineService(adapter, engine_settings or EngineSettings(recovery_seconds=0.5))
+    service = EngineService(adapter, engine_settings or EngineTuning(recovery_seconds=0.5))
     async with running(service, settings):
         yield service
 

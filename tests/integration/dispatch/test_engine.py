@@ -17,7 +17,7 @@ from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import DISPATCH, TICKS
 from shared.dispatch.adapter import SendResult
-from shared.dispatch.engine import EngineSettings
+from shared.dispatch.tuning import EngineTuning
 from shared.domain.ticks import tick_id
 from shared.events.codec import decode, encode
 from shared.events.envelope import make_event
@@ -130,7 +130,7 @@ async def test_one_sites_spaced_sends_do_not_hold_back_another_site(
     await make_site(nc, group="g1", site="site-d")
     await make_site(nc, group="g1", site="site-e")
     provider = FakeProvider()
-    settings = EngineSettings(recovery_seconds=0.5, tick_workers=1, parallel_sends=1)
+    settings = EngineTuning(recovery_seconds=0.5, tick_workers=1, parallel_sends=1)
     async with engine_running(
         nats_url, database_url, tmp_path, FakeAdapter(provider), settings
     ) as svc:
@@ -196,7 +196,7 @@ async def test_transient_failures_retry_then_fail_with_reason(
 ) -> None:
     await make_site(nc, group="g1", site="site-c")
     provider = FakeProvider()
-    settings = EngineSettings(
+    settings = EngineTuning(
         recovery_seconds=0.5, max_attempts=3, retry_base_seconds=0.1, retry_cap_seconds=0.2
     )
     async with engine_running(
@@ -264,7 +264,7 @@ async def test_crashed_sender_is_reconciled_not_resent(
 ) -> None:
     await make_site(nc, group="g1", site="site-f")
     provider = FakeProvider(stall=asyncio.Event())
-    settings = EngineSettings(recovery_seconds=0.3, lease_seconds=1.0)
+    settings = EngineTuning(recovery_seconds=0.3, lease_seconds=1.0)
     async with engine_running(
         nats_url, database_url, tmp_path, FakeAdapter(provider), settings, instance="doomed"
     ) as svc:
@@ -274,6 +274,9 @@ async def test_crashed_sender_is_reconciled_not_resent(
         provider.known.add(ids[0])
         await send_tick(nc, "site-f", budget=2)
         await wait_until(lambda: _states_has(svc, "sending", 2), timeout=10, message="claimed")
+        # Both in the provider's hands (claimed is not enough: a release still checking the
+        # account's limits when draining starts puts them back unsent).
+        await wait_until(lambda: provider.stalled == 2, timeout=10, message="sends in flight")
         # "Crash": the replica stops without finishing; its leases will expire.
         svc.engine.draining = True
     provider.stall = None

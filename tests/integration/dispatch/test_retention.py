@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 
 from shared.dispatch import schema
-from shared.dispatch.engine import EngineSettings
+from shared.dispatch.tuning import EngineTuning
 from tests.integration.dispatch.harness import (
     SMS_TABLES,
     FakeAdapter,
@@ -40,7 +40,7 @@ async def test_finished_messages_past_retention_are_purged_and_waiting_ones_kept
 ) -> None:
     await make_site(nc, group="ret-g", site="ret-a")
     provider = FakeProvider()
-    settings = EngineSettings(recovery_seconds=0.5, retention_days=30)
+    settings = EngineTuning(recovery_seconds=0.5, retention_days=30)
     async with engine_running(
         nats_url, database_url, tmp_path, FakeAdapter(provider), settings
     ) as svc:

@@ -20,9 +20,9 @@ from nats.aio.client import Client
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, publish, validate
-from services.email_gateway import tables
-from services.email_gateway.service import EmailGatewayService
-from services.email_gateway.settings import Settings as GatewaySettings
+from services.email_gateway.adapters import tables
+from services.email_gateway.composition import EmailGatewayService
+from services.email_gateway.config import Settings as GatewaySettings
 from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from services.email_gateway import tables
+from services.email_gateway.adapters import tables
 from shared.db.engine import create_engine
 from shared.dispatch import schema
 from tests.integration.email_gateway.conftest import EmailHarness, email_settings, imap_settings

@@ -126,7 +126,7 @@ async def test_a_crashed_replica_is_reconciled_from_the_sent_folder_not_resent(
             # The replica dies here: the server has the first message (and filed it in Sent),
             # the other two were claimed but never handed over; no outcome was recorded.
             doomed.engine.draining = True
-            for task in list(doomed.engine._inflight):
+            for task in list(doomed.engine.flight.inflight):
                 task.cancel()
         async with email.gateway(instance="survivor", **fast) as survivor:
             await wait_until(lambda: _reconciled(survivor), timeout=30, message="reconciled")

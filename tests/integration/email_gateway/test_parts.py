@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from services.email_gateway.composer import ComposeError, compose, message_ids_in
-from services.email_gateway.inbound import parse
-from services.email_gateway.quarantine import Quarantine, sniff
+from services.email_gateway.adapters.composer import ComposeError, compose, message_ids_in
+from services.email_gateway.adapters.inbound import parse
+from services.email_gateway.adapters.quarantine import Quarantine, sniff
 from shared.events.schemas.messages import Attachment, MessageAccepted
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from services.email_gateway import tables
+from services.email_gateway.adapters import tables
 from shared.bus import subjects
 from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.tokens import issue_token

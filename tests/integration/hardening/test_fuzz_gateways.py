@@ -17,14 +17,14 @@ import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client
 
-from services.email_gateway import tables as email_tables
-from services.email_gateway.service import EmailGatewayService
+from services.email_gateway.adapters import tables as email_tables
+from services.email_gateway.composition import EmailGatewayService
 from services.sms_gateway.adapters import tables as sms_tables
 from services.sms_gateway.service import SmsGatewayService
 from shared.bus import subjects
 from shared.bus.topology import CONTROL, OUTBOX, TICKS
 from shared.dispatch import schema
-from shared.dispatch.engine import TICKS_SEEN
+from shared.dispatch.metrics import TICKS_SEEN
 from shared.events.schemas.control import CancelRequested, SendNowRequested
 from shared.events.schemas.messages import MessageAccepted
 from shared.events.schemas.ticks import TickIssued

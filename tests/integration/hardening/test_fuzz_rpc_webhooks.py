@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 
-from services.email_gateway.service import EmailGatewayService
+from services.email_gateway.composition import EmailGatewayService
 from services.sms_gateway.entrypoints.webhooks import CONSUMER as WEBHOOKS
 from services.sms_gateway.service import SmsGatewayService
 from shared.bus import subjects

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
-from shared.dispatch.engine import EngineSettings
+from shared.dispatch.tuning import EngineTuning
 from shared.events.codec import encode
 from shared.events.envelope import make_event
 from shared.events.schemas.messages import MessageAccepted
@@ -27,7 +27,7 @@ from tests.integration.hardening.fuzzing import DeadLetters
 from tests.support.waiting import wait_until
 
 ATTEMPTS = 3
-RETRY = EngineSettings(recovery_seconds=0.5, intake_attempts=ATTEMPTS, intake_retry_seconds=0.3)
+RETRY = EngineTuning(recovery_seconds=0.5, intake_attempts=ATTEMPTS, intake_retry_seconds=0.3)
 
 
 def accepted(group: str, site: str, message_id: str, n: int) -> Outgoing:
@@ -82,7 +82,7 @@ async def test_a_site_created_while_its_message_waits_takes_the_message(
     await publisher_for(nc).publish_all(
         [accepted("g1", "site-a", "m-1", 1), accepted("g1", "site-new", "m-early", 2)]
     )
-    patient = EngineSettings(recovery_seconds=0.5, intake_attempts=50, intake_retry_seconds=0.3)
+    patient = EngineTuning(recovery_seconds=0.5, intake_attempts=50, intake_retry_seconds=0.3)
     async with (
         DeadLetters(nc).listening() as letters,
         engine_running(

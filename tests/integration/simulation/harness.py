@@ -1,8 +1,9 @@
 """The gateway side of the 14-day simulation: the real delivery engine on simulated time.
 
-`DispatchEngine` reads the wall clock (`datetime.now`) and waits with `asyncio.sleep`; neither
-can run two weeks in a test. `engine_on_simulated_time` points the engine's modules (and the
-SMS adapter's quiet-hours re-check) at an `EngineClock`:
+`DispatchEngine` reads the time and waits through its `Clock` port; the wall clock cannot run two
+weeks in a test. Each engine here is built with an `EngineClock`, and `engine_on_simulated_time`
+points the queue, limiter and recorder modules (and the SMS adapter's quiet-hours re-check) at
+the same clock:
 
 * `now()` is the instant of the tick being worked on, which the driver sets to the tick's
   `not_before` just before handing it to `DispatchEngine.take_tick` — what a gateway replica
@@ -27,8 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import ModuleType, SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import nats.errors
 import pytest
@@ -38,31 +38,36 @@ from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import services.sms_gateway.handlers.channel as sms_adapter_module
-import shared.dispatch.engine as engine_module
 import shared.dispatch.limits as limits_module
 import shared.dispatch.outcomes as outcomes_module
-import shared.dispatch.queue as queue_module
-from services.email_gateway.adapter import EmailAdapter
+import shared.dispatch.queue.claims
+import shared.dispatch.queue.core
+import shared.dispatch.queue.intake
+import shared.dispatch.queue.operator
+import shared.dispatch.queue.outcomes
+from services.email_gateway.adapters.channel import EmailAdapter
 from services.sms_gateway.adapters.optouts import BusOptOuts
 from services.sms_gateway.adapters.providers.base import Found, Outbound, SendReply
 from services.sms_gateway.handlers.channel import SmsAdapter
+from shared.bus.deadletter import NatsDeadLetters
 from shared.bus.topology import CONSUMERS_BY_NAME, DEADLETTER
 from shared.db.engine import create_engine, session_factory
 from shared.dispatch.adapter import ChannelAdapter, SendResult
-from shared.dispatch.engine import DispatchEngine, EngineSettings
+from shared.dispatch.engine import DispatchEngine
 from shared.dispatch.limits import AccountLimits
 from shared.dispatch.outcomes import SentRecorder
 from shared.dispatch.pending_events import EventRelay
 from shared.dispatch.queue import Claimed, MessageQueue
 from shared.dispatch.schema import DispatchTables, tables
+from shared.dispatch.sending import Sender
+from shared.dispatch.tuning import EngineTuning
 from shared.events.codec import decode
 from shared.events.schemas.ticks import TickIssued
-from shared.runtime.service import ServiceContext
 from shared.secrets import SecretBox, generate_key
 from shared.sites import Site, SiteDirectory
 from shared.suppression import SuppressionList
 
-_ATTEMPT = DispatchEngine._attempt.__qualname__
+_ATTEMPT = Sender.attempt.__qualname__
 
 
 class EngineClock:
@@ -124,28 +129,20 @@ def _datetime_of(clock: EngineClock) -> type[datetime]:
     return SimulatedDatetime
 
 
-class _AsyncioWithClock(ModuleType):
-    """The engine module's `asyncio`, with `sleep` and `wait_for` on the engine clock."""
-
-    def __init__(self, clock: EngineClock) -> None:
-        super().__init__("asyncio")
-        self.__dict__.update(asyncio.__dict__)
-        self.sleep = clock.sleep
-        self.wait_for = clock.wait_for
-
-
 def engine_on_simulated_time(monkeypatch: pytest.MonkeyPatch, clock: EngineClock) -> None:
     """Point the delivery engine, its queue, limiter, recorder and the SMS adapter at `clock`."""
     simulated = _datetime_of(clock)
     for module in (
-        engine_module,
-        queue_module,
+        shared.dispatch.queue.claims,
+        shared.dispatch.queue.core,
+        shared.dispatch.queue.intake,
+        shared.dispatch.queue.operator,
+        shared.dispatch.queue.outcomes,
         limits_module,
         outcomes_module,
         sms_adapter_module,
     ):
         monkeypatch.setattr(module, "datetime", simulated)
-    monkeypatch.setattr(engine_module, "asyncio", _AsyncioWithClock(clock))
 
 
 # --- the provider doubles -----------------------------------------------------------------------
@@ -269,7 +266,7 @@ class Channel:
     """One channel's engine with its tables and consumers."""
 
     name: str
-    engine: DispatchEngine
+    engine: DispatchEngine[MessageQueue, SiteDirectory]
     tables: DispatchTables
     ticks: Any = None
     outbox: Any = None
@@ -288,18 +285,13 @@ class SimGateway:
         self.metadata = sa.MetaData()
         # Leases far longer than any spacing wait: no crash is simulated here, and a lease
         # extension per paced message would only cost database round trips.
-        settings = EngineSettings(parallel_sends=64, lease_seconds=7 * 86_400)
-        adapters: dict[str, ChannelAdapter] = {
+        self.tuning = EngineTuning(parallel_sends=64, lease_seconds=7 * 86_400)
+        self.adapters: dict[str, ChannelAdapter] = {
             "sms": sms_adapter(nc, self.sms_provider),
             "email": RecordingEmailAdapter(nc, receiver),
         }
+        self.tables = {name: tables(name, self.metadata) for name in self.adapters}
         self.channels: dict[str, Channel] = {}
-        for name, adapter in adapters.items():
-            channel_tables = tables(name, self.metadata)
-            engine = DispatchEngine(
-                channel=name, adapter=adapter, tables=channel_tables, settings=settings
-            )
-            self.channels[name] = Channel(name, engine, channel_tables)
         self._db: AsyncEngine | None = None
         self._follow: asyncio.Task[None] | None = None
         self.ticks_taken = 0
@@ -313,22 +305,32 @@ class SimGateway:
         self._follow = asyncio.create_task(self.sites.follow())
         await asyncio.wait_for(self.sites.ready.wait(), 30)
         js = self.nc.jetstream()
-        for channel in self.channels.values():
-            engine = channel.engine
-            engine.queue = MessageQueue(
+        for name, adapter in self.adapters.items():
+            channel_tables = self.tables[name]
+            queue = MessageQueue(
                 db,
-                channel.tables,
-                channel.name,
+                channel_tables,
+                name,
                 owner=f"sim/{secrets.token_hex(4)}",
-                source=f"{channel.name}_gateway",
+                source=f"{name}_gateway",
             )
-            engine.limits = AccountLimits(db, channel.tables.limiters, engine.queue)
             # Dispatch events stay in the pending table: nothing here reads the DISPATCH stream.
-            engine.relay = EventRelay(self.nc, db, channel.tables.pending_events)
-            engine.recorder = SentRecorder(engine.queue, engine.relay.nudge)
-            engine.sites = self.sites
-            engine._ctx = cast(ServiceContext, SimpleNamespace(nc=self.nc, js=js))
-            channel.recorder_task = asyncio.create_task(engine.recorder.run())
+            relay = EventRelay(self.nc, db, channel_tables.pending_events)
+            recorder = SentRecorder(queue, relay.nudge)
+            engine = DispatchEngine(
+                channel=name,
+                adapter=adapter,
+                queue=queue,
+                limits=AccountLimits(db, channel_tables.limiters, queue),
+                relay=relay,
+                recorder=recorder,
+                sites=self.sites,
+                dead_letters=NatsDeadLetters(self.nc),
+                tuning=self.tuning,
+                clock=self.receiver.clock,
+            )
+            channel = self.channels[name] = Channel(name, engine, channel_tables)
+            channel.recorder_task = asyncio.create_task(recorder.run())
             for role in ("ticks", "outbox"):
                 spec = CONSUMERS_BY_NAME[f"{channel.name}-{role}"]
                 await js.add_consumer(spec.stream, config=spec.config())

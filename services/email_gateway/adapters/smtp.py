@@ -47,8 +47,8 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from services.email_gateway.composer import Composed
-from services.email_gateway.settings import Settings
+from services.email_gateway.adapters.composer import Composed
+from services.email_gateway.config import Settings
 from shared.net.outbound import DestinationRefused, OutboundGuard
 from shared.net.remote import log_remote, smtp_status
 

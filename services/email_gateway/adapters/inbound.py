@@ -15,7 +15,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 
-from services.email_gateway.composer import message_ids_in
+from services.email_gateway.adapters.composer import message_ids_in
 from shared.events.schemas.inbound_email import Bounce
 
 _BODY_TYPES = frozenset({"text/plain", "text/html"})

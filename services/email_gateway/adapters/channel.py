@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from services.email_gateway.composer import ComposeError, compose, message_id_header
-from services.email_gateway.imap import ImapFailure, ImapSession, SessionCache
-from services.email_gateway.receiver import Receiver, imap_endpoint
-from services.email_gateway.settings import Settings
-from services.email_gateway.smtp import SmtpAccount, SmtpOutcome, SmtpPool
-from services.email_gateway.status import AccountHealth
+from services.email_gateway.adapters.account_health import AccountHealth
+from services.email_gateway.adapters.composer import ComposeError, compose, message_id_header
+from services.email_gateway.adapters.imap import ImapFailure, ImapSession, SessionCache
+from services.email_gateway.adapters.mailbox import imap_endpoint
+from services.email_gateway.adapters.receiving import Receiver
+from services.email_gateway.adapters.smtp import SmtpAccount, SmtpOutcome, SmtpPool
+from services.email_gateway.config import Settings
+from services.email_gateway.domain.delivery import after_attempt, after_looking
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed
 from shared.domain.accounts import email_account_id
@@ -170,13 +172,12 @@ class EmailAdapter:
         outcome = await self.pool.transaction(account, composed)
         await self._note(account.account, outcome, site)
         header = composed.message_id_header
-        if outcome.kind == "sent":
+        state = after_attempt(outcome.kind)
+        if state == "sent":
             return SendResult("sent", provider_message_id=header, provider_response=outcome.reply)
-        if outcome.kind == "failed":
-            return SendResult("failed", error=outcome.reply, provider_response=outcome.reply)
-        if outcome.kind == "retry":
-            return SendResult("retry", error=outcome.reply, provider_response=outcome.reply)
-        return await self._settle_ambiguous(claimed, site, header, outcome)
+        if state == "look_in_sent_folder":
+            return await self._settle_ambiguous(claimed, site, header, outcome)
+        return SendResult(state, error=outcome.reply, provider_response=outcome.reply)
 
     async def _settle_ambiguous(
         self, claimed: Claimed, site: Site, header: str, outcome: SmtpOutcome
@@ -197,7 +198,7 @@ class EmailAdapter:
                 error=f"{outcome.reply}; the Sent folder could not be checked ({exc}), so it is "
                 "sent again with the same Message-ID",
             )
-        if found:
+        if after_looking(found) == "sent":
             return SendResult("sent", provider_message_id=header, provider_response=outcome.reply)
         return SendResult("retry", error=f"{outcome.reply}; not in the Sent folder")
 

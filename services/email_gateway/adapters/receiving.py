@@ -25,11 +25,16 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.email_gateway import tables
-from services.email_gateway.imap import ImapEndpoint, ImapSession, ImapTooLarge, imap_account_id
-from services.email_gateway.inbound import ParsedInbound, parse
-from services.email_gateway.quarantine import Quarantine, sniff
-from services.email_gateway.settings import Settings
+from services.email_gateway.adapters import tables
+from services.email_gateway.adapters.imap import (
+    ImapEndpoint,
+    ImapSession,
+    ImapTooLarge,
+)
+from services.email_gateway.adapters.inbound import ParsedInbound, parse
+from services.email_gateway.adapters.mailbox import imap_endpoint
+from services.email_gateway.adapters.quarantine import Quarantine, sniff
+from services.email_gateway.config import Settings
 from shared.bus import subjects
 from shared.db.sql import insert_ignoring_duplicates, upsert
 from shared.dispatch import schema
@@ -57,21 +62,6 @@ def inbound_event_id(account: str, mailbox: str, uidvalidity: int, uid: int) -> 
 def attachment_id(inbound_id: str, index: int) -> str:
     """The id of an inbound message's n-th attachment."""
     return event_id(inbound_id, f"attachment:{index}")
-
-
-def imap_endpoint(site: Site, box: SecretBox) -> ImapEndpoint | None:
-    """The site's IMAP account, or None when none is configured."""
-    imap = site.settings.email.imap
-    if not imap.host or not imap.username or not imap.password:
-        return None
-    return ImapEndpoint(
-        account=imap_account_id(imap, site.group_id),
-        host=imap.host,
-        port=imap.port,
-        security=imap.security,
-        username=imap.username,
-        password=box.open(imap.password),
-    )
 
 
 class Receiver:
@@ -494,70 +484,3 @@ class Receiver:
                 reason=bounce.diagnostic or f"bounced ({bounce.status or 'no status'})",
             )
         return str(row.message_id)
-
-
-async def release(
-    db: async_sessionmaker[AsyncSession],
-    *,
-    group_id: str,
-    site_id: str,
-    attachment: str,
-    actor: str,
-    reason: str,
-) -> str:
-    """Release one quarantined attachment to staff; returns what happened (for the log).
-
-    Released once: the row's `released_at` is a compare-and-set and the event id derives from
-    the attachment, so a repeated or concurrent release changes nothing.
-    """
-    t = tables.attachments
-    now = datetime.now(UTC)
-    async with db() as session, session.begin():
-        updated = await session.execute(
-            sa.update(t)
-            .where(
-                t.c.attachment_id == attachment,
-                t.c.site_id == site_id,
-                t.c.group_id == group_id,
-                t.c.stored.is_(True),
-                t.c.released_at.is_(None),
-            )
-            .values(released_at=now, released_by=actor[:200])
-            .returning(t.c.inbound_event_id, t.c.sha256, t.c.filename, t.c.sniffed_type, t.c.size)
-        )
-        row = updated.first()
-        if row is None:
-            found = (
-                await session.execute(
-                    sa.select(t.c.stored, t.c.released_at, t.c.site_id).where(
-                        t.c.attachment_id == attachment
-                    )
-                )
-            ).first()
-            if found is None or found.site_id != site_id:
-                return "unknown attachment"
-            return "already released" if found.released_at is not None else "not stored"
-        await add_event(
-            session,
-            tables.DISPATCH.pending_events,
-            subject=subjects.inbound_email(site_id),
-            data=AttachmentReleased(
-                group_id=group_id,
-                site_id=site_id,
-                attachment_id=attachment,
-                inbound_event_id=row.inbound_event_id,
-                sha256=row.sha256,
-                filename=row.filename,
-                sniffed_type=row.sniffed_type,
-                size=row.size,
-                automatic=False,
-                reason=reason,
-            ),
-            event_id=event_id(attachment, "released"),
-            actor=actor,
-            source=SOURCE,
-            group_id=group_id,
-            site_id=site_id,
-            event_subject=attachment,
-        )
-    return "released"

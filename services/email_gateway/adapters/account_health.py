@@ -16,7 +16,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.email_gateway import tables
+from services.email_gateway.adapters import tables
 from shared.bus import subjects
 from shared.db.sql import insert_ignoring_duplicates
 from shared.dispatch.pending_events import add_event, event_id

@@ -1,0 +1,199 @@
+"""Composition root of the email gateway: the one place that builds its parts and wires them.
+
+Process-level parts (the outbound guard, the SMTP pool, the Sent-folder sessions) are made with
+the service; the parts that need the database and NATS are built in `start()`, in one pass and
+in dependency order: the dispatch SQL parts, the opt-out follower, the IMAP receiver, the email
+channel adapter, then the delivery engine composed from them (plus the attachment-release
+command), then the account handlers. Entrypoints (`entrypoints/`) are declared in `register()`
+and hand their messages to what `start()` built; the broker delivers nothing before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+from nats.aio.msg import Msg
+from starlette.types import ASGIApp
+
+from services.email_gateway.adapters import tables
+from services.email_gateway.adapters.account_health import AccountHealth
+from services.email_gateway.adapters.channel import EmailAdapter
+from services.email_gateway.adapters.imap import SessionCache
+from services.email_gateway.adapters.quarantine import Quarantine
+from services.email_gateway.adapters.receiving import Receiver
+from services.email_gateway.adapters.smtp import SmtpPool
+from services.email_gateway.config import Settings
+from services.email_gateway.entrypoints import subscribers
+from services.email_gateway.entrypoints.http import Authenticate, attachments_app
+from services.email_gateway.handlers.accounts import Accounts
+from services.email_gateway.handlers.attachments import Download, release_attachment, released
+from services.email_gateway.handlers.opt_outs import OptOutFollower
+from shared.bus.deadletter import NatsDeadLetters
+from shared.dispatch.engine import DispatchEngine, follow_sites, sql_parts
+from shared.dispatch.queue import MessageQueue
+from shared.dispatch.tuning import EngineTuning
+from shared.domain.destinations import AllowList
+from shared.events.envelope import Envelope
+from shared.events.schemas.control import AttachmentReleaseRequested
+from shared.net.outbound import OutboundGuard, Resolver, system_resolver
+from shared.runtime.service import BaseService, ServiceContext
+from shared.secrets import SecretBox
+from shared.sites import SiteDirectory
+from shared.tokens import Principal, TokenRegistry
+from shared.unsubscribe import UnsubscribeTokens
+
+log = logging.getLogger(__name__)
+
+
+def engine_tuning(s: Settings) -> EngineTuning:
+    """The delivery engine's knobs from the gateway's process configuration."""
+    return EngineTuning(
+        lease_seconds=s.lease_seconds,
+        recovery_seconds=s.recovery_seconds,
+        parallel_sends=s.parallel_sends,
+        max_attempts=s.max_attempts,
+        retry_base_seconds=s.retry_base_seconds,
+        retry_cap_seconds=s.retry_cap_seconds,
+        retention_days=s.retention_days,
+    )
+
+
+class EmailGatewayService(BaseService):
+    """SMTP sending at each account's pace, IMAP receiving, attachments kept safe."""
+
+    name = "email_gateway"
+
+    def __init__(
+        self, settings: Settings | None = None, *, resolver: Resolver = system_resolver
+    ) -> None:
+        self.settings = s = settings or Settings()
+        self.tuning = engine_tuning(s)
+        # Strict (public only) until start() reads the operator's STAGGER_OUTBOUND_ALLOW.
+        self.guard = OutboundGuard.parse("", resolver)
+        self.pool = SmtpPool(s, self.guard)
+        self._tls = ssl.create_default_context()
+        if s.ca_file is not None:
+            self._tls.load_verify_locations(cafile=str(s.ca_file))
+        self.sent_sessions = SessionCache(
+            s.imap_timeout_seconds, self._tls, guard=self.guard, max_bytes=s.inbound_max_bytes
+        )
+        # Built in start(), once the database and NATS are there.
+        self._ctx: ServiceContext | None = None
+        self.engine: DispatchEngine[MessageQueue, SiteDirectory]
+        self.adapter: EmailAdapter
+        self.accounts: Accounts
+        self.quarantine: Quarantine | None = None
+        self.tokens: TokenRegistry | None = None
+
+    def migrations(self) -> Path:
+        """The shared dispatch tables (email_0001) and the gateway's own (email_0002…)."""
+        return Path(__file__).parent / "migrations"
+
+    def register(self, ctx: ServiceContext) -> None:
+        """The engine's consumers plus the account-status endpoints."""
+        subscribers.declare(
+            ctx.broker,
+            tuning=self.tuning,
+            engine=lambda: self.engine,
+            accounts=lambda: self.accounts,
+        )
+
+    async def start(self, ctx: ServiceContext) -> None:
+        """Build every part on this replica's database and connections, then start."""
+        self._ctx = ctx
+        s = self.settings
+        box = SecretBox.from_settings(ctx.settings)
+        # The pool, the Sent-folder sessions and the receiver share this one guard.
+        self.guard.allow = AllowList.parse(ctx.settings.outbound_allow)
+        self.quarantine = quarantine = Quarantine(s.quarantine_path(ctx.settings.var_dir))
+        await asyncio.to_thread(quarantine.ensure)
+        await self.pool.prepare()
+        parts = sql_parts(
+            ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.settings.instance_id
+        )
+        nudge = parts.relay.nudge
+        suppression = OptOutFollower(ctx.nc, parts.queue, nudge)
+        receiver = Receiver(
+            db=ctx.db,
+            queue=parts.queue,
+            quarantine=quarantine,
+            settings=s,
+            box=box,
+            tls=self._tls,
+            nudge=nudge,
+            guard=self.guard,
+        )
+        self.adapter = EmailAdapter(
+            settings=s,
+            public_url=ctx.settings.public_url,
+            box=box,
+            tokens=UnsubscribeTokens.from_settings(ctx.settings),
+            pool=self.pool,
+            sent_sessions=self.sent_sessions,
+            health=AccountHealth(ctx.db, nudge),
+            suppression=suppression,
+            receiver=receiver,
+        )
+        sites = SiteDirectory(ctx.nc)
+        db = ctx.db
+
+        async def release_command(event: Envelope, msg: Msg) -> None:
+            await release_attachment(db, event)
+
+        self.engine = DispatchEngine(
+            channel="email",
+            adapter=self.adapter,
+            queue=parts.queue,
+            limits=parts.limits,
+            relay=parts.relay,
+            recorder=parts.recorder,
+            sites=sites,
+            dead_letters=NatsDeadLetters(ctx.nc),
+            tuning=self.tuning,
+            commands={AttachmentReleaseRequested: release_command},
+        )
+        self.accounts = Accounts(sites, self.adapter, box)
+        self.tokens = TokenRegistry(ctx.nc)
+        ctx.spawn(self.tokens.follow(), "tokens")
+        await follow_sites(ctx, sites)
+        await self.engine.start(ctx)
+        ctx.spawn(suppression.follow(), "suppression")
+        ctx.spawn(self._housekeeping(), "smtp-idle")
+
+        async def suppression_loaded() -> bool:
+            return suppression.ready.is_set()
+
+        ctx.health.add_check("suppression", suppression_loaded)
+        await asyncio.wait_for(suppression.ready.wait(), ctx.settings.startup_timeout_seconds)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                await self.pool.close_idle()
+                await self.sent_sessions.close_idle()
+            except Exception:
+                log.exception("closing idle connections failed")
+
+    async def drain(self, ctx: ServiceContext) -> None:
+        """Finish sends in flight, publish pending events, close connections."""
+        await self.engine.drain()
+        await self.pool.close()
+        await self.sent_sessions.close()
+
+    def http_app(self, ctx: ServiceContext) -> ASGIApp:
+        """`GET /attachments/{attachment_id}`: a released attachment, for staff."""
+
+        def authenticate() -> Authenticate | None:
+            if self.tokens is None or self.quarantine is None:
+                return None
+            return self.tokens.authenticate
+
+        async def lookup(who: Principal, attachment: str) -> Download:
+            assert self.quarantine is not None
+            return await released(ctx.db, self.quarantine, who, attachment)
+
+        return attachments_app(authenticate, lookup)

@@ -1,0 +1,1 @@
+"""The email gateway's pure rules: no I/O, no framework imports."""

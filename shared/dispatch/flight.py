@@ -1,0 +1,164 @@
+"""What one replica has in flight: the sends it launched, the leases it holds, its send slots,
+its draining flag, and the notice that intake stored new messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.dispatch.ports import Clock
+from shared.dispatch.queue import Key
+from shared.dispatch.tuning import SHORT_PAUSE_SECONDS, STALL, EngineTuning
+from shared.events.schemas.ticks import TickIssued
+
+
+@dataclass
+class Arrival:
+    """One intake's news: set once its messages are stored, with the sites they are for."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    sites: set[str] = field(default_factory=set)
+
+
+class Arrivals:
+    """Intake announces stored messages here; a short tick waiting for work wakes on it."""
+
+    def __init__(self) -> None:
+        self._next = Arrival()
+
+    @property
+    def next(self) -> Arrival:
+        """The arrival that the next stored batch will set."""
+        return self._next
+
+    def announce(self, sites: Iterable[str]) -> None:
+        """Messages for `sites` were stored."""
+        arrived, self._next = self._next, Arrival()
+        arrived.sites.update(sites)
+        arrived.event.set()
+
+
+@dataclass
+class TickRun:
+    """The sends one tick launched, and the pacing state they share."""
+
+    tick: TickIssued
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    launched: set[Key] = field(default_factory=set)
+    # Spaced ticks: when the previous send of this tick started, so that a send that started
+    # late (a slow claim, a busy database) does not bring the next one closer than the spacing.
+    last_start: datetime | None = None
+    order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Launched sends whose provider call has not ended yet, and a signal each time one ends.
+    calling: set[asyncio.Task[Any]] = field(default_factory=set)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
+    # Launched sends still waiting for a send slot.
+    slotless: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
+    # ticks and replicas (a cycle that ran late must not put its last send next to the
+    # first send of the next cycle).
+    pace: str | None = None
+
+    def began(self, at: datetime | None) -> None:
+        """A send of this tick reached its provider call at `at`, which can be later than the
+        engine handed it over (an adapter that sends from another process, one that had to
+        start first): the next send keeps the spacing from there."""
+        if at is not None and self.last_start is not None and at > self.last_start:
+            self.last_start = at
+
+    def call_ended(self, task: asyncio.Task[Any] | None) -> None:
+        """`task`'s provider call is over, or it ended without one (idempotent)."""
+        if task in self.calling:
+            self.calling.discard(task)
+            self.called.set()
+
+    async def keep_spacing(
+        self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]], clock: Clock
+    ) -> bool:
+        """Wait until `spacing` has passed since the previous send of this tick started;
+        False if `pause` was cut short (the replica is draining)."""
+        if spacing <= timedelta(0):
+            return True
+        async with self.order:
+            if self.last_start is not None:
+                gap = (self.last_start + spacing - clock.now()).total_seconds()
+                if gap > 0 and not await pause(gap):
+                    return False
+            self.last_start = clock.now()
+            return True
+
+
+class Flight:
+    """This replica's sends in flight, send slots, held leases and draining state."""
+
+    def __init__(self, tuning: EngineTuning, clock: Clock) -> None:
+        self.tuning = tuning
+        self.clock = clock
+        self.draining = False
+        self._drain_started = asyncio.Event()
+        # Messages this replica claimed and is still working on: only their leases are renewed.
+        # A row whose work ended without a terminal write (a crash of the task, a database
+        # error) must not be kept alive for as long as the process lives: its lease runs out
+        # and recovery reconciles it with the provider.
+        self.held: set[Key] = set()
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self.send_slots = asyncio.Semaphore(tuning.parallel_sends)
+        # How long a provider call takes lately (moving average, seconds): how far ahead
+        # limiter slots may be reserved before they would go stale.
+        self.send_seconds: float | None = None
+        # Sends started but not yet recorded, per account: the daily cap counts them too,
+        # or a batch claimed at once would pass the cap check before any of it is recorded.
+        # A lock per account makes "read the count, check, add one" atomic against the
+        # subtraction after a send is recorded (a read that began before that commit is stale).
+        self.unrecorded: dict[str, int] = {}
+        self.cap_locks: dict[str, asyncio.Lock] = {}
+
+    def start_draining(self) -> None:
+        """Stop starting sends (waits in progress are cut short)."""
+        self.draining = True
+        self._drain_started.set()
+
+    async def settled(self) -> None:
+        """Until no send is in flight, including a spaced tick's sends that outlive the tick's
+        handling (a simulated-time driver waits for them before moving its clock)."""
+        while self.inflight:
+            await asyncio.gather(*list(self.inflight), return_exceptions=True)
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; False if draining started first (cuts a wait for a slot short)."""
+        if self.draining:
+            return False
+        if seconds <= SHORT_PAUSE_SECONDS:
+            # Immediate mode spaces sends a millisecond or so apart: a task and a timer per
+            # send to watch for a drain that would cut a millisecond short cost more CPU
+            # than the sends' own bookkeeping.
+            await self.clock.sleep(seconds)
+            return not self.draining
+        with contextlib.suppress(TimeoutError):
+            await self.clock.wait_for(self._drain_started.wait(), seconds)
+            return False
+        return True
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Count `task` in flight until it ends."""
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    def time_send(self, seconds: float) -> None:
+        """A provider call took `seconds` (feeds the moving average)."""
+        previous = self.send_seconds
+        self.send_seconds = seconds if previous is None else previous + 0.1 * (seconds - previous)
+
+    def soon_free(self, waiting: int, run: TickRun) -> int:
+        """How many more of `waiting` sends may be launched ahead of a free send slot: as many
+        as should get one within half of STALL, judging by how long provider calls take lately,
+        less those already launched ahead (none until a call has been timed)."""
+        if waiting <= 0 or self.send_seconds is None:
+            return 0
+        parallel = self.tuning.parallel_sends
+        expected = parallel * (STALL.total_seconds() / 2) / max(self.send_seconds, 1e-4)
+        return max(0, min(waiting, int(expected), 2 * parallel) - len(run.slotless))

@@ -1,0 +1,124 @@
+"""The engine's handlers on in-memory fakes of its ports: ticks, outcomes, recovery, commands
+and intake verdicts, without NATS or SQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from nats.aio.msg import Msg
+
+from shared.bus.pull_loop import ACK, Poison, Retry
+from shared.dispatch.adapter import SendResult
+from shared.dispatch.tuning import EngineTuning
+from shared.events.codec import encode
+from shared.events.envelope import make_event
+from shared.events.schemas.control import CancelRequested
+from shared.events.schemas.messages import MessageAccepted
+from tests.support.fakes.dispatch import accepted, fake_world, tick
+
+
+def _msg(data: object, subject: str) -> Msg:
+    headers, body = encode(make_event(data, source="test", actor="user:op"))  # type: ignore[arg-type]
+    # A JetStream delivery's reply subject: delivered once, stream sequence 7.
+    reply = "$JS.ACK.OUTBOX.sms-outbox.1.7.7.1767600000000000000.0"
+    return Msg(None, subject=subject, reply=reply, data=body, headers=headers)  # type: ignore[arg-type]
+
+
+async def test_a_tick_releases_up_to_its_budget_and_leaves_the_rest_queued() -> None:
+    world = fake_world()
+    for n in range(5):
+        world.queue.add(accepted(f"m{n}"))
+    assert await world.engine.run_tick(tick(world.clock, budget=3)) == 3
+    assert sorted(world.provider.calls) == ["m0", "m1", "m2"]
+    assert sorted(world.queue.states().values()) == ["queued", "queued", "sent", "sent", "sent"]
+    assert world.relay.nudges > 0
+
+
+async def test_a_provider_timeout_is_retried_later_not_failed_nor_sent() -> None:
+    world = fake_world(EngineTuning(max_attempts=3, retry_base_seconds=10))
+    world.queue.add(accepted("m1"))
+    world.provider.script["m1"] = [TimeoutError("provider did not answer")]
+    await world.engine.run_tick(tick(world.clock, budget=1))
+    row = world.queue.rows[("s1", "m1")]
+    assert row.state == "queued" and row.attempts == 1
+    assert row.retry_at is not None and row.retry_at > world.clock.now()
+    assert "TimeoutError" in row.reason
+    # Not claimable before its back-off: a tick right now sends nothing.
+    assert await world.engine.run_tick(tick(world.clock, budget=1)) == 0
+    world.clock.at = row.retry_at
+    assert await world.engine.run_tick(tick(world.clock, budget=1)) == 1
+    assert world.queue.states() == {"m1": "sent"}
+
+
+async def test_retries_end_failed_after_max_attempts() -> None:
+    world = fake_world(EngineTuning(max_attempts=2, retry_base_seconds=1, retry_cap_seconds=1))
+    world.queue.add(accepted("m1"))
+    world.provider.script["m1"] = [SendResult("retry", error="busy")] * 2
+    for _ in range(2):
+        await world.engine.run_tick(tick(world.clock, budget=1))
+        world.clock.at += timedelta(seconds=5)
+    row = world.queue.rows[("s1", "m1")]
+    assert row.state == "failed" and row.reason.startswith("gave up after 2 attempts")
+
+
+async def test_an_interrupted_send_is_reconciled_never_resent() -> None:
+    world = fake_world(EngineTuning(lease_seconds=30))
+    world.queue.add(accepted("reached"))
+    world.queue.add(accepted("lost"))
+    # A replica claimed both and crashed: one had reached the provider, one had not.
+    await world.queue.claim(["s1"], 2, lease=timedelta(seconds=30))
+    world.provider.delivered.add("reached")
+    world.clock.at += timedelta(seconds=31)
+    assert await world.engine.recover() == 2
+    assert world.queue.states() == {"reached": "sent", "lost": "queued"}
+    assert world.provider.calls == [], "recovery asks the provider, it does not send"
+    await world.engine.run_tick(tick(world.clock, budget=5))
+    assert world.provider.calls == ["lost"]
+
+
+async def test_a_held_account_sends_nothing_and_stops_the_tick() -> None:
+    world = fake_world()
+    world.queue.add(accepted("m1"))
+    world.provider.script["m1"] = [SendResult("hold", error="no credits")]
+    await world.engine.run_tick(tick(world.clock, budget=5))
+    assert world.limits.holds == {"acct-g1": "no credits"}
+    assert await world.engine.run_tick(tick(world.clock, budget=5)) == 0
+    assert world.provider.calls == ["m1"]
+    assert world.queue.states() == {"m1": "queued"}
+
+
+async def test_cancel_before_send_means_it_is_never_sent() -> None:
+    world = fake_world()
+    world.queue.add(accepted("m1"))
+    world.queue.add(accepted("m2"))
+    cancel = CancelRequested(group_id="g1", site_id="s1", channel="sms", message_ids=["m1"])
+    await world.engine.command(_msg(cancel, "control.sms.cancel.s1"))
+    await world.engine.run_tick(tick(world.clock, budget=5))
+    assert world.provider.calls == ["m2"]
+    assert world.queue.states() == {"m1": "cancelled", "m2": "sent"}
+    assert world.dead_letters.letters == []
+
+
+async def test_a_command_naming_a_bad_site_is_dead_lettered_with_the_reason() -> None:
+    world = fake_world()
+    cancel = CancelRequested(group_id="g1", site_id="a b", channel="sms", message_ids=["m1"])
+    await world.engine.command(_msg(cancel, "control.sms.cancel.x"))
+    (letter,) = world.dead_letters.letters
+    assert "site id" in letter.reason
+
+
+async def test_intake_verdicts_store_retry_and_poison() -> None:
+    world = fake_world()
+    good = _msg(accepted("m1"), "outbox.sms.s1")
+    unknown_site = _msg(accepted("m2", site="s9"), "outbox.sms.s9")
+    wrong_subject = _msg(accepted("m3"), "outbox.sms.s2")
+    garbage = Msg(None, subject="outbox.sms.s1", data=b"not an event", headers={})  # type: ignore[arg-type]
+    verdicts = await world.engine.intake_handler.handle(
+        [good, unknown_site, wrong_subject, garbage]
+    )
+    assert verdicts[0] == ACK
+    assert isinstance(verdicts[1], Retry)
+    assert isinstance(verdicts[2], Poison) and "not the outbox of site s1" in verdicts[2].reason
+    assert isinstance(verdicts[3], Poison)
+    assert world.queue.states() == {"m1": "queued"}
+    assert isinstance(world.queue.rows[("s1", "m1")].message, MessageAccepted)
