@@ -32,6 +32,9 @@ from services.email_gateway.status import AccountHealth
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed
 from shared.domain.accounts import email_account_id
+from shared.email_auth.credentials import CredentialError, open_credentials
+from shared.email_auth.login import OAuthLogin
+from shared.email_auth.provider import TokenProvider, TokenRefused, TokenUnavailable
 from shared.events.schemas.messages import BULK_CATEGORIES
 from shared.events.schemas.ticks import TickIssued
 from shared.secrets import SecretBox, SecretKeyError
@@ -40,13 +43,15 @@ from shared.suppression import SuppressionList
 from shared.unsubscribe import UnsubscribeTokens
 
 log = logging.getLogger(__name__)
+RESUME_CHECK_SECONDS = 30.0
+"""How often a held OAuth account whose settings did not change asks for a token again."""
 
 
 @dataclass(frozen=True)
 class _Derived:
     account: str | None
     limits: AccountLimitsSpec
-    smtp: SmtpAccount | SecretKeyError | None
+    smtp: SmtpAccount | SecretKeyError | CredentialError | None
 
 
 class EmailAdapter:
@@ -66,6 +71,7 @@ class EmailAdapter:
         health: AccountHealth,
         suppression: SuppressionList,
         receiver: Receiver,
+        token_provider: TokenProvider | None = None,
     ) -> None:
         self.settings = settings
         self.public_url = public_url
@@ -76,7 +82,9 @@ class EmailAdapter:
         self.health = health
         self.suppression = suppression
         self.receiver = receiver
+        self.token_provider = token_provider or TokenProvider()
         self._per_site: dict[tuple[str, int], _Derived] = {}
+        self._resume_checked: dict[str, tuple[str, float]] = {}
 
     # --- accounts and limits -------------------------------------------------------------
 
@@ -96,18 +104,28 @@ class EmailAdapter:
             burst=1,
             daily_cap=hard["per_day"],
         )
-        smtp: SmtpAccount | SecretKeyError | None = None
+        smtp: SmtpAccount | SecretKeyError | CredentialError | None = None
         if account is not None and email.smtp.host is not None:
             try:
+                oauth = None
+                if email.sign_in.is_oauth:  # issue 19 hook: OAuth 2.0 sign-in
+                    default_user = email.smtp.username or email.address or ""
+                    oauth = OAuthLogin(
+                        open_credentials(account, email.sign_in, default_user, self.box),
+                        self.token_provider,
+                    )
                 smtp = SmtpAccount(
                     account=account,
                     host=email.smtp.host,
                     port=email.smtp.port,
                     security=email.smtp.security,
                     username=email.smtp.username,
-                    password=self.box.open(email.smtp.password) if email.smtp.password else None,
+                    password=None
+                    if oauth is not None or not email.smtp.password
+                    else self.box.open(email.smtp.password),
+                    oauth=oauth,
                 )
-            except SecretKeyError as exc:
+            except (SecretKeyError, CredentialError) as exc:
                 smtp = exc
         found = _Derived(account, limits, smtp)
         if len(self._per_site) > 10_000:
@@ -127,7 +145,7 @@ class EmailAdapter:
     def smtp_account(self, site: Site) -> SmtpAccount:
         """The site's SMTP server with its password opened (raises SecretKeyError)."""
         smtp = self._derived(site).smtp
-        if isinstance(smtp, SecretKeyError):
+        if isinstance(smtp, SecretKeyError | CredentialError):
             raise smtp
         assert smtp is not None
         return smtp
@@ -152,6 +170,8 @@ class EmailAdapter:
             account = self.smtp_account(site)
         except SecretKeyError as exc:
             return SendResult("retry", error=f"cannot open the SMTP password: {exc}")
+        except CredentialError as exc:
+            return SendResult("hold", error=f"email sign-in settings: {exc}")
         unsubscribe = None
         message = claimed.message
         if message.category in BULK_CATEGORIES or "{{unsubscribe_url}}" in (
@@ -176,6 +196,8 @@ class EmailAdapter:
             return SendResult("failed", error=outcome.reply, provider_response=outcome.reply)
         if outcome.kind == "retry":
             return SendResult("retry", error=outcome.reply, provider_response=outcome.reply)
+        if outcome.kind == "hold":
+            return SendResult("hold", error=outcome.reply)
         return await self._settle_ambiguous(claimed, site, header, outcome)
 
     async def _settle_ambiguous(
@@ -289,8 +311,33 @@ class EmailAdapter:
         return count
 
     async def account_resumed(self, account: str, site: Site) -> bool:
-        """Email accounts are never held (refused logins are retried with back-off)."""
-        return False
+        """A password account is never held (refused logins are retried with back-off). An
+        OAuth account held for a refused token resumes once a fresh grant succeeds: at once
+        after its settings changed, else at most every `RESUME_CHECK_SECONDS`."""
+        try:
+            smtp = self.smtp_account(site)
+        except (SecretKeyError, CredentialError):
+            return False
+        if smtp.oauth is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        last = self._resume_checked.get(account)
+        if (
+            last is not None
+            and last[0] == smtp.fingerprint
+            and now - last[1] < RESUME_CHECK_SECONDS
+        ):
+            return False
+        self._resume_checked[account] = (smtp.fingerprint, now)
+        try:
+            await smtp.oauth.token(fresh=True)
+        except (TokenRefused, TokenUnavailable) as exc:
+            log.info(
+                "held email account still refused", extra={"account": account, "error": str(exc)}
+            )
+            return False
+        self._resume_checked.pop(account, None)
+        return True
 
     # --- settings page -------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp
 from services.email_gateway import tables
 from services.email_gateway.adapter import EmailAdapter
 from services.email_gateway.imap import SessionCache
+from services.email_gateway.oauth_tokens import RefreshTokenStore
 from services.email_gateway.quarantine import Quarantine
 from services.email_gateway.receiver import Receiver, imap_endpoint, release
 from services.email_gateway.settings import Settings
@@ -45,10 +46,11 @@ from shared.dispatch.adapter import ChannelAdapter
 from shared.dispatch.engine import DispatchEngine, EngineSettings
 from shared.domain.accounts import email_account_id
 from shared.domain.destinations import AllowList
+from shared.email_auth.provider import TokenProvider
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.events.schemas.optouts import RecipientOptedOut
-from shared.net.outbound import OutboundGuard, Resolver, system_resolver
+from shared.net.outbound import OutboundGuard, Resolver, guarded_transport, system_resolver
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
 from shared.suppression import SuppressionList
@@ -265,7 +267,17 @@ class EmailGatewayService(BaseService):
             nudge=nudge,
             guard=self.guard,
         )
+        # Issue 19: OAuth tokens, fetched through the same outbound guard as SMTP and IMAP;
+        # rotated refresh tokens kept sealed in the database.
+        rotated = RefreshTokenStore(ctx.db, box)
+        self.oauth_tokens = TokenProvider(
+            timeout=s.smtp_timeout_seconds,
+            transport=lambda: guarded_transport(self.guard, verify=self._tls, trust_env=False),
+            save_rotated=rotated.save,
+            load_rotated=rotated.load,
+        )
         self.adapter = EmailAdapter(
+            token_provider=self.oauth_tokens,
             settings=s,
             public_url=ctx.settings.public_url,
             box=box,

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.domain.email_sign_in import SECRET_FIELDS as SIGN_IN_SECRET_FIELDS
+from shared.domain.email_sign_in import EmailSignIn
 from shared.domain.keywords import (
     DEFAULT_OPT_IN,
     DEFAULT_OPT_OUT,
@@ -242,6 +244,8 @@ class EmailSettings(Strict):
     display_name: str | None = Field(default=None, max_length=120)
     smtp: SmtpAccount = SmtpAccount()
     imap: ImapAccount = ImapAccount()
+    # Issue 19: password or OAuth 2.0 sign-in for SMTP and IMAP (shared.domain.email_sign_in).
+    sign_in: EmailSignIn = EmailSignIn()
     mode: Literal["automatic", "manual"] = Field(
         default="automatic",
         description="automatic = 'Send all mail immediately' ticked: send inside the sessions; "
@@ -630,6 +634,7 @@ def is_secret_path(path: str) -> bool:
 SECRET_PATHS = (
     "email.smtp.password",
     "email.imap.password",
+    *(f"email.sign_in.{name}" for name in SIGN_IN_SECRET_FIELDS),
     "sms.provider.secret",
     "sms.provider.webhook_secret",
 )
@@ -648,6 +653,8 @@ def warnings(settings: SiteSettings) -> list[dict[str, str]]:
             warn("email.address", "no practice email address: email cannot be sent")
         if not email.smtp.host:
             warn("email.smtp.host", "no SMTP server: email cannot be sent")
+        for path, message in email.sign_in.missing().items():
+            warn(path, message)
         if email.preset_times:
             warn("email.preset_times", "preset check times are not recommended; use the interval")
         if email.per_minute == 0:

@@ -1,0 +1,22 @@
+"""Email gateway: rotated OAuth refresh tokens, sealed (issue 19).
+
+Revision ID: email_0005
+Revises: email_0004
+"""
+
+from alembic import op
+
+from services.email_gateway.oauth_tokens import create_table
+
+revision = "email_0005"
+down_revision = "email_0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_table(op)
+
+
+def downgrade() -> None:
+    op.drop_table("email_oauth_refresh_tokens")
