@@ -85,6 +85,7 @@ class EmailAdapter:
         self.token_provider = token_provider or TokenProvider()
         self._per_site: dict[tuple[str, int], _Derived] = {}
         self._resume_checked: dict[str, tuple[str, float]] = {}
+        self._imap_held: dict[str, tuple[str, float]] = {}
 
     # --- accounts and limits -------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class EmailAdapter:
         self, claimed: Claimed, site: Site, header: str, outcome: SmtpOutcome
     ) -> SendResult:
         folder = site.settings.email.imap.sent_folder
-        if not folder or imap_endpoint(site, self.box) is None:
+        if not folder or imap_endpoint(site, self.box, self.token_provider) is None:
             return SendResult(
                 "retry",
                 error=f"{outcome.reply}; no Sent folder to check, so it is sent again with the "
@@ -213,7 +214,7 @@ class EmailAdapter:
         await asyncio.sleep(self.settings.reconcile_grace_seconds)
         try:
             found = await self._in_sent_folder(claimed, site)
-        except (ImapFailure, SecretKeyError) as exc:
+        except (ImapFailure, SecretKeyError, CredentialError) as exc:
             return SendResult(
                 "retry",
                 error=f"{outcome.reply}; the Sent folder could not be checked ({exc}), so it is "
@@ -245,7 +246,7 @@ class EmailAdapter:
     # --- after a crash -------------------------------------------------------------------
 
     async def _in_sent_folder(self, claimed: Claimed, site: Site) -> bool:
-        endpoint = imap_endpoint(site, self.box)
+        endpoint = imap_endpoint(site, self.box, self.token_provider)
         folder = site.settings.email.imap.sent_folder
         assert endpoint is not None and folder is not None
         # Search by "<id@" so a change of the site's address (the domain part) does not matter.
@@ -259,7 +260,8 @@ class EmailAdapter:
     async def reconcile(self, claimed: Claimed, site: Site) -> Reconciled:
         """Did an interrupted send reach the server? Asks the Sent folder (else: resend)."""
         header = message_id_header(claimed.message_id, site.settings.email.address)
-        if not site.settings.email.imap.sent_folder or imap_endpoint(site, self.box) is None:
+        endpoint = imap_endpoint(site, self.box, self.token_provider)
+        if not site.settings.email.imap.sent_folder or endpoint is None:
             return Reconciled(
                 False, detail="no Sent folder configured: sent again (same Message-ID)"
             )
@@ -282,14 +284,25 @@ class EmailAdapter:
             return 0
         endpoint = None
         try:
-            endpoint = imap_endpoint(site, self.box)
+            endpoint = imap_endpoint(site, self.box, self.token_provider)
             if endpoint is None:
                 return 0
+            held = self._imap_held.get(endpoint.account)
+            now = asyncio.get_running_loop().time()
+            if (
+                held is not None
+                and held[0] == endpoint.fingerprint
+                and now - held[1] < RESUME_CHECK_SECONDS
+            ):
+                return 0  # a refused OAuth sign-in waits for corrected settings
             count = await self.receiver.poll(site)
         except ImapFailure as failure:
             log.warning(
                 "mailbox could not be read", extra={"site": site.site_id, "error": str(failure)}
             )
+            if endpoint is not None and failure.held:
+                now = asyncio.get_running_loop().time()
+                self._imap_held[endpoint.account] = (endpoint.fingerprint, now)
             if endpoint is not None:
                 await self.health.record(
                     endpoint.account,
@@ -300,11 +313,12 @@ class EmailAdapter:
                     site_id=site.site_id,
                 )
             return 0
-        except SecretKeyError as exc:
+        except (SecretKeyError, CredentialError) as exc:
             log.error(
-                "cannot open the IMAP password", extra={"site": site.site_id, "error": str(exc)}
+                "cannot open the IMAP credentials", extra={"site": site.site_id, "error": str(exc)}
             )
             return 0
+        self._imap_held.pop(endpoint.account, None)
         await self.health.record(
             endpoint.account, ok=True, stage="imap", group_id=site.group_id, site_id=site.site_id
         )

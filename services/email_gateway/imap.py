@@ -29,6 +29,8 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
 from shared.domain.site_settings import ImapAccount as ImapSettings
+from shared.email_auth.login import OAuthLogin, SignInRefused, imap_sign_in
+from shared.email_auth.provider import TokenRefused, TokenUnavailable
 from shared.net.outbound import DestinationRefused, OutboundGuard
 from shared.net.remote import log_remote
 
@@ -42,9 +44,17 @@ _FETCH_META = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)|INTERNALDATE \"([^\"]+)
 class ImapFailure(Exception):
     """An IMAP step failed; `stage` is connect, tls, login or imap."""
 
-    def __init__(self, stage: Literal["connect", "tls", "login", "imap"], message: str) -> None:
+    def __init__(
+        self,
+        stage: Literal["connect", "tls", "login", "imap"],
+        message: str,
+        *,
+        held: bool = False,
+    ) -> None:
         super().__init__(message)
         self.stage = stage
+        # Issue 19: an OAuth sign-in refused for good; polling waits for corrected settings.
+        self.held = held
 
 
 class ImapTooLarge(ImapFailure):
@@ -137,10 +147,21 @@ class ImapEndpoint:
     security: Literal["tls", "starttls", "none"]
     username: str
     password: str = field(repr=False)
+    # Issue 19: OAuth 2.0 sign-in (SASL XOAUTH2/OAUTHBEARER) instead of the password.
+    oauth: OAuthLogin | None = field(default=None, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> str:
-        raw = "\x1f".join([self.host, str(self.port), self.security, self.username, self.password])
+        raw = "\x1f".join(
+            [
+                self.host,
+                str(self.port),
+                self.security,
+                self.username,
+                self.password,
+                self.oauth.fingerprint if self.oauth is not None else "",
+            ]
+        )
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -220,7 +241,33 @@ class ImapSession:
         self.last_used = time.monotonic()
 
     async def connect(self) -> ImapSession:
-        """Resolve, judge and connect (async), then secure and log in (in a worker thread)."""
+        """Resolve, judge and connect (async), then secure and log in (in a worker thread).
+        With OAuth, a refused cached token is retried once with a fresh one."""
+        if self.endpoint.oauth is None:
+            return await self._connect_once(None)
+        token = await self._token(fresh=False)
+        try:
+            return await self._connect_once(token)
+        except ImapFailure as failure:
+            if failure.stage != "login" or failure.held:
+                raise
+        try:
+            return await self._connect_once(await self._token(fresh=True))
+        except ImapFailure as failure:
+            if failure.stage != "login":
+                raise
+            raise ImapFailure("login", f"{failure}: the token was refused", held=True) from failure
+
+    async def _token(self, fresh: bool) -> str:
+        assert self.endpoint.oauth is not None
+        try:
+            return (await self.endpoint.oauth.token(fresh=fresh)).value
+        except TokenRefused as exc:
+            raise ImapFailure("login", f"OAuth sign-in: {exc}", held=True) from exc
+        except TokenUnavailable as exc:
+            raise ImapFailure("login", f"OAuth sign-in: {exc}") from exc
+
+    async def _connect_once(self, token: str | None) -> ImapSession:
         e = self.endpoint
         try:
             sock = await self.guard.connect(e.host, e.port, self.timeout)
@@ -231,12 +278,12 @@ class ImapSession:
                 "connect", f"cannot reach IMAP server {e.host}:{e.port}: {exc}"
             ) from exc
         try:
-            return await asyncio.to_thread(self.open, sock)
+            return await asyncio.to_thread(self.open, sock, token)
         except BaseException:
             sock.close()
             raise
 
-    def open(self, sock: socket.socket) -> ImapSession:
+    def open(self, sock: socket.socket, token: str | None = None) -> ImapSession:
         """Secure and log in over a socket `connect` opened to a judged address."""
         e = self.endpoint
         where = f"{e.host}:{e.port}"
@@ -261,7 +308,14 @@ class ImapSession:
             raise ImapFailure("connect", f"cannot reach IMAP server {where}: {why}") from exc
         try:
             conn.start_budget(self.budget)
-            conn.login(e.username, e.password)
+            if token is not None:  # issue 19 hook: OAuth 2.0 sign-in
+                imap_sign_in(conn, e.username, token, e.host, e.port)
+            else:
+                conn.login(e.username, e.password)
+        except SignInRefused as exc:
+            with contextlib.suppress(Exception):
+                conn.shutdown()
+            raise ImapFailure("login", str(exc), held=True) from exc
         except imaplib.IMAP4.error as exc:
             with contextlib.suppress(Exception):
                 conn.shutdown()

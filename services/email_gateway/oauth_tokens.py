@@ -1,14 +1,13 @@
 """Rotated OAuth refresh tokens, kept sealed in the gateway's database (issue 19).
 
 A server that rotates refresh tokens invalidates the old one on use, so the newest must
-survive a restart (and be shared by every replica). Rows are keyed by account and by a digest
-of the refresh token configured in the settings: an admin who consents again (a new configured
-token) starts a new chain, and the old chain's row is ignored.
+survive a restart (and be shared by every replica, and by a site's SMTP and IMAP accounts).
+Rows are keyed by the chain: a digest of the sign-in settings, configured refresh token
+included. An admin who consents again (a new configured token) starts a new chain.
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +21,8 @@ from shared.secrets import SecretBox
 
 def _columns() -> list[sa.Column[Any]]:
     return [
-        sa.Column("account", sa.String(64), primary_key=True),
-        sa.Column("origin", sa.String(64), nullable=False),
+        sa.Column("chain", sa.String(64), primary_key=True),
+        sa.Column("account", sa.String(64), nullable=False),
         sa.Column("sealed", sa.Text, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     ]
@@ -37,11 +36,6 @@ def create_table(op: Any) -> None:
     op.create_table("email_oauth_refresh_tokens", *_columns())
 
 
-def _origin(creds: OAuthCredentials) -> str:
-    # The configured token is high-entropy: its digest identifies the chain, reveals nothing.
-    return hashlib.sha256((creds.refresh_token or "").encode()).hexdigest()
-
-
 class RefreshTokenStore:
     """Loads and saves the latest refresh token of each account, sealed."""
 
@@ -50,29 +44,25 @@ class RefreshTokenStore:
         self.box = box
 
     async def load(self, creds: OAuthCredentials) -> str | None:
-        """The newest rotated token of the chain the settings started, or None."""
+        """The newest rotated token of the chain these settings started, or None."""
         t = refresh_tokens
         async with self.db() as session:
             row = (
-                await session.execute(
-                    sa.select(t.c.sealed).where(
-                        t.c.account == creds.account, t.c.origin == _origin(creds)
-                    )
-                )
+                await session.execute(sa.select(t.c.sealed).where(t.c.chain == creds.fingerprint))
             ).first()
         return self.box.open(row.sealed) if row is not None else None
 
     async def save(self, creds: OAuthCredentials, token: str) -> None:
-        """Keep a rotated token (replacing the account's previous one)."""
+        """Keep a rotated token (replacing the chain's previous one)."""
         t = refresh_tokens
         values = {
-            "origin": _origin(creds),
+            "account": creds.account,
             "sealed": self.box.seal(token),
             "updated_at": datetime.now(UTC),
         }
         async with self.db() as session, session.begin():
             updated = await session.execute(
-                sa.update(t).where(t.c.account == creds.account).values(**values)
+                sa.update(t).where(t.c.chain == creds.fingerprint).values(**values)
             )
             if not updated.rowcount:  # type: ignore[attr-defined]
-                await session.execute(sa.insert(t).values(account=creds.account, **values))
+                await session.execute(sa.insert(t).values(chain=creds.fingerprint, **values))

@@ -35,6 +35,9 @@ from shared.db.sql import insert_ignoring_duplicates, upsert
 from shared.dispatch import schema
 from shared.dispatch.pending_events import add_event, event_id
 from shared.dispatch.queue import MessageQueue
+from shared.email_auth.credentials import open_credentials
+from shared.email_auth.login import OAuthLogin
+from shared.email_auth.provider import TokenProvider
 from shared.events.schemas.inbound_email import (
     AttachmentReleased,
     InboundAttachment,
@@ -59,9 +62,31 @@ def attachment_id(inbound_id: str, index: int) -> str:
     return event_id(inbound_id, f"attachment:{index}")
 
 
-def imap_endpoint(site: Site, box: SecretBox) -> ImapEndpoint | None:
-    """The site's IMAP account, or None when none is configured."""
+def imap_endpoint(
+    site: Site, box: SecretBox, tokens: TokenProvider | None = None
+) -> ImapEndpoint | None:
+    """The site's IMAP account, or None when none is configured. With OAuth sign-in (issue
+    19) it signs in with a token from `tokens` (without `tokens`: for its id only)."""
     imap = site.settings.email.imap
+    email = site.settings.email
+    if email.sign_in.is_oauth and imap.host:
+        user = imap.username or email.sign_in.user or email.address
+        if not user:
+            return None
+        account = imap_account_id(imap, site.group_id)
+        oauth = None
+        if tokens is not None:
+            creds = open_credentials(account, email.sign_in, user, box)
+            oauth = OAuthLogin(creds, tokens)
+        return ImapEndpoint(
+            account=account,
+            host=imap.host,
+            port=imap.port,
+            security=imap.security,
+            username=user,
+            password="",
+            oauth=oauth,
+        )
     if not imap.host or not imap.username or not imap.password:
         return None
     return ImapEndpoint(
@@ -88,7 +113,9 @@ class Receiver:
         tls: ssl.SSLContext,
         nudge: Any,
         guard: OutboundGuard,
+        tokens: TokenProvider | None = None,
     ) -> None:
+        self.tokens = tokens  # issue 19: OAuth sign-in
         self.guard = guard
         self.db = db
         self.queue = queue
@@ -104,7 +131,7 @@ class Receiver:
 
         Raises `ImapFailure` when the mailbox cannot be read (the caller records the status).
         """
-        endpoint = imap_endpoint(site, self.box)
+        endpoint = imap_endpoint(site, self.box, self.tokens)
         if endpoint is None:
             return 0
         mailbox = site.settings.email.imap.mailbox

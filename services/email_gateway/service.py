@@ -257,16 +257,6 @@ class EmailGatewayService(BaseService):
         # The engine creates its queue and relay in start(); the adapter needs them, so the
         # adapter is built from parts that only read them when called.
         health = AccountHealth(ctx.db, nudge)
-        receiver = Receiver(
-            db=ctx.db,
-            queue=_LateQueue(engine),  # type: ignore[arg-type]
-            quarantine=self.quarantine,
-            settings=s,
-            box=box,
-            tls=self._tls,
-            nudge=nudge,
-            guard=self.guard,
-        )
         # Issue 19: OAuth tokens, fetched through the same outbound guard as SMTP and IMAP;
         # rotated refresh tokens kept sealed in the database.
         rotated = RefreshTokenStore(ctx.db, box)
@@ -275,6 +265,17 @@ class EmailGatewayService(BaseService):
             transport=lambda: guarded_transport(self.guard, verify=self._tls, trust_env=False),
             save_rotated=rotated.save,
             load_rotated=rotated.load,
+        )
+        receiver = Receiver(
+            tokens=self.oauth_tokens,
+            db=ctx.db,
+            queue=_LateQueue(engine),  # type: ignore[arg-type]
+            quarantine=self.quarantine,
+            settings=s,
+            box=box,
+            tls=self._tls,
+            nudge=nudge,
+            guard=self.guard,
         )
         self.adapter = EmailAdapter(
             token_provider=self.oauth_tokens,

@@ -47,11 +47,11 @@ class OAuthCredentials:
 
     @property
     def fingerprint(self) -> str:
-        """Changes with any setting or secret (connections and cached tokens follow it)."""
+        """Changes with any setting or secret (connections and cached tokens follow it). Not
+        the account: a site's SMTP and IMAP accounts share one token (and one refresh chain)."""
         raw = "\x1f".join(
             str(v)
             for v in (
-                self.account,
                 self.method,
                 self.token_url,
                 self.scope,

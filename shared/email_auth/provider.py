@@ -108,29 +108,29 @@ class TokenProvider:
         self._save = save_rotated
         self._load = load_rotated
         self._clock = clock
-        self._cache: dict[str, tuple[str, AccessToken]] = {}
+        # Keyed by the credentials' fingerprint: the SMTP and IMAP accounts of one sign-in
+        # share a token, and a refresh token's rotation chain is never forked.
+        self._cache: dict[str, AccessToken] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._rotated: dict[str, tuple[str, str]] = {}
+        self._rotated: dict[str, str] = {}
         self.grants = 0
 
-    def forget(self, account: str) -> None:
-        """Drop an account's cached token (a server refused it)."""
-        self._cache.pop(account, None)
+    def forget(self, creds: OAuthCredentials) -> None:
+        """Drop the cached token of these credentials (a server refused it)."""
+        self._cache.pop(creds.fingerprint, None)
 
     async def token(self, creds: OAuthCredentials, *, fresh: bool = False) -> AccessToken:
         """A token with time left, from the cache or a new grant."""
-        lock = self._locks.setdefault(creds.account, asyncio.Lock())
+        key = creds.fingerprint
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            cached = self._cache.get(creds.account)
-            if (
-                not fresh
-                and cached is not None
-                and cached[0] == creds.fingerprint
-                and not refresh_due(cached[1], self._clock())
-            ):
-                return cached[1]
+            cached = self._cache.get(key)
+            if not fresh and cached is not None and not refresh_due(cached, self._clock()):
+                return cached
             token = await self._grant(creds)
-            self._cache[creds.account] = (creds.fingerprint, token)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = token
             return token
 
     def _client_kwargs(self) -> dict[str, Any]:
@@ -173,7 +173,7 @@ class TokenProvider:
             and rotated
             and rotated != await self._current_refresh(creds)
         ):
-            self._rotated[creds.account] = (creds.fingerprint, rotated)
+            self._rotated[creds.fingerprint] = rotated
             if self._save is not None:
                 await self._save(creds, rotated)
         return AccessToken(value, started + lifetime, lifetime)
@@ -181,13 +181,13 @@ class TokenProvider:
     async def _current_refresh(self, creds: OAuthCredentials) -> str:
         """The refresh token to present: the last rotated one for these settings, else the
         configured one (a newly configured token starts a new chain)."""
-        held = self._rotated.get(creds.account)
-        if held is not None and held[0] == creds.fingerprint:
-            return held[1]
+        held = self._rotated.get(creds.fingerprint)
+        if held is not None:
+            return held
         if self._load is not None:
             loaded = await self._load(creds)
             if loaded:
-                self._rotated[creds.account] = (creds.fingerprint, loaded)
+                self._rotated[creds.fingerprint] = loaded
                 return loaded
         assert creds.refresh_token is not None
         return creds.refresh_token
