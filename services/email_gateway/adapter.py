@@ -356,23 +356,23 @@ class EmailAdapter:
     # --- settings page -------------------------------------------------------------------
 
     async def test_account(self, site: Site) -> dict[str, Any]:
-        """Connect and log in to SMTP (and IMAP when configured) now."""
-        account = self.account_for(site)
-        if account is None:
-            return {"ok": False, "last_error": "email is disabled or not configured"}
-        try:
-            smtp = self.smtp_account(site)
-        except SecretKeyError as exc:
-            return {"ok": False, "last_error": f"cannot open the SMTP password: {exc}"}
-        outcome = await self.pool.check(smtp)
-        ok = outcome.kind == "sent"
-        await self.health.record(
-            account,
-            ok=ok,
-            stage="login" if ok else outcome.stage,
-            error=None if ok else outcome.reply,
-            code=outcome.code,
-            group_id=site.group_id,
-            site_id=site.site_id,
+        """The email Test (issue 19): sign in to SMTP, and to IMAP opening the inbox and the
+        Sent folder when configured; sends nothing."""
+        from services.email_gateway.email_test import email_test
+
+        result = await email_test(
+            self, site, tls=self.sent_sessions.tls, guard=self.sent_sessions.guard
         )
-        return {"ok": ok, "last_error": None if ok else outcome.reply}
+        account = self.account_for(site)
+        smtp = result["smtp"]
+        if account is not None and "stage" in smtp:
+            await self.health.record(
+                account,
+                ok=smtp["ok"],
+                stage="login" if smtp["ok"] else smtp["stage"],
+                error=None if smtp["ok"] else smtp["detail"],
+                code=smtp.get("code"),
+                group_id=site.group_id,
+                site_id=site.site_id,
+            )
+        return result
