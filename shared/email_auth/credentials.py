@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -67,9 +68,24 @@ class OAuthCredentials:
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
+_PEM_BLOCK = re.compile(r"(-----BEGIN [A-Z ]+-----)(.*?)(-----END [A-Z ]+-----)", re.S)
+
+
+def normalise_pem(pem: str) -> str:
+    """A PEM whose line breaks were lost (pasted into a one-line password field) made whole:
+    each block's base64 body re-wrapped at 64 characters."""
+
+    def block(m: re.Match[str]) -> str:
+        body = "".join(m.group(2).split())
+        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+        return "\n".join([m.group(1), *lines, m.group(3)])
+
+    return "\n".join(block(m) for m in _PEM_BLOCK.finditer(pem)) + "\n"
+
+
 def _certificate(pem: str) -> tuple[str, str]:
     """(private key PEM, base64url SHA-1 thumbprint) from a PEM holding a certificate and key."""
-    data = pem.encode()
+    data = normalise_pem(pem).encode()
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

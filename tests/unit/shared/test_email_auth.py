@@ -85,3 +85,24 @@ def test_secrets_are_secret_paths_and_presets_are_settable() -> None:
     settings = EmailSettings(provider_preset="microsoft_365")
     assert settings.hard_limits() == {"per_minute": 30, "per_day": 10000}
     assert EmailSettings(provider_preset="google_workspace").hard_limits()["per_day"] == 2000
+
+
+def test_a_pem_pasted_on_one_line_is_made_whole() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        load_pem_private_key,
+    )
+
+    from shared.email_auth.credentials import normalise_pem
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    flattened = pem.replace("\n", " ")
+    restored = normalise_pem(flattened)
+    assert load_pem_private_key(restored.encode(), None).private_numbers() == (
+        key.private_numbers()
+    )
+    assert normalise_pem(pem).strip() == pem.strip()
