@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from services.email_gateway.composer import ComposeError, compose, message_id_header
+from services.email_gateway.graph.client import GraphMail, GraphUnavailable
 from services.email_gateway.imap import ImapFailure, ImapSession, SessionCache
 from services.email_gateway.receiver import Receiver, imap_endpoint
 from services.email_gateway.settings import Settings
@@ -72,6 +73,7 @@ class EmailAdapter:
         suppression: SuppressionList,
         receiver: Receiver,
         token_provider: TokenProvider | None = None,
+        graph: GraphMail | None = None,
     ) -> None:
         self.settings = settings
         self.public_url = public_url
@@ -83,6 +85,7 @@ class EmailAdapter:
         self.suppression = suppression
         self.receiver = receiver
         self.token_provider = token_provider or TokenProvider()
+        self.graph = graph or GraphMail(timeout=settings.smtp_timeout_seconds)
         self._per_site: dict[tuple[str, int], _Derived] = {}
         self._resume_checked: dict[str, tuple[str, float]] = {}
         self._imap_held: dict[str, tuple[str, float]] = {}
@@ -111,8 +114,11 @@ class EmailAdapter:
                 oauth = None
                 if email.sign_in.is_oauth:  # issue 19 hook: OAuth 2.0 sign-in
                     default_user = email.smtp.username or email.address or ""
+                    graph = email.transport == "graph"
                     oauth = OAuthLogin(
-                        open_credentials(account, email.sign_in, default_user, self.box),
+                        open_credentials(
+                            account, email.sign_in, default_user, self.box, graph=graph
+                        ),
                         self.token_provider,
                     )
                 smtp = SmtpAccount(
@@ -188,7 +194,10 @@ class EmailAdapter:
             )
         except ComposeError as exc:
             return SendResult("failed", error=str(exc))
-        outcome = await self.pool.transaction(account, composed)
+        if email.transport == "graph":  # issue 19 hook: Microsoft Graph sendMail
+            outcome = await self._graph_send(account, composed, site)
+        else:
+            outcome = await self.pool.transaction(account, composed)
         await self._note(account.account, outcome, site)
         header = composed.message_id_header
         if outcome.kind == "sent":
@@ -196,7 +205,12 @@ class EmailAdapter:
         if outcome.kind == "failed":
             return SendResult("failed", error=outcome.reply, provider_response=outcome.reply)
         if outcome.kind == "retry":
-            return SendResult("retry", error=outcome.reply, provider_response=outcome.reply)
+            return SendResult(
+                "retry",
+                error=outcome.reply,
+                provider_response=outcome.reply,
+                retry_after=outcome.retry_after,
+            )
         if outcome.kind == "hold":
             return SendResult("hold", error=outcome.reply)
         return await self._settle_ambiguous(claimed, site, header, outcome)
@@ -204,8 +218,7 @@ class EmailAdapter:
     async def _settle_ambiguous(
         self, claimed: Claimed, site: Site, header: str, outcome: SmtpOutcome
     ) -> SendResult:
-        folder = site.settings.email.imap.sent_folder
-        if not folder or imap_endpoint(site, self.box, self.token_provider) is None:
+        if not self._can_check_sent(site):
             return SendResult(
                 "retry",
                 error=f"{outcome.reply}; no Sent folder to check, so it is sent again with the "
@@ -214,7 +227,7 @@ class EmailAdapter:
         await asyncio.sleep(self.settings.reconcile_grace_seconds)
         try:
             found = await self._in_sent_folder(claimed, site)
-        except (ImapFailure, SecretKeyError, CredentialError) as exc:
+        except (ImapFailure, SecretKeyError, CredentialError, GraphUnavailable) as exc:
             return SendResult(
                 "retry",
                 error=f"{outcome.reply}; the Sent folder could not be checked ({exc}), so it is "
@@ -245,7 +258,28 @@ class EmailAdapter:
 
     # --- after a crash -------------------------------------------------------------------
 
+    async def _graph_send(self, account: SmtpAccount, composed: Any, site: Site) -> SmtpOutcome:
+        if account.oauth is None:
+            return SmtpOutcome(
+                "hold", "login", "the Graph transport needs the microsoft_365 sign-in method"
+            )
+        user = account.oauth.credentials.user
+        url = site.settings.email.sign_in.graph_url
+        return await self.graph.send(account.oauth, url, user, composed.data)
+
+    def _can_check_sent(self, site: Site) -> bool:
+        if site.settings.email.transport == "graph":
+            return site.settings.email.sign_in.method == "microsoft_365"
+        endpoint = imap_endpoint(site, self.box, self.token_provider)
+        return bool(site.settings.email.imap.sent_folder) and endpoint is not None
+
     async def _in_sent_folder(self, claimed: Claimed, site: Site) -> bool:
+        if site.settings.email.transport == "graph":  # issue 19: Sent Items through Graph
+            oauth = self.smtp_account(site).oauth
+            assert oauth is not None
+            header = message_id_header(claimed.message_id, site.settings.email.address)
+            url = site.settings.email.sign_in.graph_url
+            return await self.graph.in_sent_items(oauth, url, oauth.credentials.user, header)
         endpoint = imap_endpoint(site, self.box, self.token_provider)
         folder = site.settings.email.imap.sent_folder
         assert endpoint is not None and folder is not None
@@ -260,8 +294,7 @@ class EmailAdapter:
     async def reconcile(self, claimed: Claimed, site: Site) -> Reconciled:
         """Did an interrupted send reach the server? Asks the Sent folder (else: resend)."""
         header = message_id_header(claimed.message_id, site.settings.email.address)
-        endpoint = imap_endpoint(site, self.box, self.token_provider)
-        if not site.settings.email.imap.sent_folder or endpoint is None:
+        if not self._can_check_sent(site):
             return Reconciled(
                 False, detail="no Sent folder configured: sent again (same Message-ID)"
             )

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 
 from services.email_gateway import tables
 from services.email_gateway.adapter import EmailAdapter
+from services.email_gateway.graph.client import GraphMail
 from services.email_gateway.imap import SessionCache
 from services.email_gateway.oauth_tokens import RefreshTokenStore
 from services.email_gateway.quarantine import Quarantine
@@ -277,8 +278,13 @@ class EmailGatewayService(BaseService):
             nudge=nudge,
             guard=self.guard,
         )
+        self.graph = GraphMail(
+            timeout=s.smtp_timeout_seconds,
+            transport=lambda: guarded_transport(self.guard, verify=self._tls, trust_env=False),
+        )
         self.adapter = EmailAdapter(
             token_provider=self.oauth_tokens,
+            graph=self.graph,
             settings=s,
             public_url=ctx.settings.public_url,
             box=box,
@@ -316,6 +322,8 @@ class EmailGatewayService(BaseService):
         await self.engine.drain()
         await self.pool.close()
         await self.sent_sessions.close()
+        if self.adapter is not None:
+            await self.adapter.graph.close()
 
     def http_app(self, ctx: ServiceContext) -> ASGIApp:
         """`GET /attachments/{attachment_id}`: a released attachment, for staff."""

@@ -98,6 +98,7 @@ class SmtpOutcome:
     stage: Stage
     reply: str = ""
     code: int | None = None
+    retry_after: float | None = None  # issue 19: Graph's Retry-After
 
     @property
     def account_problem(self) -> bool:

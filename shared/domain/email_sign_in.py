@@ -28,6 +28,7 @@ MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/to
 MICROSOFT_SMTP_IMAP_SCOPE = "https://outlook.office365.com/.default"
 MICROSOFT_GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GRAPH_URL = "https://graph.microsoft.com/v1.0"
 GOOGLE_MAIL_SCOPE = "https://mail.google.com/"
 
 SECRET_FIELDS = ("client_secret", "certificate", "service_account_key", "refresh_token")
@@ -86,6 +87,12 @@ class EmailSignIn(BaseModel):
         description="Mailbox the token is used for (SASL user). Unset: the SMTP username, "
         "else the practice address.",
     )
+    graph_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Microsoft Graph base URL for the Graph transport. Unset: "
+        "https://graph.microsoft.com/v1.0 (a national cloud has its own).",
+    )
 
     _sealed = field_validator(*SECRET_FIELDS)(_sealed)
 
@@ -96,7 +103,7 @@ class EmailSignIn(BaseModel):
             raise ValueError("not a tenant id (a GUID or a domain such as contoso.com)")
         return value
 
-    @field_validator("token_url")
+    @field_validator("token_url", "graph_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not _URL.match(value):

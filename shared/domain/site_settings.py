@@ -246,6 +246,11 @@ class EmailSettings(Strict):
     imap: ImapAccount = ImapAccount()
     # Issue 19: password or OAuth 2.0 sign-in for SMTP and IMAP (shared.domain.email_sign_in).
     sign_in: EmailSignIn = EmailSignIn()
+    transport: Literal["smtp", "graph"] = Field(
+        default="smtp",
+        description="smtp (SMTP out, IMAP in); graph: Microsoft Graph sendMail, for Microsoft "
+        "365 tenants where SMTP AUTH is off (needs the microsoft_365 sign-in method).",
+    )
     mode: Literal["automatic", "manual"] = Field(
         default="automatic",
         description="automatic = 'Send all mail immediately' ticked: send inside the sessions; "
@@ -655,6 +660,8 @@ def warnings(settings: SiteSettings) -> list[dict[str, str]]:
             warn("email.smtp.host", "no SMTP server: email cannot be sent")
         for path, message in email.sign_in.missing().items():
             warn(path, message)
+        if email.transport == "graph" and email.sign_in.method != "microsoft_365":
+            warn("email.transport", "the Graph transport needs the microsoft_365 sign-in method")
         if email.preset_times:
             warn("email.preset_times", "preset check times are not recommended; use the interval")
         if email.per_minute == 0:

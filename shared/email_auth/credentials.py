@@ -106,7 +106,7 @@ def _certificate(pem: str) -> tuple[str, str]:
 
 
 def open_credentials(
-    account: str, sign_in: EmailSignIn, default_user: str, box: SecretBox
+    account: str, sign_in: EmailSignIn, default_user: str, box: SecretBox, *, graph: bool = False
 ) -> OAuthCredentials:
     """Open the sealed secrets and derive endpoint, scope and SASL user.
 
@@ -117,7 +117,7 @@ def open_credentials(
         path, message = next(iter(gaps.items()))
         raise CredentialError(path, message)
     user = sign_in.user or default_user
-    scope = sign_in.scopes()
+    scope = sign_in.scopes(graph=graph)
     if sign_in.method == "google_workspace":
         assert sign_in.service_account_key is not None
         try:

@@ -51,6 +51,8 @@ NEW_VALUES: dict[str, Any] = {
     "email.sign_in.token_url": "https://login.harbour.example/token",
     "email.sign_in.scope": "https://outlook.office365.com/.default",
     "email.sign_in.user": "reception@harbour.example",
+    "email.sign_in.graph_url": "https://graph.microsoft.us/v1.0",
+    "email.transport": "graph",
     "sms.provider.kind": "simulator",
     "sms.provider.account_id": "practice-42",
     "sms.provider.secret": "sms-secret-1",
