@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from services.email_gateway.composer import ComposeError, compose, message_id_header
 from services.email_gateway.graph.client import GraphMail, GraphUnavailable
+from services.email_gateway.graph.receiver import GraphReceiver
 from services.email_gateway.imap import ImapFailure, ImapSession, SessionCache
 from services.email_gateway.receiver import Receiver, imap_endpoint
 from services.email_gateway.settings import Settings
@@ -86,6 +87,7 @@ class EmailAdapter:
         self.receiver = receiver
         self.token_provider = token_provider or TokenProvider()
         self.graph = graph or GraphMail(timeout=settings.smtp_timeout_seconds)
+        self.graph_receiver = GraphReceiver(receiver, self.graph, receiver.db)
         self._per_site: dict[tuple[str, int], _Derived] = {}
         self._resume_checked: dict[str, tuple[str, float]] = {}
         self._imap_held: dict[str, tuple[str, float]] = {}
@@ -315,6 +317,8 @@ class EmailAdapter:
         email = site.settings.email
         if not email.enabled or not email.imap.enabled:
             return 0
+        if email.transport == "graph":  # issue 19 hook: the inbox through Graph delta
+            return await self._graph_receive(site)
         endpoint = None
         try:
             endpoint = imap_endpoint(site, self.box, self.token_provider)
@@ -354,6 +358,30 @@ class EmailAdapter:
         self._imap_held.pop(endpoint.account, None)
         await self.health.record(
             endpoint.account, ok=True, stage="imap", group_id=site.group_id, site_id=site.site_id
+        )
+        return count
+
+    async def _graph_receive(self, site: Site) -> int:
+        account = self.account_for(site)
+        try:
+            oauth = self.smtp_account(site).oauth
+        except (SecretKeyError, CredentialError):
+            oauth = None
+        if account is None or oauth is None:
+            return 0
+        error: str | None = None
+        try:
+            count = await self.graph_receiver.poll(site, account, oauth)
+        except GraphUnavailable as exc:
+            error, count = str(exc), 0
+            log.warning("mailbox could not be read", extra={"site": site.site_id, "error": error})
+        await self.health.record(
+            f"{account}-inbox",
+            ok=error is None,
+            stage="imap",
+            error=error,
+            group_id=site.group_id,
+            site_id=site.site_id,
         )
         return count
 

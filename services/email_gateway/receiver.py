@@ -229,6 +229,20 @@ class Receiver:
             self._nudge()
         return recorded
 
+    # --- for the Graph receiver (issue 19): the same recording path as IMAP's -------------
+
+    def nudge(self) -> None:
+        """Tell the engine new receipts may settle messages."""
+        self._nudge()
+
+    async def known(self, eid: str) -> bool:
+        """True if this inbound event id was recorded already."""
+        return await self._known(eid)
+
+    async def record(self, *args: Any) -> bool:
+        """Record one parsed message (see `_record`); True if it was new."""
+        return await self._record(*args)
+
     async def _cursor(self, site_id: str, mailbox: str, uidvalidity: int) -> int | None:
         t = tables.cursors
         async with self.db() as session:

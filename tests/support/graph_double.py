@@ -38,6 +38,8 @@ class GraphState:
     hang_seconds: float = 3.0
     retry_after: int = 1
     sent: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    inbox: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    page_size: int = 2
     calls: Counter[str] = field(default_factory=Counter)
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -45,6 +47,21 @@ class GraphState:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1.0"
+
+    def deliver(self, mailbox: str, mime: bytes) -> str:
+        """A message arriving in the inbox (as Exchange would file it); returns its id."""
+        parsed = email.message_from_bytes(mime, policy=email.policy.default)
+        with self.lock:
+            items = self.inbox.setdefault(mailbox, [])
+            item = {
+                "id": f"AAMk{uuid.uuid4().hex}",
+                "seq": len(items) + 1,
+                "internetMessageId": str(parsed["Message-ID"] or ""),
+                "receivedDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "mime": mime,
+            }
+            items.append(item)
+        return str(item["id"])
 
     def message_ids(self, mailbox: str) -> Counter[str]:
         with self.lock:
@@ -130,16 +147,65 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(state.hang_seconds)  # filed in Sent Items; the answer comes too late
         self._answer(202, None)
 
+    def _delta(self, mailbox: str, query: dict[str, str]) -> None:
+        state = self.server.state
+        base = f"{state.url}/users/{urllib.parse.quote(mailbox)}/mailFolders/inbox/messages/delta"
+        with state.lock:
+            items = list(state.inbox.get(mailbox, []))
+            state.calls["delta" if "$deltatoken" in query else "delta-initial"] += 1
+        after = int(query.get("$deltatoken") or query.get("after") or 0)
+        skip = int(query.get("$skiptoken") or 0)
+        fresh = [i for i in items if i["seq"] > after]
+        page = fresh[skip : skip + state.page_size]
+        body: dict[str, Any] = {
+            "value": [
+                {k: i[k] for k in ("id", "receivedDateTime", "internetMessageId")} for i in page
+            ]
+        }
+        if skip + state.page_size < len(fresh):
+            params = {"after": str(after), "$skiptoken": str(skip + state.page_size)}
+            body["@odata.nextLink"] = f"{base}?{urllib.parse.urlencode(params)}"
+        else:
+            top = max([after, *(i["seq"] for i in fresh)])
+            body["@odata.deltaLink"] = f"{base}?{urllib.parse.urlencode({'$deltatoken': top})}"
+        self._answer(200, body)
+
+    def _value(self, mailbox: str, message: str) -> None:
+        state = self.server.state
+        with state.lock:
+            state.calls["value"] += 1
+            found = [i for i in state.inbox.get(mailbox, []) if i["id"] == message]
+        if not found:
+            self._answer(404, _error("ErrorItemNotFound", "The specified object was not found."))
+            return
+        data = found[0]["mime"]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
         state = self.server.state
         split = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(split.query))
+        delta = self._mailbox(split.path, "/mailFolders/inbox/messages/delta")
+        if delta is not None:
+            if self._authorised(delta):
+                self._delta(delta, query)
+            return
+        if split.path.endswith("/$value") and "/messages/" in split.path:
+            head, _, tail = split.path.removesuffix("/$value").rpartition("/messages/")
+            owner = self._mailbox(head + "/x", "/x")
+            if owner is not None and self._authorised(owner):
+                self._value(owner, urllib.parse.unquote(tail))
+            return
         mailbox = self._mailbox(split.path, "/mailFolders/SentItems/messages")
         if mailbox is None:
             self._answer(404, _error("ResourceNotFound", "Resource not found"))
             return
         if not self._authorised(mailbox):
             return
-        query = dict(urllib.parse.parse_qsl(split.query))
         wanted = None
         flt = query.get("$filter", "")
         if flt.startswith("internetMessageId eq '") and flt.endswith("'"):

@@ -152,3 +152,32 @@ class GraphMail:
             raise GraphUnavailable(f"Sent Items could not be searched: {_graph_error(response)}")
         found = response.json().get("value") or []
         return any(m.get("internetMessageId") == message_id for m in found)
+
+    async def get(
+        self, login: OAuthLogin, url: str, *, max_bytes: int | None = None
+    ) -> httpx.Response:
+        """An authorised GET (raises GraphUnavailable on any failure). With `max_bytes`, a
+        longer body is cut there (the caller records the message from its header)."""
+        try:
+            token = (await login.token()).value
+            request = self._http().build_request(
+                "GET", url, headers={"Authorization": f"Bearer {token}"}
+            )
+            response = await self._http().send(request, stream=True)
+            try:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if max_bytes is not None and len(body) > max_bytes:
+                        break
+            finally:
+                await response.aclose()
+        except (TokenRefused, TokenUnavailable, httpx.HTTPError) as exc:
+            raise GraphUnavailable(f"Microsoft Graph could not be read: {exc}") from exc
+        if response.status_code != 200:
+            raise GraphUnavailable(f"Microsoft Graph: {_graph_error(response)}")
+        return httpx.Response(200, content=bytes(body), headers=response.headers)
+
+    def mailbox_url(self, base_url: str | None, mailbox: str) -> str:
+        """`…/users/{mailbox}` for a Graph base URL."""
+        return self._base(base_url, mailbox)
