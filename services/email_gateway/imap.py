@@ -30,7 +30,6 @@ from typing import Any, Literal, TypeVar
 
 from shared.domain.site_settings import ImapAccount as ImapSettings
 from shared.email_auth.login import OAuthLogin, SignInRefused, imap_sign_in
-from shared.email_auth.provider import TokenRefused, TokenUnavailable
 from shared.net.outbound import DestinationRefused, OutboundGuard
 from shared.net.remote import log_remote
 
@@ -41,16 +40,13 @@ _FRAMING_BYTES = 64 * 1024
 _FETCH_META = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)|INTERNALDATE \"([^\"]+)\"")
 
 
+ImapStage = Literal["connect", "tls", "login", "imap"]
+
+
 class ImapFailure(Exception):
     """An IMAP step failed; `stage` is connect, tls, login or imap."""
 
-    def __init__(
-        self,
-        stage: Literal["connect", "tls", "login", "imap"],
-        message: str,
-        *,
-        held: bool = False,
-    ) -> None:
+    def __init__(self, stage: ImapStage, message: str, *, held: bool = False) -> None:
         super().__init__(message)
         self.stage = stage
         # Issue 19: an OAuth sign-in refused for good; polling waits for corrected settings.
@@ -152,16 +148,8 @@ class ImapEndpoint:
 
     @property
     def fingerprint(self) -> str:
-        raw = "\x1f".join(
-            [
-                self.host,
-                str(self.port),
-                self.security,
-                self.username,
-                self.password,
-                self.oauth.fingerprint if self.oauth is not None else "",
-            ]
-        )
+        parts = [self.host, str(self.port), self.security, self.username, self.password]
+        raw = "\x1f".join([*parts, self.oauth.fingerprint if self.oauth is not None else ""])
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -241,33 +229,15 @@ class ImapSession:
         self.last_used = time.monotonic()
 
     async def connect(self) -> ImapSession:
-        """Resolve, judge and connect (async), then secure and log in (in a worker thread).
-        With OAuth, a refused cached token is retried once with a fresh one."""
-        if self.endpoint.oauth is None:
-            return await self._connect_once(None)
-        token = await self._token(fresh=False)
-        try:
-            return await self._connect_once(token)
-        except ImapFailure as failure:
-            if failure.stage != "login" or failure.held:
-                raise
-        try:
-            return await self._connect_once(await self._token(fresh=True))
-        except ImapFailure as failure:
-            if failure.stage != "login":
-                raise
-            raise ImapFailure("login", f"{failure}: the token was refused", held=True) from failure
+        """Resolve, judge and connect (async), then secure and log in (in a worker thread)."""
+        if self.endpoint.oauth is not None:  # issue 19 hook: OAuth 2.0 sign-in
+            from services.email_gateway.imap_oauth import connect_with_token
 
-    async def _token(self, fresh: bool) -> str:
-        assert self.endpoint.oauth is not None
-        try:
-            return (await self.endpoint.oauth.token(fresh=fresh)).value
-        except TokenRefused as exc:
-            raise ImapFailure("login", f"OAuth sign-in: {exc}", held=True) from exc
-        except TokenUnavailable as exc:
-            raise ImapFailure("login", f"OAuth sign-in: {exc}") from exc
+            return await connect_with_token(self)
+        return await self.connect_once(None)
 
-    async def _connect_once(self, token: str | None) -> ImapSession:
+    async def connect_once(self, token: str | None) -> ImapSession:
+        """One connection and sign-in (with a bearer token when given)."""
         e = self.endpoint
         try:
             sock = await self.guard.connect(e.host, e.port, self.timeout)

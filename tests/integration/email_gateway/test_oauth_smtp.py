@@ -10,7 +10,9 @@ import json
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from services.email_gateway.oauth_tokens import refresh_tokens
 from shared.events.codec import encode
 from tests.integration.email_gateway.conftest import (
     EmailHarness,
@@ -175,3 +177,31 @@ async def test_revoked_client_holds_then_resumes_without_duplicates(
     assert sorted(counts) == sorted(f"<{i}@smile.example>" for i in first + second)
     assert max(counts.values()) == 1, "a message was sent twice"
     assert "token is not active" in verifier.refused
+
+
+async def test_rotated_refresh_token_survives_a_restart(
+    email: EmailHarness, auth_server: AuthServer, oauth_smtp: Any
+) -> None:
+    server, _ = oauth_smtp()
+    sign_in, secrets = sign_in_for(auth_server, "refresh_token")
+    site = await email.make_site(oauth_settings(server.port, sign_in))
+    async with email.gateway() as gw:
+        await email.submit(site, 1)
+        await wait_until(lambda: queued(gw, 1), timeout=20, message="queued")
+        await email.tick(site, 10)
+        await wait_until(lambda: ended(email, 1), timeout=30, message="first sent")
+    # The configured token was used once and rotated: it is dead now; only the sealed copy of
+    # the new one in the gateway's database lets a restarted gateway sign in.
+    assert auth_server.grants["refresh_token"] == 1
+    assert secrets[0] not in auth_server.refresh_tokens
+    async with email.gateway(instance="gw-2") as gw:
+        await email.submit(site, 1)
+        await wait_until(lambda: queued(gw, 1), timeout=20, message="queued again")
+        await email.tick(site, 10)
+        await wait_until(lambda: ended(email, 2), timeout=30, message="sent after restart")
+        async with gw.engine.queue.db() as session:
+            stored = (await session.execute(sa.select(refresh_tokens.c.sealed))).scalars().all()
+    assert auth_server.refused["refresh_token"] == 0
+    assert len(server.received) == 2
+    assert stored and all(s.startswith("enc:") for s in stored), "kept sealed"
+    assert not any(t in s for s in stored for t in auth_server.refresh_tokens)
