@@ -105,3 +105,36 @@ async def test_revoked_client_stops_polling_until_corrected(
         status = await email.rpc("account_status", {"site_id": site})
     assert len(await inbound(email)) == 2, "each message recorded once"
     assert status["imap"]["ok"] is True
+
+
+async def test_short_lived_tokens_across_many_polls(
+    email: EmailHarness, auth_server: AuthServer, oauth_smtp: Any, oauth_dovecot: OAuthDovecot
+) -> None:
+    auth_server.lifetime = 5
+    server, _ = oauth_smtp()
+    oauth_dovecot.add_user(MAILBOX)
+    with oauth_dovecot.client(MAILBOX) as conn:
+        for i in range(200):
+            message = reply(f"<none-{i}@smile.example>", f"p{i}@example.org")
+            typ, detail = conn.append("INBOX", None, None, message)
+            assert typ == "OK", detail
+    sign_in, _ = sign_in_for(auth_server, "refresh_token")
+    site = await email.make_site(settings(server.port, oauth_dovecot, sign_in))
+    # Ten messages a poll, each poll a new IMAP session signing in: 20 sign-ins spread over
+    # several token lifetimes, each with a token that still has time left.
+    async with email.gateway(inbound_batch=10):
+        await drive(
+            email,
+            site,
+            lambda: _inbound_count(email, 200),
+            receive=True,
+            period=0.3,
+            timeout=120,
+            message="200 received",
+        )
+    assert len(await inbound(email)) == 200
+    assert auth_server.refused["refresh_token"] == 0
+    assert auth_server.grants["refresh_token"] >= 2, auth_server.grants
+    log = (oauth_dovecot.root / "dovecot.log").read_text(errors="replace")
+    assert log.count("method=XOAUTH2") >= 20, "every poll signed in anew"
+    assert "auth failed" not in log, "a token was refused"
