@@ -242,4 +242,12 @@ class TokenProvider:
             **kwargs,
         ) as client:
             current = await self._current_refresh(creds)
-            return dict(await client.refresh_token(creds.token_url, refresh_token=current))
+            try:
+                return dict(await client.refresh_token(creds.token_url, refresh_token=current))
+            except OAuthError as exc:
+                # Another replica may have rotated the chain since: its token is in the store.
+                latest = await self._load(creds) if self._load is not None else None
+                if exc.error != "invalid_grant" or not latest or latest == current:
+                    raise
+                self._rotated[creds.fingerprint] = latest
+                return dict(await client.refresh_token(creds.token_url, refresh_token=latest))
