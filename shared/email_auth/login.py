@@ -35,10 +35,6 @@ class OAuthLogin:
     def fingerprint(self) -> str:
         return self.credentials.fingerprint
 
-    @property
-    def account(self) -> str:
-        return self.credentials.account
-
     async def token(self, fresh: bool = False) -> AccessToken:
         """A token for this account (cached unless `fresh`)."""
         return await self.provider.token(self.credentials, fresh=fresh)

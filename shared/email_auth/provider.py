@@ -115,10 +115,6 @@ class TokenProvider:
         self._rotated: dict[str, str] = {}
         self.grants = 0
 
-    def forget(self, creds: OAuthCredentials) -> None:
-        """Drop the cached token of these credentials (a server refused it)."""
-        self._cache.pop(creds.fingerprint, None)
-
     async def token(self, creds: OAuthCredentials, *, fresh: bool = False) -> AccessToken:
         """A token with time left, from the cache or a new grant."""
         key = creds.fingerprint

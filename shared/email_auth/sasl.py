@@ -46,12 +46,3 @@ def choose(offered: set[str]) -> str | None:
         if mechanism in offered:
             return mechanism
     return None
-
-
-def server_error(challenge: bytes) -> str:
-    """A refusal's JSON challenge (base64 or raw) as text for the hold reason."""
-    try:
-        text = base64.b64decode(challenge, validate=True).decode("utf-8", "replace")
-    except ValueError:
-        text = challenge.decode("utf-8", "replace")
-    return text.strip()
