@@ -412,6 +412,14 @@ def provider_test(site: str = typer.Option(..., help="Site id")) -> None:
     raise typer.Exit(asyncio.run(run()))
 
 
+def _email_cli() -> typer.Typer:
+    from services.cli.email_cli import app as email_app
+
+    return email_app
+
+
+app.add_typer(_email_cli(), name="email")  # issue 19: `stagger email test --site`
+
 docs = typer.Typer(help="Regenerate generated documentation.", no_args_is_help=True)
 app.add_typer(docs, name="docs")
 

@@ -21,7 +21,9 @@ from starlette.types import ASGIApp
 from services.email_gateway.adapters import tables
 from services.email_gateway.adapters.account_health import AccountHealth
 from services.email_gateway.adapters.channel import EmailAdapter
+from services.email_gateway.adapters.graph.client import GraphMail
 from services.email_gateway.adapters.imap import SessionCache
+from services.email_gateway.adapters.oauth_tokens import RefreshTokenStore
 from services.email_gateway.adapters.quarantine import Quarantine
 from services.email_gateway.adapters.receiving import Receiver
 from services.email_gateway.adapters.smtp import SmtpPool
@@ -36,9 +38,10 @@ from shared.dispatch.engine import DispatchEngine, follow_sites, sql_parts
 from shared.dispatch.queue import MessageQueue
 from shared.dispatch.tuning import EngineTuning
 from shared.domain.destinations import AllowList
+from shared.email_auth.provider import TokenProvider
 from shared.events.envelope import Envelope
 from shared.events.schemas.control import AttachmentReleaseRequested
-from shared.net.outbound import OutboundGuard, Resolver, system_resolver
+from shared.net.outbound import OutboundGuard, Resolver, guarded_transport, system_resolver
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
 from shared.sites import SiteDirectory
@@ -87,6 +90,7 @@ class EmailGatewayService(BaseService):
         self.accounts: Accounts
         self.quarantine: Quarantine | None = None
         self.tokens: TokenRegistry | None = None
+        self.graph: GraphMail | None = None
 
     def migrations(self) -> Path:
         """The shared dispatch tables (email_0001) and the gateway's own (email_0002…)."""
@@ -116,7 +120,21 @@ class EmailGatewayService(BaseService):
         )
         nudge = parts.relay.nudge
         suppression = OptOutFollower(ctx.nc, parts.queue, nudge)
+        # OAuth tokens are fetched through the same outbound guard as SMTP and IMAP; rotated
+        # refresh tokens are kept sealed in the database.
+        rotated = RefreshTokenStore(ctx.db, box)
+        oauth_tokens = TokenProvider(
+            timeout=s.smtp_timeout_seconds,
+            transport=lambda: guarded_transport(self.guard, verify=self._tls, trust_env=False),
+            save_rotated=rotated.save,
+            load_rotated=rotated.load,
+        )
+        self.graph = GraphMail(
+            timeout=s.smtp_timeout_seconds,
+            transport=lambda: guarded_transport(self.guard, verify=self._tls, trust_env=False),
+        )
         receiver = Receiver(
+            tokens=oauth_tokens,
             db=ctx.db,
             queue=parts.queue,
             quarantine=quarantine,
@@ -127,6 +145,8 @@ class EmailGatewayService(BaseService):
             guard=self.guard,
         )
         self.adapter = EmailAdapter(
+            token_provider=oauth_tokens,
+            graph=self.graph,
             settings=s,
             public_url=ctx.settings.public_url,
             box=box,
@@ -183,6 +203,8 @@ class EmailGatewayService(BaseService):
         await self.engine.drain()
         await self.pool.close()
         await self.sent_sessions.close()
+        if self.graph is not None:
+            await self.graph.close()
 
     def http_app(self, ctx: ServiceContext) -> ASGIApp:
         """`GET /attachments/{attachment_id}`: a released attachment, for staff."""

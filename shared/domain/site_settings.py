@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.domain.email_sign_in import SECRET_FIELDS as SIGN_IN_SECRET_FIELDS
+from shared.domain.email_sign_in import EmailSignIn
 from shared.domain.keywords import (
     DEFAULT_OPT_IN,
     DEFAULT_OPT_OUT,
@@ -243,6 +245,13 @@ class EmailSettings(Strict):
     display_name: str | None = Field(default=None, max_length=120)
     smtp: SmtpAccount = SmtpAccount()
     imap: ImapAccount = ImapAccount()
+    # Issue 19: password or OAuth 2.0 sign-in for SMTP and IMAP (shared.domain.email_sign_in).
+    sign_in: EmailSignIn = EmailSignIn()
+    transport: Literal["smtp", "graph"] = Field(
+        default="smtp",
+        description="smtp (SMTP out, IMAP in); graph: Microsoft Graph sendMail, for Microsoft "
+        "365 tenants where SMTP AUTH is off (needs the microsoft_365 sign-in method).",
+    )
     mode: Literal["automatic", "manual"] = Field(
         default="automatic",
         description="automatic = 'Send all mail immediately' ticked: send inside the sessions; "
@@ -657,6 +666,7 @@ def is_secret_path(path: str) -> bool:
 SECRET_PATHS = (
     "email.smtp.password",
     "email.imap.password",
+    *(f"email.sign_in.{name}" for name in SIGN_IN_SECRET_FIELDS),
     "sms.provider.secret",
     "sms.provider.webhook_secret",
 )
@@ -675,6 +685,10 @@ def warnings(settings: SiteSettings) -> list[dict[str, str]]:
             warn("email.address", "no practice email address: email cannot be sent")
         if not email.smtp.host:
             warn("email.smtp.host", "no SMTP server: email cannot be sent")
+        for path, message in email.sign_in.missing().items():
+            warn(path, message)
+        if email.transport == "graph" and email.sign_in.method != "microsoft_365":
+            warn("email.transport", "the Graph transport needs the microsoft_365 sign-in method")
         if email.preset_times:
             warn("email.preset_times", "preset check times are not recommended; use the interval")
         if email.per_minute == 0:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from services.audit.adapters.trail import metadata as audit_metadata
 from services.config.adapters.read_model import metadata as config_metadata
-from services.email_gateway.adapters.tables import metadata as email_metadata
+from services.email_gateway.adapters.all_tables import metadata as email_metadata
 from services.scheduler.adapters.projection import metadata as scheduler_metadata
 from services.sms_gateway.adapters.tables import metadata as sms_metadata
 from shared.db import tables as shared_tables

@@ -33,6 +33,7 @@ class Draft:
     forecast_messages: int = 100
     forecast_days: int = 7
     test_result: dict[str, Any] | None = None
+    email_test_result: dict[str, Any] | None = None  # issue 19: the email Test's answer
     flash: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     touched: float = field(default_factory=time.monotonic)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.config.console.email_sign_in import FIELD_SPECS as SIGN_IN_FIELD_SPECS
 from shared.domain.site_settings import DAY_NAMES, Window
 
 DAY_LABELS = dict(zip(DAY_NAMES, ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True))
@@ -129,6 +130,8 @@ STEPS: tuple[Step, ...] = (
                 "Where the provider keeps sent mail, e.g. 'Sent Items'.",
                 optional=True,
             ),
+            # Issue 19: "Sign-in method" (services.config.console.email_sign_in).
+            *(Field(**spec) for spec in SIGN_IN_FIELD_SPECS),
         ),
     ),
     Step(

@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.config.console import views
 from services.config.console.drafts import Draft
+from services.config.console.email_sign_in import apply_preset, run_email_test
 from services.config.console.forms import (
     BY_NAME,
     STEP_NAMES,
@@ -215,6 +216,7 @@ def install(console: Console, app: FastAPI) -> None:
             conflict=conflict,
             flash=flash,
             test_result=draft.test_result,
+            email_test_result=draft.email_test_result,
             provider_pending=provider_pending(draft),
             is_admin=user.who.administers_group(site.group_id),
             window_paths=WINDOW_PATHS,
@@ -280,8 +282,10 @@ def install(console: Console, app: FastAPI) -> None:
         )
         shown = offered(step, simulator_enabled=console.settings.sms_simulator_enabled)
         values, typed, errors = parse_step(shown, form, locked_paths=locked)
+        before = draft.values(saved)
         for path, value in values.items():
             draft.set(saved, path, value)
+        apply_preset(draft, saved, before, values)  # issue 19: provider presets
         for path, text in typed.items():
             draft.secrets[path] = console.codec.seal(text)
         if step.name == "sms":
@@ -338,6 +342,8 @@ def install(console: Console, app: FastAPI) -> None:
         elif action == "test" and step.name == "provider":
             flash = await provider_test(user, site, draft)
             site = await console.handlers.site(site_id)  # a successful test locks the account
+        elif action == "email-test" and step.name == "account":  # issue 19
+            flash = await run_email_test(console, site, draft)
         elif action == "unlock" and step.name == "provider":
             flash = await unlock(user, site, draft)
             site = await console.handlers.site(site_id)

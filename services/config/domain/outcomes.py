@@ -79,4 +79,12 @@ def destinations(settings: SiteSettings) -> dict[str, tuple[str, int]]:
         found["email.smtp.host"] = (settings.email.smtp.host, settings.email.smtp.port)
     if settings.email.imap.host:
         found["email.imap.host"] = (settings.email.imap.host, settings.email.imap.port)
+    sign_in = settings.email.sign_in  # the token endpoint and Graph are destinations too
+    for path, url in (
+        ("email.sign_in.token_url", sign_in.token_url),
+        ("email.sign_in.graph_url", sign_in.graph_url),
+    ):
+        endpoint = url_endpoint(url) if url else None
+        if endpoint is not None:
+            found[path] = endpoint
     return found

@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from services.config.adapters import read_model
 from services.config.domain.aggregates import SiteState
+from services.config.email_test import EmailGatewayUnavailable, request_email_test
 from services.config.entrypoints.bodies import (
     GroupOut,
     GroupPatch,
@@ -419,6 +420,16 @@ def build_router(ctx: ApiContext) -> APIRouter:
             return await handlers.provider_test(site, actor=who.actor)
         except GatewayUnavailable:
             return problem(503, "SMS gateway unavailable", "No SMS gateway answered the test.")
+
+    @router.post("/sites/{site_id}/email-test", responses={**WRITE_ERRORS, 503: {"model": Problem}})
+    async def email_test(site_id: str, who: Caller) -> Any:
+        """Issue 19: connect and sign in to SMTP and IMAP, open the inbox and the Sent
+        folder, send nothing; the answer says what worked or the server's reason."""
+        site = await managed_site(site_id, who)
+        try:
+            return await request_email_test(handlers.nc, site.site_id)
+        except EmailGatewayUnavailable:
+            return problem(503, "Email gateway unavailable", "No email gateway answered the test.")
 
     @router.post(
         "/sites/{site_id}/provider-unlock", response_model=OutcomeOut, responses=WRITE_ERRORS

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
+from services.email_gateway.adapters.imap_errors import ImapFailure
 from shared.domain.site_settings import ImapAccount as ImapSettings
+from shared.email_auth.login import OAuthLogin, SignInRefused, imap_sign_in
 from shared.net.outbound import DestinationRefused, OutboundGuard
 from shared.net.remote import log_remote
 
@@ -37,14 +39,6 @@ log = logging.getLogger(__name__)
 _FRAMING_BYTES = 64 * 1024
 """Allowance over the message cap for one answer's own lines (FETCH items, tags, flags)."""
 _FETCH_META = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)|INTERNALDATE \"([^\"]+)\"")
-
-
-class ImapFailure(Exception):
-    """An IMAP step failed; `stage` is connect, tls, login or imap."""
-
-    def __init__(self, stage: Literal["connect", "tls", "login", "imap"], message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
 
 
 class ImapTooLarge(ImapFailure):
@@ -137,10 +131,13 @@ class ImapEndpoint:
     security: Literal["tls", "starttls", "none"]
     username: str
     password: str = field(repr=False)
+    # Issue 19: OAuth 2.0 sign-in (SASL XOAUTH2/OAUTHBEARER) instead of the password.
+    oauth: OAuthLogin | None = field(default=None, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> str:
-        raw = "\x1f".join([self.host, str(self.port), self.security, self.username, self.password])
+        parts = [self.host, str(self.port), self.security, self.username, self.password]
+        raw = "\x1f".join([*parts, self.oauth.fingerprint if self.oauth is not None else ""])
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -221,6 +218,14 @@ class ImapSession:
 
     async def connect(self) -> ImapSession:
         """Resolve, judge and connect (async), then secure and log in (in a worker thread)."""
+        if self.endpoint.oauth is not None:  # issue 19 hook: OAuth 2.0 sign-in
+            from services.email_gateway.adapters.imap_oauth import connect_with_token
+
+            return await connect_with_token(self)
+        return await self.connect_once(None)
+
+    async def connect_once(self, token: str | None) -> ImapSession:
+        """One connection and sign-in (with a bearer token when given)."""
         e = self.endpoint
         try:
             sock = await self.guard.connect(e.host, e.port, self.timeout)
@@ -231,12 +236,12 @@ class ImapSession:
                 "connect", f"cannot reach IMAP server {e.host}:{e.port}: {exc}"
             ) from exc
         try:
-            return await asyncio.to_thread(self.open, sock)
+            return await asyncio.to_thread(self.open, sock, token)
         except BaseException:
             sock.close()
             raise
 
-    def open(self, sock: socket.socket) -> ImapSession:
+    def open(self, sock: socket.socket, token: str | None = None) -> ImapSession:
         """Secure and log in over a socket `connect` opened to a judged address."""
         e = self.endpoint
         where = f"{e.host}:{e.port}"
@@ -261,7 +266,14 @@ class ImapSession:
             raise ImapFailure("connect", f"cannot reach IMAP server {where}: {why}") from exc
         try:
             conn.start_budget(self.budget)
-            conn.login(e.username, e.password)
+            if token is not None:  # issue 19 hook: OAuth 2.0 sign-in
+                imap_sign_in(conn, e.username, token, e.host, e.port)
+            else:
+                conn.login(e.username, e.password)
+        except SignInRefused as exc:
+            with contextlib.suppress(Exception):
+                conn.shutdown()
+            raise ImapFailure("login", str(exc), held=True) from exc
         except imaplib.IMAP4.error as exc:
             with contextlib.suppress(Exception):
                 conn.shutdown()

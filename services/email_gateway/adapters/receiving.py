@@ -40,6 +40,7 @@ from shared.db.sql import insert_ignoring_duplicates, upsert
 from shared.dispatch import schema
 from shared.dispatch.pending_events import add_event, event_id
 from shared.dispatch.queue import MessageQueue
+from shared.email_auth.provider import TokenProvider
 from shared.events.schemas.inbound_email import (
     AttachmentReleased,
     InboundAttachment,
@@ -78,7 +79,9 @@ class Receiver:
         tls: ssl.SSLContext,
         nudge: Any,
         guard: OutboundGuard,
+        tokens: TokenProvider | None = None,
     ) -> None:
+        self.tokens = tokens  # issue 19: OAuth sign-in
         self.guard = guard
         self.db = db
         self.queue = queue
@@ -94,7 +97,7 @@ class Receiver:
 
         Raises `ImapFailure` when the mailbox cannot be read (the caller records the status).
         """
-        endpoint = imap_endpoint(site, self.box)
+        endpoint = imap_endpoint(site, self.box, self.tokens)
         if endpoint is None:
             return 0
         mailbox = site.settings.email.imap.mailbox
@@ -191,6 +194,20 @@ class Receiver:
         if recorded:
             self._nudge()
         return recorded
+
+    # --- for the Graph receiver (issue 19): the same recording path as IMAP's -------------
+
+    def nudge(self) -> None:
+        """Tell the engine new receipts may settle messages."""
+        self._nudge()
+
+    async def known(self, eid: str) -> bool:
+        """True if this inbound event id was recorded already."""
+        return await self._known(eid)
+
+    async def record(self, *args: Any) -> bool:
+        """Record one parsed message (see `_record`); True if it was new."""
+        return await self._record(*args)
 
     async def _cursor(self, site_id: str, mailbox: str, uidvalidity: int) -> int | None:
         t = tables.cursors

@@ -49,6 +49,8 @@ from aiosmtplib import (
 
 from services.email_gateway.adapters.composer import Composed
 from services.email_gateway.config import Settings
+from shared.email_auth.login import OAuthLogin, smtp_sign_in
+from shared.email_auth.provider import TokenRefused, TokenUnavailable
 from shared.net.outbound import DestinationRefused, OutboundGuard
 from shared.net.remote import log_remote, smtp_status
 
@@ -67,12 +69,21 @@ class SmtpAccount:
     security: Literal["starttls", "tls", "none"]
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # Issue 19: OAuth 2.0 sign-in (SASL XOAUTH2/OAUTHBEARER) instead of the password.
+    oauth: OAuthLogin | None = field(default=None, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> str:
         """Changes whenever anything about the connection changes (password included)."""
         raw = "\x1f".join(
-            [self.host, str(self.port), self.security, self.username or "", self.password or ""]
+            [
+                self.host,
+                str(self.port),
+                self.security,
+                self.username or "",
+                self.password or "",
+                self.oauth.fingerprint if self.oauth is not None else "",
+            ]
         )
         return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -81,10 +92,13 @@ class SmtpAccount:
 class SmtpOutcome:
     """What one attempt came to."""
 
-    kind: Literal["sent", "retry", "failed", "ambiguous"]
+    # `hold`: the sign-in was refused for good (OAuth consent revoked, app disabled): the
+    # account waits until its settings change.
+    kind: Literal["sent", "retry", "failed", "ambiguous", "hold"]
     stage: Stage
     reply: str = ""
     code: int | None = None
+    retry_after: float | None = None  # issue 19: Graph's Retry-After
 
     @property
     def account_problem(self) -> bool:
@@ -223,8 +237,18 @@ class SmtpPool:
         )
         try:
             await smtp.connect()
-            if account.username and account.password:
+            if account.oauth is not None:  # issue 19 hook: OAuth 2.0 sign-in
+                await smtp_sign_in(smtp, account.oauth, account.host, account.port)
+            elif account.username and account.password:
                 await smtp.login(account.username, account.password)
+        except (TokenRefused, TokenUnavailable) as exc:
+            with contextlib.suppress(Exception):
+                smtp.close()
+            sock.close()
+            kind: Literal["hold", "retry"] = "hold" if isinstance(exc, TokenRefused) else "retry"
+            raise _Failure(
+                SmtpOutcome(kind, "login", f"OAuth sign-in to {account.host}: {exc}")
+            ) from exc
         except (SMTPException, OSError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 smtp.close()

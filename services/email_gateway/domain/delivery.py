@@ -1,17 +1,19 @@
 """What one SMTP attempt means for the message (pure).
 
 SMTP says `sent` (250 to the end of DATA), `retry` (4xx, or the connection failed before the
-message was handed over), `failed` (5xx) or nothing usable after the message was handed over
-(`ambiguous`: the connection broke before the final reply). An ambiguous send may have reached
-the server; it is looked for in the Sent folder before it is sent again.
+message was handed over), `failed` (5xx), `hold` (the account's sign-in was refused: the
+message waits untouched until the settings are corrected) or nothing usable after the
+message was handed over (`ambiguous`: the connection broke before the final reply). An
+ambiguous send may have reached the server; it is looked for in the Sent folder before it is
+sent again.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-SmtpKind = Literal["sent", "retry", "failed", "ambiguous"]
-Next = Literal["sent", "retry", "failed", "look_in_sent_folder"]
+SmtpKind = Literal["sent", "retry", "failed", "hold", "ambiguous"]
+Next = Literal["sent", "retry", "failed", "hold", "look_in_sent_folder"]
 
 
 def after_attempt(kind: SmtpKind) -> Next:

@@ -2,7 +2,8 @@
 
 - `stagger.rpc.email_gateway.account_status` — `{"site_id"}` → `{"ok", "last_error",
   "checked_at", …}`: what the site's SMTP account last did, for the settings page;
-- `stagger.rpc.email_gateway.account_test` — `{"site_id"}` → connect and log in now;
+- `stagger.rpc.email_gateway.account_test` — `{"site_id"}` → the email Test (sign in to SMTP and
+  IMAP, open the inbox and Sent folder, send nothing);
 - `control.email.release_attachment.<site>` (the engine's control consumer) — release a
   quarantined attachment.
 """
@@ -54,7 +55,8 @@ def declare(
         queue="email_gateway",
         decoder=raw_body,
         title="email account test",
-        description="Request/reply: {site_id} → connect and log in now; {ok, last_error}.",
+        description="Request/reply: {site_id} → the email Test: sign in to SMTP and IMAP, "
+        "open the inbox and Sent folder, send nothing; {ok, smtp, imap, last_error}.",
     )
     async def account_test(body: bytes) -> dict[str, Any]:
         try:

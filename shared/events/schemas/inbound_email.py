@@ -100,7 +100,9 @@ class AttachmentReleased(EventData):
 @registry.register
 class EmailAccountStatus(EventData):
     """The email account's health changed (login refused, TLS failure, back to normal…), as
-    the gateway saw it at `checked_at`; the settings page shows the latest."""
+    the gateway saw it at `checked_at`; the settings page shows the latest. An OAuth sign-in
+    refused for good (revoked consent, disabled app, wrong secret) has `stage` `login` and the
+    authorization server's reason in `error`, and holds the account until it signs in again."""
 
     event_type = "stagger.provider.email_account_status"
     event_version = 1

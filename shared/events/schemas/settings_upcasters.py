@@ -3,6 +3,12 @@
 v1 → v2: the settings snapshot became the typed `SiteSettings` (it was a plain dict). v1 data is
 what `SiteSettings.model_dump` gave at the time, so it keeps its shape; only snapshots written
 before the model had `sms.provider.webhook_secret` lack that key, and get it unset.
+
+v2 → v3: email sign-in over OAuth 2.0 and the Graph transport (`email.sign_in`,
+`email.transport`) and the allow-list of unsigned provider webhooks
+(`sms.provider.webhook_sources`). A v2 snapshot signed in with a password over SMTP and allowed
+any source, so those are filled in as the values written here (frozen: never the live model's
+defaults).
 """
 
 from __future__ import annotations
@@ -43,3 +49,45 @@ def _v1_to_v2(field: str) -> Upcaster:
 
 for _type, _field in SNAPSHOT_FIELDS.items():
     registry.upcaster(_type, 1)(_v1_to_v2(_field))
+
+
+V2_SIGN_IN = {
+    "method": "password",
+    "tenant_id": None,
+    "client_id": None,
+    "client_secret": None,
+    "certificate": None,
+    "service_account_key": None,
+    "refresh_token": None,
+    "token_url": None,
+    "scope": None,
+    "user": None,
+    "graph_url": None,
+}
+"""What a v2 snapshot meant for email sign-in: a password, nothing else."""
+
+
+def _v2_snapshot_to_v3(snapshot: Any) -> Any:
+    if not isinstance(snapshot, dict):
+        return snapshot  # not a snapshot at all: validation names the field
+    out = dict(snapshot)
+    email = out.get("email")
+    if isinstance(email, dict):
+        out["email"] = {"sign_in": dict(V2_SIGN_IN), "transport": "smtp", **email}
+    sms = out.get("sms")
+    if isinstance(sms, dict) and isinstance(sms.get("provider"), dict):
+        out["sms"] = {**sms, "provider": {"webhook_sources": [], **sms["provider"]}}
+    return out
+
+
+def _v2_to_v3(field: str) -> Upcaster:
+    def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        if field not in data:
+            return data
+        return {**data, field: _v2_snapshot_to_v3(data[field])}
+
+    return upcast
+
+
+for _type, _field in SNAPSHOT_FIELDS.items():
+    registry.upcaster(_type, 2)(_v2_to_v3(_field))

@@ -119,7 +119,8 @@ def aim_at_tenant(case: Case[Any], tenant: dict[str, str], base_url: str) -> Non
 def dependency_down(case: Case[Any], response: Any) -> bool:
     """A documented 503 that says only that another service is not running here.
 
-    This test runs the config service alone: no SMS gateway answers a provider test and the
+    This test runs the config service alone: no SMS gateway answers a provider test (nor an
+    email gateway an email test) and the
     system health is "degraded" because the other services send no heartbeats.
     """
     if response.status_code != 503:
@@ -131,6 +132,8 @@ def dependency_down(case: Case[Any], response: Any) -> bool:
         )
     if case.operation.path.endswith("/provider-test"):
         return bool(body.get("title") == "SMS gateway unavailable")
+    if case.operation.path.endswith("/email-test"):
+        return bool(body.get("title") == "Email gateway unavailable")
     return False
 
 

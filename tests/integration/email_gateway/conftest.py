@@ -37,6 +37,9 @@ from shared.runtime.service import running
 from shared.secrets import SecretBox, generate_key
 from tests.integration.dispatch.test_engine import terminal_counts
 from tests.support.imap import Dovecot, dovecot  # noqa: F401  (fixture)
+from tests.support.oauth_imap import oauth_dovecot  # noqa: F401  (fixture, issue 19)
+from tests.support.oauth_server import auth_server  # noqa: F401  (fixture, issue 19)
+from tests.support.oauth_smtp import oauth_smtp  # noqa: F401  (fixture, issue 19)
 from tests.support.smtp import smtp_servers  # noqa: F401  (fixture)
 from tests.support.waiting import wait_until
 

@@ -120,6 +120,16 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("private", {"email": {"imap": {"host": "10.0.0.7"}}}, "email.imap.host"),
     ("DNS to private", {"email": {"smtp": {"host": "mail.private.test"}}}, "email.smtp.host"),
     ("CGNAT", {"email": {"smtp": {"host": "100.64.0.9"}}}, "email.smtp.host"),
+    (
+        "OAuth token endpoint to metadata",
+        {"email": {"sign_in": {"token_url": "http://metadata.test/token"}}},
+        "email.sign_in.token_url",
+    ),
+    (
+        "Graph on a private network",
+        {"email": {"sign_in": {"graph_url": "https://10.0.0.8/v1.0"}}},
+        "email.sign_in.graph_url",
+    ),
 ]
 
 
