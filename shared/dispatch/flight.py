@@ -58,6 +58,11 @@ class TickRun:
     called: asyncio.Event = field(default_factory=asyncio.Event)
     # Launched sends still waiting for a send slot.
     slotless: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Spaced ticks: the send that last passed `keep_spacing`, and a signal set once its
+    # provider call began (its `began` was reported) or it ended without one. The next send
+    # measures its spacing from that actual start, not from when it was handed over.
+    _previous: asyncio.Event | None = None
+    _starting: dict[asyncio.Task[Any], asyncio.Event] = field(default_factory=dict)
     # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
     # ticks and replicas (a cycle that ran late must not put its last send next to the
     # first send of the next cycle).
@@ -69,9 +74,16 @@ class TickRun:
         start first): the next send keeps the spacing from there."""
         if at is not None and self.last_start is not None and at > self.last_start:
             self.last_start = at
+        self._started(asyncio.current_task())
+
+    def _started(self, task: asyncio.Task[Any] | None) -> None:
+        started = self._starting.pop(task, None) if task is not None else None
+        if started is not None:
+            started.set()
 
     def call_ended(self, task: asyncio.Task[Any] | None) -> None:
         """`task`'s provider call is over, or it ended without one (idempotent)."""
+        self._started(task)
         if task in self.calling:
             self.calling.discard(task)
             self.called.set()
@@ -79,16 +91,29 @@ class TickRun:
     async def keep_spacing(
         self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]], clock: Clock
     ) -> bool:
-        """Wait until `spacing` has passed since the previous send of this tick started;
-        False if `pause` was cut short (the replica is draining)."""
+        """Wait until `spacing` has passed since the previous send of this tick actually
+        started; False if `pause` was cut short (the replica is draining).
+
+        The previous send's start is known only once it reports it (`began`), and it can move
+        later while this one waits (a starved loop, a send handed to another process): so
+        first wait for that report, then re-check the gap after every pause until it has
+        really elapsed, rather than sleeping once for a gap computed up front."""
         if spacing <= timedelta(0):
             return True
         async with self.order:
-            if self.last_start is not None:
+            if self._previous is not None:
+                await self._previous.wait()
+            while self.last_start is not None:
                 gap = (self.last_start + spacing - clock.now()).total_seconds()
-                if gap > 0 and not await pause(gap):
+                if gap <= 0:
+                    break
+                if not await pause(gap):
                     return False
             self.last_start = clock.now()
+            task = asyncio.current_task()
+            self._previous = None
+            if task is not None and not task.done():
+                self._previous = self._starting[task] = asyncio.Event()
             return True
 
 
