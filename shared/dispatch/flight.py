@@ -130,6 +130,10 @@ class Flight:
         # error) must not be kept alive for as long as the process lives: its lease runs out
         # and recovery reconciles it with the provider.
         self.held: set[Key] = set()
+        # When each held lease was last known to run a full lease from (the claim's or the
+        # last complete renewal's start): a send whose lease may have run out meanwhile (a
+        # starved replica) confirms it in the ledger before reaching the provider.
+        self.leased: dict[Key, datetime] = {}
         self.inflight: set[asyncio.Task[Any]] = set()
         self.send_slots = asyncio.Semaphore(tuning.parallel_sends)
         # How long a provider call takes lately (moving average, seconds): how far ahead
@@ -141,6 +145,30 @@ class Flight:
         # subtraction after a send is recorded (a read that began before that commit is stale).
         self.unrecorded: dict[str, int] = {}
         self.cap_locks: dict[str, asyncio.Lock] = {}
+
+    def hold(self, keys: Iterable[Key], leased_at: datetime) -> None:
+        """This replica works on `keys`, leased from `leased_at` on."""
+        for key in keys:
+            self.held.add(key)
+            self.leased[key] = leased_at
+
+    def let_go(self, keys: Iterable[Key]) -> None:
+        """No longer working on `keys`: their leases are not renewed any more."""
+        for key in keys:
+            self.held.discard(key)
+            self.leased.pop(key, None)
+
+    def renewed(self, keys: Iterable[Key], at: datetime) -> None:
+        """A renewal that began at `at` kept every one of `keys`."""
+        for key in keys:
+            if key in self.held:
+                self.leased[key] = at
+
+    def lease_surely_held(self, key: Key, now: datetime, lease: timedelta) -> bool:
+        """Whether `key`'s lease certainly has at least half of it left (no other replica can
+        have taken it over), judged from what this replica last wrote."""
+        at = self.leased.get(key)
+        return at is not None and now - at < lease / 2
 
     def start_draining(self) -> None:
         """Stop starting sends (waits in progress are cut short)."""

@@ -40,9 +40,12 @@ class Recovery:
 
     async def renew_leases(self) -> None:
         """Keep the leases of the messages this replica still works on."""
-        await self.queue.renew_leases(
-            timedelta(seconds=self.tuning.lease_seconds), list(self.flight.held)
-        )
+        keys = list(self.flight.held)
+        began = self.clock.now()
+        renewed = await self.queue.renew_leases(timedelta(seconds=self.tuning.lease_seconds), keys)
+        if renewed == len(keys):
+            # Fewer: some were taken over meanwhile; their sends confirm before they go.
+            self.flight.renewed(keys, began)
 
     async def recover(self) -> int:
         """Reconcile sends interrupted by a crashed replica; returns how many were settled."""
