@@ -49,8 +49,9 @@ class TickRun:
     tick: TickIssued
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     launched: set[Key] = field(default_factory=set)
-    # Spaced ticks: when the previous send of this tick started, so that a send that started
-    # late (a slow claim, a busy database) does not bring the next one closer than the spacing.
+    # Spaced ticks: when the previous send of this tick started, then when the provider had
+    # answered it, so that a send that went late (a slow claim, a busy database, a slow
+    # connection) does not bring the next one closer than the spacing.
     last_start: datetime | None = None
     order: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Launched sends whose provider call has not ended yet, and a signal each time one ends.
@@ -59,8 +60,8 @@ class TickRun:
     # Launched sends still waiting for a send slot.
     slotless: set[asyncio.Task[Any]] = field(default_factory=set)
     # Spaced ticks: the send that last passed `keep_spacing`, and a signal set once its
-    # provider call began (its `began` was reported) or it ended without one. The next send
-    # measures its spacing from that actual start, not from when it was handed over.
+    # provider call was answered (`answered`) or it ended without one. The next send
+    # measures its spacing from then, not from when the previous one was handed over.
     _previous: asyncio.Event | None = None
     _starting: dict[asyncio.Task[Any], asyncio.Event] = field(default_factory=dict)
     # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
@@ -68,10 +69,12 @@ class TickRun:
     # first send of the next cycle).
     pace: str | None = None
 
-    def began(self, at: datetime | None) -> None:
-        """A send of this tick reached its provider call at `at`, which can be later than the
-        engine handed it over (an adapter that sends from another process, one that had to
-        start first): the next send keeps the spacing from there."""
+    def answered(self, at: datetime | None) -> None:
+        """The provider answered a send of this tick at `at`. It received the message at
+        some instant before then, which can be well after the engine handed it over (a send
+        from another process, a new connection, a starved loop), and `at` is the only
+        instant after it that this replica knows: the next send keeps the spacing from
+        there, so the provider never sees two sends closer than the spacing."""
         if at is not None and self.last_start is not None and at > self.last_start:
             self.last_start = at
         self._started(asyncio.current_task())
@@ -91,13 +94,12 @@ class TickRun:
     async def keep_spacing(
         self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]], clock: Clock
     ) -> bool:
-        """Wait until `spacing` has passed since the previous send of this tick actually
-        started; False if `pause` was cut short (the replica is draining).
+        """Wait until `spacing` has passed since the provider answered the previous send of
+        this tick; False if `pause` was cut short (the replica is draining).
 
-        The previous send's start is known only once it reports it (`began`), and it can move
-        later while this one waits (a starved loop, a send handed to another process): so
-        first wait for that report, then re-check the gap after every pause until it has
-        really elapsed, rather than sleeping once for a gap computed up front."""
+        That instant is known only once the previous send reports it (`answered`): so first
+        wait for the report, then re-check the gap after every pause until it has really
+        elapsed, rather than sleeping once for a gap computed up front."""
         if spacing <= timedelta(0):
             return True
         async with self.order:

@@ -160,7 +160,7 @@ class Sender:
             slot_held = False
             flight.send_slots.release()
             if run is not None:
-                run.began(result.began_at)
+                run.answered(self.clock.now())
                 run.call_ended(asyncio.current_task())
             await self.record(claimed, account, result)
         finally:

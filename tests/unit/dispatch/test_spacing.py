@@ -1,6 +1,6 @@
-"""A spaced tick's sends keep the spacing from the previous send's actual start, on a fake
-clock: a previous send that starts late, or a pause that ends early, cannot bring two provider
-calls closer than the spacing."""
+"""A spaced tick's sends keep the spacing from the provider's answer to the previous send, on
+a fake clock: a previous send that goes late, or a pause that ends early, cannot bring two
+sends closer than the spacing at the provider."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from tests.support.fakes.dispatch import FakeClock, tick
 SPACING = timedelta(seconds=10)
 
 
-async def test_a_send_that_starts_late_pushes_the_next_one_back() -> None:
+async def test_a_send_answered_late_pushes_the_next_one_back() -> None:
     clock = FakeClock()
     run = TickRun(tick(clock, 2, spacing=SPACING.total_seconds()))
     t0 = clock.now()
     first_reported = asyncio.Event()
 
     async def pause(seconds: float) -> bool:
-        # A sleep to an absolute deadline, during which the first send's call finally
-        # begins (its task was starved, or handed over to another process).
+        # A sleep to an absolute deadline, during which the provider finally answers the
+        # first send (its task was starved, its connection slow to open).
         deadline = clock.now() + timedelta(seconds=seconds)
         await first_reported.wait()
         clock.at = max(clock.at, deadline)
@@ -31,7 +31,7 @@ async def test_a_send_that_starts_late_pushes_the_next_one_back() -> None:
         assert await run.keep_spacing(SPACING, pause, clock)
         await asyncio.sleep(0)  # the second send is queued behind it now
         clock.at += timedelta(seconds=3)
-        run.began(clock.now())
+        run.answered(clock.now())
         first_reported.set()
         run.call_ended(asyncio.current_task())
 
@@ -60,7 +60,7 @@ async def test_a_pause_that_ends_early_is_waited_out() -> None:
 
     assert await run.keep_spacing(SPACING, pause, clock)
     first = clock.now()
-    run.began(first)
+    run.answered(first)
     assert await run.keep_spacing(SPACING, pause, clock)
     assert clock.now() - first >= SPACING
     assert pauses == [10.0, 1.0], "the gap was checked again after the short pause"
