@@ -45,7 +45,8 @@ class SendResult:
     segments: int | None = None
     cost: float | None = None
     # When the provider call actually began, if the adapter knows (it may run later than the
-    # engine asked for it, e.g. in another process): spaced sends keep their gap from it.
+    # engine asked for it, e.g. in another process). Spaced sends keep their gap from the
+    # provider's answer instead: only that instant is surely after the provider received it.
     began_at: datetime | None = None
 
 

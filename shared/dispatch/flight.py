@@ -49,8 +49,9 @@ class TickRun:
     tick: TickIssued
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     launched: set[Key] = field(default_factory=set)
-    # Spaced ticks: when the previous send of this tick started, so that a send that started
-    # late (a slow claim, a busy database) does not bring the next one closer than the spacing.
+    # Spaced ticks: when the previous send of this tick started, then when the provider had
+    # answered it, so that a send that went late (a slow claim, a busy database, a slow
+    # connection) does not bring the next one closer than the spacing.
     last_start: datetime | None = None
     order: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Launched sends whose provider call has not ended yet, and a signal each time one ends.
@@ -58,20 +59,34 @@ class TickRun:
     called: asyncio.Event = field(default_factory=asyncio.Event)
     # Launched sends still waiting for a send slot.
     slotless: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Spaced ticks: the send that last passed `keep_spacing`, and a signal set once its
+    # provider call was answered (`answered`) or it ended without one. The next send
+    # measures its spacing from then, not from when the previous one was handed over.
+    _previous: asyncio.Event | None = None
+    _starting: dict[asyncio.Task[Any], asyncio.Event] = field(default_factory=dict)
     # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
     # ticks and replicas (a cycle that ran late must not put its last send next to the
     # first send of the next cycle).
     pace: str | None = None
 
-    def began(self, at: datetime | None) -> None:
-        """A send of this tick reached its provider call at `at`, which can be later than the
-        engine handed it over (an adapter that sends from another process, one that had to
-        start first): the next send keeps the spacing from there."""
+    def answered(self, at: datetime | None) -> None:
+        """The provider answered a send of this tick at `at`. It received the message at
+        some instant before then, which can be well after the engine handed it over (a send
+        from another process, a new connection, a starved loop), and `at` is the only
+        instant after it that this replica knows: the next send keeps the spacing from
+        there, so the provider never sees two sends closer than the spacing."""
         if at is not None and self.last_start is not None and at > self.last_start:
             self.last_start = at
+        self._started(asyncio.current_task())
+
+    def _started(self, task: asyncio.Task[Any] | None) -> None:
+        started = self._starting.pop(task, None) if task is not None else None
+        if started is not None:
+            started.set()
 
     def call_ended(self, task: asyncio.Task[Any] | None) -> None:
         """`task`'s provider call is over, or it ended without one (idempotent)."""
+        self._started(task)
         if task in self.calling:
             self.calling.discard(task)
             self.called.set()
@@ -79,16 +94,28 @@ class TickRun:
     async def keep_spacing(
         self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]], clock: Clock
     ) -> bool:
-        """Wait until `spacing` has passed since the previous send of this tick started;
-        False if `pause` was cut short (the replica is draining)."""
+        """Wait until `spacing` has passed since the provider answered the previous send of
+        this tick; False if `pause` was cut short (the replica is draining).
+
+        That instant is known only once the previous send reports it (`answered`): so first
+        wait for the report, then re-check the gap after every pause until it has really
+        elapsed, rather than sleeping once for a gap computed up front."""
         if spacing <= timedelta(0):
             return True
         async with self.order:
-            if self.last_start is not None:
+            if self._previous is not None:
+                await self._previous.wait()
+            while self.last_start is not None:
                 gap = (self.last_start + spacing - clock.now()).total_seconds()
-                if gap > 0 and not await pause(gap):
+                if gap <= 0:
+                    break
+                if not await pause(gap):
                     return False
             self.last_start = clock.now()
+            task = asyncio.current_task()
+            self._previous = None
+            if task is not None and not task.done():
+                self._previous = self._starting[task] = asyncio.Event()
             return True
 
 
@@ -105,6 +132,10 @@ class Flight:
         # error) must not be kept alive for as long as the process lives: its lease runs out
         # and recovery reconciles it with the provider.
         self.held: set[Key] = set()
+        # When each held lease was last known to run a full lease from (the claim's or the
+        # last complete renewal's start): a send whose lease may have run out meanwhile (a
+        # starved replica) confirms it in the ledger before reaching the provider.
+        self.leased: dict[Key, datetime] = {}
         self.inflight: set[asyncio.Task[Any]] = set()
         self.send_slots = asyncio.Semaphore(tuning.parallel_sends)
         # How long a provider call takes lately (moving average, seconds): how far ahead
@@ -116,6 +147,30 @@ class Flight:
         # subtraction after a send is recorded (a read that began before that commit is stale).
         self.unrecorded: dict[str, int] = {}
         self.cap_locks: dict[str, asyncio.Lock] = {}
+
+    def hold(self, keys: Iterable[Key], leased_at: datetime) -> None:
+        """This replica works on `keys`, leased from `leased_at` on."""
+        for key in keys:
+            self.held.add(key)
+            self.leased[key] = leased_at
+
+    def let_go(self, keys: Iterable[Key]) -> None:
+        """No longer working on `keys`: their leases are not renewed any more."""
+        for key in keys:
+            self.held.discard(key)
+            self.leased.pop(key, None)
+
+    def renewed(self, keys: Iterable[Key], at: datetime) -> None:
+        """A renewal that began at `at` kept every one of `keys`."""
+        for key in keys:
+            if key in self.held:
+                self.leased[key] = at
+
+    def lease_surely_held(self, key: Key, now: datetime, lease: timedelta) -> bool:
+        """Whether `key`'s lease certainly has at least half of it left (no other replica can
+        have taken it over), judged from what this replica last wrote."""
+        at = self.leased.get(key)
+        return at is not None and now - at < lease / 2
 
     def start_draining(self) -> None:
         """Stop starting sends (waits in progress are cut short)."""

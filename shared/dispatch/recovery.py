@@ -4,11 +4,12 @@ provider (never resent blindly), expired messages ended, old finished ones purge
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.dispatch.flight import Flight
 from shared.dispatch.metrics import OUTCOMES, QUEUE_DEPTH, SENT
 from shared.dispatch.ports import ChannelAdapter, Clock, Queue, Relay, Sites
+from shared.dispatch.queue import Key
 from shared.dispatch.tuning import EngineTuning
 
 log = logging.getLogger(__name__)
@@ -37,19 +38,30 @@ class Recovery:
         self.flight = flight
         self.tuning = tuning
         self.clock = clock
+        # Taken-over messages the provider did not know on a first look, and when. The replica
+        # whose lease ran out may be alive but starved, its provider call still under way (or
+        # the provider not yet done storing what it accepted): absence counts only when it
+        # holds on a second look at least one lease later.
+        self._absent: dict[Key, datetime] = {}
 
     async def renew_leases(self) -> None:
         """Keep the leases of the messages this replica still works on."""
-        await self.queue.renew_leases(
-            timedelta(seconds=self.tuning.lease_seconds), list(self.flight.held)
-        )
+        keys = list(self.flight.held)
+        began = self.clock.now()
+        renewed = await self.queue.renew_leases(timedelta(seconds=self.tuning.lease_seconds), keys)
+        if renewed == len(keys):
+            # Fewer: some were taken over meanwhile; their sends confirm before they go.
+            self.flight.renewed(keys, began)
 
     async def recover(self) -> int:
         """Reconcile sends interrupted by a crashed replica; returns how many were settled."""
         settled = 0
-        for claimed in await self.queue.take_over_expired(
-            self.clock.now(), lease=timedelta(seconds=self.tuning.lease_seconds)
-        ):
+        now = self.clock.now()
+        lease = timedelta(seconds=self.tuning.lease_seconds)
+        for key, first in list(self._absent.items()):
+            if now - first > 4 * lease:  # settled by another replica meanwhile
+                del self._absent[key]
+        for claimed in await self.queue.take_over_expired(now, lease=lease):
             site = self.sites.get(claimed.site_id)
             if site is None:
                 continue
@@ -63,6 +75,7 @@ class Recovery:
                 )
                 continue
             if outcome.sent is True:
+                self._absent.pop(claimed.key, None)
                 await self.queue.sent(
                     claimed,
                     account=account,
@@ -74,6 +87,10 @@ class Recovery:
                 OUTCOMES.labels(self.channel, "sent").inc()
                 settled += 1
             elif outcome.sent is False:
+                first = self._absent.setdefault(claimed.key, now)
+                if now - first < lease:
+                    continue  # its lease runs out again, and then we look again
+                del self._absent[claimed.key]
                 await self.queue.defer(
                     claimed,
                     reason="interrupted before reaching the provider; queued again",

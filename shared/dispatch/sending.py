@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from shared import tracing
 from shared.dispatch.adapter import SendResult
+from shared.dispatch.fence import LeaseLost, reset_fence, set_fence
 from shared.dispatch.flight import Flight, TickRun
 from shared.dispatch.metrics import FAILURES, OUTCOMES, SENT, THROTTLE_WAIT
 from shared.dispatch.ports import ChannelAdapter, Clock, Limiter, Queue, Recorder, Relay
@@ -114,7 +115,21 @@ class Sender:
                 late = (slot - self.clock.now()).total_seconds()
                 if late > 0:
                     await self.clock.sleep(late)
+            lease = timedelta(seconds=self.tuning.lease_seconds)
+
+            async def fence() -> None:
+                # Cheap while the lease is surely ours; a write (and an extension) once this
+                # replica may have been too slow to keep it.
+                if flight.lease_surely_held(claimed.key, self.clock.now(), lease):
+                    return
+                checked_at = self.clock.now()
+                if not await self.queue.confirm_lease(claimed.key, lease):
+                    raise LeaseLost(claimed.message_id)
+                flight.renewed([claimed.key], checked_at)
+
+            token = set_fence(fence)
             try:
+                await fence()
                 with tracing.send_span(
                     claimed.traceparent,
                     message_id=claimed.message_id,
@@ -127,19 +142,29 @@ class Sender:
                     result = await self.adapter.send(claimed, site)
                     flight.time_send(asyncio.get_running_loop().time() - began)
                     tracing.record_send(span, result)
+            except LeaseLost:
+                # Taken over while this replica was too slow to renew: the new owner
+                # reconciles it; sending or recording anything here could send it twice.
+                log.warning(
+                    "lease lost before the send; left to the replica that took it over",
+                    extra={"message_id": claimed.message_id},
+                )
+                return
             except Exception as exc:  # an adapter bug must not strand the message
                 log.exception("adapter raised; treating as a transient failure")
                 result = SendResult("retry", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                reset_fence(token)
             # The slot bounds provider calls in flight, not database writes: free it before
             # waiting for the outcome's (group) commit.
             slot_held = False
             flight.send_slots.release()
             if run is not None:
-                run.began(result.began_at)
+                run.answered(self.clock.now())
                 run.call_ended(asyncio.current_task())
             await self.record(claimed, account, result)
         finally:
-            flight.held.discard(claimed.key)
+            flight.let_go([claimed.key])
             async with flight.cap_locks[account]:
                 flight.unrecorded[account] -= 1
             if slot_held:

@@ -161,7 +161,7 @@ class Ticks:
                 if await self._more_arrived(tick):
                     continue
                 break
-            flight.held.update(c.key for c in batch)
+            flight.hold((c.key for c in batch), now)
             handled: set[Key] = set()
             try:
                 launched, stop = await self.releaser.release_batch(
@@ -176,7 +176,7 @@ class Ticks:
             finally:
                 # Settled here (deferred, suppressed, released…) or never started: no longer
                 # ours to keep alive. Launched sends let go in `Sender.attempt`.
-                flight.held.difference_update(c.key for c in batch if c.key not in run.launched)
+                flight.let_go(c.key for c in batch if c.key not in run.launched)
             index += launched
             remaining -= launched
             attempted += launched

@@ -49,6 +49,7 @@ from aiosmtplib import (
 
 from services.email_gateway.adapters.composer import Composed
 from services.email_gateway.config import Settings
+from shared.dispatch.fence import confirm_lease
 from shared.email_auth.login import OAuthLogin, smtp_sign_in
 from shared.email_auth.provider import TokenRefused, TokenUnavailable
 from shared.net.outbound import DestinationRefused, OutboundGuard
@@ -267,10 +268,13 @@ class SmtpPool:
         return SmtpOutcome("sent", "login", "connected and logged in")
 
     async def transaction(self, account: SmtpAccount, message: Composed) -> SmtpOutcome:
-        """Send one message; never raises."""
+        """Send one message; never raises, except `LeaseLost` when the engine's lease on the
+        message passed to another replica while this one waited for a connection."""
         pool = self._pool(account.account)
         async with pool.slots:
             for _round in range(2):
+                # The wait for a pooled connection can outlast a starved replica's lease.
+                await confirm_lease()
                 conn, reused = self._take_idle(pool, account)
                 if conn is None:
                     try:

@@ -102,6 +102,22 @@ class Claims(QueueCore):
                 .values(lease_until=datetime.now(UTC) + lease)
             )
 
+    async def confirm_lease(self, key: Key, lease: timedelta) -> bool:
+        """Whether this replica still holds `key`'s lease, extending it by `lease` if so: the
+        fence a send passes just before its provider call."""
+        m = self.t.messages
+        async with self.db() as session, session.begin():
+            result = await session.execute(
+                sa.update(m)
+                .where(
+                    keyed(m, [key]),
+                    m.c.state == schema.SENDING,
+                    m.c.lease_owner == self.owner,
+                )
+                .values(lease_until=datetime.now(UTC) + lease)
+            )
+            return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
     async def renew_leases(self, lease: timedelta, keys: Sequence[Key]) -> int:
         """Keep alive the leases of the messages this replica is still working on.
 

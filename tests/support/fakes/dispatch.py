@@ -74,6 +74,9 @@ class FakeQueue:
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.rows: dict[Key, Row] = {}
+        # Leases another replica took over (this one was too slow to renew them).
+        self.taken_over: set[Key] = set()
+        self.confirmations = 0
 
     def add(self, message: MessageAccepted) -> None:
         self.rows[(message.site_id, message.message_id)] = Row(message)
@@ -126,6 +129,14 @@ class FakeQueue:
     async def renew_leases(self, lease: timedelta, keys: Sequence[Key]) -> int:
         await self.extend_lease(keys, lease)
         return len(keys)
+
+    async def confirm_lease(self, key: Key, lease: timedelta) -> bool:
+        self.confirmations += 1
+        row = self.rows[key]
+        if row.state != "sending" or key in self.taken_over:
+            return False
+        row.lease_until = self.clock.now() + lease
+        return True
 
     async def take_over_expired(
         self, now: datetime, limit: int = 100, lease: timedelta = timedelta(seconds=60)

@@ -69,7 +69,11 @@ async def test_an_interrupted_send_is_reconciled_never_resent() -> None:
     await world.queue.claim(["s1"], 2, lease=timedelta(seconds=30))
     world.provider.delivered.add("reached")
     world.clock.at += timedelta(seconds=31)
-    assert await world.engine.recover() == 2
+    assert await world.engine.recover() == 1
+    assert world.queue.states() == {"reached": "sent", "lost": "sending"}
+    # Absent on the first look: asked again once its lease runs out again.
+    world.clock.at += timedelta(seconds=31)
+    assert await world.engine.recover() == 1
     assert world.queue.states() == {"reached": "sent", "lost": "queued"}
     assert world.provider.calls == [], "recovery asks the provider, it does not send"
     await world.engine.run_tick(tick(world.clock, budget=5))
@@ -122,3 +126,19 @@ async def test_intake_verdicts_store_retry_and_poison() -> None:
     assert isinstance(verdicts[3], Poison)
     assert world.queue.states() == {"m1": "queued"}
     assert isinstance(world.queue.rows[("s1", "m1")].message, MessageAccepted)
+
+
+async def test_a_send_still_under_way_when_its_lease_ran_out_is_not_queued_again() -> None:
+    world = fake_world(EngineTuning(lease_seconds=30))
+    world.queue.add(accepted("slow"))
+    # Its replica is alive but starved: the lease ran out in the middle of the provider call.
+    await world.queue.claim(["s1"], 1, lease=timedelta(seconds=30))
+    world.clock.at += timedelta(seconds=31)
+    assert await world.engine.recover() == 0, "not at the provider yet: no verdict"
+    assert world.queue.states() == {"slow": "sending"}
+    world.provider.delivered.add("slow")  # the starved call goes through meanwhile
+    world.clock.at += timedelta(seconds=31)
+    assert await world.engine.recover() == 1
+    assert world.queue.states() == {"slow": "sent"}
+    await world.engine.run_tick(tick(world.clock, budget=5))
+    assert world.provider.calls == [], "sent once, by the replica that was slow"
