@@ -89,7 +89,7 @@ def site_settings(zone: str) -> SiteSettings:
 
 async def create_sites(nc: Client) -> None:
     store = EventStore(nc, SETTINGS)
-    snapshots = {zone: site_settings(zone).model_dump(mode="json") for zone in ZONES}
+    snapshots = {zone: site_settings(zone) for zone in ZONES}
     requests = []
     for i in range(SITES):
         site_id = f"site-{i:05d}"

@@ -73,9 +73,7 @@ def group_from_event(event: Envelope) -> GroupState:
     data = event.data
     assert isinstance(data, GroupCreated | GroupDefaultsChanged)
     name = data.name if isinstance(data, GroupCreated) else ""
-    return GroupState(
-        data.group_id, name, SiteSettings.model_validate(data.defaults), event.sequence or 0
-    )
+    return GroupState(data.group_id, name, data.defaults, event.sequence or 0)
 
 
 def site_from_event(event: Envelope) -> SiteState:
@@ -86,7 +84,7 @@ def site_from_event(event: Envelope) -> SiteState:
         data.group_id,
         data.site_id,
         dict(data.overrides),
-        SiteSettings.model_validate(data.settings),
+        data.settings,
         data.group_version,
         event.sequence or 0,
     )
@@ -131,9 +129,7 @@ def decide_create_group(group_id: str, name: str, patch: Mapping[str, Any]) -> G
     base = flatten(SiteSettings().model_dump(mode="json"))
     base.update(patch)
     defaults = build(unflatten(base))
-    return GroupCreated(
-        group_id=group_id, name=name.strip(), defaults=defaults.model_dump(mode="json")
-    )
+    return GroupCreated(group_id=group_id, name=name.strip(), defaults=defaults)
 
 
 def decide_group_defaults(
@@ -147,9 +143,7 @@ def decide_group_defaults(
     changes = _changes(group.defaults, defaults)
     if not changes:
         return None
-    return GroupDefaultsChanged(
-        group_id=group.group_id, changes=changes, defaults=defaults.model_dump(mode="json")
-    )
+    return GroupDefaultsChanged(group_id=group.group_id, changes=changes, defaults=defaults)
 
 
 def decide_create_site(
@@ -164,7 +158,7 @@ def decide_create_site(
         group_id=group.group_id,
         site_id=site_id,
         overrides=dict(overrides),
-        settings=settings.model_dump(mode="json"),
+        settings=settings,
         group_version=group.version,
         warnings=_warnings(settings),
     )
@@ -217,7 +211,7 @@ def decide_site_change(
         cause="provider_test" if system_patch else "site",
         changes=changes,
         overrides=overrides,
-        settings=new_settings.model_dump(mode="json"),
+        settings=new_settings,
         group_version=group.version,
         warnings=_warnings(new_settings),
         note=note,
@@ -238,7 +232,7 @@ def decide_follow_group(site: SiteState, group: GroupState) -> SiteSettingsChang
         cause="group_default",
         changes=[Change(**{**c.model_dump(), "inherited": True}) for c in changes],
         overrides=site.overrides,
-        settings=new_settings.model_dump(mode="json"),
+        settings=new_settings,
         group_version=group.version,
         warnings=_warnings(new_settings),
     )

@@ -203,7 +203,7 @@ class ConfigHandlers:
         data = aggregates.decide_create_group(
             group_id, name, self.seal_patch(split_patch(defaults))
         )
-        await self.check_destinations(None, SiteSettings.model_validate(data.defaults))
+        await self.check_destinations(None, data.defaults)
         await self.store.append_group(group_id, data, 0, actor=actor)
         return await self.group(group_id)
 
@@ -229,7 +229,7 @@ class ConfigHandlers:
         candidate = aggregates.GroupState(
             group_id,
             group.name,
-            SiteSettings.model_validate(data.defaults),
+            data.defaults,
             group.version,
         )
         await self.check_destinations(group.defaults, candidate.defaults)
@@ -347,7 +347,7 @@ class ConfigHandlers:
         for key, value in profile.items():
             overrides[f"profile.{key}"] = value
         data = aggregates.decide_create_site(group, site_id, overrides)
-        after = SiteSettings.model_validate(data.settings)
+        after = data.settings
         await self._own_account(group_id, None, after.sms.provider)
         await self.check_destinations(None, after)
         await self.store.append_site(
@@ -379,7 +379,7 @@ class ConfigHandlers:
         )
         if data is None:
             return Outcome(site.version, False, [], [])
-        after = SiteSettings.model_validate(data.settings)
+        after = data.settings
         await self._own_account(site.group_id, site.settings.sms.provider, after.sms.provider)
         await self.check_destinations(site.settings, after)
         version = await self.store.append_site(

@@ -65,7 +65,10 @@ def site_rows(events: Iterable[Envelope]) -> list[SiteRow]:
         data = event.data
         if isinstance(data, SiteCreated | SiteSettingsChanged) and event.sequence is not None:
             latest[data.site_id] = SiteRow(
-                data.site_id, data.group_id, event.sequence, dict(data.settings)
+                data.site_id,
+                data.group_id,
+                event.sequence,
+                data.settings.model_dump(mode="json"),
             )
     return list(latest.values())
 

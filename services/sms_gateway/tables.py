@@ -1,5 +1,5 @@
 """The SMS gateway's tables: the shared dispatch tables (`sms_messages` is queue and ledger,
-`sms_pending_events`, `sms_limiters`) plus its own (migrations `sms_0001` to `sms_0006`)."""
+`sms_pending_events`, `sms_limiters`) plus its own."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from shared.dispatch.schema import tables
 metadata = sa.MetaData()
 
 DISPATCH = tables("sms", metadata)
+
+# From sms_0002: a reply is matched to the latest message sent to its number.
+sa.Index(
+    "ix_sms_messages_recipient_sent", DISPATCH.messages.c.recipient, DISPATCH.messages.c.sent_at
+)
 
 webhook_events = sa.Table(
     "sms_webhook_events",

@@ -103,37 +103,3 @@ def tables(prefix: str, metadata: sa.MetaData) -> DispatchTables:
     pending = sa.Table(f"{prefix}_pending_events", metadata, *_pending_event_columns())
     limiters = sa.Table(f"{prefix}_limiters", metadata, *_limiter_columns())
     return DispatchTables(messages, pending, limiters)
-
-
-def create_tables_v1(op: Any, prefix: str) -> None:
-    """DDL of revision 1, for a service's first migration (kept frozen once released)."""
-    op.create_table(f"{prefix}_messages", *_message_columns())
-    op.create_index(
-        f"ix_{prefix}_messages_claim", f"{prefix}_messages", ["site_id", "state", "accepted_at"]
-    )
-    op.create_index(
-        f"ix_{prefix}_messages_state_lease", f"{prefix}_messages", ["state", "lease_until"]
-    )
-    op.create_index(
-        f"ix_{prefix}_messages_account_sent", f"{prefix}_messages", ["account", "sent_at"]
-    )
-    op.create_index(
-        f"ix_{prefix}_messages_recipient", f"{prefix}_messages", ["group_id", "recipient", "state"]
-    )
-    op.create_index(
-        f"ix_{prefix}_messages_provider_id", f"{prefix}_messages", ["provider_message_id"]
-    )
-    op.create_table(f"{prefix}_pending_events", *_pending_event_columns())
-    op.create_table(f"{prefix}_limiters", *_limiter_columns())
-
-
-def create_finished_index(op: Any, prefix: str) -> None:
-    """DDL of the retention index (finished messages by age), for each channel's migration."""
-    op.create_index(
-        f"ix_{prefix}_messages_finished", f"{prefix}_messages", ["state", "finished_at"]
-    )
-
-
-def drop_finished_index(op: Any, prefix: str) -> None:
-    """Undo `create_finished_index`."""
-    op.drop_index(f"ix_{prefix}_messages_finished", f"{prefix}_messages")

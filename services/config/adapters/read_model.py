@@ -76,8 +76,8 @@ class SettingsProjection:
     filter_subject: str | None = None
 
     def refuse(self, event: Envelope) -> str | None:
-        """An event whose ids are not subject tokens, or whose profile is not an object,
-        cannot be a row (the runner dead-letters it instead of failing the batch)."""
+        """An event whose ids are not subject tokens cannot be a row (the runner dead-letters
+        it instead of failing the batch; a snapshot that is not `SiteSettings` never decodes)."""
         data = event.data
         try:
             if isinstance(data, GroupCreated | GroupDefaultsChanged):
@@ -85,8 +85,6 @@ class SettingsProjection:
             elif isinstance(data, SiteCreated | SiteSettingsChanged):
                 subjects.check_token(data.group_id, "group id")
                 subjects.check_token(data.site_id, "site id")
-                if not isinstance(data.settings.get("profile", {}), dict):
-                    return "settings.profile is not an object"
         except subjects.InvalidToken as exc:
             return str(exc)
         return None
@@ -99,7 +97,7 @@ class SettingsProjection:
             if isinstance(data, GroupCreated | GroupDefaultsChanged):
                 values: dict[str, Any] = {
                     "version": event.sequence,
-                    "defaults": data.defaults,
+                    "defaults": data.defaults.model_dump(mode="json"),
                     "updated_at": now,
                 }
                 if isinstance(data, GroupCreated):
@@ -108,8 +106,9 @@ class SettingsProjection:
                     session, groups, "group_id", data.group_id, values, insert_defaults={"name": ""}
                 )
             elif isinstance(data, SiteCreated | SiteSettingsChanged):
-                profile = data.settings.get("profile", {})
-                kind, account_id = sms_account(data.settings)
+                snapshot = data.settings.model_dump(mode="json")
+                profile = data.settings.profile
+                kind, account_id = sms_account(snapshot)
                 await _upsert(
                     session,
                     sites,
@@ -117,12 +116,12 @@ class SettingsProjection:
                     data.site_id,
                     {
                         "group_id": data.group_id,
-                        "name": profile.get("name", ""),
-                        "timezone": profile.get("timezone", ""),
-                        "region": profile.get("region", ""),
+                        "name": profile.name,
+                        "timezone": profile.timezone,
+                        "region": profile.region,
                         "version": event.sequence,
                         "group_version": data.group_version,
-                        "settings": data.settings,
+                        "settings": snapshot,
                         "overrides": data.overrides,
                         "warnings": [w.model_dump() for w in data.warnings],
                         "updated_at": now,

@@ -82,7 +82,7 @@ async def preview(console: Console, site: SiteState, draft: Draft) -> Preview:
     if data is None:
         return Preview(site.settings, [], warnings(site.settings))
     return Preview(
-        SiteSettings.model_validate(data.settings),
+        data.settings,
         [c.model_dump() for c in data.changes],
         [w.model_dump() for w in data.warnings],
     )

@@ -93,13 +93,3 @@ attachments = sa.Table(
     sa.Index("ix_email_attachments_site", "site_id"),
 )
 account_status = sa.Table("email_account_status", metadata, *_status_columns())
-
-
-def create_tables_v2(op: Any) -> None:
-    """DDL of revision email_0002 (kept frozen once released)."""
-    op.create_table("email_mailbox_cursors", *_cursor_columns())
-    op.create_table("email_inbound", *_inbound_columns())
-    op.create_index("ix_email_inbound_site", "email_inbound", ["site_id", "recorded_at"])
-    op.create_table("email_attachments", *_attachment_columns())
-    op.create_index("ix_email_attachments_site", "email_attachments", ["site_id"])
-    op.create_table("email_account_status", *_status_columns())

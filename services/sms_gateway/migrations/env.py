@@ -1,5 +1,6 @@
 from alembic import context
 
+from services.sms_gateway.tables import metadata
 from shared.db.migrate import run_env
 
-run_env(context)
+run_env(context, metadata)

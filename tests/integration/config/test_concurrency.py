@@ -66,7 +66,7 @@ async def test_writers_that_retry_on_409_all_land_without_gaps(
     notes = [e.data.note for e in history.events if isinstance(e.data, SiteSettingsChanged)]
     assert sorted(notes) == sorted(f"w{i}" for i in range(50)), "every update landed exactly once"
     # Each change was made against the state left by the one before it.
-    thresholds = [e.data.settings["sms"]["low_credit_threshold"] for e in history.events[1:]]
+    thresholds = [e.data.settings.sms.low_credit_threshold for e in history.events[1:]]
     olds = [
         next(c.old for c in e.data.changes if c.path == "sms.low_credit_threshold")
         for e in history.events[1:]

@@ -7,6 +7,7 @@ must keep running, and a valid message after the storm must still be handled.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +132,19 @@ async def test_settings_projections_dead_letter_every_malformed_event(
     ):
         items = [(subject, m) for m in found]
         await storm(nc, letters, items, consumer=["scheduler.sites", "config.settings"])
-        # A snapshot whose profile is not an object: the config read model refuses it, the
-        # scheduler keeps the site without ticks until its settings change (documented).
+        # A snapshot whose profile is not an object is no `SiteSettings`: the event does not
+        # decode, so both projections dead-letter it and the scheduler never plans the site.
         broken = SiteCreated(
-            group_id=GROUP,
-            site_id="site-broken",
-            overrides={},
-            settings={**snapshot, "profile": "not an object"},
-            group_version=1,
+            group_id=GROUP, site_id="site-broken", overrides={}, settings=snapshot, group_version=1
         )
         headers, body = headers_of(broken)
-        bad = Malformed("bad_profile", headers, body, r"settings\.profile is not an object")
+        data = json.loads(body)
+        data["settings"]["profile"] = "not an object"
+        bad = Malformed("bad_profile", headers, json.dumps(data).encode(), r"settings\.profile")
         broken_subject = subjects.settings_site(GROUP, "site-broken")
-        await storm(nc, letters, [(broken_subject, bad)], consumer="config.settings")
+        await storm(
+            nc, letters, [(broken_subject, bad)], consumer=["scheduler.sites", "config.settings"]
+        )
         # The projections moved past the storm and still apply settings: a new site arrives.
         await make_site(nc, group=GROUP, site="site-after")
         await wait_until(
@@ -154,8 +155,7 @@ async def test_settings_projections_dead_letter_every_malformed_event(
             lambda: scheduler.directory.get("site-after") is not None,  # type: ignore[union-attr]
             message="the new site planned",
         )
-        known = scheduler.directory.get("site-broken")
-        assert known is not None and known.settings is None, "unusable settings, no ticks"
+        assert scheduler.directory.get("site-broken") is None, "unusable settings, no ticks"
 
 
 async def _more_ticks(nc: Client, before: int) -> bool:

@@ -111,7 +111,7 @@ async def test_reseal_lets_the_service_run_on_the_new_key_alone(nc: Client, nats
     changed = {c.path for c in history.events[-1].data.changes}  # type: ignore[union-attr]
     assert changed == {"email.imap.password", "sms.provider.secret"}
     # The old events still hold values sealed under the old key only.
-    old_value = first_event.events[0].data.settings["sms"]["provider"]["secret"]  # type: ignore[union-attr]
+    old_value = first_event.events[0].data.settings.sms.provider.secret  # type: ignore[union-attr]
     try:
         new_only.open(old_value)
         raise AssertionError("a historical value opened without the old key")

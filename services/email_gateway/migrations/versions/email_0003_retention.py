@@ -6,8 +6,6 @@ Revises: email_0002
 
 from alembic import op
 
-from shared.dispatch.schema import create_finished_index, drop_finished_index
-
 revision = "email_0003"
 down_revision = "email_0002"
 branch_labels = None
@@ -15,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_finished_index(op, "email")
+    op.create_index("ix_email_messages_finished", "email_messages", ["state", "finished_at"])
 
 
 def downgrade() -> None:
-    drop_finished_index(op, "email")
+    op.drop_index("ix_email_messages_finished", "email_messages")

@@ -6,8 +6,6 @@ Revises: sms_0002
 
 from alembic import op
 
-from shared.dispatch.schema import create_finished_index, drop_finished_index
-
 revision = "sms_0003"
 down_revision = "sms_0002"
 branch_labels = None
@@ -15,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_finished_index(op, "sms")
+    op.create_index("ix_sms_messages_finished", "sms_messages", ["state", "finished_at"])
 
 
 def downgrade() -> None:
-    drop_finished_index(op, "sms")
+    op.drop_index("ix_sms_messages_finished", "sms_messages")
