@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from services.config import submission
 from services.config.adapters import read_model
+from services.config.adapters.batches import BatchStore
 from services.config.aggregates import SiteState
 from services.config.entrypoints.problems import AuthError, Problem, problem
 from services.config.forecasting import site_forecast
@@ -67,6 +68,7 @@ class ApiContext:
     handlers: ConfigHandlers
     tokens: TokenRegistry
     nc: Client
+    batches: BatchStore | None = None
 
 
 class SiteOut(BaseModel):
@@ -141,6 +143,7 @@ class SubmissionOut(BaseModel):
     """Accepted messages and when they will go."""
 
     accepted: int
+    batch_id: str
     messages: list[dict[str, Any]]
     credits_needed: float | None = None
     forecast: dict[str, Any] | None = None
@@ -433,6 +436,38 @@ def build_router(ctx: ApiContext) -> APIRouter:
         except (NoRespondersError, NatsTimeout, ValueError, KeyError, TypeError):
             return None
 
+    async def submit_batch(
+        site: SiteState, body: submission.SubmissionIn, actor: str, batch_id: str, request: Request
+    ) -> list[submission.Accepted]:
+        async def record(accepted: list[submission.Accepted]) -> None:
+            # Recorded before publishing, so the read model knows every message of the batch
+            # (and its total) before the gateway reports any of them.
+            if ctx.batches is not None:
+                await ctx.batches.record(
+                    batch_id=batch_id,
+                    group_id=site.group_id,
+                    site_id=site.site_id,
+                    channel=body.channel,
+                    message_ids=[a.message_id for a in accepted],
+                    actor=actor,
+                )
+
+        try:
+            return await submission.submit(
+                ctx.nc,
+                site,
+                body,
+                actor,
+                trace_headers=request.headers,
+                msg_id_key=msg_id_key,
+                batch_id=batch_id,
+                before_publish=record,
+            )
+        except submission.PublishFailed as exc:
+            if ctx.batches is not None:
+                await ctx.batches.forget(batch_id, site.site_id, exc.failed)
+            raise
+
     @router.get("/sites/{site_id}/forecast", responses=ERRORS)
     async def get_forecast(
         site_id: str,
@@ -473,14 +508,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
             if who.sees_site(site.group_id, site.site_id):
                 raise AuthError(403, f"your role ({who.role}) cannot submit messages")
             raise AuthError(404, f"no site {site_id} you can see")
-        accepted = await submission.submit(
-            ctx.nc,
-            site,
-            body,
-            who.actor,
-            trace_headers=request.headers,
-            msg_id_key=msg_id_key,
-        )
+        batch_id = submission.batch_of(site, body)
+        accepted = await submit_batch(site, body, who.actor, batch_id, request)
         credits = None
         if body.channel == "sms":
             credits = round(sum(a.cost or 0 for a in accepted), 4)
@@ -490,6 +519,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return JSONResponse(
             {
                 "accepted": len(accepted),
+                "batch_id": batch_id,
                 "messages": [a.as_json() for a in accepted],
                 "credits_needed": credits,
                 "forecast": forecast,
