@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
+from services.cli.batches import batch_cli
 from shared.config import SERVICE_NAMES, load_settings
 
 if TYPE_CHECKING:
@@ -576,6 +577,7 @@ def send_now(
 
 provider = typer.Typer(help="SMS provider accounts.", no_args_is_help=True)
 app.add_typer(provider, name="provider")
+app.add_typer(batch_cli, name="batch")
 
 
 @provider.command("test")

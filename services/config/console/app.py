@@ -186,7 +186,7 @@ class Console:
 
     def build_app(self) -> FastAPI:
         """The console as an ASGI app (mounted at /console)."""
-        from services.config.console import pages, wizard
+        from services.config.console import batches, pages, wizard
 
         sub = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -194,6 +194,7 @@ class Console:
         self._install_errors(sub)
         pages.install(self, sub)
         wizard.install(self, sub)
+        batches.install(self, sub)
         return sub
 
     def _install_session(self, sub: FastAPI) -> None:

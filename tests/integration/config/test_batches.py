@@ -4,8 +4,12 @@ simulator receives nothing more; each message has exactly one terminal event."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
 import secrets
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,6 +51,7 @@ class Running:
     site_id: str
     other_site: str
     admin: str
+    env: dict[str, str]
 
     def api(self, token: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -175,7 +180,9 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
                     )
                     assert created.status_code == 201, created.text
                     sites.append(site_id)
-            yield Running(stack.base_url, sim_url, nc, group, sites[0], sites[1], admin)
+            yield Running(
+                stack.base_url, sim_url, nc, group, sites[0], sites[1], admin, dict(stack.env)
+            )
         finally:
             await nc.close()
     finally:
@@ -229,6 +236,28 @@ async def test_cancel_midway_sends_nothing_more_and_every_message_ends_once(
     assert again.status_code == 200, again.text
     assert again.json()["cancel_requested"] == 0
     assert "finished" in again.json()["message"]
+
+    code, out = await _cli(running, "batch", "show", "--json", "--site", running.site_id, batch_id)
+    assert code == 0, out
+    assert json.loads(out)["counts"] == counts
+    code, out = await _cli(running, "batch", "cancel", "--site", running.site_id, batch_id)
+    assert (code, out.strip()) == (0, "the batch has finished: nothing to cancel")
+    code, out = await _cli(running, "batch", "show", "--site", running.other_site, batch_id)
+    assert code == 1 and "no batch" in out
+
+
+async def _cli(running: Running, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        *args,
+        env={**os.environ, **running.env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, out.decode()
 
 
 async def test_one_message_is_cancelled_and_a_second_cancel_says_it_has_ended(
