@@ -26,6 +26,7 @@ from starlette.datastructures import FormData
 from starlette.staticfiles import StaticFiles
 
 from services.config.adapters import read_model
+from services.config.adapters.credit_reports import account_credits
 from services.config.aggregates import SiteState
 from services.config.console import views
 from services.config.console.audit_client import AuditClient, AuditUnavailable
@@ -547,49 +548,22 @@ class Console:
             )
             entry["sites"].append({"site_id": site.site_id, "name": site.name})
             entry["threshold"] = max(entry["threshold"], site.settings.sms.low_credit_threshold)
-        since = (datetime.now(UTC) - timedelta(days=30)).isoformat()
-        events, down = await self.audit_call(
-            self.audit.events(user.token, pages=5, type="stagger.credits.", since=since)
-        )
+        since = datetime.now(UTC) - timedelta(days=30)
         for entry in accounts.values():
-            mine = [
-                e
-                for e in (events or [])
-                if (e.get("data") or {}).get("account") == entry["account"]
-            ]
-            samples: list[tuple[datetime, float]] = []
-            notes = []
-            for event in mine:
-                data = event.get("data") or {}
-                at = views.parse_time(event.get("time"))
-                balance = data.get("balance")
-                if balance is None:
-                    balance = data.get("balance_after")
-                kind = str(event.get("type", "")).removeprefix("stagger.credits.").split(".v")[0]
-                if (
-                    at is not None
-                    and isinstance(balance, int | float)
-                    and not isinstance(balance, bool)
-                ):
-                    if kind in ("balance_reported", "topup_requested", "low"):
-                        samples.append((at, float(balance)))
-                    entry["unit"] = data.get("unit") or entry.get("unit")
-                if kind != "balance_reported":
-                    notes.append(
-                        {
-                            "time": event.get("time"),
-                            "kind": kind.replace("_", " "),
-                            "detail": data.get("reason") or data.get("error") or "",
-                        }
-                    )
-            samples.sort(key=lambda s: s[0])
+            # From the account's own subject in PROVIDERS: its latest report is always there,
+            # however many events other accounts have (see credit_reports).
+            credits = await account_credits(self.nc, entry["account"], since)
+            samples = [(r.at, r.balance) for r in credits.reports]
+            latest = credits.latest
             entry["samples"] = samples
-            entry["latest"] = samples[-1][1] if samples else None
-            entry["latest_at"] = samples[-1][0] if samples else None
-            entry["low"] = bool(samples) and samples[-1][1] < entry["threshold"]
+            entry["any_events"] = credits.any_events
+            entry["latest"] = latest.balance if latest else None
+            entry["latest_at"] = latest.at if latest else None
+            entry["low"] = latest is not None and latest.balance < entry["threshold"]
             entry["chart"] = views.credit_chart(samples, float(entry["threshold"]))
-            entry["notes"] = notes[-10:]
-            entry.setdefault("unit", "credits")
+            entry["notes"] = credits.notes
+            entry["unit"] = credits.unit
+        down = None
         return sorted(accounts.values(), key=lambda a: a["sites"][0]["name"]), down
 
     def settings_summary(self, site: SiteState) -> list[dict[str, Any]]:

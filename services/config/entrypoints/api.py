@@ -21,7 +21,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, Field
 
-from services.config import submission
+from services.config import credit_outlook, submission
 from services.config.adapters import read_model
 from services.config.adapters.batches import BatchStore
 from services.config.aggregates import SiteState
@@ -146,6 +146,11 @@ class SubmissionOut(BaseModel):
     batch_id: str
     messages: list[dict[str, Any]]
     credits_needed: float | None = None
+    credits: dict[str, Any] | None = Field(
+        default=None,
+        description="SMS: how many the account's latest reported balance pays for, and a "
+        "warning when it runs out first (the submission is accepted either way).",
+    )
     forecast: dict[str, Any] | None = None
 
 
@@ -488,6 +493,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
         result = site_forecast(site.settings, channel, messages, queued, days)
         if note:
             result["queue_note"] = note
+        if channel == "sms" and site.settings.sms.provider.kind != "none":
+            result["credits"] = await credit_outlook.for_forecast(ctx.nc, site, messages, queued)
         return result
 
     @router.post(
@@ -509,10 +516,16 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 raise AuthError(403, f"your role ({who.role}) cannot submit messages")
             raise AuthError(404, f"no site {site_id} you can see")
         batch_id = submission.batch_of(site, body)
+        # Asked before publishing, so the new messages are not counted as queued ahead.
+        ahead = await queue_depth(site, "sms") if body.channel == "sms" else None
         accepted = await submit_batch(site, body, who.actor, batch_id, request)
         credits = None
+        outlook = None
         if body.channel == "sms":
             credits = round(sum(a.cost or 0 for a in accepted), 4)
+            outlook = await credit_outlook.for_submission(
+                ctx.nc, site, [a.cost or 0 for a in accepted], ahead
+            )
         forecast = site_forecast(site.settings, body.channel, len(accepted), 0, 7)
         # Built directly: re-validating 10,000 entries through the response model would cost
         # more than the rest of the request (the schema still documents the shape).
@@ -522,6 +535,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 "batch_id": batch_id,
                 "messages": [a.as_json() for a in accepted],
                 "credits_needed": credits,
+                "credits": outlook,
                 "forecast": forecast,
             },
             status_code=202,
