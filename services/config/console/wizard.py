@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.config import aggregates
+from services.config import aggregates, credit_outlook
 from services.config.aggregates import SiteState
 from services.config.console import views
 from services.config.console.drafts import Draft
@@ -187,6 +187,10 @@ def install(console: Console, app: FastAPI) -> None:
             forecast = site_forecast(
                 view.settings, "sms", draft.forecast_messages, 0, draft.forecast_days
             )
+            if site.settings.sms.provider.kind != "none":
+                forecast["credits"] = await credit_outlook.for_forecast(
+                    console.nc, site, draft.forecast_messages, 0
+                )
         index = STEP_NAMES.index(step.name)
         return console.page(
             request,
