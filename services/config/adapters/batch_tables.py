@@ -31,3 +31,14 @@ batch_messages = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_config_batch_messages_batch", "batch_id", "state"),
 )
+
+sent_hours = sa.Table(
+    "config_sent_hours",
+    metadata,
+    # Every message sent, whether or not it came in a batch, counted per site and UTC hour (so
+    # any time zone's "today" is a sum of whole hours).
+    sa.Column("site_id", sa.String(63), primary_key=True),
+    sa.Column("channel", sa.String(8), primary_key=True),
+    sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("sent", sa.Integer, nullable=False),
+)

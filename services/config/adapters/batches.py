@@ -7,6 +7,7 @@ exact (a GROUP BY over the batch's rows), not a guess over recent messages.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config.adapters.batch_tables import batch_messages, batches
+from services.config.adapters.sent_counts import count_sent
 from shared.bus.topology import DISPATCH
 from shared.db.sql import insert_ignoring_duplicates, insert_many_ignoring_duplicates
 from shared.domain.batches import BatchProgress, progress
@@ -75,8 +77,13 @@ class BatchProjection:
         now = datetime.now(UTC)
         queued: dict[tuple[str, str], MessageQueued] = {}
         ended: dict[tuple[str, str], str] = {}
+        hours: Counter[tuple[str, str, datetime]] = Counter()
         for event in events:
             data = event.data
+            if isinstance(data, MessageSent):
+                at = data.sent_at.astimezone(UTC) if data.sent_at.tzinfo else data.sent_at
+                hour = at.replace(minute=0, second=0, microsecond=0, tzinfo=UTC)
+                hours[(data.site_id, data.channel, hour)] += 1
             if isinstance(data, MessageQueued) and data.batch_id:
                 queued[(data.site_id, data.message_id)] = data
             else:
@@ -125,6 +132,8 @@ class BatchProjection:
                 .values(state="queued", updated_at=now),
                 [{"k_site": s, "k_message": m} for s, m in queued],
             )
+        if hours:
+            await count_sent(session, hours)
         if ended:
             await session.execute(
                 sa.update(batch_messages)

@@ -146,3 +146,13 @@ async def latest_balance(nc: Client, account: str, since: datetime) -> tuple[flo
     if found.latest is None:
         return None
     return found.latest.balance, found.unit
+
+
+def hold_of(credits: AccountCredits) -> str | None:
+    """Why the account's sending is held (its last hold or resume note), or None."""
+    for note in reversed(credits.notes):
+        if note["kind"] == "sending resumed":
+            return None
+        if note["kind"] == "sending held":
+            return note["detail"] or "held by the SMS gateway"
+    return None

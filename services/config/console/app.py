@@ -187,7 +187,7 @@ class Console:
 
     def build_app(self) -> FastAPI:
         """The console as an ASGI app (mounted at /console)."""
-        from services.config.console import batches, pages, wizard
+        from services.config.console import batches, dashboard, pages, wizard
 
         sub = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -196,6 +196,7 @@ class Console:
         pages.install(self, sub)
         wizard.install(self, sub)
         batches.install(self, sub)
+        dashboard.install(self, sub)
         return sub
 
     def _install_session(self, sub: FastAPI) -> None:

@@ -1,4 +1,5 @@
-"""Config read model: batches (one per submission) and each message's state, by batch.
+"""Config read model: batches (one per submission), each message's state by batch, and
+messages sent per site and hour.
 
 Revision ID: config_0003
 Revises: config_0002
@@ -36,9 +37,17 @@ def upgrade() -> None:
     op.create_index(
         "ix_config_batch_messages_batch", "config_batch_messages", ["batch_id", "state"]
     )
+    op.create_table(
+        "config_sent_hours",
+        sa.Column("site_id", sa.String(63), primary_key=True),
+        sa.Column("channel", sa.String(8), primary_key=True),
+        sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("sent", sa.Integer, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("config_sent_hours")
     op.drop_index("ix_config_batch_messages_batch", "config_batch_messages")
     op.drop_table("config_batch_messages")
     op.drop_index("ix_config_batches_site", "config_batches")
