@@ -81,6 +81,9 @@ async def test_cancel_a_batch_from_its_page_after_confirming(
     await expect(page.get_by_text("Every message of this batch has an outcome.")).to_be_visible()
     await expect(page.locator("#cancel-batch")).to_have_count(0)
     await screenshot(page, "batch-cancelled")
+    # The outbox's latest-batch panel counts the same read model: all five have an outcome.
+    await page.goto(f"{stack.url}/console/sites/{site}/outbox")
+    await expect(page.get_by_label(f"0 of {COUNT} sent")).to_have_attribute("value", str(COUNT))
     ends = await terminal(stack.nc)
     assert [e.type for i in ids for e in ends[i]] == ["stagger.dispatch.cancelled"] * COUNT
     # The console cancelled as the signed-in person: the command carries their token's actor.

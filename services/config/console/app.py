@@ -30,6 +30,7 @@ from services.config.adapters.credit_reports import account_credits
 from services.config.aggregates import SiteState
 from services.config.console import views
 from services.config.console.audit_client import AuditClient, AuditUnavailable
+from services.config.console.batch_panel import recorded_batch
 from services.config.console.drafts import DraftStore
 from services.config.console.forms import STEPS
 from services.config.console.registry import SessionRegistry
@@ -499,7 +500,12 @@ class Console:
         batch = None
         finish = None
         batch_channel = channel or "sms"
-        if latest is not None:
+        # Exact, from the batch read model; the guess over recent messages only for messages
+        # that came without a batch id (published to the bus directly before batches existed).
+        recorded = await recorded_batch(self.handlers.db, site.site_id, channel)
+        if recorded is not None:
+            batch, batch_channel = recorded
+        elif latest is not None:
             queued_events = await self.audit.events(
                 token,
                 pages=5,
@@ -514,15 +520,15 @@ class Console:
             batch = views.latest_batch(queued_events, states)
             if queued_events:
                 batch_channel = (queued_events[-1].get("data") or {}).get("channel") or "sms"
-            if batch is not None and batch.queued:
-                ahead = max(int(listing["counts"].get("queued", 0)) - batch.queued, 0)
-                finish = site_forecast(
-                    site.settings,
-                    "email" if batch_channel == "email" else "sms",
-                    batch.queued,
-                    ahead,
-                    30,
-                )
+        if batch is not None and batch.queued:
+            ahead = max(int(listing["counts"].get("queued", 0)) - batch.queued, 0)
+            finish = site_forecast(
+                site.settings,
+                "email" if batch_channel == "email" else "sms",
+                batch.queued,
+                ahead,
+                30,
+            )
         return {
             "counts": listing.get("counts", {}),
             "messages": listing.get("messages", []),
