@@ -24,12 +24,12 @@ from nats.aio.client import Client
 
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
-from shared.bus.topology import SETTINGS
+from shared.bus.topology import DISPATCH, SETTINGS
 from shared.eventstore import EventStore
 from shared.runtime.nats_server import free_port
 from shared.secrets import SecretBox, generate_key
 from shared.tokens import issue_token
-from tests.integration.sms_gateway.harness import midday_zone, number, terminal
+from tests.integration.sms_gateway.harness import events, midday_zone, number, terminal
 from tests.integration.sms_provider_sim.harness import SimProcess
 from tests.support.stack import start_stack
 from tests.support.waiting import wait_until
@@ -272,6 +272,13 @@ async def test_one_message_is_cancelled_and_a_second_cancel_says_it_has_ended(
         return (await running.batch(batch_id))["counts"]["queued"] == n
 
     await wait_until(lambda: queued(3), timeout=60, interval=0.2, message="three queued")
+    # The gateway's queued events carry the batch id the outbox messages brought.
+    stored = [
+        e.data
+        for e in await events(running.nc, DISPATCH)
+        if e.type == "stagger.dispatch.queued" and e.data.message_id in [one, *rest]  # type: ignore[attr-defined]
+    ]
+    assert [d.batch_id for d in stored] == [batch_id] * 3  # type: ignore[attr-defined]
     url = f"/api/v1/sites/{running.site_id}/messages/{one}/cancel"
     async with running.api(running.admin) as api:
         first = await api.post(url)
