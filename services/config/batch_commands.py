@@ -61,7 +61,11 @@ class BatchCommands:
         }
 
     async def _waiting_before(self, batch: Batch) -> int:
-        joined = batch_messages.join(batches, batches.c.batch_id == batch_messages.c.batch_id)
+        joined = batch_messages.join(
+            batches,
+            (batches.c.batch_id == batch_messages.c.batch_id)
+            & (batches.c.site_id == batch_messages.c.site_id),
+        )
         async with self.store.db() as session:
             count = await session.execute(
                 sa.select(sa.func.count())
@@ -77,7 +81,9 @@ class BatchCommands:
 
     async def cancel_batch(self, site: SiteState, batch: Batch, *, actor: str) -> CancelOutcome:
         """Cancel every message of the batch not yet handed to a provider."""
-        waiting = [] if batch.progress.done else await self.store.waiting(batch.batch_id)
+        waiting = (
+            [] if batch.progress.done else await self.store.waiting(batch.batch_id, batch.site_id)
+        )
         answer = cancel_answer(batch.progress, len(waiting))
         ids = await self._publish(site, batch.channel, waiting, actor, batch.batch_id)
         return CancelOutcome(len(waiting), answer, ids)

@@ -229,7 +229,7 @@ class BatchStore:
             ).first()
             if row is None:
                 return None
-            counts = await _counts(session, [batch_id])
+            counts = await _counts(session, {batch_id: row.site_id})
         return _batch(row, counts.get(batch_id, {}))
 
     async def of_site(self, site_id: str, limit: int = 20) -> list[Batch]:
@@ -243,15 +243,16 @@ class BatchStore:
                     .limit(limit)
                 )
             ).all()
-            counts = await _counts(session, [r.batch_id for r in rows])
+            counts = await _counts(session, {r.batch_id: r.site_id for r in rows})
         return [_batch(r, counts.get(r.batch_id, {})) for r in rows]
 
-    async def waiting(self, batch_id: str) -> list[str]:
+    async def waiting(self, batch_id: str, site_id: str) -> list[str]:
         """Ids of the batch's messages not yet ended (accepted or queued)."""
         async with self.db() as session:
             rows = await session.execute(
                 sa.select(batch_messages.c.message_id).where(
                     batch_messages.c.batch_id == batch_id,
+                    batch_messages.c.site_id == site_id,
                     batch_messages.c.state.in_(WAITING),
                 )
             )
@@ -283,17 +284,25 @@ class BatchStore:
         return await self.get(batch_id) if batch_id else None
 
 
-async def _counts(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict[str, int]]:
-    if not ids:
+async def _counts(session: AsyncSession, sites: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per batch, its messages by state: only those of the batch's own site, so a producer
+    naming another site's batch id in its messages cannot add to that batch."""
+    if not sites:
         return {}
     found: dict[str, dict[str, int]] = {}
     rows = await session.execute(
-        sa.select(batch_messages.c.batch_id, batch_messages.c.state, sa.func.count())
-        .where(batch_messages.c.batch_id.in_(list(ids)))
-        .group_by(batch_messages.c.batch_id, batch_messages.c.state)
+        sa.select(
+            batch_messages.c.batch_id,
+            batch_messages.c.site_id,
+            batch_messages.c.state,
+            sa.func.count(),
+        )
+        .where(batch_messages.c.batch_id.in_(list(sites)))
+        .group_by(batch_messages.c.batch_id, batch_messages.c.site_id, batch_messages.c.state)
     )
-    for batch_id, state, count in rows:
-        found.setdefault(batch_id, {})[state] = count
+    for batch_id, site_id, state, count in rows:
+        if sites.get(batch_id) == site_id:
+            found.setdefault(batch_id, {})[state] = count
     return found
 
 

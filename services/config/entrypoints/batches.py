@@ -116,7 +116,7 @@ def batch_router(
             raise SettingsError({"message_id": "not a message id (1-64 printable characters)"})
         state = await store.message_state(site.site_id, message_id)
         found = await store.batch_of_message(site.site_id, message_id)
-        if state is None or found is None:
+        if state is None or found is None or found.site_id != site.site_id:
             raise AuthError(404, f"no message {message_id} of site {site.site_id}")
         if state not in ("accepted", "queued"):
             return JSONResponse(
