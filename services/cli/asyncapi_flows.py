@@ -9,7 +9,7 @@ import shared.events.schemas  # noqa: F401  (registers every event class)
 from shared.events.envelope import EventData
 from shared.events.registry import registry
 from shared.events.schemas.access import TokenIssued, TokenRevoked
-from shared.events.schemas.control import ResetFailedRequested, SendNowRequested
+from shared.events.schemas.control import CancelRequested, ResetFailedRequested, SendNowRequested
 from shared.events.schemas.deadletter import DeadLetterRecorded
 from shared.events.schemas.dispatch import (
     MessageCancelled,
@@ -230,6 +230,30 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "reset-failed commands",
             "JetStream CONTROL: the console asks a gateway to retry a site's failed messages.",
             (ResetFailedRequested,),
+        ),
+        Flow(
+            "send",
+            "control.{channel}.cancel.{site}",
+            "cancel commands",
+            "JetStream CONTROL: cancel a batch's or one message's waiting messages (the API, "
+            "the console and `stagger batch cancel`), at most 1,000 ids per command.",
+            (CancelRequested,),
+        ),
+        Flow(
+            "receive",
+            "dispatch.>",
+            "config batch read model",
+            "JetStream DISPATCH, replayed then followed (projection `config.batches`): each "
+            "message's state by batch, and sends per site and hour for the dashboard.",
+            DISPATCH_EVENTS,
+        ),
+        Flow(
+            "receive",
+            "credits.{account}",
+            "credit reports of an account",
+            "JetStream PROVIDERS, read per account on demand: the credits page, the dashboard's "
+            "holds and the credit-aware forecast and submission.",
+            (CreditBalanceReported, CreditLow, CreditTopupRequested, SendingHeld, SendingResumed),
         ),
         Flow(
             "send",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 import typer
 
 from services.cli import observe
+from services.cli.batches import batch_cli
 from services.cli.connect import connect_nats
 from shared.config import SERVICE_NAMES, load_settings
 
@@ -370,6 +371,7 @@ def send_now(
 
 provider = typer.Typer(help="SMS provider accounts.", no_args_is_help=True)
 app.add_typer(provider, name="provider")
+app.add_typer(batch_cli, name="batch")
 
 
 @provider.command("test")

@@ -9,14 +9,17 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from services.config.adapters.batches import BatchProjection, BatchStore
 from services.config.adapters.read_model import SettingsProjection
 from services.config.adapters.settings_store import SettingsStore
 from services.config.console import Console
 from services.config.entrypoints import problems
 from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
+from services.config.entrypoints.batches import batch_router
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
+from services.config.handlers.batch_commands import BatchCommands
 from services.config.staff import api as staff_api
 from services.config.staff.service import Staff
 from shared.bus.topology import SETTINGS
@@ -51,6 +54,7 @@ class ConfigService(BaseService):
         self.projection: ProjectionRunner | None = None
         self.console: Console | None = None
         self.staff: Staff | None = None
+        self.batches: BatchCommands | None = None
 
     def migrations(self) -> Path:
         """The config read model's tables."""
@@ -68,7 +72,11 @@ class ConfigService(BaseService):
         problems.document_problem_media_type(app)
         install_precondition_handler(app)
         app.include_router(system_router(self.board))
-        app.include_router(build_router(ApiContext(self.handlers, self.tokens, ctx.nc)))
+        assert self.batches
+        app.include_router(
+            build_router(ApiContext(self.handlers, self.tokens, ctx.nc, self.batches.store))
+        )
+        app.include_router(batch_router(self.handlers, self.tokens, self.batches))
         app.include_router(
             unsubscribe_router(ctx.nc, UnsubscribeTokens.from_settings(ctx.settings))
         )
@@ -103,6 +111,9 @@ class ConfigService(BaseService):
         staff = self.staff = Staff(ctx.settings, ctx.nc, ctx.db, box, self.handlers, guard)
         staff.watch_tokens(self.tokens)
         ctx.spawn(staff.flush_usage_forever(), "token-usage")
+        self.batches = BatchCommands(ctx.nc, BatchStore(ctx.db))
+        batch_projection = ProjectionRunner(ctx.nc, ctx.db, BatchProjection())
+        ctx.spawn(batch_projection.run(), "batch-projection")
         self.console = Console(ctx.settings, ctx.nc, self.handlers, self.tokens, staff)
         ctx.spawn(self.console.follow(), "console-optouts")
         projection = self.projection

@@ -69,6 +69,8 @@ def message_problem(channel: str, message: MessageAccepted) -> str | None:
     # What goes into the queue's key columns must fit them on every database.
     if not fits(message.message_id, 64):
         return f"message_id {message.message_id[:80]!r} is not 1-64 printable characters"
+    if message.batch_id is not None and not fits(message.batch_id, 64):
+        return f"batch_id {message.batch_id[:80]!r} is not 1-64 printable characters"
     if not fits(message.to, 320):
         return f"recipient (to) {message.to[:80]!r} is not 1-320 printable characters"
     naive = [

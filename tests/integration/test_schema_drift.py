@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.audit.adapters.trail import metadata as audit_metadata
+from services.config.adapters import batch_tables  # noqa: F401  (on the config metadata)
 from services.config.adapters.read_model import metadata as config_metadata
 from services.email_gateway.adapters.all_tables import metadata as email_metadata
 from services.scheduler.adapters.projection import metadata as scheduler_metadata

@@ -126,7 +126,14 @@ class Console(ConsoleOperations):
 
     def build_app(self) -> FastAPI:
         """The console as an ASGI app (mounted at /console)."""
-        from services.config.console import pages, sso_pages, staff_pages, wizard
+        from services.config.console import (
+            batches,
+            dashboard,
+            pages,
+            sso_pages,
+            staff_pages,
+            wizard,
+        )
 
         sub = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -136,6 +143,8 @@ class Console(ConsoleOperations):
         sso_pages.install(self, sub)
         pages.install(self, sub)
         wizard.install(self, sub)
+        batches.install(self, sub)
+        dashboard.install(self, sub)
         return sub
 
     def _install_session(self, sub: FastAPI) -> None:

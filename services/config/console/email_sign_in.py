@@ -9,9 +9,9 @@ from services.config.email_test import EmailGatewayUnavailable, request_email_te
 from shared.domain.email_sign_in import PRESETS
 
 if TYPE_CHECKING:
-    from services.config.aggregates import SiteState
     from services.config.console.app import Console
     from services.config.console.drafts import Draft
+    from services.config.domain.aggregates import SiteState
 
 METHODS = (
     ("password", "Password"),

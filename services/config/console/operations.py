@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from nats.aio.client import Client
 
+from services.config.adapters.credit_reports import account_credits
 from services.config.console import views
 from services.config.console.audit_client import AuditClient, AuditUnavailable
+from services.config.console.batch_panel import recorded_batch
 from services.config.domain.aggregates import SiteState
 from services.config.handlers import ConfigHandlers, NotFound
 from shared.bus import subjects
@@ -161,7 +163,12 @@ class ConsoleOperations:
         batch = None
         finish = None
         batch_channel = channel or "sms"
-        if latest is not None:
+        # Exact, from the batch read model; the guess over recent messages only for messages
+        # that came without a batch id (published to the bus directly before batches existed).
+        recorded = await recorded_batch(self.handlers.db, site.site_id, channel)
+        if recorded is not None:
+            batch, batch_channel = recorded
+        elif latest is not None:
             queued_events = await self.audit.events(
                 token,
                 pages=5,
@@ -176,15 +183,15 @@ class ConsoleOperations:
             batch = views.latest_batch(queued_events, states)
             if queued_events:
                 batch_channel = (queued_events[-1].get("data") or {}).get("channel") or "sms"
-            if batch is not None and batch.queued:
-                ahead = max(int(listing["counts"].get("queued", 0)) - batch.queued, 0)
-                finish = site_forecast(
-                    site.settings,
-                    "email" if batch_channel == "email" else "sms",
-                    batch.queued,
-                    ahead,
-                    30,
-                )
+        if batch is not None and batch.queued:
+            ahead = max(int(listing["counts"].get("queued", 0)) - batch.queued, 0)
+            finish = site_forecast(
+                site.settings,
+                "email" if batch_channel == "email" else "sms",
+                batch.queued,
+                ahead,
+                30,
+            )
         return {
             "counts": listing.get("counts", {}),
             "messages": listing.get("messages", []),
@@ -211,47 +218,20 @@ class ConsoleOperations:
             )
             entry["sites"].append({"site_id": site.site_id, "name": site.name})
             entry["threshold"] = max(entry["threshold"], site.settings.sms.low_credit_threshold)
-        since = (datetime.now(UTC) - timedelta(days=30)).isoformat()
-        events, down = await self.audit_call(
-            self.audit.events(user.token, pages=5, type="stagger.credits.", since=since)
-        )
+        since = datetime.now(UTC) - timedelta(days=30)
         for entry in accounts.values():
-            mine = [
-                e
-                for e in (events or [])
-                if (e.get("data") or {}).get("account") == entry["account"]
-            ]
-            samples: list[tuple[datetime, float]] = []
-            notes = []
-            for event in mine:
-                data = event.get("data") or {}
-                at = views.parse_time(event.get("time"))
-                balance = data.get("balance")
-                if balance is None:
-                    balance = data.get("balance_after")
-                kind = str(event.get("type", "")).removeprefix("stagger.credits.").split(".v")[0]
-                if (
-                    at is not None
-                    and isinstance(balance, int | float)
-                    and not isinstance(balance, bool)
-                ):
-                    if kind in ("balance_reported", "topup_requested", "low"):
-                        samples.append((at, float(balance)))
-                    entry["unit"] = data.get("unit") or entry.get("unit")
-                if kind != "balance_reported":
-                    notes.append(
-                        {
-                            "time": event.get("time"),
-                            "kind": kind.replace("_", " "),
-                            "detail": data.get("reason") or data.get("error") or "",
-                        }
-                    )
-            samples.sort(key=lambda s: s[0])
+            # From the account's own subject in PROVIDERS: its latest report is always there,
+            # however many events other accounts have (see credit_reports).
+            credits = await account_credits(self.nc, entry["account"], since)
+            samples = [(r.at, r.balance) for r in credits.reports]
+            latest = credits.latest
             entry["samples"] = samples
-            entry["latest"] = samples[-1][1] if samples else None
-            entry["latest_at"] = samples[-1][0] if samples else None
-            entry["low"] = bool(samples) and samples[-1][1] < entry["threshold"]
+            entry["any_events"] = credits.any_events
+            entry["latest"] = latest.balance if latest else None
+            entry["latest_at"] = latest.at if latest else None
+            entry["low"] = latest is not None and latest.balance < entry["threshold"]
             entry["chart"] = views.credit_chart(samples, float(entry["threshold"]))
-            entry["notes"] = notes[-10:]
-            entry.setdefault("unit", "credits")
+            entry["notes"] = credits.notes
+            entry["unit"] = credits.unit
+        down = None
         return sorted(accounts.values(), key=lambda a: a["sites"][0]["name"]), down

@@ -34,7 +34,7 @@ from services.config.console.forms import (
 )
 from services.config.domain import aggregates
 from services.config.domain.aggregates import SiteState
-from services.config.handlers import GatewayUnavailable, VersionMismatch
+from services.config.handlers import GatewayUnavailable, VersionMismatch, credit_outlook
 from shared.domain.planning import site_forecast
 from shared.domain.site_settings import (
     SettingsError,
@@ -189,6 +189,10 @@ def install(console: Console, app: FastAPI) -> None:
             forecast = site_forecast(
                 view.settings, "sms", draft.forecast_messages, 0, draft.forecast_days
             )
+            if site.settings.sms.provider.kind != "none":
+                forecast["credits"] = await credit_outlook.for_forecast(
+                    console.nc, site, draft.forecast_messages, 0
+                )
         index = STEP_NAMES.index(step.name)
         return console.page(
             request,

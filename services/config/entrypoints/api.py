@@ -21,6 +21,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from services.config.adapters import read_model
+from services.config.adapters.batches import BatchStore
 from services.config.domain.aggregates import SiteState
 from services.config.email_test import EmailGatewayUnavailable, request_email_test
 from services.config.entrypoints.bodies import (
@@ -40,6 +41,7 @@ from services.config.handlers import (
     ConfigHandlers,
     GatewayUnavailable,
     NotFound,
+    credit_outlook,
     redact,
     submission,
 )
@@ -78,6 +80,7 @@ class ApiContext:
     handlers: ConfigHandlers
     tokens: TokenRegistry
     nc: Client
+    batches: BatchStore | None = None
 
 
 def _version(if_match: str | None) -> int:
@@ -341,6 +344,38 @@ def build_router(ctx: ApiContext) -> APIRouter:
         except (NoRespondersError, NatsTimeout, ValueError, KeyError, TypeError):
             return None
 
+    async def submit_batch(
+        site: SiteState, body: submission.SubmissionIn, actor: str, batch_id: str, request: Request
+    ) -> list[submission.Accepted]:
+        async def record(accepted: list[submission.Accepted]) -> None:
+            # Recorded before publishing, so the read model knows every message of the batch
+            # (and its total) before the gateway reports any of them.
+            if ctx.batches is not None:
+                await ctx.batches.record(
+                    batch_id=batch_id,
+                    group_id=site.group_id,
+                    site_id=site.site_id,
+                    channel=body.channel,
+                    message_ids=[a.message_id for a in accepted],
+                    actor=actor,
+                )
+
+        try:
+            return await submission.submit(
+                ctx.nc,
+                site,
+                body,
+                actor,
+                trace_headers=request.headers,
+                msg_id_key=msg_id_key,
+                batch_id=batch_id,
+                before_publish=record,
+            )
+        except submission.PublishFailed as exc:
+            if ctx.batches is not None:
+                await ctx.batches.forget(batch_id, site.site_id, exc.failed)
+            raise
+
     @router.get("/sites/{site_id}/forecast", responses=ERRORS)
     async def get_forecast(
         site_id: str,
@@ -361,6 +396,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
         result = site_forecast(site.settings, channel, messages, queued, days)
         if note:
             result["queue_note"] = note
+        if channel == "sms" and site.settings.sms.provider.kind != "none":
+            result["credits"] = await credit_outlook.for_forecast(ctx.nc, site, messages, queued)
         return result
 
     @router.post(
@@ -381,25 +418,27 @@ def build_router(ctx: ApiContext) -> APIRouter:
             if who.sees_site(site.group_id, site.site_id):
                 raise AuthError(403, f"your role ({who.role}) cannot submit messages")
             raise AuthError(404, f"no site {site_id} you can see")
-        accepted = await submission.submit(
-            ctx.nc,
-            site,
-            body,
-            who.actor,
-            trace_headers=request.headers,
-            msg_id_key=msg_id_key,
-        )
+        batch_id = submission.batch_of(site, body)
+        # Asked before publishing, so the new messages are not counted as queued ahead.
+        ahead = await queue_depth(site, "sms") if body.channel == "sms" else None
+        accepted = await submit_batch(site, body, who.actor, batch_id, request)
         credits = None
+        outlook = None
         if body.channel == "sms":
             credits = round(sum(a.cost or 0 for a in accepted), 4)
+            outlook = await credit_outlook.for_submission(
+                ctx.nc, site, [a.cost or 0 for a in accepted], ahead
+            )
         forecast = site_forecast(site.settings, body.channel, len(accepted), 0, 7)
         # Built directly: re-validating 10,000 entries through the response model would cost
         # more than the rest of the request (the schema still documents the shape).
         return JSONResponse(
             {
                 "accepted": len(accepted),
+                "batch_id": batch_id,
                 "messages": [a.as_json() for a in accepted],
                 "credits_needed": credits,
+                "credits": outlook,
                 "forecast": forecast,
             },
             status_code=202,

@@ -86,8 +86,14 @@ class SubmissionOut(BaseModel):
     """Accepted messages and when they will go."""
 
     accepted: int
+    batch_id: str
     messages: list[dict[str, Any]]
     credits_needed: float | None = None
+    credits: dict[str, Any] | None = Field(
+        default=None,
+        description="SMS: how many the account's latest reported balance pays for, and a "
+        "warning when it runs out first (the submission is accepted either way).",
+    )
     forecast: dict[str, Any] | None = None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from services.config.domain.aggregates import SiteState
 from shared import tracing
 from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
+from shared.domain.batches import batch_id_for
 from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.segments import count_segments
 from shared.domain.site_settings import SettingsError, valid_email
@@ -138,6 +139,14 @@ def message_id(site_id: str, channel: str, idempotency_key: str | None) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{site_id}\x1f{channel}\x1f{idempotency_key}"))
 
 
+def batch_of(site: SiteState, submission: SubmissionIn) -> str:
+    """The submission's batch id: the same for a retried submission whose messages all have
+    idempotency keys, a new one otherwise."""
+    return batch_id_for(
+        site.site_id, submission.channel, [m.idempotency_key for m in submission.messages]
+    )
+
+
 def _channel_ready(site: SiteState, channel: str) -> None:
     settings = site.settings
     if channel == "sms" and settings.sms.provider.kind == "none":
@@ -198,8 +207,11 @@ def validate(
     *,
     max_payload: int | None = None,
     msg_id_key: bytes | None = None,
+    batch_id: str | None = None,
 ) -> tuple[list[Accepted], list[Outgoing]]:
     """Check every message; raise SettingsError naming each bad `messages[i].field`.
+
+    Every message carries `batch_id` (by default `batch_of(site, submission)`).
 
     `max_payload` is the bus's limit per message (`nc.max_payload`): a message whose encoded
     form is larger could never be stored, so it is refused here with the rest of its batch.
@@ -207,6 +219,7 @@ def validate(
     and benchmarks publishing as a producer would) the id is the plain `<site>:<id>`.
     """
     _channel_ready(site, submission.channel)
+    batch = batch_id or batch_of(site, submission)
     errors: dict[str, str] = {}
     accepted: list[Accepted] = []
     outgoing: list[Outgoing] = []
@@ -303,6 +316,7 @@ def validate(
             segments=segments,
             encoding=encoding,
             submitted_at=now,
+            batch_id=batch,
         )
         headers = dict(template)
         headers["ce-id"] = headers["ce-subject"] = mid
@@ -354,9 +368,12 @@ async def submit(
     *,
     trace_headers: Mapping[str, str] | None = None,
     msg_id_key: bytes | None = None,
+    batch_id: str | None = None,
+    before_publish: Callable[[list[Accepted]], Awaitable[None]] | None = None,
 ) -> list[Accepted]:
     """Validate and publish a batch, traced as one `stagger.submit` span (continuing the
-    caller's trace when `trace_headers` carry a `traceparent`)."""
+    caller's trace when `trace_headers` carry a `traceparent`). `before_publish` gets the
+    validated messages before any is published (the batch read model records them)."""
     with tracing.span(
         tracing.SUBMIT,
         parent=tracing.extract(trace_headers),
@@ -370,7 +387,14 @@ async def submit(
         },
     ):
         accepted, outgoing = validate(
-            site, submission, actor, max_payload=nc.max_payload, msg_id_key=msg_id_key
+            site,
+            submission,
+            actor,
+            max_payload=nc.max_payload,
+            msg_id_key=msg_id_key,
+            batch_id=batch_id,
         )
+        if before_publish is not None:
+            await before_publish(accepted)
         await publish(nc, accepted, outgoing)
     return accepted

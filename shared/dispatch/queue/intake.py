@@ -83,6 +83,7 @@ class Ingest(QueueCore):
                         client_reference=msg.client_reference,
                         submitted_at=msg.submitted_at,
                         submitted_by=item.actor,
+                        batch_id=msg.batch_id,
                     ),
                     actor=item.actor,
                     correlation_id=item.correlation_id,

@@ -46,6 +46,8 @@ class CancelRequested(EventData):
     channel: Literal["sms", "email"]
     message_ids: list[str]
     reason: str = ""
+    # Which batch the ids were taken from, for the audit trail (optional, added compatibly).
+    batch_id: str | None = None
 
 
 @registry.register

@@ -60,6 +60,9 @@ class MessageQueued(_MessageEvent):
     submitted_at: datetime | None = None
     submitted_by: str | None = None
     retry_of: str | None = None
+    # The submission it came in (optional, added compatibly: no new version, see
+    # docs/events.md); the config service's batch read model groups messages by it.
+    batch_id: str | None = None
 
 
 @registry.register

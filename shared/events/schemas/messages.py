@@ -52,3 +52,6 @@ class MessageAccepted(EventData):
     segments: int | None = None
     encoding: str | None = None
     submitted_at: datetime
+    # Added without a new version: readers ignore unknown fields (`extra="ignore"`) and old
+    # events read as None, so both directions stay compatible (see docs/events.md).
+    batch_id: str | None = None
