@@ -13,6 +13,7 @@ from faststream.nats import NatsBroker
 
 from shared.runtime.context import ServiceContext
 
+# The service module's logger: records keep the name they had before the split.
 log = logging.getLogger("shared.runtime.service")
 
 # Each closing step gets this long: a step that cannot finish (a task that ignores

@@ -22,6 +22,7 @@ from shared.runtime.health import heartbeat_loop
 from shared.runtime.http import health_routes, serve_http
 from shared.runtime.shutdown import cancel
 
+# The service module's logger: records keep the name they had before the split.
 log = logging.getLogger("shared.runtime.service")
 
 
