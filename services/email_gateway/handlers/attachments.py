@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.email_gateway.adapters import tables
+from services.email_gateway.adapters.inbound_record import SOURCE
 from services.email_gateway.adapters.quarantine import Quarantine
-from services.email_gateway.adapters.receiving import SOURCE
 from shared.bus import subjects
 from shared.dispatch.commands import CommandRefused
 from shared.dispatch.pending_events import add_event, event_id
