@@ -30,7 +30,7 @@ from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, validate
 from services.email_gateway.adapters.composer import compose
-from services.email_gateway.config import Settings as GatewaySettings
+from services.email_gateway.config import EmailGatewayConfig as GatewaySettings
 from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS, ensure_streams
@@ -56,10 +56,10 @@ BODY = (
 def _serve(port: int, counter: Any, ready: Any) -> None:
     """The SMTP server process: the project's sink, keeping nothing, counting messages."""
     from services.smtp_sink.composition import build_server
-    from services.smtp_sink.config import Settings
+    from services.smtp_sink.config import SinkConfig
 
     async def main() -> None:
-        server = build_server(Settings(port=port, store=False), None)
+        server = build_server(SinkConfig(port=port, store=False), None)
 
         def count(_: Any) -> None:
             with counter.get_lock():

@@ -29,8 +29,8 @@ DEFAULT_HTTP_PORTS = {
 }
 
 
-class StaggerSettings(BaseSettings):
-    """Settings shared by every Stagger process."""
+class StaggerConfig(BaseSettings):
+    """Process configuration shared by every Stagger process (`STAGGER_*`)."""
 
     model_config = SettingsConfigDict(env_prefix="STAGGER_", extra="ignore", frozen=True)
 
@@ -261,6 +261,6 @@ class StaggerSettings(BaseSettings):
         return ports[service]
 
 
-def load_settings(**overrides: object) -> StaggerSettings:
+def load_config(**overrides: object) -> StaggerConfig:
     """Read settings from the environment; keyword overrides win (used by tests)."""
-    return StaggerSettings(**overrides)  # type: ignore[arg-type]
+    return StaggerConfig(**overrides)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Every settings class in the project, so docs tests can check the README table."""
+"""Every process-configuration class in the project, so docs tests can check the README table."""
 
 from __future__ import annotations
 
@@ -6,23 +6,22 @@ import importlib
 
 from pydantic_settings import BaseSettings
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 
-# Services with settings of their own add their module here.
-SETTINGS_MODULES: tuple[str, ...] = (
-    "services.sms_provider_sim.config",
-    "services.scheduler.config",
-    "services.sms_gateway.config",
-    "services.email_gateway.config",
-    "services.smtp_sink.config",
-    "shared.tracing",
+# Services with configuration of their own add their module and class here.
+CONFIG_CLASSES: tuple[tuple[str, str], ...] = (
+    ("services.sms_provider_sim.config", "SimulatorConfig"),
+    ("services.scheduler.config", "SchedulerConfig"),
+    ("services.sms_gateway.config", "GatewayConfig"),
+    ("services.email_gateway.config", "EmailGatewayConfig"),
+    ("services.smtp_sink.config", "SinkConfig"),
+    ("shared.tracing", "TracingConfig"),
 )
 
 
-def all_settings_classes() -> list[type[BaseSettings]]:
-    """StaggerSettings plus each service's own settings class (`Settings` in its module)."""
-    classes: list[type[BaseSettings]] = [StaggerSettings]
-    for module_name in SETTINGS_MODULES:
-        module = importlib.import_module(module_name)
-        classes.append(module.Settings)
+def all_config_classes() -> list[type[BaseSettings]]:
+    """StaggerConfig plus each service's own process configuration class."""
+    classes: list[type[BaseSettings]] = [StaggerConfig]
+    for module_name, class_name in CONFIG_CLASSES:
+        classes.append(getattr(importlib.import_module(module_name), class_name))
     return classes

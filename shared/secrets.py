@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.logs import register_secret
 
 PREFIX = "enc:v1:"
@@ -48,7 +48,7 @@ class SecretBox:
         self._primary = keys[0]
 
     @classmethod
-    def from_settings(cls, settings: StaggerSettings) -> SecretBox:
+    def from_config(cls, settings: StaggerConfig) -> SecretBox:
         """Keys from `STAGGER_SECRET_KEY`, else the var dir's key file (created if missing)."""
         if settings.secret_key is not None:
             raw = settings.secret_key.get_secret_value()

@@ -54,7 +54,7 @@ SEND = "stagger.send"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-class Settings(BaseSettings):
+class TracingConfig(BaseSettings):
     """Tracing settings (`STAGGER_TRACING`)."""
 
     model_config = SettingsConfigDict(env_prefix="STAGGER_", extra="ignore", frozen=True)
@@ -108,7 +108,7 @@ def configure(
     Returns the provider, or None when tracing stays off (asked for, or the OTLP exporter is
     not installed: one warning says so).
     """
-    chosen = Settings(tracing=mode) if mode is not None else Settings()  # type: ignore[arg-type]
+    chosen = TracingConfig(tracing=mode) if mode is not None else TracingConfig()  # type: ignore[arg-type]
     if chosen.tracing == "off":
         disable()
         return None

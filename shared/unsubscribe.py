@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.secrets import KEY_FILE, load_or_create_key_file
 
 _INFO = b"stagger/unsubscribe/v1"
@@ -62,7 +62,7 @@ class UnsubscribeTokens:
         self._keys = [_keys(s) for s in secrets]
 
     @classmethod
-    def from_settings(cls, settings: StaggerSettings) -> UnsubscribeTokens:
+    def from_config(cls, settings: StaggerConfig) -> UnsubscribeTokens:
         """Keys from `STAGGER_SECRET_KEY` (every key of the ring), else the key file."""
         if settings.secret_key is not None:
             raw = settings.secret_key.get_secret_value()

@@ -48,7 +48,7 @@ import nats  # noqa: E402
 from nats.aio.client import Client  # noqa: E402
 
 from shared.bus.topology import CONSUMERS, STREAMS, ensure_consumer, ensure_streams  # noqa: E402
-from shared.config import StaggerSettings, load_settings  # noqa: E402
+from shared.config import StaggerConfig, load_config  # noqa: E402
 from shared.sites import SiteDirectory  # noqa: E402
 
 log = logging.getLogger("stagger.provision")
@@ -59,7 +59,7 @@ async def _connection_error(exc: Exception) -> None:
     log.debug("nats: %s: %s", type(exc).__name__, exc)
 
 
-async def connect(settings: StaggerSettings) -> Client:
+async def connect(settings: StaggerConfig) -> Client:
     """Connect with the settings' URL and credentials."""
     options: dict[str, object] = {
         "servers": settings.nats_servers,
@@ -77,7 +77,7 @@ async def connect(settings: StaggerSettings) -> Client:
     return await nats.connect(**options)  # type: ignore[arg-type]
 
 
-async def provision(settings: StaggerSettings) -> None:
+async def provision(settings: StaggerConfig) -> None:
     """Create or update every stream and durable consumer; retry until the deadline."""
     deadline = time.monotonic() + settings.startup_timeout_seconds
     delay = 0.5
@@ -121,7 +121,7 @@ def _password_variable(group: str) -> str:
     return "NATS_PASSWORD_PRODUCER_" + group.upper().replace("-", "_")
 
 
-async def group_sites(settings: StaggerSettings) -> dict[str, list[str]]:
+async def group_sites(settings: StaggerConfig) -> dict[str, list[str]]:
     """Every group's site ids, from the SETTINGS stream."""
     nc = await connect(settings)
     try:
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     producers.add_argument("--accounts", type=Path, default=_HERE.parent / "accounts.conf")
     producers.add_argument("--credentials", type=Path, required=True)
     args = parser.parse_args(argv)
-    settings = load_settings()
+    settings = load_config()
     if args.command == "producers":
         try:
             groups = asyncio.run(group_sites(settings))

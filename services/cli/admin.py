@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from shared.config import StaggerSettings, load_settings
+from shared.config import StaggerConfig, load_config
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -21,7 +21,7 @@ CONFIG_MIGRATIONS = Path(__file__).resolve().parents[1] / "config" / "migrations
 
 
 async def ensure_group(
-    nc: Client, settings: StaggerSettings, group_id: str, name: str, defaults: dict[str, object]
+    nc: Client, settings: StaggerConfig, group_id: str, name: str, defaults: dict[str, object]
 ) -> bool:
     """Create the group unless it exists; True if it was created."""
     from services.config.adapters.settings_store import SettingsStore
@@ -33,7 +33,7 @@ async def ensure_group(
     handlers = ConfigHandlers(
         nc,
         SettingsStore(EventStore(nc, SETTINGS)),
-        SecretBox.from_settings(settings),
+        SecretBox.from_config(settings),
         None,
         simulator_enabled=settings.sms_simulator_enabled,
     )
@@ -46,7 +46,7 @@ async def ensure_group(
 
 
 async def invite_first_admin(
-    nc: Client, settings: StaggerSettings, group_id: str, email: str, name: str = ""
+    nc: Client, settings: StaggerConfig, group_id: str, email: str, name: str = ""
 ) -> AdminInvitation:
     """Invite a group admin in the config database (brought up to date first)."""
     from services.config.staff.bootstrap import invite_admin
@@ -88,7 +88,7 @@ def admin_create(
     from shared.domain.site_settings import SettingsError
 
     async def run() -> None:
-        settings = load_settings()
+        settings = load_config()
         nc = await _connect()
         try:
             await ensure_streams(nc.jetstream(), settings.stream_replicas)

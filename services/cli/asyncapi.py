@@ -30,7 +30,7 @@ from faststream.specification import AsyncAPI
 import shared.events.schemas  # noqa: F401  (registers every event class)
 from services.cli.asyncapi_flows import RAW_FLOWS, Flow
 from services.cli.stack import definition_of
-from shared.config import SERVICE_NAMES, StaggerSettings, load_settings
+from shared.config import SERVICE_NAMES, StaggerConfig, load_config
 from shared.events.envelope import EventData
 from shared.runtime.health import Health
 from shared.runtime.service import ServiceContext
@@ -72,13 +72,13 @@ def _declare(broker: NatsBroker, flow: Flow) -> None:
 def service_broker(name: str) -> NatsBroker:
     """The service's broker with everything it sends and receives declared; not connected."""
     definition = definition_of(name)
-    default_port = StaggerSettings.model_fields["nats_port"].default
+    default_port = StaggerConfig.model_fields["nats_port"].default
     # The embedded server's default address, so the document does not depend on the
     # environment it was generated in.
     broker = NatsBroker(f"nats://127.0.0.1:{default_port}")
     ctx = ServiceContext(
         name=name,
-        settings=load_settings(),
+        config=load_config(),
         broker=broker,
         health=Health(name, "docs"),
         stopping=asyncio.Event(),

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from shared.config import load_settings
+from shared.config import load_config
 
 batch_cli = typer.Typer(help="Batches: one per submission.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def _run(work: Callable[[Any, Any, Any], Awaitable[int]], site: str, batch_id: s
         raise typer.BadParameter(str(exc), param_hint="BATCH_ID") from None
 
     async def run() -> int:
-        engine = create_engine(load_settings().service_database_url("config"))
+        engine = create_engine(load_config().service_database_url("config"))
         nc = await _connect()
         try:
             commands = BatchCommands(nc, BatchStore(session_factory(engine)))

@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from shared.config import load_settings
+from shared.config import load_config
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
 
 def nats_servers() -> list[str]:
-    return load_settings().nats_servers
+    return load_config().nats_servers
 
 
 async def connect_nats() -> Client:
@@ -21,7 +21,7 @@ async def connect_nats() -> Client:
 
     from shared.bus.headers import use_fast_headers
 
-    settings = load_settings()
+    settings = load_config()
     options: dict[str, Any] = {
         "servers": settings.nats_servers,
         "connect_timeout": 3,

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 
 PENDING = "first-run.pending"
 DEMO_GROUP = "demo"
@@ -44,8 +44,8 @@ def mark_if_fresh(var_dir: Path) -> bool:
 
 def site_settings(site_id: str, sender: str, host: str) -> dict[str, Any]:
     """A demo site's settings: the simulator's default account and the SMTP sink."""
-    from services.sms_provider_sim.config import Settings as SimSettings
-    from services.smtp_sink.config import Settings as SinkSettings
+    from services.sms_provider_sim.config import SimulatorConfig as SimSettings
+    from services.smtp_sink.config import SinkConfig as SinkSettings
 
     sim, sink = SimSettings(), SinkSettings()
     return {
@@ -104,7 +104,7 @@ async def _create_sites(base: str, token: str, host: str) -> None:
                 raise RuntimeError(f"demo site {site_id} not created: {answer.text[:300]}")
 
 
-async def create_demo(settings: StaggerSettings, say: Callable[[str], None]) -> None:
+async def create_demo(settings: StaggerConfig, say: Callable[[str], None]) -> None:
     """Make the demo group, its sites and admin, and print the admin's sign-in link."""
     import nats
 

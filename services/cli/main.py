@@ -10,7 +10,7 @@ import typer
 from services.cli import observe
 from services.cli.batches import batch_cli
 from services.cli.connect import connect_nats
-from shared.config import SERVICE_NAMES, load_settings
+from shared.config import SERVICE_NAMES, load_config
 
 if TYPE_CHECKING:
     pass
@@ -27,7 +27,7 @@ def up() -> None:
     from services.cli.stack import embedded_nats, stack_processes
     from shared.runtime.supervisor import Supervisor
 
-    settings = load_settings()
+    settings = load_config()
     first_run = mark_if_fresh(settings.var_dir)
     supervisor: Supervisor = Supervisor(
         stack_processes(settings),
@@ -85,13 +85,13 @@ def group_create(
     async def run() -> None:
         nc = await connect_nats()
         try:
-            await ensure_streams(nc.jetstream(), load_settings().stream_replicas)
+            await ensure_streams(nc.jetstream(), load_config().stream_replicas)
             handlers = ConfigHandlers(
                 nc,
                 SettingsStore(EventStore(nc, SETTINGS)),
-                SecretBox.from_settings(load_settings()),
+                SecretBox.from_config(load_config()),
                 None,
-                simulator_enabled=load_settings().sms_simulator_enabled,
+                simulator_enabled=load_config().sms_simulator_enabled,
             )
             group = await handlers.create_group(
                 group_id,
@@ -143,7 +143,7 @@ def token_issue(
     async def run() -> None:
         nc = await connect_nats()
         try:
-            await ensure_streams(nc.jetstream(), load_settings().stream_replicas)
+            await ensure_streams(nc.jetstream(), load_config().stream_replicas)
             token_id, token = await issue_token(
                 nc,
                 group_id=group,
@@ -251,7 +251,7 @@ def secrets_reseal(
             handlers = ConfigHandlers(
                 nc,
                 SettingsStore(EventStore(nc, SETTINGS)),
-                SecretBox.from_settings(load_settings()),
+                SecretBox.from_config(load_config()),
                 None,
             )
             if check:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from services.cli.connect import connect_nats
-from shared.config import load_settings
+from shared.config import load_config
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -22,7 +22,7 @@ audit = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True
 def _audit_db() -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     from shared.db.engine import create_engine, session_factory
 
-    engine = create_engine(load_settings().service_database_url("audit"))
+    engine = create_engine(load_config().service_database_url("audit"))
     return engine, session_factory(engine)
 
 
@@ -97,7 +97,7 @@ def replies_unrouted(
     from shared.db.engine import create_engine, session_factory
 
     async def run() -> None:
-        engine = create_engine(load_settings().service_database_url("sms_gateway"))
+        engine = create_engine(load_config().service_database_url("sms_gateway"))
         try:
             rows = await listing(session_factory(engine), limit)
         finally:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from shared.config import load_settings
+from shared.config import load_config
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -24,8 +24,8 @@ async def _store() -> tuple[Client, SsoStore]:
     from shared.secrets import SecretBox
 
     nc = await _connect()
-    await ensure_streams(nc.jetstream(), load_settings().stream_replicas)
-    return nc, SsoStore(nc, SecretBox.from_settings(load_settings()))
+    await ensure_streams(nc.jetstream(), load_config().stream_replicas)
+    return nc, SsoStore(nc, SecretBox.from_config(load_config()))
 
 
 @sso.command("set")
@@ -67,7 +67,7 @@ def sso_set(
         finally:
             await nc.close()
         typer.echo(f"single sign-on for {group}: {provider.preset}, issuer {provider.issuer}")
-        settings = load_settings()
+        settings = load_config()
         typer.echo(f"redirect URI to register: {settings.public_url}/console/sso/callback")
 
     asyncio.run(run())

@@ -6,14 +6,14 @@ import importlib
 import os
 import sys
 
-from shared.config import SERVICE_NAMES, StaggerSettings
+from shared.config import SERVICE_NAMES, StaggerConfig
 from shared.domain.destinations import LOOPBACK_ALLOW
 from shared.runtime.nats_server import NatsServer
 from shared.runtime.service import BaseService
 from shared.runtime.supervisor import ProcessSpec
 
 
-def embedded_nats(settings: StaggerSettings) -> NatsServer | None:
+def embedded_nats(settings: StaggerConfig) -> NatsServer | None:
     """The NATS server `up` starts, or None when `STAGGER_NATS_URL` points elsewhere."""
     if settings.nats_url:
         return None
@@ -24,7 +24,7 @@ def embedded_nats(settings: StaggerSettings) -> NatsServer | None:
     )
 
 
-def stack_processes(settings: StaggerSettings) -> list[ProcessSpec]:
+def stack_processes(settings: StaggerConfig) -> list[ProcessSpec]:
     """Every service, plus the local stand-ins for the outside world (SMTP sink, SMS sim)."""
     env = {
         "STAGGER_VAR_DIR": str(settings.var_dir),

@@ -77,29 +77,27 @@ class ConfigService(BaseService):
             build_router(ApiContext(self.handlers, self.tokens, ctx.nc, self.batches.store))
         )
         app.include_router(batch_router(self.handlers, self.tokens, self.batches))
-        app.include_router(
-            unsubscribe_router(ctx.nc, UnsubscribeTokens.from_settings(ctx.settings))
-        )
+        app.include_router(unsubscribe_router(ctx.nc, UnsubscribeTokens.from_config(ctx.config)))
         if self.staff is not None:
             app.include_router(staff_api.router(self.staff, self.tokens))
         if self.console is not None:
             self.console.mount(app)
         # Outermost, so no route, form parser or console page reads a body over the cap.
-        app.add_middleware(BodyLimit, max_bytes=ctx.settings.api_max_body_bytes)
+        app.add_middleware(BodyLimit, max_bytes=ctx.config.api_max_body_bytes)
         return app
 
     async def start(self, ctx: ServiceContext) -> None:
         """Heartbeats, tokens, the settings read model, and the group fan-out reconciler."""
-        self.board = HealthBoard(SERVICE_NAMES, ctx.settings.heartbeat_seconds)
+        self.board = HealthBoard(SERVICE_NAMES, ctx.config.heartbeat_seconds)
         await self.board.subscribe(ctx.nc)
-        box = SecretBox.from_settings(ctx.settings)
-        guard = OutboundGuard.parse(ctx.settings.outbound_allow, self.resolver)
+        box = SecretBox.from_config(ctx.config)
+        guard = OutboundGuard.parse(ctx.config.outbound_allow, self.resolver)
         self.handlers = ConfigHandlers(
             ctx.nc,
             SettingsStore(EventStore(ctx.nc, SETTINGS)),
             box,
             ctx.db,
-            simulator_enabled=ctx.settings.sms_simulator_enabled,
+            simulator_enabled=ctx.config.sms_simulator_enabled,
             guard=guard,
         )
         self.tokens = TokenRegistry(ctx.nc)
@@ -108,13 +106,13 @@ class ConfigService(BaseService):
         ctx.spawn(self.projection.run(), "settings-projection")
         ctx.spawn(self._reconcile_forever(), "group-reconciler")
         assert ctx.db is not None, "the config service needs its database"
-        staff = self.staff = Staff(ctx.settings, ctx.nc, ctx.db, box, self.handlers, guard)
+        staff = self.staff = Staff(ctx.config, ctx.nc, ctx.db, box, self.handlers, guard)
         staff.watch_tokens(self.tokens)
         ctx.spawn(staff.flush_usage_forever(), "token-usage")
         self.batches = BatchCommands(ctx.nc, BatchStore(ctx.db))
         batch_projection = ProjectionRunner(ctx.nc, ctx.db, BatchProjection())
         ctx.spawn(batch_projection.run(), "batch-projection")
-        self.console = Console(ctx.settings, ctx.nc, self.handlers, self.tokens, staff)
+        self.console = Console(ctx.config, ctx.nc, self.handlers, self.tokens, staff)
         ctx.spawn(self.console.follow(), "console-optouts")
         projection = self.projection
 

@@ -27,7 +27,7 @@ from services.email_gateway.adapters.oauth_tokens import RefreshTokenStore
 from services.email_gateway.adapters.quarantine import Quarantine
 from services.email_gateway.adapters.receiving import Receiver
 from services.email_gateway.adapters.smtp import SmtpPool
-from services.email_gateway.config import Settings
+from services.email_gateway.config import EmailGatewayConfig
 from services.email_gateway.entrypoints import subscribers
 from services.email_gateway.entrypoints.http import Authenticate, attachments_app
 from services.email_gateway.handlers.accounts import Accounts
@@ -51,7 +51,7 @@ from shared.unsubscribe import UnsubscribeTokens
 log = logging.getLogger(__name__)
 
 
-def engine_tuning(s: Settings) -> EngineTuning:
+def engine_tuning(s: EmailGatewayConfig) -> EngineTuning:
     """The delivery engine's knobs from the gateway's process configuration."""
     return EngineTuning(
         lease_seconds=s.lease_seconds,
@@ -70,9 +70,9 @@ class EmailGatewayService(BaseService):
     name = "email_gateway"
 
     def __init__(
-        self, settings: Settings | None = None, *, resolver: Resolver = system_resolver
+        self, settings: EmailGatewayConfig | None = None, *, resolver: Resolver = system_resolver
     ) -> None:
-        self.settings = s = settings or Settings()
+        self.settings = s = settings or EmailGatewayConfig()
         self.tuning = engine_tuning(s)
         # Strict (public only) until start() reads the operator's STAGGER_OUTBOUND_ALLOW.
         self.guard = OutboundGuard.parse("", resolver)
@@ -109,14 +109,14 @@ class EmailGatewayService(BaseService):
         """Build every part on this replica's database and connections, then start."""
         self._ctx = ctx
         s = self.settings
-        box = SecretBox.from_settings(ctx.settings)
+        box = SecretBox.from_config(ctx.config)
         # The pool, the Sent-folder sessions and the receiver share this one guard.
-        self.guard.allow = AllowList.parse(ctx.settings.outbound_allow)
-        self.quarantine = quarantine = Quarantine(s.quarantine_path(ctx.settings.var_dir))
+        self.guard.allow = AllowList.parse(ctx.config.outbound_allow)
+        self.quarantine = quarantine = Quarantine(s.quarantine_path(ctx.config.var_dir))
         await asyncio.to_thread(quarantine.ensure)
         await self.pool.prepare()
         parts = sql_parts(
-            ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.settings.instance_id
+            ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.config.instance_id
         )
         nudge = parts.relay.nudge
         suppression = OptOutFollower(ctx.nc, parts.queue, nudge)
@@ -148,9 +148,9 @@ class EmailGatewayService(BaseService):
             token_provider=oauth_tokens,
             graph=self.graph,
             settings=s,
-            public_url=ctx.settings.public_url,
+            public_url=ctx.config.public_url,
             box=box,
-            tokens=UnsubscribeTokens.from_settings(ctx.settings),
+            tokens=UnsubscribeTokens.from_config(ctx.config),
             pool=self.pool,
             sent_sessions=self.sent_sessions,
             health=AccountHealth(ctx.db, nudge),
@@ -187,7 +187,7 @@ class EmailGatewayService(BaseService):
             return suppression.ready.is_set()
 
         ctx.health.add_check("suppression", suppression_loaded)
-        await asyncio.wait_for(suppression.ready.wait(), ctx.settings.startup_timeout_seconds)
+        await asyncio.wait_for(suppression.ready.wait(), ctx.config.startup_timeout_seconds)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.dispatch.settings_fields import retention_days_field
 
 
-class Settings(BaseSettings):
-    """Settings of one email gateway replica (`python -m services.email_gateway`)."""
+class EmailGatewayConfig(BaseSettings):
+    """EmailGatewayConfig of one email gateway replica (`python -m services.email_gateway`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="STAGGER_EMAIL_GATEWAY_", extra="ignore", frozen=True
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _lease_outlives_renewal(self) -> Settings:
+    def _lease_outlives_renewal(self) -> EmailGatewayConfig:
         if self.recovery_seconds >= self.lease_seconds:
             raise ValueError("recovery_seconds must be shorter than lease_seconds")
         return self

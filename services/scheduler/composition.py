@@ -17,7 +17,7 @@ from pathlib import Path
 from services.scheduler.adapters.clock import Clock, RealClock
 from services.scheduler.adapters.issuing import JetStreamTicks, TickSink
 from services.scheduler.adapters.projection import SitesProjection
-from services.scheduler.config import Settings
+from services.scheduler.config import SchedulerConfig
 from services.scheduler.entrypoints.send_now import SendNowConsumer
 from services.scheduler.handlers.directory import SiteDirectory
 from services.scheduler.handlers.timer import TickTimer
@@ -33,8 +33,8 @@ class SchedulerService(BaseService):
 
     name = "scheduler"
 
-    def __init__(self, settings: Settings | None = None, clock: Clock | None = None) -> None:
-        self.settings = settings or Settings()
+    def __init__(self, settings: SchedulerConfig | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings or SchedulerConfig()
         self.clock: Clock = clock or RealClock()
         self.timer: TickTimer | None = None
         self.directory: SiteDirectory | None = None
@@ -96,7 +96,7 @@ class SchedulerService(BaseService):
         # Rows another replica applied while this one caught up.
         await directory.refresh(ctx.db)
         ctx.health.details["sites"] = len(directory)
-        # Settings and plans live as long as the process: keep them out of the collector's
+        # SchedulerConfig and plans live as long as the process: keep them out of the collector's
         # full passes, which otherwise pause the loop for hundreds of ms in a burst of ticks.
         gc.freeze()
         self._tasks.append(ctx.spawn(timer.run(), "tick-timer"))

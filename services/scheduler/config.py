@@ -6,8 +6,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    """Settings of one scheduler replica (`python -m services.scheduler`)."""
+class SchedulerConfig(BaseSettings):
+    """SchedulerConfig of one scheduler replica (`python -m services.scheduler`)."""
 
     model_config = SettingsConfigDict(env_prefix="STAGGER_SCHEDULER_", extra="ignore", frozen=True)
 

@@ -103,14 +103,14 @@ def webhook_base_url(config: GatewayConfig, ctx: ServiceContext) -> str:
     """Where providers reach this replica's webhooks."""
     if config.webhook_base_url:
         return config.webhook_base_url.rstrip("/")
-    s = ctx.settings
+    s = ctx.config
     host = "127.0.0.1" if s.http_host in ("0.0.0.0", "::", "") else s.http_host
     return f"http://{host}:{s.sms_gateway_http_port}"
 
 
 def build_engine(config: GatewayConfig, ctx: ServiceContext, adapter: ChannelAdapter) -> SmsEngine:
     """The delivery engine with the SMS side plugged in, on its SQL parts."""
-    parts = sql_parts(ctx.db, ctx.nc, tables.DISPATCH, "sms", instance_id=ctx.settings.instance_id)
+    parts = sql_parts(ctx.db, ctx.nc, tables.DISPATCH, "sms", instance_id=ctx.config.instance_id)
     return DispatchEngine(
         channel="sms",
         adapter=adapter,
@@ -138,18 +138,18 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         timeout=config.http_timeout_seconds,
         max_connections=config.max_connections,
         keepalive_expiry=KEEPALIVE_SECONDS,
-        outbound_allow=ctx.settings.outbound_allow,
+        outbound_allow=ctx.config.outbound_allow,
     )
     send_process = SendProcess(options) if config.send_process else None
 
     def connected(ctx: ServiceContext) -> Connected:
-        box = SecretBox.from_settings(ctx.settings)
+        box = SecretBox.from_config(ctx.config)
         registry = Providers(
             options.client(),
             box,
             twilio_status_callback=f"{base_url}/webhooks/sms/twilio/status",
             sends=send_process,
-            simulator_enabled=ctx.settings.sms_simulator_enabled,
+            simulator_enabled=ctx.config.sms_simulator_enabled,
         )
         engine = build_engine(config, ctx, channel)
         return Connected(

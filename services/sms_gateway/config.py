@@ -111,7 +111,3 @@ class GatewayConfig(BaseSettings):
             retry_cap_seconds=self.retry_cap_seconds,
             retention_days=self.retention_days,
         )
-
-
-Settings = GatewayConfig
-"""The name every service's configuration module exports (`shared.config_registry`)."""

@@ -64,7 +64,7 @@ class SmsGatewayService(BaseService):
 
     def http_app(self, ctx: ServiceContext) -> ASGIApp:
         """Provider webhooks (the simulator's only where the deployment enables it)."""
-        return self._built().webhooks.app(simulator=ctx.settings.sms_simulator_enabled)
+        return self._built().webhooks.app(simulator=ctx.config.sms_simulator_enabled)
 
     async def start(self, ctx: ServiceContext) -> None:
         """Connect the replica, load the suppression lists, then start the engine and the
@@ -80,7 +80,7 @@ class SmsGatewayService(BaseService):
             return suppression.ready.is_set()
 
         ctx.health.add_check("suppression", lists_loaded)
-        await asyncio.wait_for(suppression.ready.wait(), ctx.settings.startup_timeout_seconds)
+        await asyncio.wait_for(suppression.ready.wait(), ctx.config.startup_timeout_seconds)
         await follow_sites(ctx, connected.sites)
         await gw.engine.start(ctx)
         ctx.spawn(gw.credits.run(), "balance-reports")

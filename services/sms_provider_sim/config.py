@@ -9,8 +9,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    """Settings of one simulator process (`python -m services.sms_provider_sim`)."""
+class SimulatorConfig(BaseSettings):
+    """SimulatorConfig of one simulator process (`python -m services.sms_provider_sim`)."""
 
     model_config = SettingsConfigDict(env_prefix="STAGGER_SIM_", extra="ignore", frozen=True)
 

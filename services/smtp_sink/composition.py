@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from services.smtp_sink.adapters.sent_folder import SentFolder
-from services.smtp_sink.config import Settings
+from services.smtp_sink.config import SinkConfig
 from services.smtp_sink.domain.received import Received
 from services.smtp_sink.entrypoints.smtp import SinkServer
 from services.smtp_sink.handlers.sink import Script, SinkHandler
@@ -18,7 +18,7 @@ log = logging.getLogger("smtp_sink")
 
 
 def build_server(
-    settings: Settings,
+    settings: SinkConfig,
     directory: Path | None,
     *,
     keep_data: bool = False,
@@ -41,7 +41,7 @@ def build_server(
     return SinkServer(settings, handler)
 
 
-async def run(settings: Settings, directory: Path) -> int:
+async def run(settings: SinkConfig, directory: Path) -> int:
     """Serve until SIGTERM/SIGINT."""
     server = build_server(settings, directory)
 
@@ -74,11 +74,11 @@ async def run(settings: Settings, directory: Path) -> int:
 
 def main() -> None:
     """Process entry point."""
-    from shared.config import load_settings
+    from shared.config import load_config
     from shared.logs import configure_logging
 
-    stagger = load_settings()
+    stagger = load_config()
     configure_logging("smtp_sink", stagger.log_level, stagger.log_format)
-    settings = Settings()
+    settings = SinkConfig()
     directory = settings.dir or stagger.var_dir / "smtp-sink"
     sys.exit(asyncio.run(run(settings, directory.expanduser().resolve())))

@@ -9,8 +9,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    """Settings of the local SMTP sink (`python -m services.smtp_sink`)."""
+class SinkConfig(BaseSettings):
+    """SinkConfig of the local SMTP sink (`python -m services.smtp_sink`)."""
 
     model_config = SettingsConfigDict(env_prefix="STAGGER_SMTP_SINK_", extra="ignore", frozen=True)
 
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _tls_files(self) -> Settings:
+    def _tls_files(self) -> SinkConfig:
         if self.tls != "none" and (self.tls_cert is None or self.tls_key is None):
             raise ValueError("STAGGER_SMTP_SINK_TLS needs TLS_CERT and TLS_KEY")
         if (self.username is None) != (self.password is None):

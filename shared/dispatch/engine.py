@@ -99,7 +99,7 @@ async def follow_sites(ctx: ServiceContext, sites: SiteDirectory) -> None:
         return sites.ready.is_set()
 
     ctx.health.add_check("sites", sites_loaded)
-    await asyncio.wait_for(sites.ready.wait(), ctx.settings.startup_timeout_seconds)
+    await asyncio.wait_for(sites.ready.wait(), ctx.config.startup_timeout_seconds)
 
 
 class DispatchEngine(Generic[Q, S]):

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.logs import RoutineFetchTimeouts
 from shared.runtime.health import Health
 
@@ -30,7 +30,7 @@ class ServiceContext:
     """Everything a running service's code may use; built once by `run`."""
 
     name: str
-    settings: StaggerSettings
+    config: StaggerConfig
     broker: NatsBroker
     health: Health
     stopping: asyncio.Event
@@ -96,7 +96,7 @@ class ServiceDefinition(Protocol):
         """Finish in-flight work after SIGTERM (bounded by the drain timeout)."""
 
 
-def make_broker(settings: StaggerSettings, service: str) -> NatsBroker:
+def make_broker(settings: StaggerConfig, service: str) -> NatsBroker:
     """A FastStream NATS broker configured from settings."""
     logger = logging.getLogger(f"faststream.{service}")
     logger.addFilter(RoutineFetchTimeouts())
@@ -120,11 +120,11 @@ def make_broker(settings: StaggerSettings, service: str) -> NatsBroker:
     return NatsBroker(**kwargs)
 
 
-def new_context(definition: ServiceDefinition, settings: StaggerSettings) -> ServiceContext:
+def new_context(definition: ServiceDefinition, settings: StaggerConfig) -> ServiceContext:
     """A fresh context for one replica of a service."""
     return ServiceContext(
         name=definition.name,
-        settings=settings,
+        config=settings,
         broker=make_broker(settings, definition.name),
         health=Health(definition.name, settings.instance_id),
         stopping=asyncio.Event(),

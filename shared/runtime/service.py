@@ -24,7 +24,7 @@ import sys
 from collections.abc import AsyncIterator
 
 from shared import tracing
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.logs import configure_logging
 from shared.runtime.context import (
     BaseService,
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def running(
-    definition: ServiceDefinition, settings: StaggerSettings, ctx: ServiceContext | None = None
+    definition: ServiceDefinition, settings: StaggerConfig, ctx: ServiceContext | None = None
 ) -> AsyncIterator[ServiceContext]:
     """Start a service in this event loop, yield its context, then drain and stop it.
 
@@ -89,7 +89,7 @@ async def running(
         await close(ctx)
 
 
-async def run(definition: ServiceDefinition, settings: StaggerSettings) -> int:
+async def run(definition: ServiceDefinition, settings: StaggerConfig) -> int:
     """Run a service until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(definition.name, settings.log_level, settings.log_format)
     tracing.configure(definition.name, instance=settings.instance_id)
@@ -113,11 +113,11 @@ async def run(definition: ServiceDefinition, settings: StaggerSettings) -> int:
     return 0
 
 
-def main(definition: ServiceDefinition, settings: StaggerSettings | None = None) -> None:
+def main(definition: ServiceDefinition, settings: StaggerConfig | None = None) -> None:
     """Process entry point: run the service and exit with its code."""
-    from shared.config import load_settings
+    from shared.config import load_config
 
-    settings = settings or load_settings()
+    settings = settings or load_config()
     # Before the event loop and its worker threads exist, so every thread's arena obeys it.
     limit_malloc_arenas(settings.malloc_arenas)
     sys.exit(asyncio.run(run(definition, settings)))

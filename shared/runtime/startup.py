@@ -125,7 +125,7 @@ async def start_service(
     definition: ServiceDefinition, ctx: ServiceContext, stack: contextlib.AsyncExitStack
 ) -> None:
     """Bring one replica up to ready; what must be undone on the way out goes on `stack`."""
-    settings = ctx.settings
+    settings = ctx.config
     definition.register(ctx)
     await retry(
         f"NATS at {', '.join(settings.nats_servers)}",

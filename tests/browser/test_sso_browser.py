@@ -18,7 +18,7 @@ from playwright.async_api import expect
 from services.config.console.sso_pages import REFUSED
 from services.config.sso.store import SsoStore
 from services.config.staff.store import StaffStore, UserRow
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.db.engine import create_engine, session_factory
 from tests.browser.conftest import ConsoleStack, screenshot
 from tests.support.openid_provider import OpenIdProvider, start_provider
@@ -69,7 +69,7 @@ class Staff:
     """The config service's staff tables, for seeding users and reading them back."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        settings = StaggerSettings(
+        settings = StaggerConfig(
             var_dir=Path(env["STAGGER_VAR_DIR"]), database_url=env.get("STAGGER_DATABASE_URL")
         )
         self.engine = create_engine(settings.service_database_url("config"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.runtime.nats_server import NatsServer, free_port
 from shared.runtime.service import (
     BaseService,
@@ -125,7 +125,7 @@ async def test_stopping_during_a_services_own_start_up_ends_it_at_once(
     nats_url: str, tmp_path: Path
 ) -> None:
     definition = _StartsForever()
-    settings = StaggerSettings(
+    settings = StaggerConfig(
         nats_url=nats_url, var_dir=tmp_path / "var", audit_http_port=free_port()
     )
 

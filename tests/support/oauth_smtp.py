@@ -23,7 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from services.smtp_sink.composition import build_server
-from services.smtp_sink.config import Settings as SinkSettings
+from services.smtp_sink.config import SinkConfig as SinkSettings
 from services.smtp_sink.entrypoints.smtp import SinkServer
 from shared.runtime.nats_server import free_port
 from tests.support.oauth_server import AuthServer

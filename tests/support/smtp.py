@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from services.smtp_sink.composition import build_server
-from services.smtp_sink.config import Settings as SinkSettings
+from services.smtp_sink.config import SinkConfig as SinkSettings
 from services.smtp_sink.domain.received import Received
 from services.smtp_sink.entrypoints.smtp import SinkServer
 from services.smtp_sink.handlers.sink import Script

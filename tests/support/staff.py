@@ -13,7 +13,7 @@ import httpx
 
 from services.config.staff import credentials
 from services.config.staff.store import StaffStore
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.db.engine import create_engine, session_factory
 from shared.secrets import SecretBox
 
@@ -73,7 +73,7 @@ async def seed_staff(
     status: str = "active",
 ) -> StaffLogin:
     """An active user of `group_id` with a password (and TOTP: always for group admins)."""
-    settings = StaggerSettings(
+    settings = StaggerConfig(
         var_dir=env["STAGGER_VAR_DIR"], database_url=env.get("STAGGER_DATABASE_URL")
     )
     engine = create_engine(settings.service_database_url("config"))

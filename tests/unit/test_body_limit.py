@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.config.handlers.submission import MAX_BATCH, MAX_SMS_BODY, SubmissionIn
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 
 
 def test_the_default_cap_is_a_little_above_a_full_batch_of_the_longest_sms() -> None:
@@ -18,5 +18,5 @@ def test_the_default_cap_is_a_little_above_a_full_batch_of_the_longest_sms() -> 
     }
     batch = SubmissionIn.model_validate({"channel": "sms", "messages": [message] * MAX_BATCH})
     size = len(batch.model_dump_json(exclude_unset=True))
-    cap = StaggerSettings().api_max_body_bytes
+    cap = StaggerConfig().api_max_body_bytes
     assert size < cap < 2 * size

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.events.catalogue import render_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,20 +17,20 @@ def documented_variables() -> set[str]:
 
 
 def env_names() -> set[str]:
-    from shared.config_registry import all_settings_classes
+    from shared.config_registry import all_config_classes
 
     return {
         f"{cls.model_config.get('env_prefix', '')}{name}".upper()
-        for cls in all_settings_classes()
+        for cls in all_config_classes()
         for name in cls.model_fields
     }
 
 
 def test_readme_configuration_table_lists_every_setting() -> None:
-    from shared.config_registry import all_settings_classes
+    from shared.config_registry import all_config_classes
 
     settings = env_names()
-    assert StaggerSettings in all_settings_classes()
+    assert StaggerConfig in all_config_classes()
     assert settings - documented_variables() == set(), "settings missing from the README table"
 
 

@@ -50,7 +50,7 @@ from services.config.console.session import (
 from services.config.domain.aggregates import SiteState
 from services.config.handlers import ConfigHandlers, NotFound
 from shared.bus import subjects
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.domain.site_settings import warnings
 from shared.suppression import SuppressionList
 from shared.tokens import Principal, TokenRegistry
@@ -67,7 +67,7 @@ class Console(ConsoleOperations):
 
     def __init__(
         self,
-        settings: StaggerSettings,
+        settings: StaggerConfig,
         nc: Client,
         handlers: ConfigHandlers,
         tokens: TokenRegistry,
@@ -78,7 +78,7 @@ class Console(ConsoleOperations):
         self.handlers = handlers
         self.tokens = tokens
         self.staff = staff
-        self.codec = SessionCodec.from_settings(settings)
+        self.codec = SessionCodec.from_config(settings)
         # Behind a TLS proxy the public URL, not the hop from the proxy, says what the browser
         # sees: its origin is the only one a form may come from, and https makes the cookie
         # Secure even when the proxy speaks plain http to us.

@@ -20,7 +20,7 @@ from services.config.domain.aggregates import SiteState
 from services.config.handlers import ConfigHandlers, NotFound
 from shared.bus import subjects
 from shared.bus.topology import CONTROL
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.domain.accounts import sms_account_id
 from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.planning import site_forecast
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class ConsoleOperations:
     """The console's calls beyond its own pages; `Console` provides the attributes."""
 
-    settings: StaggerSettings
+    settings: StaggerConfig
     nc: Client
     handlers: ConfigHandlers
     audit: AuditClient

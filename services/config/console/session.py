@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.secrets import KEY_FILE, load_or_create_key_file
 
 COOKIE = "stagger_console"
@@ -38,8 +38,8 @@ def _derive(key: bytes, purpose: bytes) -> bytes:
     return base64.urlsafe_b64encode(hkdf.derive(key))
 
 
-def service_keys(settings: StaggerSettings) -> list[bytes]:
-    """The service's secret keys, exactly as `SecretBox.from_settings` finds them."""
+def service_keys(settings: StaggerConfig) -> list[bytes]:
+    """The service's secret keys, exactly as `SecretBox.from_config` finds them."""
     if settings.secret_key is not None:
         raw = settings.secret_key.get_secret_value()
         return [k.strip().encode() for k in raw.split(",") if k.strip()]
@@ -81,7 +81,7 @@ class SessionCodec:
         self._ring = MultiFernet(self._fernets)
 
     @classmethod
-    def from_settings(cls, settings: StaggerSettings) -> SessionCodec:
+    def from_config(cls, settings: StaggerConfig) -> SessionCodec:
         """Keys derived from `STAGGER_SECRET_KEY` or the var dir's key file."""
         # The server-side session decides when a sign-in ends; the cookie must not end first.
         hours = int(settings.staff_session_hours * 3600)

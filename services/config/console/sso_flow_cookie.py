@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from services.config.console.session import _derive, service_keys
 from services.config.sso.client import Pending
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 
 COOKIE = "stagger_sso"
 COOKIE_PATH = "/console/sso"
@@ -28,7 +28,7 @@ class FlowCodec:
         self._ring = MultiFernet([Fernet(_derive(k, b"stagger-sso-flow")) for k in keys])
 
     @classmethod
-    def from_settings(cls, settings: StaggerSettings) -> FlowCodec:
+    def from_config(cls, settings: StaggerConfig) -> FlowCodec:
         """Keys from the service's secret key(s)."""
         return cls(service_keys(settings))
 

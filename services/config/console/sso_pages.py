@@ -38,7 +38,7 @@ def install(console: Console, app: FastAPI) -> None:
     box = console.staff.sessions.box
     providers = SsoStore(console.nc, box)
     client = OidcClient(box, OutboundGuard.parse(console.settings.outbound_allow))
-    codec = FlowCodec.from_settings(console.settings)
+    codec = FlowCodec.from_config(console.settings)
     signin = SsoSignIn(
         console.nc,
         providers,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from services.config.staff.throttle import Limit
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class StaffPolicy:
     client: Limit
 
     @classmethod
-    def from_settings(cls, settings: StaggerSettings) -> StaffPolicy:
+    def from_config(cls, settings: StaggerConfig) -> StaffPolicy:
         """From the `STAGGER_STAFF_*` and `STAGGER_SIGNIN_*` settings."""
         window = timedelta(minutes=settings.signin_window_minutes)
         return cls(

@@ -19,7 +19,7 @@ from services.config.staff.policy import StaffPolicy
 from services.config.staff.sessions import StaffSessions
 from services.config.staff.signin import LocalSignIn
 from services.config.staff.store import StaffStore
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.net.outbound import OutboundGuard
 from shared.secrets import SecretBox
 from shared.tokens import TokenRegistry
@@ -35,7 +35,7 @@ class Staff:
 
     def __init__(
         self,
-        settings: StaggerSettings,
+        settings: StaggerConfig,
         nc: Client,
         db: async_sessionmaker[AsyncSession],
         box: SecretBox,
@@ -43,7 +43,7 @@ class Staff:
         guard: OutboundGuard,
     ) -> None:
         self.handlers = handlers
-        self.policy = StaffPolicy.from_settings(settings)
+        self.policy = StaffPolicy.from_config(settings)
         self.store = StaffStore(db)
         self.sessions = StaffSessions(nc, self.store, box, self.policy)
         self.signin = LocalSignIn(self.store, box, self.policy)

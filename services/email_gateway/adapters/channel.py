@@ -32,7 +32,7 @@ from services.email_gateway.adapters.imap_errors import ImapFailure
 from services.email_gateway.adapters.mailbox import imap_endpoint
 from services.email_gateway.adapters.receiving import Receiver
 from services.email_gateway.adapters.smtp import SmtpAccount, SmtpOutcome, SmtpPool
-from services.email_gateway.config import Settings
+from services.email_gateway.config import EmailGatewayConfig
 from services.email_gateway.domain.delivery import after_attempt, after_looking
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed
@@ -67,7 +67,7 @@ class EmailAdapter:
     def __init__(
         self,
         *,
-        settings: Settings,
+        settings: EmailGatewayConfig,
         public_url: str,
         box: SecretBox,
         tokens: UnsubscribeTokens,

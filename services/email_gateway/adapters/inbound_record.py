@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.email_gateway.adapters import tables
 from services.email_gateway.adapters.inbound import ParsedInbound
 from services.email_gateway.adapters.quarantine import Quarantine, sniff
-from services.email_gateway.config import Settings
+from services.email_gateway.config import EmailGatewayConfig
 from shared.bus import subjects
 from shared.db.sql import insert_ignoring_duplicates, upsert
 from shared.dispatch import schema
@@ -89,7 +89,7 @@ class InboundRecorder:
         db: async_sessionmaker[AsyncSession],
         queue: MessageQueue,
         quarantine: Quarantine,
-        settings: Settings,
+        settings: EmailGatewayConfig,
     ) -> None:
         self.db = db
         self.queue = queue

@@ -28,7 +28,7 @@ from services.email_gateway.adapters.inbound import parse
 from services.email_gateway.adapters.inbound_record import InboundRecorder, advance_cursor
 from services.email_gateway.adapters.mailbox import imap_endpoint
 from services.email_gateway.adapters.quarantine import Quarantine
-from services.email_gateway.config import Settings
+from services.email_gateway.config import EmailGatewayConfig
 from shared.dispatch.pending_events import event_id
 from shared.dispatch.queue import MessageQueue
 from shared.email_auth.provider import TokenProvider
@@ -53,7 +53,7 @@ class Receiver:
         db: async_sessionmaker[AsyncSession],
         queue: MessageQueue,
         quarantine: Quarantine,
-        settings: Settings,
+        settings: EmailGatewayConfig,
         box: SecretBox,
         tls: ssl.SSLContext,
         nudge: Any,

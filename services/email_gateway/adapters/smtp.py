@@ -48,7 +48,7 @@ from aiosmtplib import (
 )
 
 from services.email_gateway.adapters.composer import Composed
-from services.email_gateway.config import Settings
+from services.email_gateway.config import EmailGatewayConfig
 from shared.dispatch.fence import confirm_lease
 from shared.email_auth.login import OAuthLogin, smtp_sign_in
 from shared.email_auth.provider import TokenRefused, TokenUnavailable
@@ -194,7 +194,7 @@ class _AccountPool:
 class SmtpPool:
     """SMTP connections of every account this replica sends through."""
 
-    def __init__(self, settings: Settings, guard: OutboundGuard) -> None:
+    def __init__(self, settings: EmailGatewayConfig, guard: OutboundGuard) -> None:
         self.settings = settings
         self.guard = guard
         self._pools: dict[str, _AccountPool] = {}

@@ -21,7 +21,7 @@ from nats.js.api import PubAck
 from services.scheduler.adapters import metrics
 from services.scheduler.adapters.clock import Clock
 from services.scheduler.adapters.issuing import TickSink, manual_tick
-from services.scheduler.config import Settings
+from services.scheduler.config import SchedulerConfig
 from services.scheduler.domain.planning import (
     Channel,
     next_open_instant,
@@ -57,7 +57,7 @@ class SendNowConsumer:
         directory: SiteDirectory,
         sink: TickSink,
         clock: Clock,
-        settings: Settings,
+        settings: SchedulerConfig,
     ) -> None:
         self._nc = nc
         self._directory = directory

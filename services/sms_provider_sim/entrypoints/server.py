@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from services.sms_provider_sim.config import Settings
+from services.sms_provider_sim.config import SimulatorConfig
 from services.sms_provider_sim.dialects.dropping import DroppableH11Protocol
 from services.sms_provider_sim.handlers.simulator import Simulator
 
@@ -25,7 +25,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, app: FastAPI) -> bool:
+async def serve(settings: SimulatorConfig, app: FastAPI) -> bool:
     """Run `app` until SIGTERM/SIGINT; False if the server failed to start."""
     sim: Simulator = app.state.simulator
     server = _Server(

@@ -12,7 +12,7 @@ from typing import Any
 from services.sms_provider_sim.adapters.persistence import Persister, read_state
 from services.sms_provider_sim.adapters.store import Store
 from services.sms_provider_sim.adapters.webhooks import WebhookSender
-from services.sms_provider_sim.config import Settings
+from services.sms_provider_sim.config import SimulatorConfig
 from services.sms_provider_sim.dialects import dialect_registry
 from services.sms_provider_sim.domain.errors import ApiError, invalid, validate
 from services.sms_provider_sim.domain.faults import FaultConfig, FaultInjector
@@ -48,7 +48,7 @@ class Simulator:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SimulatorConfig,
         *,
         store: Store,
         faults: FaultInjector,

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from services.smtp_sink.config import Settings
+from services.smtp_sink.config import SinkConfig
 from services.smtp_sink.handlers.sink import SinkHandler
 
 
@@ -39,7 +39,7 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 class SinkServer:
     """The sink's listening socket and handler."""
 
-    def __init__(self, settings: Settings, handler: SinkHandler) -> None:
+    def __init__(self, settings: SinkConfig, handler: SinkHandler) -> None:
         self.settings = settings
         self.handler = handler
         self._server: asyncio.AbstractServer | None = None

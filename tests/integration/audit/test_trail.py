@@ -11,7 +11,7 @@ from services.audit.adapters.trail import records
 from services.audit.composition import AuditService
 from services.audit.handlers.queries import verify
 from shared.bus.topology import AUDIT
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.db.engine import create_engine, session_factory
 from shared.runtime.nats_server import free_port
 from shared.runtime.service import running
@@ -19,8 +19,8 @@ from tests.integration.dispatch.harness import make_site
 from tests.support.waiting import wait_until
 
 
-def audit_settings(nats_url: str, database_url: str, tmp_path: Path) -> StaggerSettings:
-    return StaggerSettings(
+def audit_settings(nats_url: str, database_url: str, tmp_path: Path) -> StaggerConfig:
+    return StaggerConfig(
         nats_url=nats_url,
         database_url=database_url,
         var_dir=tmp_path,

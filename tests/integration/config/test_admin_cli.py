@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from services.config.staff.store import StaffStore
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.db.engine import create_engine, session_factory
 from tests.support.processes import ROOT
 
@@ -55,7 +55,7 @@ async def test_admin_create_makes_the_group_and_an_invited_admin(
     second = LINK.search(again.stdout)
     assert second and second.group(1) != first.group(1), "a still-invited admin gets a new link"
 
-    engine = create_engine(StaggerSettings(var_dir=tmp_path / "var").service_database_url("config"))
+    engine = create_engine(StaggerConfig(var_dir=tmp_path / "var").service_database_url("config"))
     try:
         user = await StaffStore(session_factory(engine)).user_by_email(email)
     finally:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from shared.config import DEFAULT_HTTP_PORTS, SERVICE_NAMES
-from shared.config_registry import all_settings_classes
+from shared.config_registry import all_config_classes
 from tests.integration.deploy.nats_configs import DEPLOY_NATS, ROOT
 
 K8S = ROOT / "deploy" / "kubernetes"
@@ -50,12 +50,12 @@ def deployments() -> dict[str, dict[str, Any]]:
 
 def setting_names() -> set[str]:
     """Every STAGGER_* variable a service reads (the gateways' own settings included)."""
-    from services.email_gateway.config import Settings as EmailSettings
-    from services.sms_gateway.config import Settings as SmsSettings
+    from services.email_gateway.config import EmailGatewayConfig as EmailSettings
+    from services.sms_gateway.config import GatewayConfig as SmsSettings
 
     return {
         f"{cls.model_config.get('env_prefix', '')}{name}".upper()
-        for cls in {*all_settings_classes(), EmailSettings, SmsSettings}
+        for cls in {*all_config_classes(), EmailSettings, SmsSettings}
         for name in cls.model_fields
     }
 

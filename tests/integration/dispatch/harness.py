@@ -20,7 +20,7 @@ from shared.bus import subjects
 from shared.bus.deadletter import NatsDeadLetters
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.engine import DispatchEngine, follow_sites, sql_parts
 from shared.dispatch.queue import Claimed, MessageQueue
@@ -125,7 +125,7 @@ class EngineService(BaseService):
         )
 
     async def start(self, ctx: ServiceContext) -> None:
-        parts = sql_parts(ctx.db, ctx.nc, SMS_TABLES, "sms", instance_id=ctx.settings.instance_id)
+        parts = sql_parts(ctx.db, ctx.nc, SMS_TABLES, "sms", instance_id=ctx.config.instance_id)
         sites = SiteDirectory(ctx.nc)
         self.engine = DispatchEngine(
             channel="sms",
@@ -154,7 +154,7 @@ async def engine_running(
     engine_settings: EngineTuning | None = None,
     instance: str = "replica-1",
 ) -> AsyncIterator[EngineService]:
-    settings = StaggerSettings(
+    settings = StaggerConfig(
         nats_url=nats_url,
         database_url=database_url,
         var_dir=var_dir,

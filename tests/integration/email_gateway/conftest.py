@@ -22,11 +22,11 @@ from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, publish, validate
 from services.email_gateway.adapters import tables
 from services.email_gateway.composition import EmailGatewayService
-from services.email_gateway.config import Settings as GatewaySettings
+from services.email_gateway.config import EmailGatewayConfig as GatewaySettings
 from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import SETTINGS
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.events.codec import decode, encode
 from shared.events.envelope import Envelope, make_event
 from shared.events.schemas.dispatch import TERMINAL_TYPES
@@ -219,8 +219,8 @@ class EmailHarness:
         headers, payload = encode(event)
         await publisher_for(self.nc).publish_all([Outgoing(subject, payload, headers)])
 
-    def stagger_settings(self, database_url: str, instance: str = "gw-1") -> StaggerSettings:
-        return StaggerSettings(
+    def stagger_settings(self, database_url: str, instance: str = "gw-1") -> StaggerConfig:
+        return StaggerConfig(
             nats_url=self.nats_url,
             database_url=database_url,
             var_dir=self.tmp / "var",

@@ -175,7 +175,7 @@ async def test_three_messages_become_three_events_however_often_polled(
 
         # Quarantined: staff cannot fetch it until someone releases it.
         _, token = await issue_token(email.nc, group_id=email.group_id, role="group_admin")
-        url = f"http://127.0.0.1:{gw._ctx.settings.email_gateway_http_port}"
+        url = f"http://127.0.0.1:{gw._ctx.config.email_gateway_http_port}"
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=url, headers=headers) as client:
             refused = await client.get(f"/attachments/{attachment.attachment_id}")

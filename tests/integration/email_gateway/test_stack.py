@@ -24,7 +24,7 @@ from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from shared.bus import subjects
 from shared.bus.topology import SETTINGS
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.eventstore import EventStore
 from shared.runtime.nats_server import free_port
 from shared.secrets import SecretBox, generate_key
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 def _stack_runs_the_sink(var_dir: Path) -> bool:
     from services.cli.stack import stack_processes
 
-    settings = StaggerSettings(var_dir=var_dir, nats_url="nats://127.0.0.1:1")
+    settings = StaggerConfig(var_dir=var_dir, nats_url="nats://127.0.0.1:1")
     return any(p.name == "smtp_sink" for p in stack_processes(settings))
 
 

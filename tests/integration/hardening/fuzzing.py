@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 
 from shared.bus.deadletter import MAX_KEPT_BODY
 from shared.bus.topology import DEADLETTER
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.events.codec import decode
 from shared.events.schemas.deadletter import DeadLetterRecorded
 from shared.runtime.nats_server import free_port
@@ -175,10 +175,10 @@ async def drained(nc: Client, stream: str, durable: str, timeout: float = 30.0) 
 
 def service_settings(
     nats_url: str, var_dir: Path, database_url: str | None = None, **extra: Any
-) -> StaggerSettings:
+) -> StaggerConfig:
     """Settings for one in-process service on free ports."""
     var_dir.mkdir(parents=True, exist_ok=True)
-    return StaggerSettings(
+    return StaggerConfig(
         nats_url=nats_url,
         database_url=database_url,
         var_dir=var_dir,
@@ -198,7 +198,7 @@ def service_settings(
 
 @contextlib.asynccontextmanager
 async def service_running(
-    definition: ServiceDefinition, settings: StaggerSettings
+    definition: ServiceDefinition, settings: StaggerConfig
 ) -> AsyncIterator[ServiceContext]:
     """Run a real service in this event loop; fail if it crashed or stopped on its own."""
     async with running(definition, settings) as ctx:

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from services.config.composition import ConfigService
 from services.config.handlers import submission
 from shared import tracing
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.dispatch.adapter import SendResult
 from shared.runtime.nats_server import free_port
 from shared.runtime.service import running
@@ -73,7 +73,7 @@ def by_message(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
 
 @contextlib.asynccontextmanager
 async def config_running(nats_url: str, var_dir: Path) -> AsyncIterator[str]:
-    settings = StaggerSettings(
+    settings = StaggerConfig(
         nats_url=nats_url,
         var_dir=var_dir,
         http_port=free_port(),
@@ -255,12 +255,12 @@ async def test_tracing_off_adds_no_header_and_stores_no_context(
 
 def test_tracing_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STAGGER_TRACING", raising=False)
-    assert tracing.Settings().tracing == "off"
+    assert tracing.TracingConfig().tracing == "off"
     monkeypatch.setenv("STAGGER_TRACING", " Console ")
-    assert tracing.Settings().tracing == "console"
+    assert tracing.TracingConfig().tracing == "console"
     monkeypatch.setenv("STAGGER_TRACING", "jaeger")
     with pytest.raises(ValidationError):
-        tracing.Settings()
+        tracing.TracingConfig()
     monkeypatch.setenv("STAGGER_TRACING", "off")
     assert tracing.configure("config") is None
     assert not tracing.enabled()

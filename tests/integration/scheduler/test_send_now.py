@@ -16,7 +16,7 @@ from services.scheduler.adapters import metrics
 from services.scheduler.adapters.clock import RealClock
 from services.scheduler.adapters.issuing import JetStreamTicks
 from services.scheduler.adapters.projection import SiteRow
-from services.scheduler.config import Settings
+from services.scheduler.config import SchedulerConfig
 from services.scheduler.entrypoints.send_now import CONSUMER, SendNowConsumer
 from services.scheduler.handlers.directory import SiteDirectory
 from services.scheduler.handlers.timer import TickTimer
@@ -81,7 +81,7 @@ async def send_now(nc: Client) -> AsyncIterator[Consumer]:
     clock = RealClock()
     sink = JetStreamTicks(nc)
     directory = SiteDirectory(TickTimer(sink, clock))  # its timer is not running
-    consumer = SendNowConsumer(nc, directory, sink, clock, Settings())
+    consumer = SendNowConsumer(nc, directory, sink, clock, SchedulerConfig())
     task = asyncio.create_task(consumer.run())
     await wait_until(lambda: consumer.ready, message="consumer ready")
     yield Consumer(nc, directory, consumer)

@@ -30,7 +30,7 @@ from services.config.adapters.settings_store import SettingsStore
 from services.config.composition import ConfigService
 from services.config.handlers import ConfigHandlers
 from shared.bus.topology import PROVIDERS, SETTINGS
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.domain.destinations import IPAddress
 from shared.eventstore import EventStore
 from shared.net.outbound import system_resolver
@@ -73,7 +73,7 @@ async def names_resolver(host: str, port: int) -> list[IPAddress]:
 @contextlib.asynccontextmanager
 async def config_api(nats_url: str, var_dir: Path, allow: str) -> AsyncIterator[str]:
     """The config service in this process, with the test resolver and this allow-list."""
-    settings = StaggerSettings(
+    settings = StaggerConfig(
         nats_url=nats_url,
         var_dir=var_dir,
         http_port=free_port(),
@@ -194,7 +194,7 @@ async def test_the_operator_allow_list_opens_loopback_and_private_but_never_meta
     group_id, token = await admin_of_new_group(nc)
     allow = "127.0.0.0/8, ::1, localhost, 10.0.0.0/8, 100.64.0.0/10, fe80::/10x"
     with pytest.raises(ValueError, match="fe80::/10x"):
-        StaggerSettings(outbound_allow=allow)  # a typo stops the service from starting
+        StaggerConfig(outbound_allow=allow)  # a typo stops the service from starting
     allow = "127.0.0.0/8, ::1, localhost, 10.0.0.0/8, 100.64.0.0/10"
     async with (
         config_api(nats_url, tmp_path / "config", allow=allow) as url,

@@ -15,7 +15,7 @@ from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from shared.bus import subjects
 from shared.bus.topology import SETTINGS
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.domain.site_settings import flatten
 from shared.eventstore import EventStore
 from shared.secrets import SecretBox, SecretKeyError, generate_key, is_sealed
@@ -91,7 +91,7 @@ async def test_reseal_lets_the_service_run_on_the_new_key_alone(nc: Client, nats
         "sms.provider.secret": "b1-sms",
     }
     # What a service started with the new key alone could not do before the reseal.
-    new_only = SecretBox.from_settings(StaggerSettings(secret_key=SecretStr(new)))
+    new_only = SecretBox.from_config(StaggerConfig(secret_key=SecretStr(new)))
     try:
         _opened(new_only, sealed_before)
         raise AssertionError("the new key opened secrets sealed under the old one")

@@ -410,7 +410,7 @@ async def test_a_webhook_over_64_kib_is_refused_before_the_rest_of_it_is_sent(
     nc: Client, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
     async with gateway_running(nats_url, database_url, tmp_path) as gw:
-        port = gw.ctx.settings.sms_gateway_http_port
+        port = gw.ctx.config.sms_gateway_http_port
         before = await refused(gw)
         paths = ("/webhooks/sms/simulator", "/webhooks/sms/twilio", "/webhooks/sms/twilio/status")
         for path in paths:

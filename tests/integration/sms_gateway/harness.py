@@ -26,11 +26,11 @@ from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, publish, validate
 from services.scheduler.adapters.issuing import account_tick
 from services.scheduler.domain.planning import AccountTerms, Slot, account_slot
-from services.sms_gateway.config import Settings
+from services.sms_gateway.config import GatewayConfig
 from services.sms_gateway.service import SmsGatewayService
 from shared.bus.publisher import publisher_for
 from shared.bus.topology import DISPATCH, PROVIDERS, SETTINGS
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.domain.accounts import sms_account_id
 from shared.domain.site_settings import SmsProvider
 from shared.events.envelope import Envelope
@@ -386,7 +386,7 @@ async def wait_terminal(nc: Client, ids: Sequence[str], timeout: float = 60) -> 
 # --- the gateway -----------------------------------------------------------------------------
 
 
-def gateway_settings(**overrides: Any) -> Settings:
+def gateway_settings(**overrides: Any) -> GatewayConfig:
     defaults: dict[str, Any] = {
         "recovery_seconds": 0.5,
         "lease_seconds": 10.0,
@@ -396,7 +396,7 @@ def gateway_settings(**overrides: Any) -> Settings:
         "resume_poll_seconds": 0.5,
         "balance_report_seconds": 0.5,
     }
-    return Settings(**{**defaults, **overrides})
+    return GatewayConfig(**{**defaults, **overrides})
 
 
 @contextlib.asynccontextmanager
@@ -411,7 +411,7 @@ async def gateway_running(
     **overrides: Any,
 ) -> AsyncIterator[SmsGatewayService]:
     """One gateway replica in this event loop (`simulator`: the deployment enables it)."""
-    settings = StaggerSettings(
+    settings = StaggerConfig(
         nats_url=nats_url,
         database_url=database_url,
         var_dir=var_dir,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.email_gateway.adapters.smtp import SmtpAccount, SmtpPool
-from services.email_gateway.config import Settings
+from services.email_gateway.config import EmailGatewayConfig
 from shared.dispatch.fence import LeaseLost, confirm_lease, reset_fence, set_fence
 
 
@@ -29,7 +29,7 @@ ACCOUNT = SmtpAccount(account="a1", host="smtp.example.com", port=587, security=
 
 async def test_a_lost_lease_stops_the_send_before_any_connection() -> None:
     guard = _Guard()
-    pool = SmtpPool(Settings(), guard)  # type: ignore[arg-type]
+    pool = SmtpPool(EmailGatewayConfig(), guard)  # type: ignore[arg-type]
 
     async def lost() -> None:
         raise LeaseLost("m1")
@@ -46,6 +46,6 @@ async def test_a_lost_lease_stops_the_send_before_any_connection() -> None:
 async def test_outside_an_engine_send_the_fence_passes() -> None:
     await confirm_lease()
     guard = _Guard()
-    pool = SmtpPool(Settings(), guard)  # type: ignore[arg-type]
+    pool = SmtpPool(EmailGatewayConfig(), guard)  # type: ignore[arg-type]
     outcome = await pool.transaction(ACCOUNT, object())  # type: ignore[arg-type]
     assert guard.connects == 1 and outcome.kind == "retry"

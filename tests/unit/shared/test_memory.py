@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.runtime.memory import limit_malloc_arenas
 
 
@@ -22,7 +22,7 @@ def test_glibc_accepts_the_cap() -> None:
 
 
 def test_setting_defaults_to_two_and_rejects_negatives(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert StaggerSettings().malloc_arenas == 2
+    assert StaggerConfig().malloc_arenas == 2
     monkeypatch.setenv("STAGGER_MALLOC_ARENAS", "-1")
     with pytest.raises(ValueError, match="malloc_arenas"):
-        StaggerSettings()
+        StaggerConfig()

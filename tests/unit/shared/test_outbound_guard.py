@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from services.cli.stack import stack_processes
-from shared.config import StaggerSettings
+from shared.config import StaggerConfig
 from shared.domain.destinations import IPAddress
 from shared.net.outbound import DestinationRefused, OutboundGuard, guarded_transport, url_endpoint
 
@@ -46,7 +46,7 @@ def test_url_endpoints() -> None:
 
 
 def test_stagger_up_allows_loopback_beside_the_operators_list() -> None:
-    settings = StaggerSettings(outbound_allow="10.0.0.0/8")
+    settings = StaggerConfig(outbound_allow="10.0.0.0/8")
     envs = {spec.name: spec.env for spec in stack_processes(settings)}
     allow = envs["email_gateway"]["STAGGER_OUTBOUND_ALLOW"]
     assert "127.0.0.0/8" in allow and "10.0.0.0/8" in allow
