@@ -50,13 +50,13 @@ async def test_cancel_a_batch_from_its_page_after_confirming(
     # No scheduler runs in this stack: the gateway stores the messages and they wait.
     await wait_until(all_queued, timeout=30, interval=0.2, message="the batch queued")
 
-    await login(page, stack.url, group["auditor"])
+    await login(page, stack.url, group["auditor_user"])
     await page.goto(f"{stack.url}/console/sites/{site}/batches/{batch_id}")
     await expect(page.locator("#batch-count-queued")).to_have_text(str(COUNT))
     await expect(page.locator("#cancel-batch")).to_have_count(0)
 
     await page.context.clear_cookies()
-    await login(page, stack.url, admin)
+    await login(page, stack.url, group["admin_user"])
     await page.goto(f"{stack.url}/console/sites/{site}")
     await page.get_by_role("link", name="Batches").click()
     await page.locator(f"a[href$='/batches/{batch_id}']").click()
@@ -86,5 +86,6 @@ async def test_cancel_a_batch_from_its_page_after_confirming(
     await expect(page.get_by_label(f"0 of {COUNT} sent")).to_have_attribute("value", str(COUNT))
     ends = await terminal(stack.nc)
     assert [e.type for i in ids for e in ends[i]] == ["stagger.dispatch.cancelled"] * COUNT
-    # The console cancelled as the signed-in person: the command carries their token's actor.
-    assert all(ends[i][0].actor.startswith("token:") for i in ids), ends[ids[0]][0].actor
+    # The console cancelled as the signed-in person: the command carries them as its actor.
+    actor = f"user:{group['admin_user'].user_id}"
+    assert all(ends[i][0].actor == actor for i in ids), ends[ids[0]][0].actor

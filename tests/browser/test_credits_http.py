@@ -24,7 +24,7 @@ async def test_the_wizard_forecast_and_credits_page_use_the_latest_report(
     assert site is not None
     account = sms_account_id(site.settings.sms.provider, site.group_id)
     assert account is not None
-    async with signed_in(stack, group["admin"]) as (client, _):
+    async with signed_in(stack, group["admin_user"]) as (client, _):
         before = await client.get("/console/credits")
         assert "No credit events yet." in before.text
         for balance in (900.0, 120.0, 60.0):

@@ -66,7 +66,7 @@ async def test_the_dashboard_shows_every_site_with_holds_and_a_manager_only_thei
     event = make_event(sent, source="sms_gateway", actor="service:sms_gateway", subject=mid)
     await EventStore(stack.nc, DISPATCH).append(subjects.dispatch("sms", sim), event)
 
-    await login(page, stack.url, group["admin"])
+    await login(page, stack.url, group["admin_user"])
     await page.get_by_role("link", name="Dashboard").click()
     row = page.locator(f"#site-{sim}")
     await expect(page.locator("#dashboard tbody tr")).to_have_count(2)
@@ -84,7 +84,7 @@ async def test_the_dashboard_shows_every_site_with_holds_and_a_manager_only_thei
     await expect(row.locator(".session")).to_contain_text("(Europe/London)")
     await screenshot(page, "dashboard")
 
-    manager = await stack.config.token(gid, "site_manager", [plain])
+    manager = await stack.staff(gid, "site_manager", [plain])
     await page.context.clear_cookies()
     await login(page, stack.url, manager)
     await page.goto(f"{stack.url}/console/dashboard")

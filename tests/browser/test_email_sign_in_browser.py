@@ -105,7 +105,7 @@ async def test_email_test_button_for_each_sign_in_method(
 
         await wait_until(loaded, timeout=30, message="the gateway knows the site")
 
-    await login(page, stack.url, admin)
+    await login(page, stack.url, await stack.staff(group_id, "group_admin"))
     await page.goto(f"{stack.url}/console/sites/{good_site['site_id']}/wizard/account")
     await expect(page.get_by_label("Sign-in method")).to_be_visible()
     await page.get_by_role("button", name="Test", exact=True).click()
