@@ -58,6 +58,7 @@ NEW_VALUES: dict[str, Any] = {
     "sms.provider.secret": "sms-secret-1",
     "sms.provider.webhook_secret": "sms-webhook-secret-1",
     "sms.provider.base_url": "http://127.0.0.1:8090",
+    "sms.provider.webhook_sources": ["203.0.113.0/24"],
     "sms.provider.rate_per_second": 5,
     "sms.provider.credits_per_segment": 2,
     "sms.sender_id": "HarbourDent",
