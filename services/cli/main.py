@@ -21,14 +21,20 @@ app = typer.Typer(
 
 
 @app.command()
-def up() -> None:
+def up(
+    demo: bool = typer.Option(
+        True,
+        "--demo/--no-demo",
+        help="On an empty var dir, create the demo group and print its admin's sign-in link.",
+    ),
+) -> None:
     """Run the whole system on embedded defaults until Ctrl-C."""
     from services.cli.first_run import create_demo, mark_if_fresh
     from services.cli.stack import embedded_nats, stack_processes
     from shared.runtime.supervisor import Supervisor
 
     settings = load_config()
-    first_run = mark_if_fresh(settings.var_dir)
+    first_run = mark_if_fresh(settings.var_dir) and demo
     supervisor: Supervisor = Supervisor(
         stack_processes(settings),
         nats=embedded_nats(settings),

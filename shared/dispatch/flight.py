@@ -99,12 +99,16 @@ class TickRun:
 
         That instant is known only once the previous send reports it (`answered`): so first
         wait for the report, then re-check the gap after every pause until it has really
-        elapsed, rather than sleeping once for a gap computed up front."""
+        elapsed, rather than sleeping once for a gap computed up front. The wait for the
+        report is bounded by the spacing itself: a send slower to answer than the spacing
+        (immediate mode at a high rate) is spaced from its start instead, so the account's
+        rate is kept rather than falling to one send per round trip."""
         if spacing <= timedelta(0):
             return True
         async with self.order:
             if self._previous is not None:
-                await self._previous.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._previous.wait(), spacing.total_seconds())
             while self.last_start is not None:
                 gap = (self.last_start + spacing - clock.now()).total_seconds()
                 if gap <= 0:

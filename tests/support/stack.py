@@ -102,8 +102,11 @@ class StackProcess:
         return self.process.wait(60)
 
 
-def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None) -> StackProcess:
-    """Run `stagger up` with embedded NATS and SQLite under `var_dir`."""
+def start_stack(
+    var_dir: Path, extra_env: dict[str, str] | None = None, *, demo: bool = True
+) -> StackProcess:
+    """Run `stagger up` with embedded NATS and SQLite under `var_dir` (`demo=False`: without
+    the demo group, whose sites hold the simulator's default account)."""
     env = {
         **os.environ,
         "STAGGER_VAR_DIR": str(var_dir),
@@ -117,7 +120,7 @@ def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None) -> Stack
     env.pop("STAGGER_NATS_URL", None)
     env.pop("STAGGER_DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "up"],
+        [sys.executable, "-m", "services.cli.main", "up", *([] if demo else ["--no-demo"])],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -53,6 +53,8 @@ async def test_ten_staggered_sms_go_two_seconds_apart_and_come_back_delivered(
             "STAGGER_SIM_RECEIPT_DELAY_SECONDS": "0.2",
             "STAGGER_LOG_LEVEL": "WARNING",
         },
+        # The demo group's sites use the simulator's default account; this test's group does.
+        demo=False,
     )
     own_sim: SimProcess | None = None
     try:
