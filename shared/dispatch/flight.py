@@ -100,15 +100,19 @@ class TickRun:
         That instant is known only once the previous send reports it (`answered`): so first
         wait for the report, then re-check the gap after every pause until it has really
         elapsed, rather than sleeping once for a gap computed up front. The wait for the
-        report is bounded by the spacing itself: a send slower to answer than the spacing
-        (immediate mode at a high rate) is spaced from its start instead, so the account's
+        report ends one spacing after the previous send started: a send slower to answer than
+        that (immediate mode at a high rate) is spaced from its start instead, so the account's
         rate is kept rather than falling to one send per round trip."""
         if spacing <= timedelta(0):
             return True
         async with self.order:
-            if self._previous is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._previous.wait(), spacing.total_seconds())
+            previous = self._previous
+            if previous is not None and not previous.is_set() and self.last_start is not None:
+                # No timer at all once a whole spacing has passed since the previous start.
+                bound = (self.last_start + spacing - clock.now()).total_seconds()
+                if bound > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(previous.wait(), bound)
             while self.last_start is not None:
                 gap = (self.last_start + spacing - clock.now()).total_seconds()
                 if gap <= 0:
