@@ -226,31 +226,6 @@ async def next_matching_sequence(
     return None
 
 
-async def replay_messages(
-    nc: Client,
-    stream: str,
-    *,
-    filter_subject: str | None = None,
-    from_sequence: int = 1,
-    until_sequence: int | None = None,
-    follow: bool = False,
-) -> AsyncGenerator[Msg, None]:
-    """Raw messages of a stream in order (see `replay_batches`)."""
-    batches = replay_batches(
-        nc,
-        stream,
-        filter_subject=filter_subject,
-        from_sequence=from_sequence,
-        until_sequence=until_sequence,
-        follow=follow,
-        max_batch=1,
-    )
-    async with aclosing(batches):
-        async for batch in batches:
-            for msg in batch:
-                yield msg
-
-
 async def replay_batches(
     nc: Client,
     stream: str,

@@ -58,11 +58,6 @@ def outbox(channel: Channel, site: str) -> str:
     return f"outbox.{channel}.{site}"
 
 
-def outbox_all(channel: Channel) -> str:
-    """Every site's outbox for one channel."""
-    return f"outbox.{channel}.>"
-
-
 def tick_site(channel: Channel, site: str) -> str:
     """Ticks that release one site's messages."""
     return f"ticks.{channel}.site.{site}"
@@ -73,11 +68,6 @@ def tick_account(channel: Channel, account: str) -> str:
     return f"ticks.{channel}.account.{account}"
 
 
-def ticks_all(channel: Channel) -> str:
-    """All ticks for a channel."""
-    return f"ticks.{channel}.>"
-
-
 def control(command: str, site: str) -> str:
     """Operator commands for the scheduler (send-now)."""
     return f"control.{command}.{site}"
@@ -86,11 +76,6 @@ def control(command: str, site: str) -> str:
 def gateway_control(channel: Channel, command: str, site: str) -> str:
     """Operator commands for one gateway (reset-failed, cancel, release attachment)."""
     return f"control.{channel}.{command}.{site}"
-
-
-def control_all(command: str) -> str:
-    """One command kind for every site."""
-    return f"control.{command}.>"
 
 
 def dispatch(channel: Channel, site: str) -> str:

@@ -20,11 +20,6 @@ from sqlalchemy.pool import NullPool
 SQLITE_CACHE_KIB = 8192
 
 
-def is_sqlite(url: str) -> bool:
-    """True for SQLite URLs."""
-    return make_url(url).get_backend_name() == "sqlite"
-
-
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine tuned for the backend.
 

@@ -144,13 +144,6 @@ async def load_position(session: AsyncSession, name: str) -> int:
     return int(value) if value is not None else 0
 
 
-async def reset_position(session: AsyncSession, name: str) -> None:
-    """Forget a projection's position (used together with dropping its rows for a rebuild)."""
-    await session.execute(
-        text("DELETE FROM projection_positions WHERE projection = :n"), {"n": name}
-    )
-
-
 class ProjectionRunner:
     """Feeds one projection from its stream, live or up to the current end."""
 

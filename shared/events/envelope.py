@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -126,28 +126,6 @@ class Envelope:
             origin_stream=origin_stream,
             origin_sequence=origin_sequence,
         )
-
-    def to_cloudevent(self) -> dict[str, Any]:
-        """Structured-mode CloudEvent (JSON), as exported by the audit service."""
-        event: dict[str, Any] = {
-            "specversion": SPEC_VERSION,
-            "id": self.id,
-            "source": self.source,
-            "type": self.ce_type,
-            "time": self.time.isoformat(),
-            "datacontenttype": "application/json",
-            "actor": self.actor,
-            "data": self.data.model_dump(mode="json"),
-        }
-        if self.subject is not None:
-            event["subject"] = self.subject
-        if self.correlation_id is not None:
-            event["correlationid"] = self.correlation_id
-        if self.group_id is not None:
-            event["groupid"] = self.group_id
-        if self.site_id is not None:
-            event["siteid"] = self.site_id
-        return event
 
 
 def make_event(

@@ -384,10 +384,6 @@ def field_for(path: str) -> Field | None:
     return max(found, key=lambda f: len(f.path)) if found else None
 
 
-class FormErrors(dict[str, str]):
-    """Field path → message."""
-
-
 def parse_step(
     step: Step, form: Mapping[str, Any], *, locked_paths: frozenset[str] = frozenset()
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:

@@ -22,7 +22,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -350,10 +349,3 @@ class TickTimer:
             )
 
     # --- introspection --------------------------------------------------------------------
-
-    def upcoming(self, limit: int = 10) -> Iterator[tuple[datetime, Key]]:
-        """The next heap entries (for debugging and tests)."""
-        for instant, _, key, generation, _ in heapq.nsmallest(limit, self._heap):
-            schedule = self._schedules.get(key)
-            if schedule is not None and schedule.generation == generation:
-                yield instant, key
