@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from services.audit.adapters.trail import metadata as audit_metadata
 from services.config.adapters import batch_tables  # noqa: F401  (on the config metadata)
-from services.config.adapters.read_model import metadata as config_metadata
+from services.config.adapters.read_model import metadata as read_model_metadata
+from services.config.staff.tables import metadata as staff_metadata
 from services.email_gateway.adapters.all_tables import metadata as email_metadata
 from services.scheduler.adapters.projection import metadata as scheduler_metadata
 from services.sms_gateway.adapters.tables import metadata as sms_metadata
@@ -22,6 +23,9 @@ from shared.db import tables as shared_tables
 from shared.db.engine import create_engine
 from shared.db.migrate import migrate, service_chain
 from tests.support.schema_drift import combined, schema_differences
+
+# The config database holds the read model (with the batch tables) and the staff accounts.
+config_metadata = combined([read_model_metadata, staff_metadata])
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 

@@ -24,6 +24,7 @@ users = sa.Table(
     sa.Column("totp_last_step", sa.BigInteger),
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("updated_at", _TS, nullable=False),
+    sa.Index("ix_staff_users_group_id", "group_id"),
 )
 
 invitations = sa.Table(
@@ -34,6 +35,7 @@ invitations = sa.Table(
     sa.Column("expires_at", _TS, nullable=False),
     sa.Column("used_at", _TS),
     sa.Column("created_at", _TS, nullable=False),
+    sa.Index("ix_staff_invitations_user_id", "user_id"),
 )
 
 sessions = sa.Table(
@@ -48,6 +50,7 @@ sessions = sa.Table(
     sa.Column("api_token", sa.Text, nullable=False),  # sealed
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("expires_at", _TS, nullable=False),
+    sa.Index("ix_staff_sessions_user_id", "user_id"),
 )
 
 failures = sa.Table(
@@ -57,6 +60,7 @@ failures = sa.Table(
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("key", sa.String(320), nullable=False),
     sa.Column("at", _TS, nullable=False),
+    sa.Index("ix_staff_sign_in_failures_key", "scope", "key", "at"),
 )
 
 token_usage = sa.Table(
