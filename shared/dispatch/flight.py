@@ -43,59 +43,43 @@ class Arrivals:
 
 
 @dataclass
-class TickRun:
-    """The sends one tick launched, and the pacing state they share."""
+class Pacer:
+    """The spacing state of a site's spaced sends in this replica, shared by its ticks: a send
+    of the next tick keeps the spacing from the last send of the previous one, which may
+    still be waiting for its turn or for the provider's answer when that tick begins."""
 
-    tick: TickIssued
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    launched: set[Key] = field(default_factory=set)
-    # Spaced ticks: when the previous send of this tick started, then when the provider had
-    # answered it, so that a send that went late (a slow claim, a busy database, a slow
-    # connection) does not bring the next one closer than the spacing.
+    # When the previous send started, then when the provider had answered it, so that a
+    # send that went late (a slow claim, a busy database, a slow connection) does not bring
+    # the next one closer than the spacing.
     last_start: datetime | None = None
     order: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Launched sends whose provider call has not ended yet, and a signal each time one ends.
-    calling: set[asyncio.Task[Any]] = field(default_factory=set)
-    called: asyncio.Event = field(default_factory=asyncio.Event)
-    # Launched sends still waiting for a send slot.
-    slotless: set[asyncio.Task[Any]] = field(default_factory=set)
-    # Spaced ticks: the send that last passed `keep_spacing`, and a signal set once its
-    # provider call was answered (`answered`) or it ended without one. The next send
-    # measures its spacing from then, not from when the previous one was handed over.
+    # The send that last passed `keep_spacing`, and a signal set once its provider call was
+    # answered (`answered`) or it ended without one. The next send measures its spacing
+    # from then, not from when the previous one was handed over.
     _previous: asyncio.Event | None = None
     _starting: dict[asyncio.Task[Any], asyncio.Event] = field(default_factory=dict)
-    # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
-    # ticks and replicas (a cycle that ran late must not put its last send next to the
-    # first send of the next cycle).
-    pace: str | None = None
 
     def answered(self, at: datetime | None) -> None:
-        """The provider answered a send of this tick at `at`. It received the message at
-        some instant before then, which can be well after the engine handed it over (a send
-        from another process, a new connection, a starved loop), and `at` is the only
-        instant after it that this replica knows: the next send keeps the spacing from
-        there, so the provider never sees two sends closer than the spacing."""
+        """The provider answered a send at `at`. It received the message at some instant
+        before then, which can be well after the engine handed it over (a send from another
+        process, a new connection, a starved loop), and `at` is the only instant after it
+        that this replica knows: the next send keeps the spacing from there, so the provider
+        never sees two sends closer than the spacing."""
         if at is not None and self.last_start is not None and at > self.last_start:
             self.last_start = at
-        self._started(asyncio.current_task())
+        self.started(asyncio.current_task())
 
-    def _started(self, task: asyncio.Task[Any] | None) -> None:
+    def started(self, task: asyncio.Task[Any] | None) -> None:
+        """`task`'s send was answered or ended without a call: the next may measure from it."""
         started = self._starting.pop(task, None) if task is not None else None
         if started is not None:
             started.set()
 
-    def call_ended(self, task: asyncio.Task[Any] | None) -> None:
-        """`task`'s provider call is over, or it ended without one (idempotent)."""
-        self._started(task)
-        if task in self.calling:
-            self.calling.discard(task)
-            self.called.set()
-
     async def keep_spacing(
         self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]], clock: Clock
     ) -> bool:
-        """Wait until `spacing` has passed since the provider answered the previous send of
-        this tick; False if `pause` was cut short (the replica is draining).
+        """Wait until `spacing` has passed since the provider answered the previous send;
+        False if `pause` was cut short (the replica is draining).
 
         That instant is known only once the previous send reports it (`answered`): so first
         wait for the report, then re-check the gap after every pause until it has really
@@ -127,6 +111,49 @@ class TickRun:
             return True
 
 
+@dataclass
+class TickRun:
+    """The sends one tick launched, and the pacing state they share."""
+
+    tick: TickIssued
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    launched: set[Key] = field(default_factory=set)
+    # Its own for an account's or a send-now tick; a spaced site tick shares its site's, so
+    # that consecutive ticks keep the spacing between them too.
+    pacer: Pacer = field(default_factory=Pacer)
+    # Launched sends whose provider call has not ended yet, and a signal each time one ends.
+    calling: set[asyncio.Task[Any]] = field(default_factory=set)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
+    # Launched sends still waiting for a send slot.
+    slotless: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Spaced site ticks: the limiter key that keeps the site's spacing across consecutive
+    # ticks and replicas (a cycle that ran late must not put its last send next to the
+    # first send of the next cycle).
+    pace: str | None = None
+
+    @property
+    def last_start(self) -> datetime | None:
+        """When the previous spaced send started (or was answered, if later)."""
+        return self.pacer.last_start
+
+    def answered(self, at: datetime | None) -> None:
+        """The provider answered a send of this tick at `at` (see `Pacer.answered`)."""
+        self.pacer.answered(at)
+
+    def call_ended(self, task: asyncio.Task[Any] | None) -> None:
+        """`task`'s provider call is over, or it ended without one (idempotent)."""
+        self.pacer.started(task)
+        if task in self.calling:
+            self.calling.discard(task)
+            self.called.set()
+
+    async def keep_spacing(
+        self, spacing: timedelta, pause: Callable[[float], Awaitable[bool]], clock: Clock
+    ) -> bool:
+        """Wait until `spacing` has passed since the previous send (see `Pacer.keep_spacing`)."""
+        return await self.pacer.keep_spacing(spacing, pause, clock)
+
+
 class Flight:
     """This replica's sends in flight, send slots, held leases and draining state."""
 
@@ -155,6 +182,12 @@ class Flight:
         # subtraction after a send is recorded (a read that began before that commit is stale).
         self.unrecorded: dict[str, int] = {}
         self.cap_locks: dict[str, asyncio.Lock] = {}
+        # Each site's spacing state, kept from one of its spaced ticks to the next.
+        self.pacers: dict[str, Pacer] = {}
+
+    def pacer_for(self, site_id: str) -> Pacer:
+        """The spacing state `site_id`'s spaced ticks share in this replica."""
+        return self.pacers.setdefault(site_id, Pacer())
 
     def hold(self, keys: Iterable[Key], leased_at: datetime) -> None:
         """This replica works on `keys`, leased from `leased_at` on."""

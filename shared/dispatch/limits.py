@@ -108,6 +108,25 @@ class AccountLimits:
                 self._tat.pop(account, None)
         raise RuntimeError(f"could not reserve sends on account {account}: too much contention")
 
+    async def not_before(self, key: str, at: datetime) -> None:
+        """No reservation on `key` may start before `at` (a spaced send answered late pushes
+        its site's next turn back, whichever replica takes it)."""
+        await self._ensure(key)
+        t = self.t
+        async with self._reserving.setdefault(key, asyncio.Lock()):
+            known = self._tat.get(key, _UNKNOWN)
+            if known is not _UNKNOWN and known is not None and cast("datetime", known) >= at:
+                return
+            async with self.db() as session, session.begin():
+                await session.execute(
+                    sa.update(t)
+                    .where(t.c.account == key, sa.or_(t.c.tat.is_(None), t.c.tat < at))
+                    .values(tat=at, updated_at=datetime.now(UTC))
+                )
+            # Whatever the row holds now (ours, or a later one another replica wrote) is read
+            # again by the next reservation.
+            self._tat.pop(key, None)
+
     async def room_today(self, account: str, cap: int | None, now: datetime | None = None) -> int:
         """How many more sends the rolling 24-hour cap allows now (a large number if none)."""
         if cap is None:

@@ -159,10 +159,18 @@ class Sender:
             # waiting for the outcome's (group) commit.
             slot_held = False
             flight.send_slots.release()
+            answered_at = self.clock.now()
             if run is not None:
-                run.answered(self.clock.now())
+                run.answered(answered_at)
                 run.call_ended(asyncio.current_task())
             await self.record(claimed, account, result)
+            if run is not None and run.pace is not None and spacing > timedelta(0):
+                # The site's next turn was reserved from this send's turn; the provider saw
+                # it later than that. After the record: the outcome matters more than the pace.
+                try:
+                    await self.limits.not_before(run.pace, answered_at + spacing)
+                except Exception:
+                    log.exception("could not push the site's next spaced turn back")
         finally:
             flight.let_go([claimed.key])
             async with flight.cap_locks[account]:

@@ -145,6 +145,7 @@ class Ticks:
         run = TickRun(tick)
         if spacing > timedelta(0) and not tick.manual and tick.scope == "site" and tick.site_id:
             run.pace = pace_key(tick.site_id)
+            run.pacer = flight.pacer_for(tick.site_id)
         while remaining > 0 and not flight.draining:
             now = self.clock.now()
             if now > tick.not_after:

@@ -133,6 +133,8 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     stack = start_stack(
         tmp / "var",
         {"STAGGER_SIM_PORT": str(sim_port), "STAGGER_LOG_LEVEL": "WARNING"},
+        # The demo group's sites hold the simulator's default account, which this group uses.
+        demo=False,
     )
     own_sim: SimProcess | None = None
     try:

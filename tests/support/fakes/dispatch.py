@@ -263,6 +263,7 @@ class FakeLimiter:
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.holds: dict[str, str] = {}
+        self.pushed: dict[str, datetime] = {}
 
     async def reserve(
         self,
@@ -274,6 +275,9 @@ class FakeLimiter:
         now: datetime | None = None,
     ) -> list[datetime]:
         return [now or self.clock.now()] * count
+
+    async def not_before(self, key: str, at: datetime) -> None:
+        self.pushed[key] = max(at, self.pushed.get(key, at))
 
     async def room_today(self, account: str, cap: int | None, now: datetime | None = None) -> int:
         return 1_000_000 if cap is None else cap

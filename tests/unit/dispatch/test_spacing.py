@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from shared.dispatch.flight import TickRun
+from shared.dispatch.flight import Flight, TickRun
+from shared.dispatch.tuning import EngineTuning
 from tests.support.fakes.dispatch import FakeClock, tick
 
 SPACING = timedelta(seconds=10)
@@ -76,3 +77,30 @@ async def test_a_drain_during_the_wait_stops_the_send() -> None:
     assert await run.keep_spacing(SPACING, draining, clock)
     run.call_ended(asyncio.current_task())
     assert not await run.keep_spacing(SPACING, draining, clock)
+
+
+async def test_a_sites_next_tick_keeps_the_spacing_from_the_last_send_of_the_previous_one() -> None:
+    """Two ticks of one site share its pacer: the first send of the second tick waits for the
+    spacing from the answer to the last send of the first, which went late."""
+    clock = FakeClock()
+    flight = Flight(EngineTuning(), clock)
+    first_tick = TickRun(tick(clock, 1, spacing=SPACING.total_seconds()))
+    first_tick.pacer = flight.pacer_for("site-a")
+    second_tick = TickRun(tick(clock, 1, spacing=SPACING.total_seconds()))
+    second_tick.pacer = flight.pacer_for("site-a")
+    other_site = TickRun(tick(clock, 1, spacing=SPACING.total_seconds()))
+    other_site.pacer = flight.pacer_for("site-b")
+
+    async def pause(seconds: float) -> bool:
+        clock.at += timedelta(seconds=seconds)
+        return True
+
+    assert await first_tick.keep_spacing(SPACING, pause, clock)
+    clock.at += timedelta(seconds=2)  # the provider answers two seconds after the start
+    answered = clock.now()
+    first_tick.answered(answered)
+    first_tick.call_ended(asyncio.current_task())
+    assert await other_site.keep_spacing(SPACING, pause, clock)
+    assert clock.now() == answered, "another site's pace is its own"
+    assert await second_tick.keep_spacing(SPACING, pause, clock)
+    assert clock.now() - answered >= SPACING
