@@ -1,0 +1,274 @@
+"""Alert state as a projection, and the queries the notifier and the dashboard make.
+
+`AlertProjection` follows one stream (PROVIDERS or DEADLETTER): each batch's signals are
+stepped through `domain.alerts` against the stored states, and the changes are written —
+the states and one outbox row per transition — in the runner's transaction, together with
+the projection's position. A restart therefore neither loses nor repeats a transition, and
+a replay from the start decides the same ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.config.adapters.alert_tables import alert_emails, alert_outbox, alert_states
+from services.config.domain.alerts import (
+    AlertState,
+    Condition,
+    Signal,
+    Transition,
+    signals_of,
+    step,
+)
+from shared.events.envelope import Envelope, new_event_id
+
+# The staff accounts' table, named here rather than imported (the staff package builds on the
+# adapters, not the other way round); only the columns read.
+users = sa.table(
+    "staff_users",
+    sa.column("email", sa.String),
+    sa.column("group_id", sa.String),
+    sa.column("role", sa.String),
+    sa.column("status", sa.String),
+)
+
+STALE = timedelta(hours=24)
+"""A transition caused by an older event (the first run over a long history) updates the
+state the dashboard shows but is not published or emailed: nobody needs last month's news."""
+
+
+class AlertProjection:
+    """Decides alerts from one stream's events (see the module's docstring)."""
+
+    filter_subject: str | None = None
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.name = f"config.alerts.{stream.lower()}"
+        self.changed = asyncio.Event()
+        """Set after a batch that queued transitions committed (wakes the notifier)."""
+        self._queued = False
+
+    async def apply(self, session: AsyncSession, events: Sequence[Envelope]) -> None:
+        """Step every signal of the batch; store changed states and queued transitions."""
+        signals: list[tuple[Envelope, Signal]] = [
+            (event, signal) for event in events for signal in signals_of(event)
+        ]
+        self._queued = False
+        if not signals:
+            return
+        now = datetime.now(UTC)
+        states = await _load(session, {signal.condition for _, signal in signals})
+        changed: set[Condition] = set()
+        raised: set[Condition] = set()
+        transitions: list[tuple[Transition, Envelope]] = []
+        for event, signal in signals:
+            condition = signal.condition
+            before = states.get(condition, AlertState())
+            after, transition = step_with_id(before, signal)
+            if after != before:
+                states[condition] = after
+                changed.add(condition)
+            if transition is None:
+                continue
+            if transition.kind == "raised":
+                raised.add(condition)
+            if event.time >= now - STALE:
+                transitions.append((transition, event))
+        for condition in changed:
+            await _store(session, condition, states[condition], now, condition in raised)
+        if transitions:
+            await session.execute(
+                sa.insert(alert_outbox),
+                [_outbox_row(t, event, now) for t, event in transitions],
+            )
+            self._queued = True
+
+    async def committed(self, events: Sequence[Envelope]) -> None:
+        """Wake the notifier once a batch with transitions is stored."""
+        if self._queued:
+            self.changed.set()
+
+
+def step_with_id(state: AlertState, signal: Signal) -> tuple[AlertState, Transition | None]:
+    """`domain.alerts.step` with a fresh alert id (used only when the step raises)."""
+    return step(state, signal, new_event_id())
+
+
+def _key_filter(condition: Condition) -> Any:
+    return sa.and_(
+        alert_states.c.group_id == condition.group_id,
+        alert_states.c.kind == condition.kind,
+        alert_states.c.key == condition.key,
+    )
+
+
+async def _load(session: AsyncSession, conditions: set[Condition]) -> dict[Condition, AlertState]:
+    found: dict[Condition, AlertState] = {}
+    for condition in conditions:
+        row = (await session.execute(sa.select(alert_states).where(_key_filter(condition)))).first()
+        if row is not None:
+            found[condition] = AlertState(
+                active=row.active,
+                alert_id=row.alert_id,
+                site_id=row.site_id,
+                summary=row.summary,
+                topup_url=row.topup_url,
+                threshold=row.threshold,
+            )
+    return found
+
+
+async def _store(
+    session: AsyncSession, condition: Condition, state: AlertState, now: datetime, raised: bool
+) -> None:
+    values: dict[str, Any] = {
+        "active": state.active,
+        "alert_id": state.alert_id,
+        "site_id": state.site_id,
+        "summary": state.summary,
+        "topup_url": state.topup_url,
+        "threshold": state.threshold,
+        "updated_at": now,
+    }
+    if raised:
+        values["raised_at"] = now
+    result = await session.execute(
+        sa.update(alert_states).where(_key_filter(condition)).values(**values)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        await session.execute(
+            sa.insert(alert_states).values(
+                group_id=condition.group_id, kind=condition.kind, key=condition.key, **values
+            )
+        )
+
+
+def _outbox_row(transition: Transition, event: Envelope, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": new_event_id(),
+        "group_id": transition.condition.group_id,
+        "alert_id": transition.alert_id,
+        "transition": transition.kind,
+        "kind": transition.condition.kind,
+        "key": transition.condition.key,
+        "site_id": transition.site_id,
+        "summary": transition.summary,
+        "topup_url": transition.topup_url,
+        "cause_event_id": event.id,
+        "created_at": now,
+    }
+
+
+# --- what the notifier reads and writes ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An alert event not yet published or not yet emailed to every admin."""
+
+    event_id: str
+    group_id: str
+    alert_id: str
+    transition: str
+    kind: str
+    key: str
+    site_id: str | None
+    summary: str
+    topup_url: str | None
+    cause_event_id: str | None
+    created_at: datetime
+    published: bool
+
+
+class AlertStore:
+    """The outbox, the emails sent, the group admins and the active alerts."""
+
+    def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
+        self.db = db
+
+    async def pending(self, limit: int = 100) -> list[Pending]:
+        """Alert events still to publish or to email, oldest first."""
+        o = alert_outbox
+        async with self.db() as session:
+            rows = await session.execute(
+                sa.select(o)
+                .where(o.c.emailed_at.is_(None) | o.c.published_at.is_(None))
+                .order_by(o.c.created_at, o.c.event_id)
+                .limit(limit)
+            )
+            return [
+                Pending(
+                    event_id=r.event_id,
+                    group_id=r.group_id,
+                    alert_id=r.alert_id,
+                    transition=r.transition,
+                    kind=r.kind,
+                    key=r.key,
+                    site_id=r.site_id,
+                    summary=r.summary,
+                    topup_url=r.topup_url,
+                    cause_event_id=r.cause_event_id,
+                    created_at=r.created_at,
+                    published=r.published_at is not None,
+                )
+                for r in rows
+            ]
+
+    async def mark(self, event_id: str, column: str) -> None:
+        """Note that an outbox event was published (`published_at`) or emailed (`emailed_at`)."""
+        async with self.db() as session, session.begin():
+            await session.execute(
+                sa.update(alert_outbox)
+                .where(alert_outbox.c.event_id == event_id)
+                .values({column: datetime.now(UTC)})
+            )
+
+    async def emailed(self, event_id: str) -> set[str]:
+        """Who has been emailed about an alert event."""
+        async with self.db() as session:
+            rows = await session.execute(
+                sa.select(alert_emails.c.recipient).where(alert_emails.c.event_id == event_id)
+            )
+            return {r[0] for r in rows}
+
+    async def record_email(self, event_id: str, recipient: str, via: str) -> None:
+        """Remember that `recipient` has the email about `event_id`."""
+        async with self.db() as session, session.begin():
+            await session.execute(
+                sa.insert(alert_emails).values(
+                    event_id=event_id, recipient=recipient, via=via, sent_at=datetime.now(UTC)
+                )
+            )
+
+    async def group_admins(self, group_id: str) -> list[str]:
+        """Email addresses of the group's active group admins."""
+        async with self.db() as session:
+            rows = await session.execute(
+                sa.select(users.c.email)
+                .where(
+                    users.c.group_id == group_id,
+                    users.c.role == "group_admin",
+                    users.c.status == "active",
+                )
+                .order_by(users.c.email)
+            )
+            return [r[0] for r in rows]
+
+    async def active(self, group_id: str) -> list[dict[str, Any]]:
+        """The group's raised alerts, newest first."""
+        s = alert_states
+        async with self.db() as session:
+            rows = await session.execute(
+                sa.select(s.c.kind, s.c.key, s.c.site_id, s.c.summary, s.c.topup_url, s.c.raised_at)
+                .where(s.c.group_id == group_id, s.c.active.is_(True))
+                .order_by(s.c.raised_at.desc(), s.c.kind, s.c.key)
+            )
+            return [dict(r._mapping) for r in rows]
