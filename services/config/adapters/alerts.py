@@ -271,4 +271,9 @@ class AlertStore:
                 .where(s.c.group_id == group_id, s.c.active.is_(True))
                 .order_by(s.c.raised_at.desc(), s.c.kind, s.c.key)
             )
-            return [dict(r._mapping) for r in rows]
+            found = [dict(r._mapping) for r in rows]
+        for alert in found:
+            at = alert["raised_at"]
+            if at is not None and at.tzinfo is None:  # SQLite keeps no zone: stored as UTC
+                alert["raised_at"] = at.replace(tzinfo=UTC)
+        return found

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from services.config.adapters.alert_mail import TITLES
+from services.config.adapters.alerts import AlertStore
 from services.config.handlers import NotFound
 from services.config.handlers.dashboard import dashboard
 
@@ -28,6 +30,24 @@ def install(console: Console, app: FastAPI) -> None:
             except NotFound:
                 continue
         rows = await dashboard(console.nc, console.handlers.db, sites)
+        who = user.who
+        alerts = [
+            {**a, "title": TITLES.get(a["kind"], a["kind"])}
+            for a in await AlertStore(console.handlers.db).active(who.group_id)
+            # A site's alert for those who see the site; a group-wide one (no site) for
+            # those who see every site.
+            if (
+                who.sees_site(who.group_id, a["site_id"])
+                if a["site_id"]
+                else who.role != "site_manager"
+            )
+        ]
         return console.page(
-            request, "dashboard.html", who=user.who, user=user, nav="dashboard", rows=rows
+            request,
+            "dashboard.html",
+            who=who,
+            user=user,
+            nav="dashboard",
+            rows=rows,
+            alerts=alerts,
         )
