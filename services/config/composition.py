@@ -22,6 +22,7 @@ from services.config.entrypoints.batches import batch_router
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
+from services.config.handlers.alert_batches import BatchLateWatcher
 from services.config.handlers.alerts import AlertNotifier
 from services.config.handlers.batch_commands import BatchCommands
 from services.config.staff import api as staff_api
@@ -140,14 +141,18 @@ class ConfigService(BaseService):
         for projection in projections:
             runner = ProjectionRunner(ctx.nc, ctx.db, projection, lenient=True)
             ctx.spawn(runner.run(), projection.name)
-        store = self.handlers.store
+        alerts, store = AlertStore(ctx.db), self.handlers.store
+        assert self.batches is not None
+        late = asyncio.Event()
+        watcher = BatchLateWatcher(alerts, self.batches, store, late)
+        ctx.spawn(watcher.run(), "batch-late-alerts")
         notifier = AlertNotifier(
             ctx.nc,
-            AlertStore(ctx.db),
+            alerts,
             AlertMailer(self.alert_config, box, guard),
             store.group,
             f"{ctx.config.public_url.rstrip('/')}/console/dashboard",
-            [p.changed for p in projections],
+            [*(p.changed for p in projections), late],
             self.alert_config.retry_seconds,
         )
         ctx.spawn(notifier.run(), "alert-notifier")

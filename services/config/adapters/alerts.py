@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config.adapters.alert_tables import alert_emails, alert_outbox, alert_states
+from services.config.adapters.batch_tables import batch_messages
 from services.config.domain.alerts import (
     AlertState,
     Condition,
@@ -58,43 +59,48 @@ class AlertProjection:
 
     async def apply(self, session: AsyncSession, events: Sequence[Envelope]) -> None:
         """Step every signal of the batch; store changed states and queued transitions."""
-        signals: list[tuple[Envelope, Signal]] = [
-            (event, signal) for event in events for signal in signals_of(event)
-        ]
-        self._queued = False
-        if not signals:
-            return
-        now = datetime.now(UTC)
-        states = await _load(session, {signal.condition for _, signal in signals})
-        changed: set[Condition] = set()
-        raised: set[Condition] = set()
-        transitions: list[tuple[Transition, Envelope]] = []
-        for event, signal in signals:
-            condition = signal.condition
-            before = states.get(condition, AlertState())
-            after, transition = step_with_id(before, signal)
-            if after != before:
-                states[condition] = after
-                changed.add(condition)
-            if transition is None:
-                continue
-            if transition.kind == "raised":
-                raised.add(condition)
-            if event.time >= now - STALE:
-                transitions.append((transition, event))
-        for condition in changed:
-            await _store(session, condition, states[condition], now, condition in raised)
-        if transitions:
-            await session.execute(
-                sa.insert(alert_outbox),
-                [_outbox_row(t, event, now) for t, event in transitions],
-            )
-            self._queued = True
+        self._queued = await decide(
+            session,
+            [(event.id, event.time, signal) for event in events for signal in signals_of(event)],
+        )
 
     async def committed(self, events: Sequence[Envelope]) -> None:
         """Wake the notifier once a batch with transitions is stored."""
         if self._queued:
             self.changed.set()
+
+
+async def decide(
+    session: AsyncSession, items: Sequence[tuple[str | None, datetime, Signal]]
+) -> bool:
+    """Step each (cause event id, its time, signal) against the stored states inside the
+    caller's transaction: store changed states and queue each transition (those caused by
+    events older than `STALE` only change the state). True when something was queued."""
+    if not items:
+        return False
+    now = datetime.now(UTC)
+    states = await _load(session, {signal.condition for _, _, signal in items})
+    changed: set[Condition] = set()
+    raised: set[Condition] = set()
+    queued: list[dict[str, Any]] = []
+    for cause, at, signal in items:
+        condition = signal.condition
+        before = states.get(condition, AlertState())
+        after, transition = step_with_id(before, signal)
+        if after != before:
+            states[condition] = after
+            changed.add(condition)
+        if transition is None:
+            continue
+        if transition.kind == "raised":
+            raised.add(condition)
+        if at >= now - STALE:
+            queued.append(_outbox_row(transition, cause, now))
+    for condition in changed:
+        await _store(session, condition, states[condition], now, condition in raised)
+    if queued:
+        await session.execute(sa.insert(alert_outbox), queued)
+    return bool(queued)
 
 
 def step_with_id(state: AlertState, signal: Signal) -> tuple[AlertState, Transition | None]:
@@ -151,7 +157,7 @@ async def _store(
         )
 
 
-def _outbox_row(transition: Transition, event: Envelope, now: datetime) -> dict[str, Any]:
+def _outbox_row(transition: Transition, cause: str | None, now: datetime) -> dict[str, Any]:
     return {
         "event_id": new_event_id(),
         "group_id": transition.condition.group_id,
@@ -162,7 +168,7 @@ def _outbox_row(transition: Transition, event: Envelope, now: datetime) -> dict[
         "site_id": transition.site_id,
         "summary": transition.summary,
         "topup_url": transition.topup_url,
-        "cause_event_id": event.id,
+        "cause_event_id": cause,
         "created_at": now,
     }
 
@@ -193,6 +199,35 @@ class AlertStore:
 
     def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
         self.db = db
+
+    async def decide(self, signals: Sequence[Signal]) -> bool:
+        """Step signals that no stream event caused (the batch-late check) in a transaction
+        of their own; True when a transition was queued."""
+        now = datetime.now(UTC)
+        async with self.db() as session, session.begin():
+            return await decide(session, [(None, now, signal) for signal in signals])
+
+    async def waiting_batches(self, limit: int = 500) -> list[str]:
+        """Batches with messages not yet ended (newest first, at most `limit`)."""
+        m = batch_messages
+        async with self.db() as session:
+            rows = await session.execute(
+                sa.select(m.c.batch_id)
+                .where(m.c.batch_id.is_not(None), m.c.state.in_(("accepted", "queued")))
+                .group_by(m.c.batch_id)
+                .order_by(sa.func.max(m.c.updated_at).desc())
+                .limit(limit)
+            )
+            return [r[0] for r in rows]
+
+    async def raised_keys(self, kind: str) -> list[tuple[str, str]]:
+        """(group, key) of every raised alert of one kind."""
+        s = alert_states
+        async with self.db() as session:
+            rows = await session.execute(
+                sa.select(s.c.group_id, s.c.key).where(s.c.kind == kind, s.c.active.is_(True))
+            )
+            return [(r[0], r[1]) for r in rows]
 
     async def pending(self, limit: int = 100) -> list[Pending]:
         """Alert events still to publish or to email, oldest first."""
