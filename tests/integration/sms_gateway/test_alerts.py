@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 
 from services.config.adapters.alert_tables import alert_outbox
-from shared.bus.topology import ALERTS
+from shared.bus.topology import ALERTS, AUDIT
 from shared.db.engine import create_engine, session_factory
 from shared.events.schemas.alerts import AlertCleared, AlertRaised
 from tests.integration.sms_gateway.harness import (
@@ -149,3 +149,10 @@ async def test_credits_run_out_one_alert_per_admin_then_one_cleared_after_the_to
     assert up.alert_id == down.alert_id and up.condition == "sms_held"
     assert up.group_id == site["group"] and up.key == site["account"]
     assert all(e.group_id == site["group"] for e in alert_events)
+
+    # …and the audit trail's stream holds them too (AUDIT sources ALERTS).
+    async def in_audit() -> bool:
+        found = await events(nc, AUDIT, "alerts.>")
+        return sorted(e.id for e in found) == sorted(e.id for e in alert_events)
+
+    await wait_until(in_audit, timeout=30, message="the alerts in AUDIT")
