@@ -8,6 +8,7 @@ config service as a process (its alert projections and notifier) and an SMTP sin
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,17 +17,22 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 
 from services.config.adapters.alert_tables import alert_outbox
+from services.sms_gateway.adapters.providers.catalogue import TOPUP_PAGES
 from shared.bus.topology import ALERTS, AUDIT
 from shared.db.engine import create_engine, session_factory
 from shared.events.schemas.alerts import AlertCleared, AlertRaised
+from tests.integration.sms_gateway.dialect_scenarios import SENDER, ours
 from tests.integration.sms_gateway.harness import (
     BOX,
     KEY,
     AccountTicks,
     Sim,
+    account_of,
     events,
     gateway_running,
+    handlers,
     make_site,
+    midday_zone,
     provider_events,
     submit,
     wait_terminal,
@@ -156,3 +162,89 @@ async def test_credits_run_out_one_alert_per_admin_then_one_cleared_after_the_to
         return sorted(e.id for e in found) == sorted(e.id for e in alert_events)
 
     await wait_until(in_audit, timeout=30, message="the alerts in AUDIT")
+
+
+async def test_a_provider_without_a_top_up_call_sends_its_top_up_page(
+    nc: Client,
+    nats_url: str,
+    database_url: str,
+    tmp_path: Path,
+    sim: Sim,
+    smtp_servers,  # noqa: F811
+) -> None:
+    """ClickSend (the simulator's dialect) has no top-up call: besides "held", the admin is
+    asked to buy credit at ClickSend's page; both clear once the credit is there."""
+    sink = smtp_servers()
+    kind = "clicksend"
+    account = await sim.account(credits=4, dialect=kind)
+    group, site_id = f"g-{secrets.token_hex(3)}", f"s-{secrets.token_hex(3)}"
+    h = handlers(nc)
+    await h.create_group(group, group, {}, actor="test")
+    provider = {
+        "kind": kind,
+        "account_id": account.name,
+        "secret": account.api_key,
+        "base_url": f"{sim.url}/{kind}",
+        "rate_per_second": 50,
+        "webhook_secret": secrets.token_urlsafe(24),
+    }
+    await h.create_site(
+        group,
+        site_id,
+        {"name": site_id, "timezone": midday_zone()},
+        {
+            "sms": {
+                "provider": provider,
+                "sender_id": SENDER,
+                "mode": "immediate",
+                "low_credit_threshold": 0,
+            }
+        },
+        actor="test",
+    )
+    sms_account = account_of(kind, account.name, f"{sim.url}/{kind}", group)
+    var_dir = tmp_path / "config"
+    env = service_env(
+        nats_url,
+        var_dir,
+        extra={
+            "STAGGER_SECRET_KEY": KEY,
+            "STAGGER_ALERT_SMTP_HOST": "127.0.0.1",
+            "STAGGER_ALERT_SMTP_PORT": str(sink.port),
+        },
+    )
+    config = start_service("config", env)
+    try:
+        admin = await seed_staff(env, BOX, group, "group_admin")
+        async with gateway_running(nats_url, database_url, tmp_path):
+            ids = await submit(nc, site_id, 8)
+            async with AccountTicks(nc, sms_account, [site_id], rate=50):
+                await wait_until(
+                    lambda: len(mails(sink, "Alert:")) >= 2,
+                    timeout=60,
+                    message="held and top-up alerts",
+                )
+                await sim.update(account, credits=100)  # bought in the provider's dashboard
+                await wait_terminal(nc, ids, timeout=90)
+                await wait_until(
+                    lambda: len(mails(sink, "Cleared:")) >= 2,
+                    timeout=60,
+                    message="both cleared",
+                )
+    finally:
+        config.stop()
+    assert await ours(nc, "stagger.credits.topup_needed", sms_account)
+    subjects = Counter(str(m["Subject"]) for m in sink.parsed())
+    assert subjects == Counter(
+        {
+            f"Alert: SMS sending is held ({group})": 1,
+            f"Alert: SMS credit must be bought ({group})": 1,
+            f"Cleared: SMS sending is held ({group})": 1,
+            f"Cleared: SMS credit must be bought ({group})": 1,
+        }
+    ), subjects
+    assert {str(m["To"]) for m in sink.parsed()} == {admin.email}
+    [topup] = [m for m in mails(sink, "Alert:") if "bought" in str(m["Subject"])]
+    assert f"Buy credit here: {TOPUP_PAGES[kind]}" in topup.get_content()
+    for message in sink.parsed():
+        assert account.api_key not in message.as_string()
