@@ -18,7 +18,8 @@ class AlertConfig(BaseSettings):
         default=None,
         description="Operator SMTP server for alert emails. Set: every alert goes out through "
         "it (it keeps working when a group's own account is the thing that fails). Unset: "
-        "through the group's own email account (its default SMTP settings).",
+        "through the group's own email account (its default SMTP settings). `stagger up` "
+        "points it at its SMTP sink.",
     )
     smtp_port: int = Field(default=25, ge=1, le=65535, description="Port of the alert SMTP server.")
     smtp_security: Literal["none", "starttls", "tls"] = Field(
