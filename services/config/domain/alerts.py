@@ -38,7 +38,8 @@ _SECRETS = re.compile(
     r"enc:v\d+:\S+"
     r"|stg_\S+"
     r"|\b(?:bearer|basic)\s+\S+"
-    r"|\b(?:password|passwd|pwd|secret|token|api[_-]?key|key)\s*[=:]\s*\S+",
+    # Not anchored to a word start: "x-api-key=…" and "mypassword:…" are credentials too.
+    r"|(?:password|passwd|pwd|secret|token|api[_-]?key|key)\s*[=:]\s*\S+",
     re.IGNORECASE,
 )
 

@@ -197,8 +197,8 @@ def test_a_dead_letter_is_attributed_to_the_group_in_its_kept_headers() -> None:
     assert signals_of(envelope(no_group, None)) == []  # type: ignore[arg-type]
 
 
-@given(st.text(max_size=600))
+@given(st.text(max_size=60))
 def test_redacted_reasons_are_short_and_keep_no_sealed_value(text: str) -> None:
-    cleaned = redact(f"{text} enc:v1:gAAAAABsecret password=hunter2 stg_abcdef")
+    cleaned = redact(f"{text}enc:v1:gAAAAABsecret {text}password=hunter2 {text}stg_abcdef")
     assert len(cleaned) <= MAX_REASON
     assert "gAAAAABsecret" not in cleaned and "hunter2" not in cleaned and "stg_abc" not in cleaned
