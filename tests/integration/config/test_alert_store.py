@@ -28,10 +28,11 @@ from services.config.handlers.alerts import AlertNotifier
 from services.config.handlers.batch_commands import BatchCommands
 from services.config.staff.tables import metadata as staff_metadata
 from services.config.staff.tables import users
-from shared.bus.topology import ALERTS, PROVIDERS
+from shared.bus.topology import ALERTS, DEADLETTER, PROVIDERS
 from shared.db.engine import create_engine, session_factory
 from shared.domain.site_settings import SiteSettings
 from shared.events.envelope import Envelope, EventData, make_event
+from shared.events.schemas.deadletter import DeadLetterRecorded
 from shared.events.schemas.providers import SendingHeld, SendingResumed
 from shared.net.outbound import OutboundGuard
 from shared.runtime.nats_server import free_port
@@ -92,6 +93,35 @@ async def test_history_older_than_a_day_sets_the_state_but_emails_nobody(tmp_pat
     assert await outbox(db) == []
     [active] = await AlertStore(db).active(GROUP)
     assert active["kind"] == "sms_held" and "no credits left" in active["summary"]
+
+
+async def test_dead_letters_of_a_groups_messages_raise_one_alert_per_consumer(
+    tmp_path: Path,
+) -> None:
+    db = await database(tmp_path)
+
+    def letter(consumer: str, n: int, group: str | None = GROUP) -> Envelope:
+        headers = {"ce-groupid": group, "ce-siteid": "s-1"} if group else {}
+        data = DeadLetterRecorded(
+            consumer=consumer,
+            reason=f"undecodable #{n}: token=abc{n}",
+            subject="outbox.sms.s-1",
+            body="{}",
+            body_encoding="utf-8",
+            headers=headers,
+        )
+        return make_event(data, source="consumer/x", actor="service:x")
+
+    projection = AlertProjection(DEADLETTER)
+    await apply(db, projection, [letter("sms-outbox", n) for n in range(5)])
+    await apply(db, projection, [letter("email-outbox", 1), letter("sms-outbox", 9, None)])
+    rows = await outbox(db)
+    assert sorted((r.kind, r.key) for r in rows) == [
+        ("dead_letters", "email-outbox"),
+        ("dead_letters", "sms-outbox"),
+    ]
+    assert all(r.group_id == GROUP and r.site_id == "s-1" for r in rows)
+    assert not any("abc" in r.summary for r in rows)
 
 
 class Sites:
