@@ -229,13 +229,18 @@ class AlertStore:
             )
             return [(r[0], r[1]) for r in rows]
 
-    async def pending(self, limit: int = 100) -> list[Pending]:
-        """Alert events still to publish or to email, oldest first."""
+    async def pending(self, limit: int = 100, waiting: Sequence[str] = ()) -> list[Pending]:
+        """Alert events still to publish or to email, oldest first; the emails of `waiting`
+        groups (their mail was refused a moment ago) are left out, so they do not crowd
+        out every other group's."""
         o = alert_outbox
+        to_email: sa.ColumnElement[bool] = o.c.emailed_at.is_(None)
+        if waiting:
+            to_email = to_email & o.c.group_id.not_in(list(waiting))
         async with self.db() as session:
             rows = await session.execute(
                 sa.select(o)
-                .where(o.c.emailed_at.is_(None) | o.c.published_at.is_(None))
+                .where(to_email | o.c.published_at.is_(None))
                 .order_by(o.c.created_at, o.c.event_id)
                 .limit(limit)
             )

@@ -93,7 +93,8 @@ class AlertNotifier:
 
     async def once(self, now: float) -> None:
         """Publish and email everything pending (groups whose mail was refused recently wait)."""
-        for alert in await self.store.pending():
+        waiting = [group for group, until in self._blocked_until.items() if until > now]
+        for alert in await self.store.pending(waiting=waiting):
             if not alert.published:
                 await self._publish(alert)
             if self._blocked_until.get(alert.group_id, 0.0) > now:
