@@ -33,6 +33,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.domain.site_settings import SiteSettings
 from shared.events.envelope import Envelope, EventData, make_event
 from shared.events.schemas.deadletter import DeadLetterRecorded
+from shared.events.schemas.inbound_email import EmailAccountStatus
 from shared.events.schemas.providers import SendingHeld, SendingResumed
 from shared.net.outbound import OutboundGuard
 from shared.runtime.nats_server import free_port
@@ -84,6 +85,35 @@ async def test_holds_and_resumes_queue_one_raised_and_one_cleared(tmp_path: Path
     assert [r.transition for r in rows] == ["raised", "cleared"]
     assert rows[0].alert_id == rows[1].alert_id and rows[0].kind == "sms_held"
     assert await AlertStore(db).active(GROUP) == []
+
+
+async def test_an_email_account_that_cannot_sign_in_raises_until_it_signs_in_again(
+    tmp_path: Path,
+) -> None:
+    db = await database(tmp_path)
+
+    def status(ok: bool, stage: str, error: str | None = None) -> Envelope:
+        data = EmailAccountStatus(
+            account="mail-1",
+            group_id=GROUP,
+            site_id="s-1",
+            ok=ok,
+            stage=stage,  # type: ignore[arg-type]
+            error=error,
+            checked_at=datetime.now(UTC),
+        )
+        return make_event(data, source="email_gateway", actor="service:email_gateway")
+
+    projection = AlertProjection(PROVIDERS)
+    refused = "535 5.7.8 authentication failed for password=Sup3rSecret"
+    await apply(db, projection, [status(False, "login", refused), status(False, "login", refused)])
+    await apply(db, projection, [status(False, "tls", "handshake"), status(True, "send")])
+    rows = await outbox(db)
+    assert [(r.transition, r.kind, r.key) for r in rows] == [
+        ("raised", "email_sign_in", "mail-1"),
+        ("cleared", "email_sign_in", "mail-1"),
+    ]
+    assert "535 5.7.8" in rows[0].summary and "Sup3rSecret" not in rows[0].summary
 
 
 async def test_history_older_than_a_day_sets_the_state_but_emails_nobody(tmp_path: Path) -> None:
