@@ -11,6 +11,7 @@ from shared.config import StaggerConfig
 # Services with configuration of their own add their module and class here.
 CONFIG_CLASSES: tuple[tuple[str, str], ...] = (
     ("services.sms_provider_sim.config", "SimulatorConfig"),
+    ("services.config.config", "AlertConfig"),
     ("services.scheduler.config", "SchedulerConfig"),
     ("services.sms_gateway.config", "GatewayConfig"),
     ("services.email_gateway.config", "EmailGatewayConfig"),

@@ -9,6 +9,7 @@ import shared.events.schemas  # noqa: F401  (registers every event class)
 from shared.events.envelope import EventData
 from shared.events.registry import registry
 from shared.events.schemas.access import TokenIssued, TokenRevoked
+from shared.events.schemas.alerts import AlertCleared, AlertRaised
 from shared.events.schemas.control import CancelRequested, ResetFailedRequested, SendNowRequested
 from shared.events.schemas.deadletter import DeadLetterRecorded
 from shared.events.schemas.dispatch import (
@@ -256,6 +257,40 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             (CreditBalanceReported, CreditLow, CreditTopupRequested, SendingHeld, SendingResumed),
         ),
         Flow(
+            "receive",
+            "credits.>",
+            "config alert projection (providers)",
+            "JetStream PROVIDERS and its provider health (`provider.>`), replayed then followed "
+            "(projection `config.alerts.providers`): holds, resumes, low credit, top-ups needed "
+            "and email sign-in failures become alerts.",
+            (
+                CreditBalanceReported,
+                CreditLow,
+                CreditTopupNeeded,
+                CreditTopupRequested,
+                SendingHeld,
+                SendingResumed,
+                EmailAccountStatus,
+            ),
+        ),
+        Flow(
+            "receive",
+            "deadletter.>",
+            "config alert projection (dead letters)",
+            "JetStream DEADLETTER, replayed then followed (projection "
+            "`config.alerts.deadletter`): a dead letter of a group's message is an alert.",
+            (DeadLetterRecorded,),
+        ),
+        Flow(
+            "send",
+            "alerts.{group}",
+            "alerts to group admins",
+            "JetStream ALERTS: an alert raised or cleared (each also emailed once to every group "
+            "admin); `Nats-Msg-Id` is the event id, so a publish retried after a crash is "
+            "stored once.",
+            (AlertRaised, AlertCleared),
+        ),
+        Flow(
             "send",
             "optouts.{group}.{channel}",
             "opt-outs recorded",
@@ -398,7 +433,7 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             ">",
             "audit trail",
             "JetStream AUDIT, which sources SETTINGS, ACCESS, CONTROL, DISPATCH, PROVIDERS, "
-            "INBOUND, OPTOUTS and DEADLETTER in one order: every event, under its original "
+            "INBOUND, OPTOUTS, DEADLETTER and ALERTS in one order: every event, under its original "
             "subject, hash-chained into the trail (and `dispatch.>` into the message index).",
             tuple(registry.known_types().values()),
         ),

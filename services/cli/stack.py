@@ -34,6 +34,11 @@ def stack_processes(settings: StaggerConfig) -> list[ProcessSpec]:
         # Staff invitations of groups without an email account of their own go to the sink.
         "STAGGER_STAFF_MAIL_RELAY": settings.staff_mail_relay
         or f"127.0.0.1:{os.environ.get('STAGGER_SMTP_SINK_PORT', '2525')}",
+        # Alerts to group admins go to the sink too, unless the operator named a server.
+        "STAGGER_ALERT_SMTP_HOST": os.environ.get("STAGGER_ALERT_SMTP_HOST", "127.0.0.1"),
+        "STAGGER_ALERT_SMTP_PORT": os.environ.get(
+            "STAGGER_ALERT_SMTP_PORT", os.environ.get("STAGGER_SMTP_SINK_PORT", "2525")
+        ),
         # The simulator and the SMTP sink listen on this machine; an operator's own list
         # (e.g. a relay on the LAN) is kept beside loopback.
         "STAGGER_OUTBOUND_ALLOW": ",".join(filter(None, [LOOPBACK_ALLOW, settings.outbound_allow])),

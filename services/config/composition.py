@@ -9,9 +9,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from services.config.adapters.alert_mail import AlertMailer
+from services.config.adapters.alerts import AlertProjection, AlertStore
 from services.config.adapters.batches import BatchProjection, BatchStore
 from services.config.adapters.read_model import SettingsProjection
 from services.config.adapters.settings_store import SettingsStore
+from services.config.config import AlertConfig
 from services.config.console import Console
 from services.config.entrypoints import problems
 from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
@@ -19,10 +22,12 @@ from services.config.entrypoints.batches import batch_router
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
+from services.config.handlers.alert_batches import BatchLateWatcher
+from services.config.handlers.alerts import AlertNotifier
 from services.config.handlers.batch_commands import BatchCommands
 from services.config.staff import api as staff_api
 from services.config.staff.service import Staff
-from shared.bus.topology import SETTINGS
+from shared.bus.topology import DEADLETTER, PROVIDERS, SETTINGS
 from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
 from shared.eventstore import EventStore
@@ -44,7 +49,9 @@ class ConfigService(BaseService):
 
     name = "config"
 
-    def __init__(self, resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self, resolver: Resolver = system_resolver, alerts: AlertConfig | None = None
+    ) -> None:
         # How destination host names are resolved for the outbound allow-list (tests give
         # names addresses without DNS).
         self.resolver = resolver
@@ -55,6 +62,8 @@ class ConfigService(BaseService):
         self.console: Console | None = None
         self.staff: Staff | None = None
         self.batches: BatchCommands | None = None
+        self.alert_config = alerts or AlertConfig()
+        self.alerts: AlertNotifier | None = None
 
     def migrations(self) -> Path:
         """The config read model's tables."""
@@ -112,6 +121,7 @@ class ConfigService(BaseService):
         self.batches = BatchCommands(ctx.nc, BatchStore(ctx.db))
         batch_projection = ProjectionRunner(ctx.nc, ctx.db, BatchProjection())
         ctx.spawn(batch_projection.run(), "batch-projection")
+        self.alerts = self._start_alerts(ctx, box, guard)
         self.console = Console(ctx.config, ctx.nc, self.handlers, self.tokens, staff)
         ctx.spawn(self.console.follow(), "console-optouts")
         projection = self.projection
@@ -120,6 +130,33 @@ class ConfigService(BaseService):
             return projection.caught_up.is_set()
 
         ctx.health.add_check("settings_projection", caught_up)
+
+    def _start_alerts(
+        self, ctx: ServiceContext, box: SecretBox, guard: OutboundGuard
+    ) -> AlertNotifier:
+        """The alert projections (PROVIDERS, DEADLETTER) and the notifier that publishes
+        and emails what they decide."""
+        assert ctx.db is not None and self.handlers is not None
+        projections = [AlertProjection(PROVIDERS), AlertProjection(DEADLETTER)]
+        for projection in projections:
+            runner = ProjectionRunner(ctx.nc, ctx.db, projection, lenient=True)
+            ctx.spawn(runner.run(), projection.name)
+        alerts, store = AlertStore(ctx.db), self.handlers.store
+        assert self.batches is not None
+        late = asyncio.Event()
+        watcher = BatchLateWatcher(alerts, self.batches, store, late)
+        ctx.spawn(watcher.run(), "batch-late-alerts")
+        notifier = AlertNotifier(
+            ctx.nc,
+            alerts,
+            AlertMailer(self.alert_config, box, guard),
+            store.group,
+            f"{ctx.config.public_url.rstrip('/')}/console/dashboard",
+            [*(p.changed for p in projections), late],
+            self.alert_config.retry_seconds,
+        )
+        ctx.spawn(notifier.run(), "alert-notifier")
+        return notifier
 
     async def _reconcile_forever(self) -> None:
         assert self.handlers and self.projection

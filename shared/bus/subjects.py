@@ -108,6 +108,11 @@ def optouts(group: str, channel: Channel) -> str:
     return f"optouts.{group}.{channel}"
 
 
+def alerts(group: str) -> str:
+    """Subject of a group's alerts (raised, cleared)."""
+    return f"alerts.{check_token(group, 'group id')}"
+
+
 def dead_letter(origin: str, consumer: str) -> str:
     """Where a consumer puts a message it cannot process."""
     return f"deadletter.{origin.lower()}.{consumer}"

@@ -39,6 +39,7 @@ PROVIDERS = "PROVIDERS"
 INBOUND = "INBOUND"
 OPTOUTS = "OPTOUTS"
 DEADLETTER = "DEADLETTER"
+ALERTS = "ALERTS"
 AUDIT = "AUDIT"
 
 # Key-value buckets (each a stream named KV_<bucket>).
@@ -154,11 +155,28 @@ STREAMS: tuple[StreamSpec, ...] = (
         max_age=90 * DAY,
     ),
     StreamSpec(
+        ALERTS,
+        ("alerts.>",),
+        "Alerts to a group's admins (raised, cleared), one subject per group, so an auditor "
+        "can replay who was told what and when.",
+        max_age=365 * DAY,
+    ),
+    StreamSpec(
         AUDIT,
         (),
         "One ordered copy of every event stream, so the audit chain has a single total order "
         "that a rebuild reproduces exactly.",
-        sources=(SETTINGS, ACCESS, CONTROL, DISPATCH, PROVIDERS, INBOUND, OPTOUTS, DEADLETTER),
+        sources=(
+            SETTINGS,
+            ACCESS,
+            CONTROL,
+            DISPATCH,
+            PROVIDERS,
+            INBOUND,
+            OPTOUTS,
+            DEADLETTER,
+            ALERTS,
+        ),
         append_only=True,
     ),
 )

@@ -52,7 +52,14 @@ async def test_the_dashboard_shows_every_site_with_holds_and_a_manager_only_thei
     account = sms_account_id(site.settings.sms.provider, gid)
     assert account is not None
     held = SendingHeld(account=account, provider="simulator", reason="no credits left")
-    event = make_event(held, source="sms_gateway", actor="service:sms_gateway", subject=account)
+    event = make_event(
+        held,
+        source="sms_gateway",
+        actor="service:sms_gateway",
+        subject=account,
+        group_id=gid,
+        site_id=sim,
+    )
     await EventStore(stack.nc, PROVIDERS).append(subjects.credits(account), event)
     mid = f"m-{uuid.uuid4().hex[:12]}"
     sent = MessageSent(
@@ -82,6 +89,15 @@ async def test_the_dashboard_shows_every_site_with_holds_and_a_manager_only_thei
         await page.reload()
     await expect(row.locator(".sent-today")).to_have_text("1")
     await expect(row.locator(".session")).to_contain_text("(Europe/London)")
+    # The hold is an alert too (the alert projection decides it as it catches up).
+    alert = page.locator("#alerts .alert-sms_held")
+    for _ in range(50):
+        if await alert.count():
+            break
+        await page.wait_for_timeout(200)
+        await page.reload()
+    await expect(alert).to_contain_text("SMS sending is held")
+    await expect(alert).to_contain_text("no credits left")
     await screenshot(page, "dashboard")
 
     manager = await stack.staff(gid, "site_manager", [plain])
@@ -91,3 +107,6 @@ async def test_the_dashboard_shows_every_site_with_holds_and_a_manager_only_thei
     await expect(page.locator("#dashboard tbody tr")).to_have_count(1)
     await expect(page.locator(f"#site-{plain}")).to_be_visible()
     await expect(page.locator(f"#site-{sim}")).to_have_count(0)
+    # Not their site: not their alert.
+    await expect(page.locator("#alerts .alert")).to_have_count(0)
+    await expect(page.locator("#alerts")).to_contain_text("No alerts")

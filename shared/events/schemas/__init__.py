@@ -6,6 +6,7 @@ One module per stream family; `docs/events.md` is generated from the registry
 
 from shared.events.schemas import (  # noqa: F401
     access,
+    alerts,
     control,
     deadletter,
     dispatch,
