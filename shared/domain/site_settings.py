@@ -287,6 +287,8 @@ SECRET_PATHS = (
     *(f"email.sign_in.{name}" for name in SIGN_IN_SECRET_FIELDS),
     "sms.provider.secret",
     "sms.provider.webhook_secret",
+    "sms.secondary_provider.secret",
+    "sms.secondary_provider.webhook_secret",
 )
 
 
@@ -324,6 +326,12 @@ def warnings(settings: SiteSettings) -> list[dict[str, str]]:
     if sms.provider.kind != "none":
         if not sms.provider.account_id or not sms.provider.secret:
             warn("sms.provider", "provider credentials are incomplete: SMS cannot be sent")
+        secondary = sms.secondary_provider
+        if secondary.kind != "none" and (not secondary.account_id or not secondary.secret):
+            warn(
+                "sms.secondary_provider",
+                "secondary provider credentials are incomplete: no failover",
+            )
         if sms.sender_id:
             for message in sender_warnings(parse_sender_id(sms.sender_id), settings.profile.region):
                 warn("sms.sender_id", message)

@@ -360,6 +360,9 @@ class ScriptedProvider:
     def account_for(self, site: Site) -> str | None:
         return f"acct-{site.group_id}"
 
+    def failover(self, site: Site) -> Site | None:
+        return None
+
     def limits_for(self, site: Site) -> AccountLimitsSpec:
         return AccountLimitsSpec()
 
