@@ -97,7 +97,8 @@ class Releaser:
             account, items, moved = work.pop(0)
             if await self.limits.held(account) is not None:
                 await self._check_resume(account, items[0][1])
-                staying, moving = items, {}
+                staying: list[Item] = items
+                moving: dict[str, list[Item]] = {}
                 if not moved:
                     staying, moving = self._failover(items)
                 await self.queue.release_unsent([c for c, _ in staying])

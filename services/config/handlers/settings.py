@@ -86,13 +86,14 @@ class ConfigHandlers:
 
         Also where a write choosing the simulator is refused when the deployment does not
         offer it (every settings write passes here before anything is decided)."""
-        if patch.get("sms.provider.kind") == "simulator" and not self.simulator_enabled:
-            raise SettingsError(
-                {
-                    "sms.provider.kind": "the SMS provider simulator is not enabled on this "
-                    "deployment (STAGGER_SMS_SIMULATOR_ENABLED)"
-                }
-            )
+        refused = {
+            path: "the SMS provider simulator is not enabled on this deployment "
+            "(STAGGER_SMS_SIMULATOR_ENABLED)"
+            for path in ("sms.provider.kind", "sms.secondary_provider.kind")
+            if patch.get(path) == "simulator" and not self.simulator_enabled
+        }
+        if refused:
+            raise SettingsError(refused)
         sealed: dict[str, Any] = {}
         for path, value in patch.items():
             if path in SECRET_PATHS:

@@ -333,9 +333,7 @@ class SmsAdapter:
             provider = self._providers().for_site(site)
         except NotConfigured:
             return Found(None) if self.failover(site) is None else Found(False)
-        return await self._lookup(
-            provider, self.outbound(claimed, site, provider), claimed.site_id
-        )
+        return await self._lookup(provider, self.outbound(claimed, site, provider), claimed.site_id)
 
     async def on_tick(self, tick: TickIssued, sites: Sequence[Site]) -> None:
         """Nothing besides sending: replies and receipts arrive by webhook."""

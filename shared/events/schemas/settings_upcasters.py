@@ -97,7 +97,7 @@ for _type, _field in SNAPSHOT_FIELDS.items():
     registry.upcaster(_type, 2)(_v2_to_v3(_field))
 
 
-V3_NO_SECONDARY = {
+V3_NO_SECONDARY: dict[str, Any] = {
     "kind": "none",
     "account_id": None,
     "secret": None,
