@@ -95,5 +95,5 @@ async def test_primary_out_of_credit_mid_batch_fails_over_and_sends_each_message
     }
 
     # The primary was held for credit; the secondary never was.
-    assert {e.data.account for e in held} == {site["account"]}  # type: ignore[attr-defined]
-    assert "no credits" in held[0].data.reason  # type: ignore[attr-defined]
+    assert {e.data.account for e in held} == {site["account"]}
+    assert "no credits" in held[0].data.reason
