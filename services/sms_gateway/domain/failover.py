@@ -21,6 +21,10 @@ OUTAGE_STATUSES = frozenset({"unavailable", "not_sent", "ambiguous"})
 """Provider answers that mean the account cannot be reached (5xx, no connection, no answer);
 a rate limit is not an outage."""
 
+CERTAINLY_NOT_STORED = frozenset({"unavailable", "not_sent", "rate_limited"})
+"""Answers that say for certain the provider did not store the message: an attempt answered
+so needs no lookup before the message goes through the other account."""
+
 
 def has_secondary(sms: SmsSettings) -> bool:
     """Whether the site names a secondary account to fail over to."""

@@ -45,6 +45,8 @@ from shared.sites import Site
 from shared.suppression import SuppressionList
 
 MISCONFIGURED_RETRY = sending.MISCONFIGURED_RETRY
+MAX_REMEMBERED = 100_000
+"""Messages whose failed attempts a replica remembers as certain (see `_certainly_absent`)."""
 
 
 def account_for(site: Site) -> str | None:
@@ -84,6 +86,12 @@ class SmsAdapter:
         # Per account, when its current run of unreachable answers began (monotonic seconds).
         # Each replica judges an outage by its own sends; the hold it leads to is shared.
         self._down_since: dict[str, float] = {}
+        # (message key, account) → how many attempts the message had when this replica last
+        # saw that account answer it with a certain "not stored" (5xx, no connection, 429),
+        # every earlier attempt having been such an answer too. While the count still matches,
+        # nothing of it can be at that account and a failover needs no lookup there (a lookup
+        # an outage would refuse). Unknown (another replica, a restart): the lookup decides.
+        self._certainly_absent: dict[tuple[tuple[str, str], str], int] = {}
 
     def account_for(self, site: Site) -> str | None:
         """The provider account (sites of a group with the same credentials share it)."""
@@ -154,10 +162,16 @@ class SmsAdapter:
             return SendResult("retry", error=str(exc))
         account = self.account_for(site) or ""
         message = self.outbound(claimed, site, provider)
-        if claimed.attempts > 0:
-            found = await self._lookup(provider, message, claimed.site_id)
+        if claimed.attempts > 0 and not self._absent_for_certain(claimed, account):
+            try:
+                found = await self._lookup(provider, message, claimed.site_id)
+            except ProviderError as exc:
+                # The account cannot be asked: part of an outage, as an unanswered send is.
+                await self._watch_outage(account, site, provider, "not_sent", str(exc))
+                raise
             if found.sent:
                 return self._already_there(found)
+        if claimed.attempts > 0:
             elsewhere = await self._settle_elsewhere(claimed, site)
             if elsewhere is not None:
                 return elsewhere
@@ -169,6 +183,7 @@ class SmsAdapter:
             return SendResult("retry", error=late.reason, retry_after=wait)
         began_at = datetime.now(UTC)
         reply = await provider.send(message)
+        self._note_absent(claimed, account, reply.status)
         # The provider took the balance it answers with between these two instants (the
         # child's own start of the POST is the closer one). Wall clock, not the loop's: the
         # credit state compares them across replicas.
@@ -242,6 +257,21 @@ class SmsAdapter:
         # A new run begins: the hold's resume poll decides when the account is back.
         self._down_since.pop(account, None)
 
+    def _absent_for_certain(self, claimed: Claimed, account: str) -> bool:
+        """Whether every attempt of the message so far was certainly refused by `account`
+        (as this replica saw): then it is not there, and no lookup is needed to say so."""
+        return self._certainly_absent.get((claimed.key, account)) == claimed.attempts
+
+    def _note_absent(self, claimed: Claimed, account: str, status: str) -> None:
+        key = (claimed.key, account)
+        if status not in failover.CERTAINLY_NOT_STORED:
+            self._certainly_absent.pop(key, None)
+            return
+        if claimed.attempts == 0 or self._certainly_absent.get(key) == claimed.attempts:
+            if len(self._certainly_absent) >= MAX_REMEMBERED:
+                self._certainly_absent.clear()  # forgetting only costs a lookup
+            self._certainly_absent[key] = claimed.attempts + 1
+
     async def _settle_elsewhere(self, claimed: Claimed, site: Site) -> SendResult | None:
         """A message attempted before may have been tried through the site's other account
         (before or after a failover): look it up there before this account sends it.
@@ -251,6 +281,8 @@ class SmsAdapter:
         """
         other = self.failover(site)
         if other is None:
+            return None
+        if self._absent_for_certain(claimed, account_for(other) or ""):
             return None
         try:
             provider = self._providers().for_site(other)

@@ -9,6 +9,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from shared.runtime.nats_server import free_port
 from tests.integration.sms_gateway.harness import (
     WEBHOOK_SECRET,
     AccountTicks,
@@ -97,3 +98,36 @@ async def test_primary_out_of_credit_mid_batch_fails_over_and_sends_each_message
     # The primary was held for credit; the secondary never was.
     assert {e.data.account for e in held} == {site["account"]}
     assert "no credits" in held[0].data.reason
+
+
+async def test_an_outage_of_the_primary_longer_than_the_limit_fails_over(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
+) -> None:
+    # The primary's address answers nothing (connection refused): an outage that never ends.
+    dead = f"http://127.0.0.1:{free_port()}"
+    primary, spare = await sim.account(), await sim.account()
+    unreachable = {**secondary(sim, primary), "base_url": dead}
+    site = await make_site(
+        nc,
+        sim,
+        primary,
+        rate=50,
+        sms={
+            "provider": unreachable,
+            "secondary_provider": secondary(sim, spare),
+            "failover_after_seconds": 1,
+        },
+    )
+    primary_account = account_of("simulator", primary.name, dead, site["group"])
+    spare_account = account_of("simulator", spare.name, sim.url, site["group"])
+    async with gateway_running(nats_url, database_url, tmp_path):
+        ids = await submit(nc, site["site"], 50)
+        async with AccountTicks(nc, primary_account, [site["site"]], rate=50):
+            await wait_terminal(nc, ids, timeout=60)
+    assert_exactly_once(await sim.submissions(spare), ids)
+    ends = await terminal(nc)
+    assert {ends[i][0].type for i in ids} == {"stagger.dispatch.sent"}
+    assert {ends[i][0].data.account for i in ids} == {spare_account}  # type: ignore[attr-defined]
+    held = await provider_events(nc, "stagger.credits.sending_held")
+    assert [e.data.account for e in held] == [primary_account]  # type: ignore[attr-defined]
+    assert "unreachable for" in held[0].data.reason  # type: ignore[attr-defined]

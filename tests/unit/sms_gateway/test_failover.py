@@ -199,3 +199,23 @@ def test_settings_refuse_a_secondary_that_cannot_fail_over(
         build({"sms": sms})
     (field,) = refused.value.errors
     assert field.startswith("sms.") and message in refused.value.errors[field]
+
+
+async def test_attempts_the_primary_certainly_refused_move_without_a_lookup_there() -> None:
+    primary, spare = CannotLookUp(10), FakeSmsProvider(10)
+    refused = SendReply("not_sent", detail="connection refused")
+    primary.replies += [refused, refused]
+    sms, _ = adapter(primary, spare)
+    home = standby_site()
+    away = sms.failover(home)
+    assert away is not None
+    # Two attempts, both certainly refused: the second needs no lookup (it would fail).
+    assert (await sms.send(claimed(attempts=0), home)).outcome == "retry"
+    assert (await sms.send(claimed(attempts=1), home)).outcome == "retry"
+    assert (await sms.send(claimed(attempts=2), away)).outcome == "sent"
+    assert list(spare.sent) == ["m-1"]
+    # A replica that did not see those answers must ask the primary, and cannot.
+    other, _ = adapter(primary, FakeSmsProvider(10))
+    assert (await other.send(claimed(attempts=2), away)).outcome == "retry"
+    with pytest.raises(ProviderError):
+        await other.send(claimed(attempts=2), home)
