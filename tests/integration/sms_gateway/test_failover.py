@@ -9,6 +9,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from shared.bus.topology import DISPATCH
 from shared.runtime.nats_server import free_port
 from tests.integration.sms_gateway.harness import (
     WEBHOOK_SECRET,
@@ -17,18 +18,21 @@ from tests.integration.sms_gateway.harness import (
     SimAccount,
     account_of,
     assert_exactly_once,
+    events,
     gateway_running,
     make_site,
     provider_events,
     submit,
     terminal,
     wait_terminal,
+    webhook_url,
 )
 from tests.support.waiting import wait_until
 
 MESSAGES = 1000
 PRIMARY_CREDITS = 400
 RATE = 250
+DELIVERED = "stagger.dispatch.delivered"
 
 
 def secondary(sim: Sim, account: SimAccount) -> dict[str, Any]:
@@ -131,3 +135,27 @@ async def test_an_outage_of_the_primary_longer_than_the_limit_fails_over(
     held = await provider_events(nc, "stagger.credits.sending_held")
     assert [e.data.account for e in held] == [primary_account]  # type: ignore[attr-defined]
     assert "unreachable for" in held[0].data.reason  # type: ignore[attr-defined]
+
+
+async def test_receipts_through_the_secondary_account_reach_the_messages_it_sent(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
+) -> None:
+    async with gateway_running(nats_url, database_url, tmp_path) as gw:
+        hook = webhook_url(gw)
+        primary = await sim.account(credits=2, webhook=hook)
+        spare = await sim.account(webhook=hook)
+        site = await make_site(
+            nc, sim, primary, rate=50, sms={"secondary_provider": secondary(sim, spare)}
+        )
+        ids = await submit(nc, site["site"], 6)
+        async with AccountTicks(nc, site["account"], [site["site"]], rate=50):
+            await wait_terminal(nc, ids, timeout=60)
+
+            async def all_delivered() -> bool:
+                found = await events(nc, DISPATCH)
+                done = {e.data.message_id for e in found if e.type == DELIVERED}  # type: ignore[attr-defined]
+                return set(ids) <= done
+
+            await wait_until(all_delivered, timeout=30, message="6 delivered")
+    assert len(await sim.stored(primary)) == 2
+    assert len(await sim.stored(spare)) == 4
