@@ -54,6 +54,12 @@ def account_for(site: Site) -> str | None:
     return sms_account_id(site.settings.sms.provider, site.group_id)
 
 
+def failover_site(site: Site) -> Site | None:
+    """The site with its secondary account as the one it sends through (None: none)."""
+    settings = failover.swapped(site.settings)
+    return None if settings is None else dataclasses.replace(site, settings=settings)
+
+
 def _verdict(decision: sending.Decision) -> Verdict:
     return SEND if decision.kind == "send" else Verdict(*dataclasses.astuple(decision))
 
@@ -104,8 +110,7 @@ class SmsAdapter:
 
     def failover(self, site: Site) -> Site | None:
         """The site with its secondary account as the one it sends through (None: none)."""
-        settings = failover.swapped(site.settings)
-        return None if settings is None else dataclasses.replace(site, settings=settings)
+        return failover_site(site)
 
     def sender(self, site: Site, provider: Provider) -> str | None:
         """Who the message is from: the site's sender ID, else the gateway's default where
