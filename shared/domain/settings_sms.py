@@ -155,8 +155,8 @@ class SmsSettings(Strict):
         if value.kind == "none":
             return value
         primary = info.data.get("provider")
-        if not isinstance(primary, SmsProvider) or primary.kind == "none":
-            raise ValueError("a secondary account needs a primary provider account")
+        if not isinstance(primary, SmsProvider):
+            return value  # the primary is invalid: its own error names it
         if (primary.kind, primary.account_id, primary.base_url) == (
             value.kind,
             value.account_id,

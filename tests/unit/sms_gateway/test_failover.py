@@ -18,7 +18,7 @@ from services.sms_gateway.adapters.providers.base import (
 )
 from services.sms_gateway.domain import failover
 from services.sms_gateway.handlers.channel import SmsAdapter
-from shared.domain.site_settings import SettingsError, build
+from shared.domain.site_settings import SettingsError, build, warnings
 from shared.sites import Site
 from shared.suppression import SuppressionList
 from tests.support.fakes.sms import FakeLedger, FakeOptOuts, FakeQueue, FakeSmsProvider
@@ -30,6 +30,7 @@ from tests.unit.sms_gateway.test_send_handler import (
 )
 
 SPARE_ID = "sim-spare"
+SEALED = "enc:v1:gAAAAB-x_y="
 
 
 class CannotLookUp(FakeSmsProvider):
@@ -188,7 +189,6 @@ def test_the_outage_rule() -> None:
             },
             "another account",
         ),
-        ({"secondary_provider": {"kind": "simulator", "account_id": "b"}}, "needs a primary"),
         ({"failover_after_seconds": -1}, "greater than or equal"),
     ],
 )
@@ -219,3 +219,18 @@ async def test_attempts_the_primary_certainly_refused_move_without_a_lookup_ther
     assert (await other.send(claimed(attempts=2), away)).outcome == "retry"
     with pytest.raises(ProviderError):
         await other.send(claimed(attempts=2), home)
+
+
+def test_a_secondary_without_a_primary_or_credentials_is_a_warning() -> None:
+    lonely = build({"sms": {"secondary_provider": {"kind": "simulator", "account_id": "b"}}})
+    assert "sms.secondary_provider" in {w["field"] for w in warnings(lonely)}
+    half = build(
+        {
+            "sms": {
+                "provider": {"kind": "simulator", "account_id": "a", "secret": SEALED},
+                "secondary_provider": {"kind": "simulator", "account_id": "b"},
+            }
+        }
+    )
+    found = [w for w in warnings(half) if w["field"] == "sms.secondary_provider"]
+    assert found and "incomplete" in found[0]["message"]
