@@ -63,7 +63,7 @@ async def test_primary_out_of_credit_mid_batch_fails_over_and_sends_each_message
     async with gateway_running(nats_url, database_url, tmp_path):
         ids = await submit(nc, site["site"], MESSAGES)
         async with AccountTicks(nc, site["account"], [site["site"]], rate=RATE):
-            await wait_terminal(nc, ids, timeout=75)
+            await wait_terminal(nc, ids, timeout=80)
             held = await wait_until(
                 lambda: provider_events(nc, "stagger.credits.sending_held"),
                 timeout=10,
