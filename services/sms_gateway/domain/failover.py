@@ -21,9 +21,11 @@ OUTAGE_STATUSES = frozenset({"unavailable", "not_sent", "ambiguous"})
 """Provider answers that mean the account cannot be reached (5xx, no connection, no answer);
 a rate limit is not an outage."""
 
-CERTAINLY_NOT_STORED = frozenset({"unavailable", "not_sent", "rate_limited"})
-"""Answers that say for certain the provider did not store the message: an attempt answered
-so needs no lookup before the message goes through the other account."""
+CERTAINLY_NOT_STORED = frozenset({"not_sent", "rate_limited"})
+"""Answers that say for certain the provider did not store the message (the request never
+reached it, or it refused it with 429): an attempt answered so needs no lookup there before the
+message goes through the other account. A 5xx is not among them: like a missing answer, it is
+settled by a lookup (the gateway's rule since before failover)."""
 
 
 def has_secondary(sms: SmsSettings) -> bool:

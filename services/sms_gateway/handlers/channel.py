@@ -93,10 +93,10 @@ class SmsAdapter:
         # Each replica judges an outage by its own sends; the hold it leads to is shared.
         self._down_since: dict[str, float] = {}
         # (message key, account) → how many attempts the message had when this replica last
-        # saw that account answer it with a certain "not stored" (5xx, no connection, 429),
-        # every earlier attempt having been such an answer too. While the count still matches,
-        # nothing of it can be at that account and a failover needs no lookup there (a lookup
-        # an outage would refuse). Unknown (another replica, a restart): the lookup decides.
+        # saw that none of them can have left it at that account (none was POSTed there, or
+        # each POST there was certainly refused: no connection, 429). While the count still
+        # matches, a failover needs no lookup there (one an outage would refuse). Unknown
+        # (another replica, a restart): the lookup decides.
         self._certainly_absent: dict[tuple[tuple[str, str], str], int] = {}
 
     def account_for(self, site: Site) -> str | None:
@@ -161,13 +161,35 @@ class SmsAdapter:
 
     async def send(self, claimed: Claimed, site: Site) -> SendResult:
         """Hand one message to the provider (looking it up first if attempted before)."""
+        accounts = [self.account_for(site) or ""]
+        if (other := self.failover(site)) is not None:
+            accounts.append(account_for(other) or "")
+        posted: list[str] = []  # the provider's answer to the POST, when one was made
+        try:
+            result = await self._send(claimed, site, accounts[0], posted)
+        except ProviderError:
+            self._note_attempt(claimed, accounts, posted)  # a lookup failed: nothing POSTed
+            raise
+        except BaseException:
+            for account in accounts:  # what happened is unknown: lookups decide from now on
+                self._certainly_absent.pop((claimed.key, account), None)
+            raise
+        if result.outcome in ("sent", "failed"):
+            for account in accounts:  # finished: nothing to remember
+                self._certainly_absent.pop((claimed.key, account), None)
+        elif result.outcome != "hold":  # a hold uses no attempt: the counts stay as they are
+            self._note_attempt(claimed, accounts, posted)
+        return result
+
+    async def _send(
+        self, claimed: Claimed, site: Site, account: str, posted: list[str]
+    ) -> SendResult:
         try:
             provider = self._providers().for_site(site)
         except NotConfigured as exc:
             return SendResult("retry", error=str(exc))
-        account = self.account_for(site) or ""
         message = self.outbound(claimed, site, provider)
-        if claimed.attempts > 0 and not self._absent_for_certain(claimed, account):
+        if claimed.attempts > 0:
             try:
                 found = await self._lookup(provider, message, claimed.site_id)
             except ProviderError as exc:
@@ -188,7 +210,7 @@ class SmsAdapter:
             return SendResult("retry", error=late.reason, retry_after=wait)
         began_at = datetime.now(UTC)
         reply = await provider.send(message)
-        self._note_absent(claimed, account, reply.status)
+        posted.append(reply.status)
         # The provider took the balance it answers with between these two instants (the
         # child's own start of the POST is the closer one). Wall clock, not the loop's: the
         # credit state compares them across replicas.
@@ -265,14 +287,21 @@ class SmsAdapter:
     def _absent_for_certain(self, claimed: Claimed, account: str) -> bool:
         """Whether every attempt of the message so far was certainly refused by `account`
         (as this replica saw): then it is not there, and no lookup is needed to say so."""
+        if claimed.attempts == 0:
+            return True
         return self._certainly_absent.get((claimed.key, account)) == claimed.attempts
 
-    def _note_absent(self, claimed: Claimed, account: str, status: str) -> None:
-        key = (claimed.key, account)
-        if status not in failover.CERTAINLY_NOT_STORED:
-            self._certainly_absent.pop(key, None)
-            return
-        if claimed.attempts == 0 or self._certainly_absent.get(key) == claimed.attempts:
+    def _note_attempt(self, claimed: Claimed, accounts: list[str], posted: list[str]) -> None:
+        """After an attempt: per account, whether the message can still not be there. It
+        cannot when no attempt so far was POSTed to that account or each POST was certainly
+        refused (`failover.CERTAINLY_NOT_STORED`); then moving it needs no lookup there."""
+        for n, account in enumerate(accounts):
+            key = (claimed.key, account)
+            if not self._absent_for_certain(claimed, account) or (
+                n == 0 and posted and posted[0] not in failover.CERTAINLY_NOT_STORED
+            ):
+                self._certainly_absent.pop(key, None)
+                continue
             if len(self._certainly_absent) >= MAX_REMEMBERED:
                 self._certainly_absent.clear()  # forgetting only costs a lookup
             self._certainly_absent[key] = claimed.attempts + 1

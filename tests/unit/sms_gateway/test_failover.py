@@ -203,22 +203,32 @@ def test_settings_refuse_a_secondary_that_cannot_fail_over(
 
 async def test_attempts_the_primary_certainly_refused_move_without_a_lookup_there() -> None:
     primary, spare = CannotLookUp(10), FakeSmsProvider(10)
-    refused = SendReply("not_sent", detail="connection refused")
-    primary.replies += [refused, refused]
+    primary.replies.append(SendReply("not_sent", detail="connection refused"))
     sms, _ = adapter(primary, spare)
     home = standby_site()
     away = sms.failover(home)
     assert away is not None
-    # Two attempts, both certainly refused: the second needs no lookup (it would fail).
+    # Refused for certain, then an attempt whose lookup failed (nothing POSTed in it).
     assert (await sms.send(claimed(attempts=0), home)).outcome == "retry"
-    assert (await sms.send(claimed(attempts=1), home)).outcome == "retry"
+    with pytest.raises(ProviderError):
+        await sms.send(claimed(attempts=1), home)
     assert (await sms.send(claimed(attempts=2), away)).outcome == "sent"
     assert list(spare.sent) == ["m-1"]
     # A replica that did not see those answers must ask the primary, and cannot.
     other, _ = adapter(primary, FakeSmsProvider(10))
     assert (await other.send(claimed(attempts=2), away)).outcome == "retry"
-    with pytest.raises(ProviderError):
-        await other.send(claimed(attempts=2), home)
+
+
+async def test_an_attempt_answered_5xx_is_looked_up_before_it_moves() -> None:
+    primary, spare = CannotLookUp(10), FakeSmsProvider(10)
+    primary.replies.append(SendReply("unavailable", detail="HTTP 503"))
+    sms, _ = adapter(primary, spare)
+    home = standby_site()
+    away = sms.failover(home)
+    assert away is not None
+    assert (await sms.send(claimed(attempts=0), home)).outcome == "retry"
+    assert (await sms.send(claimed(attempts=1), away)).outcome == "retry"
+    assert spare.sent == {}
 
 
 def test_a_secondary_without_a_primary_or_credentials_is_a_warning() -> None:
