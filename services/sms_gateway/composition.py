@@ -29,7 +29,7 @@ from services.sms_gateway.adapters.send_process import ClientOptions, SendProces
 from services.sms_gateway.adapters.trust_store import Trust
 from services.sms_gateway.config import GatewayConfig
 from services.sms_gateway.entrypoints.webhooks import Webhooks
-from services.sms_gateway.handlers.channel import SmsAdapter, account_for
+from services.sms_gateway.handlers.channel import SmsAdapter, account_for, failover_site
 from services.sms_gateway.handlers.credits import Credits, CreditTiming
 from services.sms_gateway.handlers.provider_test import ProviderTestHandler
 from services.sms_gateway.handlers.receipt import ReceiptHandler
@@ -174,7 +174,12 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         engine().relay.nudge()
 
     def sites_of(account: str) -> Iterator[Site]:
-        return (s for s in engine().sites.all() if account_for(s) == account)
+        # A secondary account's sites as they send through it (a held secondary resumes too).
+        for site in engine().sites.all():
+            if account_for(site) == account:
+                yield site
+            elif (away := failover_site(site)) is not None and account_for(away) == account:
+                yield away
 
     events = GatewayEvents(sessions, dispatch.pending_events, wake_relay)
     credits = Credits(

@@ -48,6 +48,9 @@ class SendResult:
     # engine asked for it, e.g. in another process). Spaced sends keep their gap from the
     # provider's answer instead: only that instant is surely after the provider received it.
     began_at: datetime | None = None
+    # The account that has the message, when not the one the engine sent it through (an
+    # earlier attempt through the site's other account was found there by a lookup).
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Reconciled:
     sent: bool | None
     provider_message_id: str | None = None
     detail: str = ""
+    account: str | None = None
+    """The account that has it (None: the site's own account)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,10 @@ class ChannelAdapter(Protocol):
 
     def limits_for(self, site: Site) -> AccountLimitsSpec:
         """The account's hard limits."""
+
+    def failover(self, site: Site) -> Site | None:
+        """The site as it sends through its standby account while its own is held (None: it
+        has none). `account_for` and `limits_for` of the answer name the standby account."""
 
     async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
         """Opt-outs, quiet hours and anything else that stops a message before the provider."""

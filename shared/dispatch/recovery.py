@@ -78,7 +78,7 @@ class Recovery:
                 self._absent.pop(claimed.key, None)
                 await self.queue.sent(
                     claimed,
-                    account=account,
+                    account=outcome.account or account,
                     provider_message_id=outcome.provider_message_id,
                     attempts=0,
                     reconciled=True,

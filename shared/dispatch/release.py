@@ -90,12 +90,22 @@ class Releaser:
             by_account.setdefault(account, []).append((claimed, site))
         launched = 0
         stop = False
-        for account, items in by_account.items():
+        # (account, its messages, moved to a standby account already): a message moves at
+        # most once per batch, so two accounts held at once never pass it back and forth.
+        work = [(account, items, False) for account, items in by_account.items()]
+        while work:
+            account, items, moved = work.pop(0)
             if await self.limits.held(account) is not None:
-                await self.queue.release_unsent([c for c, _ in items])
-                handled.update(c.key for c, _ in items)
                 await self._check_resume(account, items[0][1])
-                stop = True
+                staying: list[Item] = items
+                moving: dict[str, list[Item]] = {}
+                if not moved:
+                    staying, moving = self._failover(items)
+                await self.queue.release_unsent([c for c, _ in staying])
+                handled.update(c.key for c, _ in staying)
+                skipped.extend(c.key for c, _ in staying)
+                work.extend((standby, group, True) for standby, group in moving.items())
+                stop = stop or not moving
                 continue
             limits = self.adapter.limits_for(items[0][1])
             cap_lock = flight.cap_locks.setdefault(account, asyncio.Lock())
@@ -176,6 +186,25 @@ class Releaser:
                 flight.unrecorded[account] -= len(pending)
                 raise
         return launched, stop
+
+    def _failover(self, items: list[Item]) -> tuple[list[Item], dict[str, list[Item]]]:
+        """Split a held account's messages: those whose site names a standby account move
+        to it (grouped by that account, with the site as it sends there), the rest stay.
+
+        A message moved here may have been attempted through the held account before: the
+        adapter settles that attempt (a lookup there) before anything is sent through the
+        standby account, so nothing goes twice.
+        """
+        staying: list[Item] = []
+        moving: dict[str, list[Item]] = {}
+        for claimed, site in items:
+            standby = self.adapter.failover(site)
+            account = self.adapter.account_for(standby) if standby is not None else None
+            if standby is None or account is None:
+                staying.append((claimed, site))
+            else:
+                moving.setdefault(account, []).append((claimed, standby))
+        return staying, moving
 
     async def verdict(self, claimed: Claimed, site: Site, now: datetime) -> Verdict | None:
         """None if the message may go; otherwise the verdict, already applied."""

@@ -181,7 +181,7 @@ class Sender:
     async def record(self, claimed: Claimed, account: str, result: SendResult) -> None:
         """Write the provider's answer: sent, held, retried with back-off, or failed."""
         if result.outcome == "sent":
-            if await self.recorder.sent(claimed, account, result):
+            if await self.recorder.sent(claimed, result.account or account, result):
                 SENT.labels(self.channel).inc()
                 OUTCOMES.labels(self.channel, "sent").inc()
         elif result.outcome == "hold":

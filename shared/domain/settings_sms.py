@@ -9,7 +9,7 @@ import ipaddress
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shared.domain.keywords import validate_keyword
 from shared.domain.phone import InvalidPhoneNumber
@@ -103,6 +103,19 @@ class SmsSettings(Strict):
     """The SMS pages of the wizard."""
 
     provider: SmsProvider = SmsProvider()
+    secondary_provider: SmsProvider = Field(
+        default_factory=SmsProvider,
+        description="Another provider account sending continues on while the primary is held "
+        "(no credit, refused credentials, an outage longer than failover_after_seconds); "
+        "'none' = no failover.",
+    )
+    failover_after_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How long the primary may be unavailable (5xx, no answer) before its "
+        "sending moves to the secondary account.",
+    )
     sender_id: str | None = Field(
         default=None, description="Alphanumeric (≤ 11 characters) or an E.164 number."
     )
@@ -135,6 +148,22 @@ class SmsSettings(Strict):
         description="Answer → keywords that mean it (case-insensitive, letters and digits); "
         "unset = the region's defaults (confirm: YES, Y, OK…; cancel: NO, N…).",
     )
+
+    @field_validator("secondary_provider")
+    @classmethod
+    def _another_account(cls, value: SmsProvider, info: ValidationInfo) -> SmsProvider:
+        if value.kind == "none":
+            return value
+        primary = info.data.get("provider")
+        if not isinstance(primary, SmsProvider):
+            return value  # the primary is invalid: its own error names it
+        if (primary.kind, primary.account_id, primary.base_url) == (
+            value.kind,
+            value.account_id,
+            value.base_url,
+        ):
+            raise ValueError("must be another account than the primary provider")
+        return value
 
     @field_validator("sender_id")
     @classmethod

@@ -152,8 +152,9 @@ WHOLE_VALUE_PATHS = frozenset(
 SITE_ONLY_PATHS = frozenset({"profile.name"})
 """Fields a group cannot default (a site's name is its own)."""
 
-SYSTEM_PATHS = frozenset({"sms.provider.locked"})
-"""Fields only Stagger itself sets (a provider test locks the account id)."""
+SYSTEM_PATHS = frozenset({"sms.provider.locked", "sms.secondary_provider.locked"})
+"""Fields only Stagger itself sets (a provider test locks the account id; the secondary
+account is never locked: the provider test tests the primary)."""
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -287,6 +288,8 @@ SECRET_PATHS = (
     *(f"email.sign_in.{name}" for name in SIGN_IN_SECRET_FIELDS),
     "sms.provider.secret",
     "sms.provider.webhook_secret",
+    "sms.secondary_provider.secret",
+    "sms.secondary_provider.webhook_secret",
 )
 
 
@@ -329,6 +332,12 @@ def warnings(settings: SiteSettings) -> list[dict[str, str]]:
                 warn("sms.sender_id", message)
         else:
             warn("sms.sender_id", "no sender ID: the provider's default number is used")
+    secondary = sms.secondary_provider
+    if secondary.kind != "none":
+        if sms.provider.kind == "none":
+            warn("sms.secondary_provider", "no primary SMS provider: the secondary is not used")
+        elif not secondary.account_id or not secondary.secret:
+            warn("sms.secondary_provider", "secondary provider credentials are incomplete")
     for blackout in settings.blackouts:
         for channel, sessions in (("email", email.sessions), ("sms", sms.sessions)):
             for session in sessions:

@@ -62,6 +62,17 @@ def _related(field_path: str, error_path: str) -> bool:
 
 
 SECURITY = (("starttls", "STARTTLS"), ("tls", "TLS (implicit)"), ("none", "None (local relay)"))
+PROVIDER_OPTIONS = (
+    ("none", "None"),
+    ("simulator", "Stagger SMS simulator"),
+    ("twilio", "Twilio"),
+    ("clicksend", "ClickSend"),
+    ("vonage", "Vonage (SMS API)"),
+    ("messagemedia", "MessageMedia (Sinch)"),
+    ("kudosity", "Kudosity / Burst SMS (Transmit SMS)"),
+    ("esendex", "Esendex"),
+    ("tnz", "TNZ (New Zealand short codes)"),
+)
 
 STEPS: tuple[Step, ...] = (
     Step(
@@ -233,17 +244,7 @@ STEPS: tuple[Step, ...] = (
                 "SMS provider",
                 "select",
                 "Select None if this site does not send SMS.",
-                options=(
-                    ("none", "None"),
-                    ("simulator", "Stagger SMS simulator"),
-                    ("twilio", "Twilio"),
-                    ("clicksend", "ClickSend"),
-                    ("vonage", "Vonage (SMS API)"),
-                    ("messagemedia", "MessageMedia (Sinch)"),
-                    ("kudosity", "Kudosity / Burst SMS (Transmit SMS)"),
-                    ("esendex", "Esendex"),
-                    ("tnz", "TNZ (New Zealand short codes)"),
-                ),
+                options=PROVIDER_OPTIONS,
             ),
             Field(
                 "sms.provider.account_id",
@@ -282,6 +283,34 @@ STEPS: tuple[Step, ...] = (
                 "float",
                 minimum=0,
                 step="any",
+            ),
+            Field(
+                "sms.secondary_provider.kind",
+                "Secondary SMS provider (failover)",
+                "select",
+                "Another account sending continues on while the first one cannot send (no "
+                "credit, refused password, an outage). None: no failover.",
+                options=PROVIDER_OPTIONS,
+            ),
+            Field("sms.secondary_provider.account_id", "Secondary account", "text", optional=True),
+            Field("sms.secondary_provider.secret", "Secondary account password", "secret"),
+            Field("sms.secondary_provider.webhook_secret", "Secondary webhook secret", "secret"),
+            Field(
+                "sms.secondary_provider.base_url", "Secondary provider URL", "text", optional=True
+            ),
+            Field(
+                "sms.secondary_provider.rate_per_second",
+                "Most messages per second the secondary account accepts",
+                "float",
+                minimum=0,
+            ),
+            Field(
+                "sms.failover_after_seconds",
+                "Fail over after an outage of (seconds)",
+                "float",
+                "How long the first account may be unreachable before sending moves to the "
+                "secondary. No credit or a refused password moves it at once.",
+                minimum=0,
             ),
             Field(
                 "sms.sender_id",
@@ -363,7 +392,7 @@ def offered(step: Step, *, simulator_enabled: bool) -> Step:
         return step
     fields = tuple(
         replace(f, options=tuple(o for o in f.options if o[0] != SIMULATOR_KIND))
-        if f.path == "sms.provider.kind"
+        if f.path in ("sms.provider.kind", "sms.secondary_provider.kind")
         else f
         for f in step.fields
     )

@@ -34,11 +34,11 @@ class AccountInUse(SettingsError):
     """The SMS provider account is used by a site of another group (which is not named:
     the caller may not know it exists)."""
 
-    def __init__(self) -> None:
+    def __init__(self, field: str = "sms.provider.account_id") -> None:
         super().__init__(
             {
-                "sms.provider.account_id": "this SMS provider account is already used by "
-                "another group; each group needs its own provider account"
+                field: "this SMS provider account is already used by another group; each "
+                "group needs its own provider account"
             }
         )
 
@@ -71,10 +71,13 @@ def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
 def destinations(settings: SiteSettings) -> dict[str, tuple[str, int]]:
     """The hosts a site's settings make Stagger connect to: field path → (host, port)."""
     found: dict[str, tuple[str, int]] = {}
-    base_url = settings.sms.provider.base_url
-    endpoint = url_endpoint(base_url) if base_url else None
-    if endpoint is not None:
-        found["sms.provider.base_url"] = endpoint
+    for path, provider in (
+        ("sms.provider.base_url", settings.sms.provider),
+        ("sms.secondary_provider.base_url", settings.sms.secondary_provider),
+    ):
+        endpoint = url_endpoint(provider.base_url) if provider.base_url else None
+        if endpoint is not None:
+            found[path] = endpoint
     if settings.email.smtp.host:
         found["email.smtp.host"] = (settings.email.smtp.host, settings.email.smtp.port)
     if settings.email.imap.host:

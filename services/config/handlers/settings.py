@@ -86,13 +86,14 @@ class ConfigHandlers:
 
         Also where a write choosing the simulator is refused when the deployment does not
         offer it (every settings write passes here before anything is decided)."""
-        if patch.get("sms.provider.kind") == "simulator" and not self.simulator_enabled:
-            raise SettingsError(
-                {
-                    "sms.provider.kind": "the SMS provider simulator is not enabled on this "
-                    "deployment (STAGGER_SMS_SIMULATOR_ENABLED)"
-                }
-            )
+        refused = {
+            path: "the SMS provider simulator is not enabled on this deployment "
+            "(STAGGER_SMS_SIMULATOR_ENABLED)"
+            for path in ("sms.provider.kind", "sms.secondary_provider.kind")
+            if patch.get(path) == "simulator" and not self.simulator_enabled
+        }
+        if refused:
+            raise SettingsError(refused)
         sealed: dict[str, Any] = {}
         for path, value in patch.items():
             if path in SECRET_PATHS:
@@ -179,7 +180,7 @@ class ConfigHandlers:
                     raise SettingsError(
                         {f"{path} (site {site_id})": msg for path, msg in exc.errors.items()}
                     ) from None
-                await self._own_account(group_id, site.settings.sms.provider, after.sms.provider)
+                await self._own_accounts(group_id, site.settings, after)
         version = await self.store.append_group(
             group_id, data, expected_version, actor=actor, correlation_id=correlation_id
         )
@@ -227,8 +228,25 @@ class ConfigHandlers:
             total += len(await self.follow_group(row["group_id"], actor=actor))
         return total
 
+    async def _own_accounts(
+        self, group_id: str, before: SiteSettings | None, after: SiteSettings
+    ) -> None:
+        """Both SMS accounts of a site (primary and the failover's secondary) must be the
+        group's own. The read model holds primary accounts only: a secondary is checked
+        against other groups' primaries."""
+        for field, path in (
+            ("provider", "sms.provider"),
+            ("secondary_provider", "sms.secondary_provider"),
+        ):
+            old = getattr(before.sms, field) if before is not None else None
+            await self._own_account(group_id, old, getattr(after.sms, field), path)
+
     async def _own_account(
-        self, group_id: str, before: SmsProvider | None, after: SmsProvider
+        self,
+        group_id: str,
+        before: SmsProvider | None,
+        after: SmsProvider,
+        path: str = "sms.provider",
     ) -> None:
         """Refuse to point a site at an SMS provider account another group's site uses.
 
@@ -250,7 +268,7 @@ class ConfigHandlers:
             if await read_model.account_used_elsewhere(
                 session, after.kind, after.account_id, group_id
             ):
-                raise AccountInUse
+                raise AccountInUse(f"{path}.account_id")
 
     async def _site_ids(self, group_id: str) -> list[str]:
         async with self.db() as session:
@@ -285,7 +303,7 @@ class ConfigHandlers:
             overrides[f"profile.{key}"] = value
         data = aggregates.decide_create_site(group, site_id, overrides)
         after = data.settings
-        await self._own_account(group_id, None, after.sms.provider)
+        await self._own_accounts(group_id, None, after)
         await self.check_destinations(None, after)
         await self.store.append_site(
             group_id, site_id, data, 0, actor=actor, correlation_id=correlation_id
@@ -317,7 +335,7 @@ class ConfigHandlers:
         if data is None:
             return Outcome(site.version, False, [], [])
         after = data.settings
-        await self._own_account(site.group_id, site.settings.sms.provider, after.sms.provider)
+        await self._own_accounts(site.group_id, site.settings, after)
         await self.check_destinations(site.settings, after)
         version = await self.store.append_site(
             site.group_id,

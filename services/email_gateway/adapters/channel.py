@@ -154,6 +154,10 @@ class EmailAdapter:
         site's daily cap; the per-minute *delay* is the ticks' job, not a hard limit."""
         return self._derived(site).limits
 
+    def failover(self, site: Site) -> Site | None:
+        """No standby account for email: a held SMTP account waits."""
+        return None
+
     def smtp_account(self, site: Site) -> SmtpAccount:
         """The site's SMTP server with its password opened (raises SecretKeyError)."""
         smtp = self._derived(site).smtp

@@ -17,7 +17,9 @@ from typing import Literal
 SMALLEST_MONEY = 1e-9
 """Money accounts pay per message in fractions: anything above zero pays for one."""
 
-RefusalKind = Literal["no_credit", "bad_credentials", "destination_refused"]
+RefusalKind = Literal["no_credit", "bad_credentials", "destination_refused", "unreachable"]
+"""`unreachable`: an outage longer than the site's `failover_after_seconds`, held only where a
+secondary account can take over (`domain.failover`); its `detail` is the whole reason."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def refusal_reason(refused: Refused) -> str:
         return reason
     if refused.kind == "bad_credentials":
         return f"the provider refused the account's credentials ({refused.detail})"
+    if refused.kind == "unreachable":
+        return refused.detail or "the provider is unreachable"
     # A configuration error, as refused credentials are: held until the settings change (a
     # new URL is a new account), never retried blindly.
     return refused.detail or "the provider's address may not be connected to"

@@ -71,4 +71,12 @@ def not_found_after_ambiguous(detail: str) -> str:
     return f"{detail}; not found at the provider yet, so it is looked up again before any resend"
 
 
+def unsettled_elsewhere(why: str) -> str:
+    """Why a message attempted before waits: the site's other account may have it."""
+    return (
+        "an earlier attempt may have gone through the site's other provider account, which "
+        f"could not be asked ({why}); not sent here until that is settled"
+    )
+
+
 ALREADY_THERE = "the provider already had it (found by reference); not sent again"

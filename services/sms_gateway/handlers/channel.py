@@ -13,6 +13,11 @@ the provider and carries out what the pure rules (`domain.sending`, `domain.outc
   otherwise retried later through the same lookup-first path — never re-sent blindly.
 - `reconcile`, after a crash: the lookup decides whether the interrupted send happened.
 - `account_resumed`: while credits are out, polls the balance so sending resumes by itself.
+- `failover`: the site as it sends through its secondary account while the primary is held
+  (`domain.failover`). A message attempted before is looked up through *both* accounts before
+  any POST, so a send left uncertain on one is settled before the message goes through the
+  other. An outage longer than `sms.failover_after_seconds` holds the primary (only where a
+  secondary can take over).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from services.sms_gateway.adapters.optouts import BusOptOuts
 from services.sms_gateway.adapters.providers import NotConfigured, Providers
 from services.sms_gateway.adapters.providers.base import Found, Outbound, Provider, ProviderError
 from services.sms_gateway.adapters.providers.catalogue import CONTENT_SEARCHED
-from services.sms_gateway.domain import outcomes, sending
+from services.sms_gateway.domain import failover, outcomes, sending
+from services.sms_gateway.domain.credit_hold import Refused
 from services.sms_gateway.handlers.credits import Credits
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed, MessageQueue
@@ -39,11 +45,19 @@ from shared.sites import Site
 from shared.suppression import SuppressionList
 
 MISCONFIGURED_RETRY = sending.MISCONFIGURED_RETRY
+MAX_REMEMBERED = 100_000
+"""Messages whose failed attempts a replica remembers as certain (see `_certainly_absent`)."""
 
 
 def account_for(site: Site) -> str | None:
     """The provider account (sites of a group with the same credentials share it)."""
     return sms_account_id(site.settings.sms.provider, site.group_id)
+
+
+def failover_site(site: Site) -> Site | None:
+    """The site with its secondary account as the one it sends through (None: none)."""
+    settings = failover.swapped(site.settings)
+    return None if settings is None else dataclasses.replace(site, settings=settings)
 
 
 def _verdict(decision: sending.Decision) -> Verdict:
@@ -75,6 +89,15 @@ class SmsAdapter:
         # the engine makes its queue in `start`): read at the time of use.
         self._queue = queue
         self._optouts = optouts
+        # Per account, when its current run of unreachable answers began (monotonic seconds).
+        # Each replica judges an outage by its own sends; the hold it leads to is shared.
+        self._down_since: dict[str, float] = {}
+        # (message key, account) → how many attempts the message had when this replica last
+        # saw that none of them can have left it at that account (none was POSTed there, or
+        # each POST there was certainly refused: no connection, 429). While the count still
+        # matches, a failover needs no lookup there (one an outage would refuse). Unknown
+        # (another replica, a restart): the lookup decides.
+        self._certainly_absent: dict[tuple[tuple[str, str], str], int] = {}
 
     def account_for(self, site: Site) -> str | None:
         """The provider account (sites of a group with the same credentials share it)."""
@@ -84,6 +107,10 @@ class SmsAdapter:
         """The account's hard rate: one send every 1/rate seconds, no burst."""
         rate = site.settings.sms.provider.rate_per_second
         return AccountLimitsSpec(interval=timedelta(seconds=1 / rate), burst=1)
+
+    def failover(self, site: Site) -> Site | None:
+        """The site with its secondary account as the one it sends through (None: none)."""
+        return failover_site(site)
 
     def sender(self, site: Site, provider: Provider) -> str | None:
         """Who the message is from: the site's sender ID, else the gateway's default where
@@ -134,16 +161,47 @@ class SmsAdapter:
 
     async def send(self, claimed: Claimed, site: Site) -> SendResult:
         """Hand one message to the provider (looking it up first if attempted before)."""
+        accounts = [self.account_for(site) or ""]
+        if (other := self.failover(site)) is not None:
+            accounts.append(account_for(other) or "")
+        posted: list[str] = []  # the provider's answer to the POST, when one was made
+        try:
+            result = await self._send(claimed, site, accounts[0], posted)
+        except ProviderError:
+            self._note_attempt(claimed, accounts, posted)  # a lookup failed: nothing POSTed
+            raise
+        except BaseException:
+            for account in accounts:  # what happened is unknown: lookups decide from now on
+                self._certainly_absent.pop((claimed.key, account), None)
+            raise
+        if result.outcome in ("sent", "failed"):
+            for account in accounts:  # finished: nothing to remember
+                self._certainly_absent.pop((claimed.key, account), None)
+        elif result.outcome != "hold":  # a hold uses no attempt: the counts stay as they are
+            self._note_attempt(claimed, accounts, posted)
+        return result
+
+    async def _send(
+        self, claimed: Claimed, site: Site, account: str, posted: list[str]
+    ) -> SendResult:
         try:
             provider = self._providers().for_site(site)
         except NotConfigured as exc:
             return SendResult("retry", error=str(exc))
-        account = self.account_for(site) or ""
         message = self.outbound(claimed, site, provider)
         if claimed.attempts > 0:
-            found = await self._lookup(provider, message, claimed.site_id)
+            try:
+                found = await self._lookup(provider, message, claimed.site_id)
+            except ProviderError as exc:
+                # The account cannot be asked: part of an outage, as an unanswered send is.
+                await self._watch_outage(account, site, provider, "not_sent", str(exc))
+                raise
             if found.sent:
                 return self._already_there(found)
+        if claimed.attempts > 0:
+            elsewhere = await self._settle_elsewhere(claimed, site)
+            if elsewhere is not None:
+                return elsewhere
         now = datetime.now(UTC)
         late = self._quiet_hours(claimed, site, now)
         if late.retry_at is not None:
@@ -152,6 +210,7 @@ class SmsAdapter:
             return SendResult("retry", error=late.reason, retry_after=wait)
         began_at = datetime.now(UTC)
         reply = await provider.send(message)
+        posted.append(reply.status)
         # The provider took the balance it answers with between these two instants (the
         # child's own start of the POST is the closer one). Wall clock, not the loop's: the
         # credit state compares them across replicas.
@@ -163,6 +222,7 @@ class SmsAdapter:
             required=reply.required,
             retry_after=reply.retry_after,
         )
+        await self._watch_outage(account, site, provider, reply.status, reply.detail)
         if decided.state == "sent":
             taken = (began_at.timestamp(), time.time())
             await self._credits.after_send(account, site, provider, reply.balance, *taken)
@@ -203,6 +263,79 @@ class SmsAdapter:
             await self._provider_opt_out(claimed)
         return SendResult("failed", error=decided.reason, provider_response=decided.detail)
 
+    async def _watch_outage(
+        self, account: str, site: Site, provider: Provider, status: str, detail: str
+    ) -> None:
+        """Hold the account once it has been unreachable for `failover_after_seconds`, where a
+        secondary account can take over (without one, retries with back-off, as before)."""
+        now = time.monotonic()
+        since = failover.outage_began(status, self._down_since.get(account), now)
+        if since is None:
+            self._down_since.pop(account, None)
+            return
+        self._down_since[account] = since
+        sms = site.settings.sms
+        if not failover.has_secondary(sms) or not failover.outage_holds(
+            since, now, sms.failover_after_seconds
+        ):
+            return
+        reason = failover.outage_reason(now - since, detail)
+        await self._credits.refused(account, site, provider, Refused("unreachable", reason))
+        # A new run begins: the hold's resume poll decides when the account is back.
+        self._down_since.pop(account, None)
+
+    def _absent_for_certain(self, claimed: Claimed, account: str) -> bool:
+        """Whether every attempt of the message so far was certainly refused by `account`
+        (as this replica saw): then it is not there, and no lookup is needed to say so."""
+        if claimed.attempts == 0:
+            return True
+        return self._certainly_absent.get((claimed.key, account)) == claimed.attempts
+
+    def _note_attempt(self, claimed: Claimed, accounts: list[str], posted: list[str]) -> None:
+        """After an attempt: per account, whether the message can still not be there. It
+        cannot when no attempt so far was POSTed to that account or each POST was certainly
+        refused (`failover.CERTAINLY_NOT_STORED`); then moving it needs no lookup there."""
+        for n, account in enumerate(accounts):
+            key = (claimed.key, account)
+            if not self._absent_for_certain(claimed, account) or (
+                n == 0 and posted and posted[0] not in failover.CERTAINLY_NOT_STORED
+            ):
+                self._certainly_absent.pop(key, None)
+                continue
+            if len(self._certainly_absent) >= MAX_REMEMBERED:
+                self._certainly_absent.clear()  # forgetting only costs a lookup
+            self._certainly_absent[key] = claimed.attempts + 1
+
+    async def _settle_elsewhere(self, claimed: Claimed, site: Site) -> SendResult | None:
+        """A message attempted before may have been tried through the site's other account
+        (before or after a failover): look it up there before this account sends it.
+
+        None: not there (or no other account), send here. `sent` with that account: it is
+        there. `retry`: that account cannot tell now, so nothing is sent until it can.
+        """
+        other = self.failover(site)
+        if other is None:
+            return None
+        if self._absent_for_certain(claimed, account_for(other) or ""):
+            return None
+        try:
+            provider = self._providers().for_site(other)
+        except NotConfigured:
+            return None  # an account that cannot send never had it
+        try:
+            found = await self._lookup(
+                provider, self.outbound(claimed, other, provider), claimed.site_id
+            )
+        except ProviderError as exc:
+            found, why = Found(None), str(exc)
+        else:
+            why = "it cannot tell yet"
+        if found.sent:
+            return dataclasses.replace(self._already_there(found), account=account_for(other))
+        if found.sent is None:
+            return SendResult("retry", error=outcomes.unsettled_elsewhere(why))
+        return None
+
     @staticmethod
     def _already_there(found: Found) -> SendResult:
         return SendResult(
@@ -237,15 +370,36 @@ class SmsAdapter:
         )
 
     async def reconcile(self, claimed: Claimed, site: Site) -> Reconciled:
-        """Did a send interrupted by a crash reach the provider? Ask it."""
+        """Did a send interrupted by a crash reach the provider? Ask it (and, where the site
+        has a secondary account, ask that one too: the send may have been a failover)."""
+        other = self.failover(site)
+        if other is None:
+            found = await self._look_through(claimed, site)
+            return Reconciled(found.sent, found.provider_message_id, "looked up at the provider")
+        answers: list[Found] = []
+        for candidate in (site, other):
+            try:
+                found = await self._look_through(claimed, candidate)
+            except ProviderError:
+                found = Found(None)  # this account cannot tell now; the other still might
+            if found.sent:
+                return Reconciled(
+                    True,
+                    found.provider_message_id,
+                    "looked up at the provider",
+                    account=account_for(candidate),
+                )
+            answers.append(found)
+        absent = all(a.sent is False for a in answers)
+        return Reconciled(False if absent else None, None, "looked up through both accounts")
+
+    async def _look_through(self, claimed: Claimed, site: Site) -> Found:
+        """Look a message up through the site's account (NotConfigured: it cannot be there)."""
         try:
             provider = self._providers().for_site(site)
-        except NotConfigured as exc:
-            return Reconciled(None, detail=str(exc))
-        found = await self._lookup(
-            provider, self.outbound(claimed, site, provider), claimed.site_id
-        )
-        return Reconciled(found.sent, found.provider_message_id, "looked up at the provider")
+        except NotConfigured:
+            return Found(None) if self.failover(site) is None else Found(False)
+        return await self._lookup(provider, self.outbound(claimed, site, provider), claimed.site_id)
 
     async def on_tick(self, tick: TickIssued, sites: Sequence[Site]) -> None:
         """Nothing besides sending: replies and receipts arrive by webhook."""

@@ -9,6 +9,10 @@ v2 → v3: email sign-in over OAuth 2.0 and the Graph transport (`email.sign_in`
 (`sms.provider.webhook_sources`). A v2 snapshot signed in with a password over SMTP and allowed
 any source, so those are filled in as the values written here (frozen: never the live model's
 defaults).
+
+v3 → v4: a secondary SMS provider account to fail over to (`sms.secondary_provider`) and how
+long an outage of the primary lasts before it does (`sms.failover_after_seconds`). A v3 site
+had no secondary, so it gets the account kind `none` (no failover) and the 300 s written here.
 """
 
 from __future__ import annotations
@@ -91,3 +95,46 @@ def _v2_to_v3(field: str) -> Upcaster:
 
 for _type, _field in SNAPSHOT_FIELDS.items():
     registry.upcaster(_type, 2)(_v2_to_v3(_field))
+
+
+V3_NO_SECONDARY: dict[str, Any] = {
+    "kind": "none",
+    "account_id": None,
+    "secret": None,
+    "webhook_secret": None,
+    "base_url": None,
+    "webhook_sources": [],
+    "rate_per_second": 1.0,
+    "credits_per_segment": 1.0,
+    "locked": False,
+}
+"""What a v3 snapshot meant for the secondary SMS account: none, so no failover."""
+
+V3_FAILOVER_AFTER_SECONDS = 300.0
+
+
+def _v3_snapshot_to_v4(snapshot: Any) -> Any:
+    if not isinstance(snapshot, dict):
+        return snapshot  # not a snapshot at all: validation names the field
+    sms = snapshot.get("sms")
+    if not isinstance(sms, dict):
+        return snapshot
+    filled = {
+        "secondary_provider": dict(V3_NO_SECONDARY),
+        "failover_after_seconds": V3_FAILOVER_AFTER_SECONDS,
+        **sms,
+    }
+    return {**snapshot, "sms": filled}
+
+
+def _v3_to_v4(field: str) -> Upcaster:
+    def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        if field not in data:
+            return data
+        return {**data, field: _v3_snapshot_to_v4(data[field])}
+
+    return upcast
+
+
+for _type, _field in SNAPSHOT_FIELDS.items():
+    registry.upcaster(_type, 3)(_v3_to_v4(_field))

@@ -25,6 +25,8 @@ async def test_secrets_are_sealed_in_events_and_masked_everywhere(
         "smtp": f"smtp-{uuid.uuid4().hex}",
         "imap": f"imap-{uuid.uuid4().hex}",
         "sms": f"sms-{uuid.uuid4().hex}",
+        "sms_secondary": f"sms2-{uuid.uuid4().hex}",
+        "sms_secondary_webhook": f"sms2-hook-{uuid.uuid4().hex}",
     }
     site_id = group["site_id"]
     responses: list[str] = []
@@ -47,7 +49,13 @@ async def test_secrets_are_sealed_in_events_and_masked_everywhere(
                             "kind": "simulator",
                             "account_id": "acct",
                             "secret": secrets["sms"],
-                        }
+                        },
+                        "secondary_provider": {
+                            "kind": "simulator",
+                            "account_id": "acct-spare",
+                            "secret": secrets["sms_secondary"],
+                            "webhook_secret": secrets["sms_secondary_webhook"],
+                        },
                     },
                 }
             },
@@ -72,6 +80,8 @@ async def test_secrets_are_sealed_in_events_and_masked_everywhere(
     assert settings["email"]["smtp"]["password"] == "********"
     assert settings["email"]["imap"]["password"] == "********"
     assert settings["sms"]["provider"]["secret"] == "********"
+    assert settings["sms"]["secondary_provider"]["secret"] == "********"
+    assert settings["sms"]["secondary_provider"]["webhook_secret"] == "********"
 
     stream = await raw_stream_bytes(config)
     logs = config.service.logs()
@@ -87,3 +97,5 @@ async def test_secrets_are_sealed_in_events_and_masked_everywhere(
     sealed = __import__("json").loads(last.data)["settings"]["email"]["smtp"]["password"]
     assert sealed.startswith("enc:v1:")
     assert config.box.open(sealed) == secrets["smtp"]
+    spare = __import__("json").loads(last.data)["settings"]["sms"]["secondary_provider"]
+    assert config.box.open(spare["secret"]) == secrets["sms_secondary"]

@@ -71,6 +71,9 @@ class FakeAdapter:
     def account_for(self, site: Site) -> str | None:
         return sms_account_id(site.settings.sms.provider, site.group_id)
 
+    def failover(self, site: Site) -> Site | None:
+        return None
+
     def limits_for(self, site: Site) -> AccountLimitsSpec:
         return AccountLimitsSpec(interval=self.interval)
 

@@ -117,6 +117,11 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         {"sms": {"provider": {"base_url": "http://localhost:8090"}}},
         "sms.provider.base_url",
     ),
+    (
+        "failover account to metadata",
+        {"sms": {"secondary_provider": {"base_url": "http://169.254.169.254/latest"}}},
+        "sms.secondary_provider.base_url",
+    ),
     ("private", {"email": {"imap": {"host": "10.0.0.7"}}}, "email.imap.host"),
     ("DNS to private", {"email": {"smtp": {"host": "mail.private.test"}}}, "email.smtp.host"),
     ("CGNAT", {"email": {"smtp": {"host": "100.64.0.9"}}}, "email.smtp.host"),

@@ -268,6 +268,17 @@ async def test_a_provider_account_of_another_group_is_refused_with_409(
             problem = response.json()
             assert problem["errors"][0]["field"] == "sms.provider.account_id"
             assert group_a not in response.text and site_a["site_id"] not in response.text
+        # Nor as the secondary account a site fails over to.
+        own_primary = {**copied, "account_id": f"{sid}c"}
+        async with config.client(manager_b) as api:
+            current = await api.get(f"/api/v1/sites/{site_b}")
+            spare = await api.patch(
+                f"/api/v1/sites/{site_b}/settings",
+                json={"set": {"sms": {"provider": own_primary, "secondary_provider": copied}}},
+                headers={"If-Match": current.headers["ETag"]},
+            )
+        assert spare.status_code == 409, spare.text
+        assert spare.json()["errors"][0]["field"] == "sms.secondary_provider.account_id"
         assert await config.stream_count() == before, "nothing was written"
         # A group may use its own account on every site, and B any account of its own.
         second_a = await config.create_site(

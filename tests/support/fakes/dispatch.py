@@ -77,6 +77,8 @@ class FakeQueue:
         # Leases another replica took over (this one was too slow to renew them).
         self.taken_over: set[Key] = set()
         self.confirmations = 0
+        # message id → the account its `sent` names.
+        self.sent_through: dict[str, str] = {}
 
     def add(self, message: MessageAccepted) -> None:
         self.rows[(message.site_id, message.message_id)] = Row(message)
@@ -162,7 +164,10 @@ class FakeQueue:
         attempts: int = 1,
         reconciled: bool = False,
     ) -> bool:
-        return self._set(c, "sent", "reconciled" if reconciled else "")
+        done = self._set(c, "sent", "reconciled" if reconciled else "")
+        if done:
+            self.sent_through[c.message_id] = account
+        return done
 
     async def failed(
         self,
@@ -364,6 +369,9 @@ class ScriptedProvider:
     def account_for(self, site: Site) -> str | None:
         return f"acct-{site.group_id}"
 
+    def failover(self, site: Site) -> Site | None:
+        return None
+
     def limits_for(self, site: Site) -> AccountLimitsSpec:
         return AccountLimitsSpec()
 
@@ -406,13 +414,16 @@ class FakeWorld:
     site: Site
 
 
-def fake_world(tuning: EngineTuning | None = None) -> FakeWorld:
-    """An engine for the site `s1` of group `g1`, built on fakes."""
+def fake_world(
+    tuning: EngineTuning | None = None, provider: ScriptedProvider | None = None
+) -> FakeWorld:
+    """An engine for the site `s1` of group `g1`, built on fakes (`provider`: the channel
+    adapter, a `ScriptedProvider` by default)."""
     clock = FakeClock()
     queue = FakeQueue(clock)
     limits = FakeLimiter(clock)
     relay = FakeRelay()
-    provider = ScriptedProvider()
+    provider = provider or ScriptedProvider()
     dead = FakeDeadLetters()
     site = Site("g1", "s1", SiteSettings(), 1)
     engine = DispatchEngine(

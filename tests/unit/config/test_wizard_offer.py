@@ -26,3 +26,15 @@ def test_a_submitted_simulator_choice_is_refused_when_disabled() -> None:
 def test_the_provider_screen_asks_for_the_webhook_secret_as_a_secret() -> None:
     fields = {f.path: f for f in BY_NAME["provider"].fields}
     assert fields["sms.provider.webhook_secret"].kind == "secret"
+
+
+def test_the_provider_screen_offers_a_secondary_account_for_failover() -> None:
+    fields = {f.path: f for f in BY_NAME["provider"].fields}
+    assert fields["sms.secondary_provider.secret"].kind == "secret"
+    assert fields["sms.secondary_provider.webhook_secret"].kind == "secret"
+    assert "sms.failover_after_seconds" in fields
+    step = offered(BY_NAME["provider"], simulator_enabled=False)
+    kind = next(f for f in step.fields if f.path == "sms.secondary_provider.kind")
+    assert "simulator" not in [value for value, _ in kind.options]
+    _, _, errors = parse_step(step, {"sms.secondary_provider.kind": "simulator"})
+    assert errors == {"sms.secondary_provider.kind": "choose one of the options"}
