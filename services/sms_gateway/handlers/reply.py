@@ -11,8 +11,9 @@
 3. The text is classified with that site's words (`classify_reply`: opt-out first, then opt-in,
    help, reply keywords; one word only), then against the group's consent-category phrases
    ("STOP RECALLS" ends marketing only, where the region allows). STOP-family words put the
-   number on the group's suppression list (every category) at once — in this replica's memory, then every queued message of the group
-   to that number ends `suppressed`, then the opt-out event is appended — and START takes it off.
+   number on the group's suppression list (every category) at once — in this replica's
+   memory, then every queued message of the group to that number (of that category) ends
+   `suppressed`, then the opt-out event is appended — and START takes it off.
 4. One `stagger.reply.received` event is written together with the de-duplication row.
 
 The CANCEL clash: in the US, CANCEL is a carrier opt-out word and is treated as one; elsewhere

@@ -9,6 +9,9 @@ v2 → v3: email sign-in over OAuth 2.0 and the Graph transport (`email.sign_in`
 (`sms.provider.webhook_sources`). A v2 snapshot signed in with a password over SMTP and allowed
 any source, so those are filled in as the values written here (frozen: never the live model's
 defaults).
+
+v3 → v4: consent categories (`consent`). A v3 group had the two categories service and
+marketing and no phrases of its own, so the section is filled in as written here.
 """
 
 from __future__ import annotations
@@ -91,3 +94,22 @@ def _v2_to_v3(field: str) -> Upcaster:
 
 for _type, _field in SNAPSHOT_FIELDS.items():
     registry.upcaster(_type, 2)(_v2_to_v3(_field))
+
+
+V3_CATEGORIES = ("service", "marketing")
+"""What a v3 snapshot meant for consent: these two categories (and the default phrases)."""
+
+
+def _v3_to_v4(field: str) -> Upcaster:
+    def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        snapshot = data.get(field)
+        if not isinstance(snapshot, dict) or "consent" in snapshot:
+            return data  # absent or not a snapshot: validation names the field
+        consent = {"categories": list(V3_CATEGORIES), "optout_phrases": None}
+        return {**data, field: {**snapshot, "consent": consent}}
+
+    return upcast
+
+
+for _type, _field in SNAPSHOT_FIELDS.items():
+    registry.upcaster(_type, 3)(_v3_to_v4(_field))
