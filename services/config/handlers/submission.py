@@ -122,11 +122,14 @@ class Accepted:
     segments: int | None
     encoding: str | None
     cost: float | None
+    consent_category: str = "service"
 
     def as_json(self) -> dict[str, Any]:
+        """The message as the API reports it."""
         return {
             "message_id": self.message_id,
             "to": self.to,
+            "consent_category": self.consent_category,
             "segments": self.segments,
             "encoding": self.encoding,
             "credits": self.cost,
@@ -356,7 +359,7 @@ def validate(
             )
             continue
         outgoing.append(Outgoing(subject, body, headers))
-        accepted.append(Accepted(mid, to, segments, encoding, cost))
+        accepted.append(Accepted(mid, to, segments, encoding, cost, consent))
     if errors:
         raise SettingsError(errors)
     return accepted, outgoing

@@ -62,9 +62,7 @@ def test_a_category_opt_out_touches_that_category_only(events: list, which: str)
             assert after.blocks(other) == before.blocks(other)
 
 
-def test_marketing_opt_out_leaves_reminders_and_opting_back_in_after_stop_is_per_category() -> (
-    None
-):
+def test_marketing_opt_out_leaves_reminders_and_opting_back_in_after_stop_is_per_category() -> None:
     marketing_out = Consent().opted_out("marketing")
     assert marketing_out.blocks("marketing") and not marketing_out.blocks("service")
     back = Consent().opted_out(None).opted_in("service")
