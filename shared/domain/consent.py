@@ -110,9 +110,13 @@ class Consent:
         back_in = self.back_in | {category} if self.all_out else self.back_in
         return Consent(self.all_out, self.out - {category}, back_in)
 
-    def describe(self, categories: Iterable[str]) -> list[str]:
-        """The categories (of `categories`) this recipient has opted out of, for people."""
-        return [c for c in categories if self.blocks(c)]
+    def describe(self) -> str:
+        """What the recipient opted out of, for people ("every category", "marketing",
+        "every category but service")."""
+        if self.all_out:
+            kept = sorted(self.back_in - self.out)
+            return "every category" + (f" but {', '.join(kept)}" if kept else "")
+        return ", ".join(sorted(self.out))
 
 
 def message_category(given: str | None, kind: str, categories: Iterable[str]) -> str:
