@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.config.domain.aggregates import SiteState
 from services.config.entrypoints.api import BEARER, WRITE_ERRORS
-from services.config.entrypoints.problems import AuthError
+from services.config.entrypoints.problems import AuthError, Problem
 from services.config.handlers import ConfigHandlers, NotFound
 from shared.bus import subjects
 from shared.domain.consent import optout_scope
@@ -72,8 +72,9 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
         site: SiteState | None = None
         if body.site_id is not None:
             try:
+                subjects.check_token(body.site_id, "site id")
                 site = await handlers.site(body.site_id)
-            except NotFound:
+            except (NotFound, subjects.InvalidToken):
                 site = None
             if (
                 site is None
@@ -114,7 +115,7 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
         "/groups/{group_id}/optouts",
         status_code=201,
         summary="Record an opt-out (of one consent category, or of every one)",
-        responses=WRITE_ERRORS,
+        responses={**WRITE_ERRORS, 503: {"model": Problem}},
     )
     async def opt_out(group_id: str, body: OptOutIn, who: Caller) -> dict[str, Any]:
         found = await checked(group_id, body, who)
@@ -126,7 +127,7 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
         "/groups/{group_id}/optins",
         status_code=201,
         summary="Record that a patient opted back in (to one category, or to every one)",
-        responses=WRITE_ERRORS,
+        responses={**WRITE_ERRORS, 503: {"model": Problem}},
     )
     async def opt_in(group_id: str, body: OptOutIn, who: Caller) -> dict[str, Any]:
         found = await checked(group_id, body, who)
