@@ -41,7 +41,7 @@ from shared.domain.consent import message_category
 from shared.email_auth.credentials import CredentialError, open_credentials
 from shared.email_auth.login import OAuthLogin
 from shared.email_auth.provider import TokenProvider, TokenRefused, TokenUnavailable
-from shared.events.schemas.messages import BULK_CATEGORIES
+from shared.events.schemas.messages import wants_unsubscribe
 from shared.events.schemas.ticks import TickIssued
 from shared.secrets import SecretBox, SecretKeyError
 from shared.sites import Site
@@ -194,7 +194,7 @@ class EmailAdapter:
             return SendResult("hold", error=f"email sign-in settings: {exc}")
         unsubscribe = None
         message = claimed.message
-        if message.category in BULK_CATEGORIES or "{{unsubscribe_url}}" in (
+        if wants_unsubscribe(message) or "{{unsubscribe_url}}" in (
             message.body + (message.html or "")
         ):
             unsubscribe = self.tokens.url(self.public_url, claimed.group_id, claimed.recipient)

@@ -76,3 +76,12 @@ class MessageAccepted(EventData):
 def _accepted_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     kind = data.get("category", "other")
     return {**data, "consent_category": _V1_CONSENT.get(kind, "service")}
+
+
+def wants_unsubscribe(message: MessageAccepted) -> bool:
+    """True for bulk kinds and any consent category but `service`: such email carries a
+    one-click unsubscribe (PECR, Spam Act s18, RFC 8058)."""
+    return message.category in BULK_CATEGORIES or message.consent_category not in (
+        None,
+        "service",
+    )

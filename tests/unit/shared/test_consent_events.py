@@ -14,7 +14,7 @@ from shared.dispatch.intake import with_consent
 from shared.domain.site_settings import SettingsError, build
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.schemas.dispatch import MessageQueued
-from shared.events.schemas.messages import MessageAccepted
+from shared.events.schemas.messages import MessageAccepted, wants_unsubscribe
 
 
 def _site(**consent: Any) -> SiteState:
@@ -117,3 +117,10 @@ def test_v1_message_events_come_up_with_their_kinds_default(kind: str, expected:
         _headers(MessageQueued.event_type), json.dumps({**queued, "category": kind}).encode()
     )
     assert event.data.consent_category == expected  # type: ignore[attr-defined]
+
+
+def test_marketing_email_carries_an_unsubscribe_whatever_its_kind() -> None:
+    assert not wants_unsubscribe(_accepted(category="reminder", consent_category="service"))
+    assert wants_unsubscribe(_accepted(category="reminder", consent_category="marketing"))
+    assert wants_unsubscribe(_accepted(category="recall", consent_category="service"))
+    assert wants_unsubscribe(_accepted(category="other", consent_category="newsletter"))
