@@ -238,7 +238,7 @@ def install(console: Console, app: FastAPI) -> None:
                 recipients = sorted(
                     r
                     for (c, r) in latest
-                    if c == channel and console.suppression.is_suppressed(who.group_id, c, r)
+                    if c == channel and not console.suppression.consent(who.group_id, c, r).empty
                 )
             rows = []
             for recipient in recipients:

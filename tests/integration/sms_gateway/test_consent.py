@@ -6,12 +6,18 @@ START restores both."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nats.aio.client import Client
 
 from services.config.handlers.submission import SubmissionIn, publish, validate
-from shared.bus.topology import DISPATCH, INBOUND, OPTOUTS
+from shared.bus import subjects
+from shared.bus.publisher import Outgoing, publisher_for
+from shared.bus.topology import DEADLETTER, DISPATCH, INBOUND, OPTOUTS
+from shared.events.codec import encode
+from shared.events.envelope import make_event
+from shared.events.schemas.messages import MessageAccepted
 from tests.integration.dispatch.harness import send_tick
 from tests.integration.sms_gateway.harness import (
     Sim,
@@ -119,3 +125,37 @@ async def test_marketing_opt_out_stops_recalls_not_reminders_stop_stops_both_sta
         if e.type == "stagger.dispatch.queued"
     }
     assert queued[recall] == "marketing" and queued[reminder] == "service"
+
+
+async def test_a_bus_producer_may_leave_the_category_out_but_not_name_an_unknown_one(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path, sim: Sim
+) -> None:
+    account = await sim.account()
+    site = await make_site(nc, sim, account, mode="staggered")
+    async with gateway_running(nats_url, database_url, tmp_path) as gw:
+        outbox = subjects.outbox("sms", site["site"])
+        base = {
+            "group_id": site["group"],
+            "site_id": site["site"],
+            "channel": "sms",
+            "body": "Time for your check-up",
+            "submitted_at": datetime.now(UTC),
+        }
+        left_out = MessageAccepted(message_id="left-out", to=number(51), category="recall", **base)
+        unknown = MessageAccepted(
+            message_id="unknown", to=number(52), consent_category="promo", **base
+        )
+        await publisher_for(nc).publish_all([_outgoing(outbox, m) for m in (left_out, unknown)])
+        await wait_until(lambda: at_least(nc, DEADLETTER, 1), timeout=30, message="dead letter")
+        await wait_queued(gw, 1)
+    (dead,) = [e.data for e in await events(nc, DEADLETTER)]
+    assert "consent_category: 'promo' is not one of the group's consent categories" in dead.reason
+    queued = [e.data for e in await events(nc, DISPATCH) if e.type == "stagger.dispatch.queued"]
+    assert [(q.message_id, q.consent_category) for q in queued] == [("left-out", "marketing")]
+
+
+def _outgoing(subject: str, message: MessageAccepted) -> Outgoing:
+    headers, body = encode(
+        make_event(message, source="tests", actor="test", event_id=message.message_id)
+    )
+    return Outgoing(subject, body, headers)
