@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from shared.bus import subjects
 from shared.bus.topology import OPTOUTS
+from shared.domain.consent import Consent
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.envelope import make_event
 from shared.events.schemas.optouts import Channel, How, RecipientOptedIn, RecipientOptedOut
@@ -21,27 +22,50 @@ log = logging.getLogger(__name__)
 
 
 class SuppressionList:
-    """(group, channel, recipient) → opted out?, kept current from the OPTOUTS stream."""
+    """(group, channel, recipient) → consent per category (`Consent`), kept current from the
+    OPTOUTS stream."""
 
     def __init__(self, nc: Client) -> None:
         self._nc = nc
-        self._out: set[tuple[str, str, str]] = set()
+        self._consent: dict[tuple[str, str, str], Consent] = {}
         self.ready = asyncio.Event()
 
-    def is_suppressed(self, group_id: str, channel: str, recipient: str) -> bool:
-        """True if the recipient opted out of this group's messages on this channel."""
-        return (group_id, channel, recipient.lower()) in self._out
+    def is_suppressed(
+        self, group_id: str, channel: str, recipient: str, category: str | None = None
+    ) -> bool:
+        """True if the recipient opted out of this group's messages of `category` on this
+        channel (`category` None: out of every category, i.e. STOP)."""
+        consent = self._consent.get((group_id, channel, recipient.lower()))
+        if consent is None:
+            return False
+        return (
+            consent.all_out and not consent.back_in
+            if category is None
+            else consent.blocks(category)
+        )
+
+    def consent(self, group_id: str, channel: str, recipient: str) -> Consent:
+        """The recipient's consent to this group's messages on this channel."""
+        return self._consent.get((group_id, channel, recipient.lower()), Consent())
 
     def recipients(self, group_id: str, channel: str) -> list[str]:
-        """A group's suppressed recipients on a channel (for the console)."""
-        return sorted(r for g, c, r in self._out if g == group_id and c == channel)
+        """A group's recipients who opted out of anything on a channel (for the console)."""
+        return sorted(r for g, c, r in self._consent if g == group_id and c == channel)
 
     def apply(self, data: object) -> None:
         """Fold one event into the list."""
+        if not isinstance(data, RecipientOptedOut | RecipientOptedIn):
+            return
+        key = (data.group_id, data.channel, data.recipient.lower())
+        before = self._consent.get(key, Consent())
         if isinstance(data, RecipientOptedOut):
-            self._out.add((data.group_id, data.channel, data.recipient.lower()))
-        elif isinstance(data, RecipientOptedIn):
-            self._out.discard((data.group_id, data.channel, data.recipient.lower()))
+            after = before.opted_out(data.category)
+        else:
+            after = before.opted_in(data.category)
+        if after.empty:
+            self._consent.pop(key, None)
+        else:
+            self._consent[key] = after
 
     async def _on_msg(self, msg: Msg) -> None:
         with contextlib.suppress(UndecodableEvent):
@@ -73,8 +97,10 @@ async def record_opt_out(
     site_id: str | None = None,
     cancelled: int = 0,
     event_id: str | None = None,
+    category: str | None = None,
 ) -> None:
-    """Append an opt-out to the group's list (the event is the record; lists follow it)."""
+    """Append an opt-out to the group's list (the event is the record; lists follow it).
+    `category` None ends every category."""
     data = RecipientOptedOut(
         group_id=group_id,
         channel=channel,
@@ -83,6 +109,7 @@ async def record_opt_out(
         keyword=keyword,
         site_id=site_id,
         cancelled_messages=cancelled,
+        category=category,
     )
     await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
 
@@ -98,8 +125,10 @@ async def record_opt_in(
     keyword: str | None = None,
     site_id: str | None = None,
     event_id: str | None = None,
+    category: str | None = None,
 ) -> None:
-    """Append an opt-in (re-subscription) to the group's list."""
+    """Append an opt-in (re-subscription) to the group's list; `category` None restores every
+    category."""
     data = RecipientOptedIn(
         group_id=group_id,
         channel=channel,
@@ -107,6 +136,7 @@ async def record_opt_in(
         how=how,
         keyword=keyword,
         site_id=site_id,
+        category=category,
     )
     await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
 

@@ -20,11 +20,28 @@ from shared.dispatch.flight import Arrivals
 from shared.dispatch.ports import Queue, Relay, Sites
 from shared.dispatch.queue import Incoming
 from shared.dispatch.tuning import EngineTuning
+from shared.domain.consent import default_category
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.schemas.messages import MessageAccepted
 from shared.eventstore import stream_position
 
 log = logging.getLogger(__name__)
+
+
+def with_consent(message: MessageAccepted, categories: Sequence[str]) -> MessageAccepted:
+    """The message with its consent category checked against the group's list, or given the
+    default for its kind when a producer left it out; UndecodableEvent names the field."""
+    given = message.consent_category
+    if given is None:
+        return message.model_copy(
+            update={"consent_category": default_category(message.category, categories)}
+        )
+    if given not in categories:
+        raise UndecodableEvent(
+            f"consent_category: {given!r} is not one of the group's consent categories "
+            f"({', '.join(categories)})"
+        )
+    return message
 
 
 class Intake:
@@ -84,11 +101,12 @@ class Intake:
                     raise UndecodableEvent(
                         f"site {event.data.site_id} is not in group {event.data.group_id}"
                     )
+                accepted = with_consent(event.data, site.settings.consent.categories)
                 incoming.append(
                     (
                         msg,
                         Incoming(
-                            event.data,
+                            accepted,
                             event.actor,
                             event.correlation_id,
                             stream_position(msg)[0],

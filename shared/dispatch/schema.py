@@ -43,6 +43,9 @@ def _message_columns() -> list[sa.Column[Any]]:
         sa.Column("site_id", sa.String(63), primary_key=True),
         sa.Column("recipient", sa.String(320), nullable=False),
         sa.Column("category", sa.String(32), nullable=False),
+        # The consent category (`shared.domain.consent`); null on rows stored before it
+        # existed, which read as their kind's default.
+        sa.Column("consent_category", sa.String(32), nullable=True),
         sa.Column("payload", sa.JSON, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),

@@ -25,6 +25,7 @@ from shared.domain.keywords import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, default_repl
 from shared.domain.phone import is_e164
 from shared.domain.schedule import Schedule
 from shared.domain.sender_id import parse_sender_id, sender_warnings
+from shared.domain.settings_consent import ConsentSettings
 from shared.domain.settings_email import (
     PROVIDER_LIMITS,
     EmailProviderPreset,
@@ -47,6 +48,7 @@ from shared.domain.weekly import overlaps
 
 __all__ = [
     "DAY_NAMES",
+    "GROUP_ONLY_PATHS",
     "PROVIDER_LIMITS",
     "SEALED_PREFIX",
     "SECRET_PATHS",
@@ -54,6 +56,7 @@ __all__ = [
     "SYSTEM_PATHS",
     "WHOLE_VALUE_PATHS",
     "Closure",
+    "ConsentSettings",
     "DayName",
     "EmailProviderPreset",
     "EmailSettings",
@@ -90,6 +93,7 @@ class SiteSettings(Strict):
     profile: Profile = Profile()
     email: EmailSettings = EmailSettings()
     sms: SmsSettings = SmsSettings()
+    consent: ConsentSettings = ConsentSettings()
     blackouts: list[Window] = Field(
         default_factory=list,
         description="Weekly windows with no sending on any channel (e.g. the backup window).",
@@ -145,6 +149,8 @@ WHOLE_VALUE_PATHS = frozenset(
         "sms.reply_keywords",
         "blackouts",
         "closures",
+        "consent.categories",
+        "consent.optout_phrases",
     }
 )
 """Lists and maps are inherited or overridden as a whole."""
@@ -155,6 +161,9 @@ SITE_ONLY_PATHS = frozenset({"profile.name"})
 SYSTEM_PATHS = frozenset({"sms.provider.locked", "sms.secondary_provider.locked"})
 """Fields only Stagger itself sets (a provider test locks the account id; the secondary
 account is never locked: the provider test tests the primary)."""
+
+GROUP_ONLY_PATHS = frozenset({"consent.categories", "consent.optout_phrases"})
+"""Fields a site cannot override: opt-outs span the group, so its categories must too."""
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -22,6 +22,7 @@ from shared.bus import subjects
 from shared.bus.topology import CONTROL
 from shared.config import StaggerConfig
 from shared.domain.accounts import sms_account_id
+from shared.domain.consent import optout_scope
 from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.planning import site_forecast
 from shared.domain.site_settings import valid_email
@@ -90,9 +91,21 @@ class ConsoleOperations:
         return await self.api.post(path, headers={"Authorization": f"Bearer {user.token}"})
 
     async def add_opt_out(
-        self, user: User, channel: str, raw: str, site: SiteState | None
+        self,
+        user: User,
+        channel: str,
+        raw: str,
+        site: SiteState | None,
+        category: str | None = None,
     ) -> tuple[str | None, str | None]:
-        """(normalised recipient, None) after recording a staff opt-out, or (None, error)."""
+        """(normalised recipient, None) after recording a staff opt-out (of `category` where
+        the region allows one category, else of every one), or (None, error)."""
+        settings = (
+            site.settings if site else (await self.handlers.group(user.who.group_id)).defaults
+        )
+        if category is not None and category not in settings.consent.categories:
+            return None, f"{category!r} is not one of this group's consent categories"
+        scope = optout_scope(settings.profile.region, category)
         if channel == "sms":
             region = site.settings.profile.region if site else None
             try:
@@ -111,9 +124,10 @@ class ConsoleOperations:
             how="staff",
             actor=user.who.actor,
             site_id=site.site_id if site else None,
+            category=scope,
         )
         await self._until(
-            lambda: self.suppression.is_suppressed(user.who.group_id, channel, recipient)
+            lambda: self.suppression.is_suppressed(user.who.group_id, channel, recipient, scope)
         )
         return recipient, None
 

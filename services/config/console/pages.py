@@ -56,6 +56,14 @@ def summarise(event: dict[str, Any]) -> str:
         parts = [f"{c.get('path')}: {c.get('old')!r} → {c.get('new')!r}" for c in changes[:4]]
         more = f" (+{len(changes) - 4} more)" if len(changes) > 4 else ""
         return "; ".join(parts) + more if parts else "no changes"
+    if kind.startswith("stagger.optout."):
+        # Which consent category an opt-out or opt-in covers (none named: every one).
+        scope = data.get("category") or "every category"
+        how = data.get("how") or ""
+        keyword = f" {data['keyword']}" if data.get("keyword") else ""
+        return f"{data.get('recipient')}: {scope} ({how}{keyword})"[:200]
+    if data.get("consent_category"):
+        return f"to: {data.get('to')}, consent category: {data['consent_category']}"[:200]
     for key in ("reason", "error", "body", "recipient", "balance"):
         if key in data and data[key] not in (None, ""):
             return f"{key}: {data[key]}"[:200]
@@ -230,15 +238,17 @@ def install(console: Console, app: FastAPI) -> None:
                 recipients = sorted(
                     r
                     for (c, r) in latest
-                    if c == channel and console.suppression.is_suppressed(who.group_id, c, r)
+                    if c == channel and not console.suppression.consent(who.group_id, c, r).empty
                 )
             rows = []
             for recipient in recipients:
                 event = latest.get((channel, recipient))
                 data = (event or {}).get("data") or {}
+                consent = console.suppression.consent(who.group_id, channel, recipient)
                 rows.append(
                     {
                         "recipient": recipient,
+                        "categories": consent.describe(),
                         "how": data.get("how"),
                         "keyword": data.get("keyword"),
                         "site_id": data.get("site_id") or (event or {}).get("siteid"),
@@ -248,9 +258,11 @@ def install(console: Console, app: FastAPI) -> None:
             lists.append({"channel": channel, "rows": rows})
         sites = await console.visible_sites(who)
         managed = [s for s in sites if who.manages_site(who.group_id, s["site_id"])]
+        group = await console.handlers.group(who.group_id)
         return console.page(
             request,
             "optouts.html",
+            categories=group.defaults.consent.categories,
             status=status,
             who=who,
             user=user,
@@ -280,7 +292,11 @@ def install(console: Console, app: FastAPI) -> None:
                 request, user, status=422, error="Choose the site the patient belongs to."
             )
         recipient, error = await console.add_opt_out(
-            user, channel, str(form.get("recipient") or ""), site
+            user,
+            channel,
+            str(form.get("recipient") or ""),
+            site,
+            str(form.get("category") or "") or None,
         )
         if error:
             return await _optouts_page(request, user, status=422, error=error)

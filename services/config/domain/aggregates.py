@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.site_settings import (
+    GROUP_ONLY_PATHS,
     SECRET_PATHS,
     SITE_ONLY_PATHS,
     SYSTEM_PATHS,
@@ -117,6 +118,8 @@ def _check_user_paths(paths: Iterable[str], *, site: bool) -> None:
             errors[path] = "set by Stagger itself (a successful provider test), not editable"
         elif not site and path in SITE_ONLY_PATHS:
             errors[path] = "belongs to each site; a group cannot default it"
+        elif site and path in GROUP_ONLY_PATHS:
+            errors[path] = "set for the whole group (opt-outs span its sites), not per site"
     if errors:
         raise SettingsError(errors)
 

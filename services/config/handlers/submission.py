@@ -28,6 +28,7 @@ from shared import tracing
 from shared.bus import outbox_ids, subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.domain.batches import batch_id_for
+from shared.domain.consent import default_category
 from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.segments import count_segments
 from shared.domain.site_settings import SettingsError, valid_email
@@ -64,7 +65,16 @@ class MessageIn(BaseModel):
     subject: str | None = Field(default=None, max_length=998)
     html: str | None = Field(default=None, max_length=MAX_EMAIL_BODY)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
-    category: Category = "other"
+    category: Category = Field(
+        default="other", description="What the message is (reminder, recall…)."
+    )
+    consent_category: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Consent category: one of the group's (default: service, marketing). "
+        "Unset: the usual one for `category` (reminder, manual, other → service; recall, "
+        "contact_list, marketing → marketing) if the group has it, else the group's first.",
+    )
     client_reference: str | None = Field(default=None, max_length=200)
     idempotency_key: str | None = Field(
         default=None,
@@ -90,6 +100,7 @@ class SubmissionIn(BaseModel):
                             "to": "+447700900123",
                             "body": "Your check-up is due: call us on 020 7946 0000.",
                             "category": "recall",
+                            "consent_category": "marketing",
                             "idempotency_key": "recall-2026-11-1042",
                         }
                     ],
@@ -111,11 +122,14 @@ class Accepted:
     segments: int | None
     encoding: str | None
     cost: float | None
+    consent_category: str = "service"
 
     def as_json(self) -> dict[str, Any]:
+        """The message as the API reports it."""
         return {
             "message_id": self.message_id,
             "to": self.to,
+            "consent_category": self.consent_category,
             "segments": self.segments,
             "encoding": self.encoding,
             "credits": self.cost,
@@ -228,6 +242,7 @@ def validate(
     per_segment = site.settings.sms.provider.credits_per_segment
     subject = subjects.outbox(submission.channel, site.site_id)
     seen_ids: set[str] = set()
+    categories = site.settings.consent.categories
     template = _header_template(site, actor, now)
     tracing.inject(template)  # the current `stagger.submit` span, when tracing is on
     for index, message in enumerate(submission.messages):
@@ -293,6 +308,14 @@ def validate(
             and message.expires_at <= now
         ):
             errors[f"{where}.expires_at"] = "already in the past"
+        consent = message.consent_category
+        if consent is None:
+            consent = default_category(message.category, categories)
+        elif consent not in categories:
+            errors[f"{where}.consent_category"] = (
+                f"{consent!r} is not one of this group's consent categories "
+                f"({', '.join(categories)})"
+            )
         mid = message_id(site.site_id, submission.channel, message.idempotency_key)
         if mid in seen_ids:
             errors[f"{where}.idempotency_key"] = "repeats another message of this batch"
@@ -310,6 +333,7 @@ def validate(
             html=message.html,
             attachments=attachments,
             category=message.category,
+            consent_category=consent,
             client_reference=message.client_reference,
             not_before=message.not_before,
             expires_at=message.expires_at,
@@ -335,7 +359,7 @@ def validate(
             )
             continue
         outgoing.append(Outgoing(subject, body, headers))
-        accepted.append(Accepted(mid, to, segments, encoding, cost))
+        accepted.append(Accepted(mid, to, segments, encoding, cost, consent))
     if errors:
         raise SettingsError(errors)
     return accepted, outgoing

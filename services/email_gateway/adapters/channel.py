@@ -37,10 +37,11 @@ from services.email_gateway.domain.delivery import after_attempt, after_looking
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed
 from shared.domain.accounts import email_account_id
+from shared.domain.consent import message_category
 from shared.email_auth.credentials import CredentialError, open_credentials
 from shared.email_auth.login import OAuthLogin
 from shared.email_auth.provider import TokenProvider, TokenRefused, TokenUnavailable
-from shared.events.schemas.messages import BULK_CATEGORIES
+from shared.events.schemas.messages import wants_unsubscribe
 from shared.events.schemas.ticks import TickIssued
 from shared.secrets import SecretBox, SecretKeyError
 from shared.sites import Site
@@ -170,8 +171,15 @@ class EmailAdapter:
 
     async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
         """Opt-outs; manual mode waits for a send-now."""
-        if self.suppression.is_suppressed(claimed.group_id, "email", claimed.recipient):
-            return Verdict("suppress", "the recipient unsubscribed from this group's email")
+        category = message_category(
+            claimed.message.consent_category,
+            claimed.message.category,
+            site.settings.consent.categories,
+        )
+        if self.suppression.is_suppressed(claimed.group_id, "email", claimed.recipient, category):
+            return Verdict(
+                "suppress", f"the recipient unsubscribed from this group's {category} email"
+            )
         manual = claimed.release is not None and claimed.release.manual
         if site.settings.email.mode == "manual" and not manual:
             return Verdict("defer", "manual mode: waits for send-now")
@@ -190,7 +198,7 @@ class EmailAdapter:
             return SendResult("hold", error=f"email sign-in settings: {exc}")
         unsubscribe = None
         message = claimed.message
-        if message.category in BULK_CATEGORIES or "{{unsubscribe_url}}" in (
+        if wants_unsubscribe(message) or "{{unsubscribe_url}}" in (
             message.body + (message.html or "")
         ):
             unsubscribe = self.tokens.url(self.public_url, claimed.group_id, claimed.recipient)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
 
-from shared.events.schemas.messages import BULK_CATEGORIES, MessageAccepted
+from shared.events.schemas.messages import MessageAccepted, wants_unsubscribe
 
 CRLF = b"\r\n"
 UNSUBSCRIBE_PLACEHOLDER = "{{unsubscribe_url}}"
@@ -194,7 +194,7 @@ def compose(
         f"Message-ID: {mid}".encode(),
         b"MIME-Version: 1.0",
     ]
-    if unsubscribe_url and message.category in BULK_CATEGORIES:
+    if unsubscribe_url and wants_unsubscribe(message):
         url = _clean(unsubscribe_url).strip()
         headers.append(f"List-Unsubscribe: <{url}>".encode())
         headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")

@@ -38,7 +38,10 @@ class OptOutFollower(SuppressionList):
     async def _suppress(self, data: RecipientOptedOut) -> None:
         try:
             done = await self._queue.suppress_recipient(
-                data.group_id, data.recipient, reason=f"the recipient opted out ({data.how})"
+                data.group_id,
+                data.recipient,
+                reason=f"the recipient opted out ({data.how})",
+                category=data.category,
             )
             if done:
                 self._nudge()

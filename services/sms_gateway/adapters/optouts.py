@@ -29,8 +29,9 @@ class BusOptOuts:
         keyword: str | None = None,
         cancelled: int = 0,
         event_id: str | None = None,
+        category: str | None = None,
     ) -> None:
-        """The number stops receiving the group's SMS."""
+        """The number stops receiving the group's SMS (of `category`; None = all)."""
         await record_opt_out(
             self._nc(),
             group_id=group_id,
@@ -42,6 +43,7 @@ class BusOptOuts:
             site_id=site_id,
             cancelled=cancelled,
             event_id=event_id,
+            category=category,
         )
 
     async def opted_in(

@@ -39,6 +39,7 @@ from services.sms_gateway.handlers.credits import Credits
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed, MessageQueue
 from shared.domain.accounts import sms_account_id
+from shared.domain.consent import message_category
 from shared.events.schemas.optouts import RecipientOptedOut
 from shared.events.schemas.ticks import TickIssued
 from shared.sites import Site
@@ -133,8 +134,13 @@ class SmsAdapter:
 
     async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
         """Opt-outs, validity, configuration and the quiet-hours guard."""
-        if self._suppression().is_suppressed(claimed.group_id, "sms", claimed.recipient):
-            return Verdict("suppress", "the recipient opted out of this group's SMS")
+        category = message_category(
+            claimed.message.consent_category,
+            claimed.message.category,
+            site.settings.consent.categories,
+        )
+        if self._suppression().is_suppressed(claimed.group_id, "sms", claimed.recipient, category):
+            return Verdict("suppress", f"the recipient opted out of this group's {category} SMS")
         body = claimed.message.body
         decided = sending.decide_message(claimed.recipient, body)
         if decided.kind != "send":

@@ -9,9 +9,11 @@
    is guessed: the reply is kept in `sms_unrouted_replies` with the reason, and no opt-out
    is applied anywhere.
 3. The text is classified with that site's words (`classify_reply`: opt-out first, then opt-in,
-   help, reply keywords; one word only). STOP-family words put the number on the group's
-   suppression list at once — in this replica's memory, then every queued message of the group
-   to that number ends `suppressed`, then the opt-out event is appended — and START takes it off.
+   help, reply keywords; one word only), then against the group's consent-category phrases
+   ("STOP RECALLS" ends marketing only, where the region allows). STOP-family words put the
+   number on the group's suppression list (every category) at once — in this replica's
+   memory, then every queued message of the group to that number (of that category) ends
+   `suppressed`, then the opt-out event is appended — and START takes it off.
 4. One `stagger.reply.received` event is written together with the de-duplication row.
 
 The CANCEL clash: in the US, CANCEL is a carrier opt-out word and is treated as one; elsewhere
@@ -38,6 +40,7 @@ from shared.db.sql import insert_ignoring_duplicates
 from shared.dispatch.pending_events import event_id
 from shared.dispatch.queue import MessageQueue
 from shared.domain import reply_attribution
+from shared.domain.consent import normalise_phrase, optout_scope, phrase_category
 from shared.domain.keywords import ReplyClass, classify_reply
 from shared.domain.reply_attribution import InboundKey, Owners, Routed, SentMessage, Unrouted
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
@@ -48,15 +51,27 @@ from shared.suppression import SuppressionList
 log = logging.getLogger(__name__)
 
 
-def classify(site: Site, text: str) -> ReplyClass:
-    """A reply classified with the site's effective keywords."""
+def classify(site: Site, text: str) -> tuple[ReplyClass, str | None]:
+    """A reply classified with the site's effective keywords, and the consent category an
+    opt-out ends (None = every category).
+
+    The STOP family wins over a category phrase (a clash errs towards the wider opt-out); a
+    category phrase ("STOP RECALLS") is an opt-out of that category, widened to every
+    category where the region does not allow per-category opt-outs."""
     settings = site.settings
     meanings = {
         word: meaning for meaning, words in settings.reply_words().items() for word in words
     }
-    return classify_reply(
-        text, settings.profile.region, settings.optout_words(), settings.optin_words(), meanings
+    region = settings.profile.region
+    verdict = classify_reply(
+        text, region, settings.optout_words(), settings.optin_words(), meanings
     )
+    if verdict.kind in ("optout", "optin"):
+        return verdict, None
+    category = phrase_category(text, settings.consent.phrases())
+    if category is None:
+        return verdict, None
+    return ReplyClass("optout", normalise_phrase(text)), optout_scope(region, category)
 
 
 class ReplyHandler:
@@ -111,11 +126,11 @@ class ReplyHandler:
                     return "duplicate"
             log.warning("reply not attributed", extra={"provider": provider, "code": why.code})
             return why
-        verdict = classify(site, inbound.body)
+        verdict, category = classify(site, inbound.body)
         number = inbound.from_number
         cancelled = 0
         if verdict.kind == "optout":
-            cancelled = await self._opt_out(site, number, verdict.keyword, key)
+            cancelled = await self._opt_out(site, number, verdict.keyword, key, category)
         elif verdict.kind == "optin":
             await self._opt_in(site, number, verdict.keyword, key)
         data = ReplyReceived(
@@ -132,6 +147,7 @@ class ReplyHandler:
             keyword=verdict.keyword,
             meaning=verdict.meaning,
             cancelled_messages=cancelled,
+            optout_category=category,
         )
         t = tables.webhook_events
         async with self._sessions() as session, session.begin():
@@ -160,15 +176,21 @@ class ReplyHandler:
         )
         return verdict.kind
 
-    async def _opt_out(self, site: Site, number: str, keyword: str | None, key: str) -> int:
+    async def _opt_out(
+        self, site: Site, number: str, keyword: str | None, key: str, category: str | None
+    ) -> int:
         # This replica refuses the number from now on; the others follow OPTOUTS.
         self._suppression().apply(
             RecipientOptedOut(
-                group_id=site.group_id, channel="sms", recipient=number, how="keyword"
+                group_id=site.group_id,
+                channel="sms",
+                recipient=number,
+                how="keyword",
+                category=category,
             )
         )
         cancelled = await self._queue().suppress_recipient(
-            site.group_id, number, reason=f"the recipient replied {keyword}"
+            site.group_id, number, reason=f"the recipient replied {keyword}", category=category
         )
         self._events.nudge()
         await self._optouts.opted_out(
@@ -179,6 +201,7 @@ class ReplyHandler:
             site_id=site.site_id,
             cancelled=len(cancelled),
             event_id=event_id(key, "optout"),
+            category=category,
         )
         return len(cancelled)
 

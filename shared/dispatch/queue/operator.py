@@ -13,6 +13,7 @@ from shared.dispatch.pending_events import event_id
 from shared.dispatch.queue.core import QueueCore
 from shared.dispatch.queue.records import Key
 from shared.dispatch.queue.sql import keyed, utc
+from shared.domain.consent import DEFAULT_CATEGORIES, KIND_CATEGORY, default_category
 from shared.events.schemas.dispatch import (
     MessageCancelled,
     MessageExpired,
@@ -37,12 +38,25 @@ class OperatorActions(QueueCore):
             actor=actor,
         )
 
-    async def suppress_recipient(self, group_id: str, recipient: str, *, reason: str) -> list[str]:
-        """An opt-out: every queued message of the group to this recipient ends suppressed."""
+    async def suppress_recipient(
+        self, group_id: str, recipient: str, *, reason: str, category: str | None = None
+    ) -> list[str]:
+        """An opt-out: every queued message of the group to this recipient ends suppressed
+        (only those of consent `category`, when one is named)."""
         m = self.t.messages
+        where = [m.c.group_id == group_id, m.c.recipient == recipient]
+        if category is not None:
+            # Rows stored before consent categories have none: their kind's default applies.
+            kinds = [k for k, c in KIND_CATEGORY.items() if c == category]
+            where.append(
+                sa.or_(
+                    m.c.consent_category == category,
+                    sa.and_(m.c.consent_category.is_(None), m.c.category.in_(kinds)),
+                )
+            )
         return await self.finish_queued(
             state=schema.SUPPRESSED,
-            where=[m.c.group_id == group_id, m.c.recipient == recipient],
+            where=where,
             make_event=lambda common: MessageSuppressed(**common, reason=reason),
         )
 
@@ -103,6 +117,7 @@ class OperatorActions(QueueCore):
                                 "site_id": row.site_id,
                                 "recipient": row.recipient,
                                 "category": row.category,
+                                "consent_category": message.consent_category,
                                 "payload": message.model_dump(mode="json"),
                                 "state": schema.QUEUED,
                                 "attempts": 0,
@@ -126,6 +141,8 @@ class OperatorActions(QueueCore):
                         **self._common(new_id, row.group_id, row.site_id),
                         to=row.recipient,
                         category=row.category,
+                        consent_category=message.consent_category
+                        or default_category(row.category, DEFAULT_CATEGORIES),
                         client_reference=message.client_reference,
                         submitted_at=now,
                         submitted_by=actor,

@@ -8,7 +8,7 @@ Terminal events — exactly one per accepted message — are `sent`, `failed`, `
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -52,10 +52,12 @@ class MessageQueued(_MessageEvent):
     """The gateway holds the message and will send it when a tick allows."""
 
     event_type = "stagger.dispatch.queued"
-    event_version = 1
+    event_version = 2
 
     to: str
     category: str = "other"
+    # v2: the message's consent category (`shared.domain.consent`).
+    consent_category: str = "service"
     client_reference: str | None = None
     submitted_at: datetime | None = None
     submitted_by: str | None = None
@@ -160,3 +162,14 @@ class MessageExpired(_MessageEvent):
     event_version = 1
 
     expires_at: datetime
+
+
+# v1 → v2 of `queued`: the consent category its kind had by default when v2 was written (every
+# group then had the default categories), frozen here.
+_V1_CONSENT = {"recall": "marketing", "contact_list": "marketing", "marketing": "marketing"}
+
+
+@registry.upcaster(MessageQueued.event_type, 1)
+def _queued_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    kind = data.get("category", "other")
+    return {**data, "consent_category": _V1_CONSENT.get(kind, "service")}

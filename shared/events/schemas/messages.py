@@ -7,12 +7,24 @@ The same schema is accepted from producers that publish to NATS directly: publis
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.envelope import EventData
 from shared.events.registry import registry
+
+# v1 had no consent category: it is the one its kind gets by default (`KIND_CATEGORY` as it was
+# when v2 was written, frozen here so that a later change of the live rule never rewrites
+# history). Every group then had the default categories, so these are all valid.
+_V1_CONSENT = {
+    "reminder": "service",
+    "manual": "service",
+    "other": "service",
+    "recall": "marketing",
+    "contact_list": "marketing",
+    "marketing": "marketing",
+}
 
 Category = Literal["reminder", "recall", "contact_list", "marketing", "manual", "other"]
 BULK_CATEGORIES = frozenset({"recall", "contact_list", "marketing"})
@@ -34,7 +46,7 @@ class MessageAccepted(EventData):
     """A message Stagger has accepted to send; it will reach exactly one terminal event."""
 
     event_type = "stagger.message.accepted"
-    event_version = 1
+    event_version = 2
 
     message_id: str
     group_id: str
@@ -46,6 +58,9 @@ class MessageAccepted(EventData):
     html: str | None = None
     attachments: list[Attachment] = []
     category: Category = "other"
+    # v2: the consent category (one of the group's, `shared.domain.consent`). A producer on the
+    # bus may leave it out: the gateway's intake gives it the default for its kind then.
+    consent_category: str | None = None
     client_reference: str | None = None
     not_before: datetime | None = None
     expires_at: datetime | None = None
@@ -55,3 +70,18 @@ class MessageAccepted(EventData):
     # Added without a new version: readers ignore unknown fields (`extra="ignore"`) and old
     # events read as None, so both directions stay compatible (see docs/events.md).
     batch_id: str | None = None
+
+
+@registry.upcaster(MessageAccepted.event_type, 1)
+def _accepted_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    kind = data.get("category", "other")
+    return {**data, "consent_category": _V1_CONSENT.get(kind, "service")}
+
+
+def wants_unsubscribe(message: MessageAccepted) -> bool:
+    """True for bulk kinds and any consent category but `service`: such email carries a
+    one-click unsubscribe (PECR, Spam Act s18, RFC 8058)."""
+    return message.category in BULK_CATEGORIES or message.consent_category not in (
+        None,
+        "service",
+    )

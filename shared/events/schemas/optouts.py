@@ -1,7 +1,9 @@
 """Suppression lists (the OPTOUTS stream, `optouts.<group>.<channel>`).
 
-A group's list for a channel is the fold of these events: the latest event per recipient wins.
-Opt-outs apply to every site of the group at once.
+A group's list for a channel is the fold of these events per recipient
+(`shared.domain.consent.Consent`): an event naming no `category` (STOP, START, or any event
+written before categories existed) covers every category; one naming a category covers that
+category only. Opt-outs apply to every site of the group at once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class RecipientOptedOut(EventData):
     keyword: str | None = None
     site_id: str | None = None
     cancelled_messages: int = 0
+    # Added compatibly (no new version): an old event names no category, which means every
+    # category — exactly what it did when it was written.
+    category: str | None = None
 
 
 @registry.register
@@ -44,3 +49,4 @@ class RecipientOptedIn(EventData):
     how: How
     keyword: str | None = None
     site_id: str | None = None
+    category: str | None = None  # None = every category (START); see RecipientOptedOut

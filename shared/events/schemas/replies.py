@@ -39,3 +39,6 @@ class ReplyReceived(EventData):
     keyword: str | None = None
     meaning: str | None = None
     cancelled_messages: int = 0
+    # Added compatibly (no new version): the consent category an opt-out ended; None for
+    # STOP (every category) and for every other kind of reply.
+    optout_category: str | None = None

@@ -13,6 +13,9 @@ defaults).
 v3 → v4: a secondary SMS provider account to fail over to (`sms.secondary_provider`) and how
 long an outage of the primary lasts before it does (`sms.failover_after_seconds`). A v3 site
 had no secondary, so it gets the account kind `none` (no failover) and the 300 s written here.
+
+v4 → v5: consent categories (`consent`). A v4 group had the two categories service and
+marketing and no phrases of its own, so the section is filled in as written here.
 """
 
 from __future__ import annotations
@@ -138,3 +141,22 @@ def _v3_to_v4(field: str) -> Upcaster:
 
 for _type, _field in SNAPSHOT_FIELDS.items():
     registry.upcaster(_type, 3)(_v3_to_v4(_field))
+
+
+V4_CATEGORIES = ("service", "marketing")
+"""What a v4 snapshot meant for consent: these two categories (and the default phrases)."""
+
+
+def _v4_to_v5(field: str) -> Upcaster:
+    def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        snapshot = data.get(field)
+        if not isinstance(snapshot, dict) or "consent" in snapshot:
+            return data  # absent or not a snapshot: validation names the field
+        consent = {"categories": list(V4_CATEGORIES), "optout_phrases": None}
+        return {**data, field: {**snapshot, "consent": consent}}
+
+    return upcast
+
+
+for _type, _field in SNAPSHOT_FIELDS.items():
+    registry.upcaster(_type, 4)(_v4_to_v5(_field))

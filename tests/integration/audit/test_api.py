@@ -49,7 +49,7 @@ async def test_timeline_outbox_filters_export_and_access(
             auth = {"Authorization": f"Bearer {auditor}"}
             timeline = (await client.get(f"/messages/{ids[0]}/timeline", headers=auth)).json()
             assert [e["type"] for e in timeline["events"]] == [
-                "stagger.dispatch.queued.v1",
+                "stagger.dispatch.queued.v2",
                 "stagger.dispatch.sent.v1",
             ]
             assert timeline["why_sent_then"]["reason"] == "test tick"

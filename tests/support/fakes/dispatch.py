@@ -222,11 +222,15 @@ class FakeQueue:
     ) -> list[str]:
         return self._finish_queued([(site_id, i) for i in message_ids], "cancelled", reason)
 
-    async def suppress_recipient(self, group_id: str, recipient: str, *, reason: str) -> list[str]:
+    async def suppress_recipient(
+        self, group_id: str, recipient: str, *, reason: str, category: str | None = None
+    ) -> list[str]:
         keys = [
             k
             for k, r in self.rows.items()
-            if r.message.group_id == group_id and r.message.to == recipient
+            if r.message.group_id == group_id
+            and r.message.to == recipient
+            and (category is None or r.message.consent_category == category)
         ]
         return self._finish_queued(keys, "suppressed", reason)
 

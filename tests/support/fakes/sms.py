@@ -129,6 +129,7 @@ class FakeQueue:
     """(account, message id) → provider message id."""
     settled: dict[str, bool] = field(default_factory=dict)
     suppressed: list[tuple[str, str]] = field(default_factory=list)
+    suppressed_categories: list[str | None] = field(default_factory=list)
 
     async def receipt(
         self,
@@ -148,9 +149,12 @@ class FakeQueue:
                 return mid
         return None
 
-    async def suppress_recipient(self, group_id: str, recipient: str, reason: str) -> list[str]:
-        """Record the opt-out; no queued messages in this fake."""
+    async def suppress_recipient(
+        self, group_id: str, recipient: str, reason: str, category: str | None = None
+    ) -> list[str]:
+        """Record the opt-out (and its category, if it names one); no queued messages here."""
         self.suppressed.append((group_id, recipient))
+        self.suppressed_categories.append(category)
         return []
 
 

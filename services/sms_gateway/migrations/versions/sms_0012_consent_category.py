@@ -1,0 +1,25 @@
+"""SMS gateway: each message's consent category (service, marketing, …).
+
+Revision ID: sms_0012
+Revises: sms_0007
+
+Rows stored before it have none (null): they read as the default of their kind. The DDL is
+written out here: a revision never reads the live table definitions.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "sms_0012"
+down_revision = "sms_0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("sms_messages", sa.Column("consent_category", sa.String(32), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("sms_messages") as batch:
+        batch.drop_column("consent_category")
