@@ -11,15 +11,18 @@ from starlette.types import ASGIApp
 
 from services.config.adapters.batches import BatchProjection, BatchStore
 from services.config.adapters.read_model import SettingsProjection
+from services.config.adapters.replies import ReplyProjection
 from services.config.adapters.settings_store import SettingsStore
 from services.config.console import Console
 from services.config.entrypoints import problems
 from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
 from services.config.entrypoints.batches import batch_router
+from services.config.entrypoints.replies import replies_router
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.batch_commands import BatchCommands
+from services.config.handlers.replies import ReplyDesk
 from services.config.staff import api as staff_api
 from services.config.staff.service import Staff
 from shared.bus.topology import SETTINGS
@@ -77,6 +80,9 @@ class ConfigService(BaseService):
             build_router(ApiContext(self.handlers, self.tokens, ctx.nc, self.batches.store))
         )
         app.include_router(batch_router(self.handlers, self.tokens, self.batches))
+        app.include_router(
+            replies_router(self.handlers, self.tokens, ReplyDesk.of(ctx.nc, self.handlers))
+        )
         app.include_router(unsubscribe_router(ctx.nc, UnsubscribeTokens.from_config(ctx.config)))
         if self.staff is not None:
             app.include_router(staff_api.router(self.staff, self.tokens))
@@ -112,6 +118,8 @@ class ConfigService(BaseService):
         self.batches = BatchCommands(ctx.nc, BatchStore(ctx.db))
         batch_projection = ProjectionRunner(ctx.nc, ctx.db, BatchProjection())
         ctx.spawn(batch_projection.run(), "batch-projection")
+        reply_projection = ProjectionRunner(ctx.nc, ctx.db, ReplyProjection())
+        ctx.spawn(reply_projection.run(), "reply-projection")
         self.console = Console(ctx.config, ctx.nc, self.handlers, self.tokens, staff)
         ctx.spawn(self.console.follow(), "console-optouts")
         projection = self.projection

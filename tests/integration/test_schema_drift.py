@@ -13,7 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from services.audit.adapters.trail import metadata as audit_metadata
-from services.config.adapters import batch_tables  # noqa: F401  (on the config metadata)
+from services.config.adapters import (
+    batch_tables,  # noqa: F401  (on the config metadata)
+    replies,  # noqa: F401  (on the config metadata)
+)
 from services.config.adapters.read_model import metadata as read_model_metadata
 from services.config.staff.tables import metadata as staff_metadata
 from services.email_gateway.adapters.all_tables import metadata as email_metadata

@@ -1,7 +1,10 @@
 import sqlalchemy as sa
 from alembic import context
 
-from services.config.adapters import batch_tables  # noqa: F401  (registers the batch tables)
+from services.config.adapters import (
+    batch_tables,  # noqa: F401  (registers the batch tables)
+    replies,  # noqa: F401  (registers the replies table)
+)
 from services.config.adapters.read_model import metadata as read_model
 from services.config.staff.tables import metadata as staff
 from shared.db.migrate import run_env

@@ -44,3 +44,21 @@ class RecipientOptedIn(EventData):
     how: How
     keyword: str | None = None
     site_id: str | None = None
+
+
+@registry.register
+class SoftBounceCounted(EventData):
+    """An email to this address bounced softly (a temporary failure); after `threshold` of
+    them the address is suppressed (`RecipientOptedOut`, `how: bounce`)."""
+
+    event_type = "stagger.optout.soft_bounce_counted"
+    event_version = 1
+
+    group_id: str
+    channel: Channel = "email"
+    recipient: str
+    count: int
+    threshold: int
+    status: str | None = None
+    diagnostic: str | None = None
+    site_id: str | None = None

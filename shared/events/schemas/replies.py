@@ -39,3 +39,33 @@ class ReplyReceived(EventData):
     keyword: str | None = None
     meaning: str | None = None
     cancelled_messages: int = 0
+
+
+@registry.register
+class ReplyHandled(EventData):
+    """Staff marked a reply handled (read and acted on); it no longer counts as unread."""
+
+    event_type = "stagger.reply.handled"
+    event_version = 1
+
+    group_id: str
+    site_id: str
+    reply_id: str
+    """The id of the `stagger.reply.received` event."""
+    note: str = ""
+
+
+@registry.register
+class ReplyAnswered(EventData):
+    """Staff answered a reply with a one-off SMS from the same site; the SMS itself went
+    through the normal submission pipeline (paced, audited) as `message_id`."""
+
+    event_type = "stagger.reply.answered"
+    event_version = 1
+
+    group_id: str
+    site_id: str
+    reply_id: str
+    message_id: str
+    to: str
+    body: str
