@@ -9,7 +9,12 @@ import shared.events.schemas  # noqa: F401  (registers every event class)
 from shared.events.envelope import EventData
 from shared.events.registry import registry
 from shared.events.schemas.access import TokenIssued, TokenRevoked
-from shared.events.schemas.control import CancelRequested, ResetFailedRequested, SendNowRequested
+from shared.events.schemas.control import (
+    AttachmentReleaseRequested,
+    CancelRequested,
+    ResetFailedRequested,
+    SendNowRequested,
+)
 from shared.events.schemas.deadletter import DeadLetterRecorded
 from shared.events.schemas.dispatch import (
     MessageCancelled,
@@ -28,7 +33,7 @@ from shared.events.schemas.inbound_email import (
     InboundEmailReceived,
 )
 from shared.events.schemas.messages import MessageAccepted
-from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
+from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut, SoftBounceCounted
 from shared.events.schemas.providers import (
     CreditBalanceReported,
     CreditLow,
@@ -38,7 +43,7 @@ from shared.events.schemas.providers import (
     SendingHeld,
     SendingResumed,
 )
-from shared.events.schemas.replies import ReplyReceived
+from shared.events.schemas.replies import ReplyAnswered, ReplyHandled, ReplyReceived
 from shared.events.schemas.settings import (
     GroupCreated,
     GroupDefaultsChanged,
@@ -240,6 +245,14 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             (CancelRequested,),
         ),
         Flow(
+            "send",
+            "control.email.release_attachment.{site}",
+            "attachment release commands",
+            "JetStream CONTROL: a group admin releases a quarantined attachment (the API and "
+            "the console's inbound email page).",
+            (AttachmentReleaseRequested,),
+        ),
+        Flow(
             "receive",
             "dispatch.>",
             "config batch read model",
@@ -267,7 +280,23 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "optouts.>",
             "config suppression lists",
             "JetStream OPTOUTS, replayed then followed: the console's opt-out pages.",
-            OPTOUT_EVENTS,
+            (*OPTOUT_EVENTS, SoftBounceCounted),
+        ),
+        Flow(
+            "send",
+            "replies.{site}",
+            "staff actions on replies",
+            "JetStream INBOUND: a reply marked handled, or answered with one SMS (the SMS "
+            "itself goes to OUTBOX like any submission).",
+            (ReplyHandled, ReplyAnswered),
+        ),
+        Flow(
+            "receive",
+            "replies.>",
+            "config replies read model",
+            "JetStream INBOUND, replayed then followed (projection `config.replies`): unread "
+            "counts, handled and answered replies for the API and the console.",
+            (ReplyReceived, ReplyHandled, ReplyAnswered),
         ),
         Flow(
             "send",
@@ -331,6 +360,14 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "inbound email",
             "JetStream INBOUND: email received over IMAP, and quarantined attachments released.",
             (InboundEmailReceived, AttachmentReleased),
+        ),
+        Flow(
+            "send",
+            "optouts.{group}.email",
+            "bounced addresses",
+            "JetStream OPTOUTS: a hard bounce suppresses the address (`how: bounce`); soft "
+            "bounces are counted, and suppress it at the threshold.",
+            (RecipientOptedOut, SoftBounceCounted),
         ),
         Flow(
             "send",
