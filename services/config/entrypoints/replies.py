@@ -25,7 +25,7 @@ from shared.dispatch.checks import fits
 from shared.domain.site_settings import SettingsError
 from shared.tokens import Principal, TokenRefused, TokenRegistry
 
-Status = Literal["unread", "handled", "automatic"]
+Status = Literal["unread", "handled", "automatic", "all"]
 
 
 class HandledIn(BaseModel):
@@ -104,7 +104,11 @@ def replies_router(handlers: ConfigHandlers, tokens: TokenRegistry, desk: ReplyD
         ids = await visible_site_ids(who, site)
         async with handlers.db() as session:
             return await replies_model.list_replies(
-                session, ids, keyword=keyword, status=status, limit=limit
+                session,
+                ids,
+                keyword=keyword,
+                status=None if status == "all" else status,
+                limit=limit,
             )
 
     @router.get("/replies/unread", summary="Unread replies per site", responses=ERRORS)

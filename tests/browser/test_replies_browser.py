@@ -1,0 +1,289 @@
+"""Replies and inbound email against real processes (config, audit, SMS gateway, the SMS
+provider simulator; an email gateway and dovecot for inbound email):
+
+- a patient's SMS, injected at the simulator and delivered to the gateway's signed webhook,
+  is unread in the API; answering it sends one SMS through the normal pipeline, which reaches
+  the simulator once however often the answer is posted;
+- in Chromium, signed in as staff: a reply marked handled (and answered) on the Replies page;
+  a quarantined attachment released from the Inbound email page.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from shared.bus.topology import INBOUND
+from shared.eventstore import EventStore
+from tests.browser.conftest import ConsoleStack, login, screenshot
+from tests.integration.email_gateway.conftest import EmailHarness, email_settings, imap_settings
+from tests.integration.email_gateway.test_receiving import PDF, with_attachment
+from tests.integration.sms_gateway.harness import (
+    account_of,
+    one_tick,
+    publish_tick,
+    terminal,
+)
+from tests.support.imap import Dovecot
+from tests.support.imap import dovecot as dovecot  # the session's IMAP server (a fixture)
+from tests.support.processes import ServiceProcess, start_service
+from tests.support.waiting import wait_until
+
+SENDER = "+447700900999"
+WEBHOOK_SECRET = "replies-test-webhook-secret"
+
+
+async def sim_account(stack: ConsoleStack) -> dict[str, str]:
+    """A simulator account of its own whose replies go to the stack's SMS gateway."""
+    port = stack.env["STAGGER_SMS_GATEWAY_HTTP_PORT"]
+    name, key = f"acct-{secrets.token_hex(4)}", f"key-{secrets.token_hex(8)}"
+    async with httpx.AsyncClient(base_url=stack.sim.url, trust_env=False) as http:
+        made = await http.put(
+            f"/v1/admin/accounts/{name}",
+            json={
+                "api_key": key,
+                "credits": 1000,
+                "rate_per_second": 100,
+                "webhook_url": f"http://127.0.0.1:{port}/webhooks/sms/simulator",
+                "webhook_secret": WEBHOOK_SECRET,
+            },
+        )
+    assert made.status_code == 201, made.text
+    return {"name": name, "key": key}
+
+
+async def sms_site(stack: ConsoleStack, group: dict[str, Any], account: dict[str, str]) -> str:
+    settings = {
+        "sms": {
+            "provider": {
+                "kind": "simulator",
+                "account_id": account["name"],
+                "secret": account["key"],
+                "base_url": stack.sim.url,
+                "rate_per_second": 100,
+                "webhook_secret": WEBHOOK_SECRET,
+            },
+            "sender_id": SENDER,
+            "mode": "immediate",
+        }
+    }
+    made = await stack.config.create_site(
+        group["admin"], group["group_id"], name="Harbour", settings=settings
+    )
+    await stack.listed(group["admin"], group["group_id"], made["site_id"])
+    return str(made["site_id"])
+
+
+async def patient_writes(
+    stack: ConsoleStack, account: dict[str, str], sender: str, body: str
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.sim.url, trust_env=False) as http:
+        sent = await http.post(
+            "/v1/admin/inbound",
+            json={"account": account["name"], "from": sender, "to": SENDER, "body": body},
+        )
+    assert sent.status_code == 202, sent.text
+
+
+async def api_replies(stack: ConsoleStack, token: str, **params: Any) -> list[dict[str, Any]]:
+    async with stack.config.client(token) as api:
+        found = await api.get("/api/v1/replies", params=params)
+    assert found.status_code == 200, found.text
+    return list(found.json())
+
+
+async def unread(stack: ConsoleStack, token: str) -> dict[str, Any]:
+    async with stack.config.client(token) as api:
+        found = await api.get("/api/v1/replies/unread")
+    assert found.status_code == 200, found.text
+    return dict(found.json())
+
+
+async def sim_messages(stack: ConsoleStack, account: dict[str, str]) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=stack.sim.url, trust_env=False) as http:
+        found = await http.get("/v1/admin/messages", params={"account": account["name"]})
+    return list(found.json())
+
+
+async def test_answering_a_reply_sends_one_sms_through_the_pipeline(stack: ConsoleStack) -> None:
+    group = await stack.group()
+    account = await sim_account(stack)
+    site = await sms_site(stack, group, account)
+    admin, patient = group["admin"], "+447700900123"
+    await patient_writes(stack, account, patient, "Can I come on Friday instead?")
+    await patient_writes(stack, account, "+447700900124", "STOP")
+
+    async def arrived() -> bool:
+        return len(await api_replies(stack, admin, site=site, status="all")) == 2
+
+    await wait_until(arrived, timeout=30, interval=0.2, message="replies in the read model")
+    assert (await unread(stack, admin)) == {"unread": 1, "sites": {site: 1}}
+    (question,) = await api_replies(stack, admin, keyword="friday")
+    assert question["unread"] is True and question["from_number"] == patient
+    assert await api_replies(stack, admin, keyword="tuesday") == []
+    (stop,) = await api_replies(stack, admin, status="automatic")
+    assert stop["kind"] == "optout" and stop["unread"] is False
+    assert await api_replies(stack, admin, site=group["site"], status="all") == []
+
+    path = f"/api/v1/sites/{site}/replies/{question['reply_id']}/answer"
+    text = "Yes, Friday at 9:30 is yours. Smile Dental"
+    async with stack.config.client(group["auditor"]) as api:
+        refused = await api.post(path, json={"body": text})
+    assert refused.status_code == 403
+    async with stack.config.client(admin) as api:
+        empty = await api.post(path, json={"body": ""})
+        first = await api.post(path, json={"body": text})
+        again = await api.post(path, json={"body": text})  # a double click
+    assert empty.status_code == 422
+    assert [e["field"] for e in empty.json()["errors"]] == ["body"]
+    assert first.status_code == 202, first.text
+    assert again.status_code == 202, again.text
+    message_id = first.json()["message"]["message_id"]
+    assert again.json()["message"]["message_id"] == message_id, "the same answer, stored once"
+    assert first.json()["reply"]["unread"] is False
+    assert (await unread(stack, admin))["unread"] == 0
+
+    # No scheduler in this stack: release the account's queue with one tick.
+    await publish_tick(
+        stack.nc,
+        one_tick(
+            account_of("simulator", account["name"], stack.sim.url, group["group_id"]), [site], 10
+        ),
+    )
+
+    async def sent() -> bool:
+        ends = (await terminal(stack.nc)).get(message_id, [])
+        return any(e.type == "stagger.dispatch.sent" for e in ends)
+
+    await wait_until(sent, timeout=30, interval=0.2, message="the answer sent")
+    to_patient = [m for m in await sim_messages(stack, account) if m.get("to") == patient]
+    assert len(to_patient) == 1, to_patient
+    assert to_patient[0]["body"] == text
+    ends = (await terminal(stack.nc))[message_id]
+    assert [e.type for e in ends] == ["stagger.dispatch.sent"], "one terminal event"
+    answered = [
+        e
+        async for e in EventStore(stack.nc, INBOUND).replay(filter_subject=f"replies.{site}")
+        if e.type == "stagger.reply.answered"
+    ]
+    assert [(e.data.message_id, e.actor) for e in answered] == [(message_id, answered[0].actor)], (
+        "one answered event however often it was posted"
+    )
+    assert answered[0].actor.startswith("token:")
+
+
+@pytest.mark.browser
+async def test_a_reply_marked_handled_and_answered_in_the_console(
+    stack: ConsoleStack, page: Page
+) -> None:
+    group = await stack.group()
+    account = await sim_account(stack)
+    site = await sms_site(stack, group, account)
+    await patient_writes(stack, account, "+447700900133", "Is parking free at the practice?")
+
+    async def arrived() -> bool:
+        return (await unread(stack, group["admin"]))["unread"] == 1
+
+    await wait_until(arrived, timeout=30, interval=0.2, message="the reply unread")
+    await login(page, stack.url, group["admin_user"])
+    await page.get_by_role("link", name="Replies").first.click()
+    await expect(page.locator("#unread-total")).to_contain_text("Unread: 1")
+    await expect(page.get_by_text("Is parking free at the practice?")).to_be_visible()
+    await page.get_by_label("Keyword").fill("parking")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_text("Is parking free at the practice?")).to_be_visible()
+    await screenshot(page, "replies-unread")
+    await page.get_by_role("button", name="Mark handled").click()
+    await expect(page.get_by_text("Marked handled.")).to_be_visible()
+    await expect(page.locator("#unread-total")).to_contain_text("Unread: 0")
+    assert (await unread(stack, group["admin"]))["unread"] == 0
+
+    await page.goto(f"{stack.url}/console/sites/{site}/replies?status=handled")
+    reply = page.locator("li.reply")
+    await expect(reply).to_have_count(1)
+    await expect(reply.locator(".reply-state")).to_contain_text("handled by")
+    await reply.get_by_label("Answer +447700900133 by SMS").fill("Yes, behind the building.")
+    await reply.get_by_role("button", name="Send answer").click()
+    await expect(page.get_by_text("Your answer is queued")).to_be_visible()
+    await expect(page.get_by_text("Answered 1×")).to_be_visible()
+    await screenshot(page, "replies-handled")
+
+    await page.context.clear_cookies()
+    await login(page, stack.url, group["auditor_user"])
+    await page.goto(f"{stack.url}/console/sites/{site}/replies?status=")
+    await expect(page.get_by_text("Is parking free at the practice?")).to_be_visible()
+    await expect(page.get_by_role("button", name="Mark handled")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Send answer")).to_have_count(0)
+
+
+@pytest.fixture(scope="module")
+def email_gateway(stack: ConsoleStack) -> Any:
+    """An email gateway process beside the stack (reads the sites' mailboxes)."""
+    process: ServiceProcess = start_service("email_gateway", stack.env)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.browser
+async def test_a_quarantined_attachment_released_in_the_console(
+    stack: ConsoleStack,
+    page: Page,
+    dovecot: Dovecot,
+    email_gateway: Any,
+) -> None:
+    group = await stack.group()
+    user, _ = dovecot.add_user()
+    made = await stack.config.create_site(
+        group["admin"],
+        group["group_id"],
+        name="Quayside",
+        settings={"email": email_settings(9, imap=imap_settings(dovecot, user, sent_folder=None))},
+    )
+    site = made["site_id"]
+    await stack.listed(group["admin"], group["group_id"], site)
+    filename = f"referral-{uuid.uuid4().hex[:6]}.pdf"
+    dovecot.append(user, "INBOX", with_attachment(PDF, filename))
+    harness = EmailHarness(stack.nc, "", Path("."))
+
+    async def received() -> bool:
+        async for e in EventStore(stack.nc, INBOUND).replay(filter_subject=f"inbound.email.{site}"):
+            if e.type == "stagger.inbound.email_received":
+                return True
+        await harness.tick(site, 10, receive=True)  # the scheduler's receive cycle
+        return False
+
+    await wait_until(received, timeout=60, interval=1.0, message="the email received")
+
+    manager = await stack.staff(group["group_id"], "site_manager", [site])
+    await login(page, stack.url, manager)
+    await page.goto(f"{stack.url}/console/sites/{site}/inbox")
+    await expect(page.get_by_text("My referral letter")).to_be_visible()
+    await expect(page.get_by_text("In quarantine")).to_be_visible()
+    await expect(page.get_by_role("button", name=f"Release {filename}")).to_have_count(0)
+
+    await page.context.clear_cookies()
+    await login(page, stack.url, group["admin_user"])
+    await page.goto(f"{stack.url}/console/sites/{site}")
+    await page.get_by_role("link", name="Inbound email").click()
+    await expect(page.get_by_text("sam@example.net")).to_be_visible()
+    await screenshot(page, "inbox-quarantined")
+    await page.get_by_role("button", name=f"Release {filename}").click()
+    await expect(page.get_by_text("Release requested")).to_be_visible()
+    await expect(page.locator(".released")).to_contain_text("Released by")
+    await screenshot(page, "inbox-released")
+
+    released = [
+        e
+        async for e in EventStore(stack.nc, INBOUND).replay(filter_subject=f"inbound.email.{site}")
+        if e.type == "stagger.inbound.attachment_released"
+    ]
+    assert len(released) == 1 and released[0].data.automatic is False
+    assert released[0].actor == f"user:{group['admin_user'].user_id}"
