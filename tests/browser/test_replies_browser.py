@@ -266,7 +266,7 @@ async def test_a_quarantined_attachment_released_in_the_console(
     await login(page, stack.url, manager)
     await page.goto(f"{stack.url}/console/sites/{site}/inbox")
     await expect(page.get_by_text("My referral letter")).to_be_visible()
-    await expect(page.get_by_text("In quarantine")).to_be_visible()
+    await expect(page.locator(".quarantined")).to_have_text("In quarantine")
     await expect(page.get_by_role("button", name=f"Release {filename}")).to_have_count(0)
 
     await page.context.clear_cookies()
