@@ -416,6 +416,14 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
         ),
         Flow(
             "send",
+            "outbox.sms.{site}",
+            "STOP confirmations and HELP answers",
+            "JetStream OUTBOX: the one SMS a STOP or HELP reply gets back where the site (or "
+            "its region) sends one, category `auto_reply`, queued like any submission.",
+            (MessageAccepted,),
+        ),
+        Flow(
+            "send",
             "optouts.{group}.sms",
             "sms opt-outs",
             "JetStream OPTOUTS: STOP (and START) replies and provider opt-out reports.",

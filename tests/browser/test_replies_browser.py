@@ -58,7 +58,15 @@ async def sim_account(stack: ConsoleStack) -> dict[str, str]:
     return {"name": name, "key": key}
 
 
-async def sms_site(stack: ConsoleStack, group: dict[str, Any], account: dict[str, str]) -> str:
+async def sms_site(
+    stack: ConsoleStack,
+    group: dict[str, Any],
+    account: dict[str, str],
+    *,
+    region: str = "UK",
+    sender: str = SENDER,
+    more: dict[str, Any] | None = None,
+) -> str:
     settings = {
         "sms": {
             "provider": {
@@ -69,24 +77,31 @@ async def sms_site(stack: ConsoleStack, group: dict[str, Any], account: dict[str
                 "rate_per_second": 100,
                 "webhook_secret": WEBHOOK_SECRET,
             },
-            "sender_id": SENDER,
+            "sender_id": sender,
             "mode": "immediate",
+            **(more or {}),
         }
     }
+    zone = "America/New_York" if region == "US" else "Europe/London"
     made = await stack.config.create_site(
-        group["admin"], group["group_id"], name="Harbour", settings=settings
+        group["admin"],
+        group["group_id"],
+        name="Harbour",
+        settings=settings,
+        region=region,
+        timezone=zone,
     )
     await stack.listed(group["admin"], group["group_id"], made["site_id"])
     return str(made["site_id"])
 
 
 async def patient_writes(
-    stack: ConsoleStack, account: dict[str, str], sender: str, body: str
+    stack: ConsoleStack, account: dict[str, str], sender: str, body: str, to: str = SENDER
 ) -> None:
     async with httpx.AsyncClient(base_url=stack.sim.url, trust_env=False) as http:
         sent = await http.post(
             "/v1/admin/inbound",
-            json={"account": account["name"], "from": sender, "to": SENDER, "body": body},
+            json={"account": account["name"], "from": sender, "to": to, "body": body},
         )
     assert sent.status_code == 202, sent.text
 
@@ -165,6 +180,8 @@ async def test_answering_a_reply_sends_one_sms_through_the_pipeline(stack: Conso
     to_patient = [m for m in await sim_messages(stack, account) if m.get("to") == patient]
     assert len(to_patient) == 1, to_patient
     assert to_patient[0]["body"] == text
+    stopped = [m for m in await sim_messages(stack, account) if m.get("to") == "+447700900124"]
+    assert stopped == [], "the UK expects no STOP confirmation and the site set none"
     ends = (await terminal(stack.nc))[message_id]
     assert [e.type for e in ends] == ["stagger.dispatch.sent"], "one terminal event"
     answered = [
@@ -176,6 +193,79 @@ async def test_answering_a_reply_sends_one_sms_through_the_pipeline(stack: Conso
         "one answered event however often it was posted"
     )
     assert answered[0].actor.startswith("token:")
+
+
+async def test_stop_is_confirmed_and_help_answered_where_the_region_expects_it(
+    stack: ConsoleStack,
+) -> None:
+    group = await stack.group()
+    account = await sim_account(stack)
+    us_sender = "+12025550199"
+    help_text = "Harbour Dental: call (202) 555-0100. Reply STOP to opt out."
+    site = await sms_site(
+        stack, group, account, region="US", sender=us_sender, more={"help_reply": help_text}
+    )
+    stopper, helper = "+12025550123", "+12025550124"
+    await patient_writes(stack, account, stopper, "STOP", to=us_sender)
+    await patient_writes(stack, account, helper, "HELP", to=us_sender)
+
+    async def queued_answers() -> list[str]:
+        found = await api_replies(stack, group["admin"], site=site, status="automatic")
+        return [r["reply_id"] for r in found]
+
+    await wait_until(
+        lambda: _two(queued_answers), timeout=30, interval=0.2, message="two keyword replies"
+    )
+    provider_account = account_of("simulator", account["name"], stack.sim.url, group["group_id"])
+
+    async def both_sent() -> bool:
+        await publish_tick(stack.nc, one_tick(provider_account, [site], 10))
+        sent = {m["to"] for m in await sim_messages(stack, account)}
+        return {stopper, helper} <= sent
+
+    await wait_until(both_sent, timeout=30, interval=0.5, message="both answers sent")
+    by_number: dict[str, list[str]] = {}
+    for m in await sim_messages(stack, account):
+        by_number.setdefault(m["to"], []).append(m["body"])
+    assert by_number[stopper] == [
+        "Harbour: you are unsubscribed and will receive no more texts. Reply START to resubscribe."
+    ], "the region's confirmation, once, although the number is now opted out"
+    assert by_number[helper] == [help_text], "the site's own HELP text"
+    replies = [
+        e
+        async for e in EventStore(stack.nc, INBOUND).replay(filter_subject=f"replies.{site}")
+        if e.type == "stagger.reply.received"
+    ]
+    assert sorted(e.data.kind for e in replies) == ["help", "optout"]
+    assert all(e.data.auto_reply_message_id for e in replies)
+
+    # A later message to the opted-out number is suppressed as before.
+    async with stack.config.client(group["admin"]) as api:
+        later = await api.post(
+            f"/api/v1/sites/{site}/messages",
+            json={"channel": "sms", "messages": [{"to": stopper, "body": "Recall"}]},
+        )
+        forged = await api.post(
+            f"/api/v1/sites/{site}/messages",
+            json={
+                "channel": "sms",
+                "messages": [{"to": stopper, "body": "x", "category": "auto_reply"}],
+            },
+        )
+    assert forged.status_code == 422, "only the gateway queues auto replies"
+    later_id = later.json()["messages"][0]["message_id"]
+
+    async def suppressed() -> bool:
+        await publish_tick(stack.nc, one_tick(provider_account, [site], 10))
+        ends = (await terminal(stack.nc)).get(later_id, [])
+        return any(e.type == "stagger.dispatch.suppressed" for e in ends)
+
+    await wait_until(suppressed, timeout=30, interval=0.5, message="later message suppressed")
+    assert len([m for m in await sim_messages(stack, account) if m["to"] == stopper]) == 1
+
+
+async def _two(found: Any) -> bool:
+    return len(await found()) == 2
 
 
 @pytest.mark.browser

@@ -33,6 +33,7 @@ from services.sms_gateway.handlers.credits import Credits
 from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendResult, Verdict
 from shared.dispatch.queue import Claimed, MessageQueue
 from shared.domain.accounts import sms_account_id
+from shared.events.schemas.messages import AUTO_REPLY
 from shared.events.schemas.optouts import RecipientOptedOut
 from shared.events.schemas.ticks import TickIssued
 from shared.sites import Site
@@ -106,7 +107,12 @@ class SmsAdapter:
 
     async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
         """Opt-outs, validity, configuration and the quiet-hours guard."""
-        if self._suppression().is_suppressed(claimed.group_id, "sms", claimed.recipient):
+        # The STOP confirmation is the one message an opted-out number still gets (the
+        # gateway queues it itself; the API refuses the category).
+        auto = claimed.message.category == AUTO_REPLY
+        if not auto and self._suppression().is_suppressed(
+            claimed.group_id, "sms", claimed.recipient
+        ):
             return Verdict("suppress", "the recipient opted out of this group's SMS")
         body = claimed.message.body
         decided = sending.decide_message(claimed.recipient, body)

@@ -19,7 +19,7 @@ from shared.events.schemas.dispatch import (
     MessageQueued,
     MessageSuppressed,
 )
-from shared.events.schemas.messages import MessageAccepted
+from shared.events.schemas.messages import AUTO_REPLY, MessageAccepted
 
 
 class OperatorActions(QueueCore):
@@ -42,7 +42,12 @@ class OperatorActions(QueueCore):
         m = self.t.messages
         return await self.finish_queued(
             state=schema.SUPPRESSED,
-            where=[m.c.group_id == group_id, m.c.recipient == recipient],
+            # A STOP confirmation (queued by the gateway for the opt-out itself) still goes.
+            where=[
+                m.c.group_id == group_id,
+                m.c.recipient == recipient,
+                m.c.category != AUTO_REPLY,
+            ],
             make_event=lambda common: MessageSuppressed(**common, reason=reason),
         )
 

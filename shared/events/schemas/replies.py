@@ -39,6 +39,9 @@ class ReplyReceived(EventData):
     keyword: str | None = None
     meaning: str | None = None
     cancelled_messages: int = 0
+    # Added without a new version (old events read as None): the STOP confirmation or HELP
+    # answer queued for this reply, if the site sends one.
+    auto_reply_message_id: str | None = None
 
 
 @registry.register
