@@ -23,12 +23,13 @@ from shared.events.envelope import EventData
 from shared.events.registry import registry
 from shared.events.schemas import settings_upcasters  # noqa: F401  (registers the upcasters)
 
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 """The version of every settings event: it changes whenever `SiteSettings` does."""
 
 SNAPSHOT_FINGERPRINTS: dict[int, str] = {
     2: "6c02695ed64719b8d452604e81a2c5139319a759117b09686a10ee7a8574133a",
     3: "5867801645650a98f21d1190d5534aa710c9ebd4afee4cd5349352182282f8de",
+    4: "9c439c0d4e26dd7e7e54386ddffa28a30fdfc2df558a94c38ee946b4eb864094",
 }
 """Fingerprint of `SiteSettings`' JSON schema (documentation text left out) at each version
 since the snapshot was typed; a released entry never changes."""

@@ -9,6 +9,9 @@ v2 → v3: email sign-in over OAuth 2.0 and the Graph transport (`email.sign_in`
 (`sms.provider.webhook_sources`). A v2 snapshot signed in with a password over SMTP and allowed
 any source, so those are filled in as the values written here (frozen: never the live model's
 defaults).
+
+v3 → v4: the STOP confirmation and HELP answer texts (`sms.stop_confirmation`,
+`sms.help_reply`). A v3 snapshot set neither: both come up unset (the region's texts).
 """
 
 from __future__ import annotations
@@ -91,3 +94,25 @@ def _v2_to_v3(field: str) -> Upcaster:
 
 for _type, _field in SNAPSHOT_FIELDS.items():
     registry.upcaster(_type, 2)(_v2_to_v3(_field))
+
+
+def _v3_snapshot_to_v4(snapshot: Any) -> Any:
+    if not isinstance(snapshot, dict):
+        return snapshot  # not a snapshot at all: validation names the field
+    sms = snapshot.get("sms")
+    if not isinstance(sms, dict):
+        return snapshot
+    return {**snapshot, "sms": {"stop_confirmation": None, "help_reply": None, **sms}}
+
+
+def _v3_to_v4(field: str) -> Upcaster:
+    def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        if field not in data:
+            return data
+        return {**data, field: _v3_snapshot_to_v4(data[field])}
+
+    return upcast
+
+
+for _type, _field in SNAPSHOT_FIELDS.items():
+    registry.upcaster(_type, 3)(_v3_to_v4(_field))
