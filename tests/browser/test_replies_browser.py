@@ -146,6 +146,19 @@ async def test_answering_a_reply_sends_one_sms_through_the_pipeline(stack: Conso
     assert stop["kind"] == "optout" and stop["unread"] is False
     assert await api_replies(stack, admin, site=group["site"], status="all") == []
 
+    other_site_manager = await stack.config.token(
+        group["group_id"], "site_manager", [group["site"]]
+    )
+    handled = f"/api/v1/sites/{site}/replies/{question['reply_id']}/handled"
+    async with stack.config.client(other_site_manager) as api:
+        unseen = await api.post(handled)
+        unseen_list = await api.get("/api/v1/replies", params={"site": site})
+    assert unseen.status_code == 404 and unseen_list.status_code == 404
+    async with stack.config.client(admin) as api:
+        elsewhere = await api.post(
+            f"/api/v1/sites/{group['site']}/replies/{question['reply_id']}/handled"
+        )
+    assert elsewhere.status_code == 404, "a reply belongs to its own site only"
     path = f"/api/v1/sites/{site}/replies/{question['reply_id']}/answer"
     text = "Yes, Friday at 9:30 is yours. Smile Dental"
     async with stack.config.client(group["auditor"]) as api:
