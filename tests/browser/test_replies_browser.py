@@ -19,7 +19,10 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from shared.bus.topology import INBOUND
+from shared.bus import subjects
+from shared.bus.topology import INBOUND, OPTOUTS
+from shared.events.envelope import make_event
+from shared.events.schemas.optouts import RecipientOptedOut, SoftBounceCounted
 from shared.eventstore import EventStore
 from tests.browser.conftest import ConsoleStack, login, screenshot
 from tests.integration.email_gateway.conftest import EmailHarness, email_settings, imap_settings
@@ -390,3 +393,59 @@ async def test_a_quarantined_attachment_released_in_the_console(
     ]
     assert len(released) == 1 and released[0].data.automatic is False
     assert released[0].actor == f"user:{group['admin_user'].user_id}"
+
+
+@pytest.mark.browser
+async def test_bounces_on_the_opt_outs_page(stack: ConsoleStack, page: Page) -> None:
+    group = await stack.group()
+    group_id, site = group["group_id"], group["site"]
+    store = EventStore(stack.nc, OPTOUTS)
+    subject = subjects.optouts(group_id, "email")
+    soft = SoftBounceCounted(
+        group_id=group_id,
+        recipient="full-box@example.org",
+        count=2,
+        threshold=3,
+        status="4.2.2",
+        diagnostic="mailbox full",
+        site_id=site,
+    )
+    hard = RecipientOptedOut(
+        group_id=group_id,
+        channel="email",
+        recipient="gone@example.org",
+        how="bounce",
+        keyword="hard bounce 5.1.1",
+        site_id=site,
+    )
+    for data in (soft, hard):
+        await store.append(
+            subject,
+            make_event(
+                data,
+                source="email_gateway",
+                actor="service:email_gateway",
+                group_id=group_id,
+                site_id=site,
+            ),
+        )
+
+    async def audited() -> bool:
+        base = f"http://127.0.0.1:{stack.env['STAGGER_AUDIT_HTTP_PORT']}/api/v1/audit"
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {group['admin']}"}, trust_env=False
+        ) as http:
+            found = await http.get(f"{base}/events", params={"type": "stagger.optout."})
+        return found.status_code == 200 and len(found.json().get("events", [])) >= 2
+
+    await wait_until(audited, timeout=30, interval=0.2, message="the audit trail has both")
+    await login(page, stack.url, group["admin_user"])
+    await page.get_by_role("link", name="Opt-outs").click()
+    email_list = page.locator("section").filter(has=page.locator("#list-email"))
+    await expect(email_list).to_contain_text("gone@example.org")
+    await expect(email_list).to_contain_text("bounce (hard bounce 5.1.1)")
+    soft_table = page.locator("section").filter(has=page.locator("#soft-h"))
+    await expect(soft_table).to_contain_text("full-box@example.org")
+    await expect(soft_table).to_contain_text("2 of 3")
+    await expect(soft_table).to_contain_text("4.2.2 (mailbox full)")
+    await screenshot(page, "optouts-bounces")
