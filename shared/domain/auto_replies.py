@@ -16,7 +16,8 @@ from shared.domain.regions import Region
 
 AutoReplyKind = Literal["optout", "help"]
 MAX_AUTO_REPLY = 320
-"""At most two GSM-7 segments: an answer nobody asked to pay for stays short."""
+"""An answer nobody asked to pay for stays short: 320 characters, three GSM-7 segments at
+most."""
 
 REGION_DEFAULTS: Mapping[Region, Mapping[AutoReplyKind, str]] = MappingProxyType(
     {
