@@ -10,7 +10,12 @@ from shared.events.envelope import EventData
 from shared.events.registry import registry
 from shared.events.schemas.access import TokenIssued, TokenRevoked
 from shared.events.schemas.alerts import AlertCleared, AlertRaised
-from shared.events.schemas.control import CancelRequested, ResetFailedRequested, SendNowRequested
+from shared.events.schemas.control import (
+    AttachmentReleaseRequested,
+    CancelRequested,
+    ResetFailedRequested,
+    SendNowRequested,
+)
 from shared.events.schemas.deadletter import DeadLetterRecorded
 from shared.events.schemas.dispatch import (
     MessageCancelled,
@@ -29,7 +34,7 @@ from shared.events.schemas.inbound_email import (
     InboundEmailReceived,
 )
 from shared.events.schemas.messages import MessageAccepted
-from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
+from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut, SoftBounceCounted
 from shared.events.schemas.providers import (
     CreditBalanceReported,
     CreditLow,
@@ -39,7 +44,7 @@ from shared.events.schemas.providers import (
     SendingHeld,
     SendingResumed,
 )
-from shared.events.schemas.replies import ReplyReceived
+from shared.events.schemas.replies import ReplyAnswered, ReplyHandled, ReplyReceived
 from shared.events.schemas.settings import (
     GroupCreated,
     GroupDefaultsChanged,
@@ -241,6 +246,14 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             (CancelRequested,),
         ),
         Flow(
+            "send",
+            "control.email.release_attachment.{site}",
+            "attachment release commands",
+            "JetStream CONTROL: a group admin releases a quarantined attachment (the API and "
+            "the console's inbound email page).",
+            (AttachmentReleaseRequested,),
+        ),
+        Flow(
             "receive",
             "dispatch.>",
             "config batch read model",
@@ -302,7 +315,23 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "optouts.>",
             "config suppression lists",
             "JetStream OPTOUTS, replayed then followed: the console's opt-out pages.",
-            OPTOUT_EVENTS,
+            (*OPTOUT_EVENTS, SoftBounceCounted),
+        ),
+        Flow(
+            "send",
+            "replies.{site}",
+            "staff actions on replies",
+            "JetStream INBOUND: a reply marked handled, or answered with one SMS (the SMS "
+            "itself goes to OUTBOX like any submission).",
+            (ReplyHandled, ReplyAnswered),
+        ),
+        Flow(
+            "receive",
+            "replies.>",
+            "config replies read model",
+            "JetStream INBOUND, replayed then followed (projection `config.replies`): unread "
+            "counts, handled and answered replies for the API and the console.",
+            (ReplyReceived, ReplyHandled, ReplyAnswered),
         ),
         Flow(
             "send",
@@ -369,6 +398,14 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
         ),
         Flow(
             "send",
+            "optouts.{group}.email",
+            "bounced addresses",
+            "JetStream OPTOUTS: a hard bounce suppresses the address (`how: bounce`); soft "
+            "bounces are counted, and suppress it at the threshold.",
+            (RecipientOptedOut, SoftBounceCounted),
+        ),
+        Flow(
+            "send",
             "provider.{account}",
             "email account status events",
             "JetStream PROVIDERS: the SMTP/IMAP account's last result.",
@@ -411,6 +448,14 @@ RAW_FLOWS: dict[str, tuple[Flow, ...]] = {
             "replies",
             "JetStream INBOUND: SMS replies from patients.",
             (ReplyReceived,),
+        ),
+        Flow(
+            "send",
+            "outbox.sms.{site}",
+            "STOP confirmations and HELP answers",
+            "JetStream OUTBOX: the one SMS a STOP or HELP reply gets back where the site (or "
+            "its region) sends one, category `auto_reply`, queued like any submission.",
+            (MessageAccepted,),
         ),
         Flow(
             "send",

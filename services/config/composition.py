@@ -13,6 +13,7 @@ from services.config.adapters.alert_mail import AlertMailer
 from services.config.adapters.alerts import AlertProjection, AlertStore
 from services.config.adapters.batches import BatchProjection, BatchStore
 from services.config.adapters.read_model import SettingsProjection
+from services.config.adapters.replies import ReplyProjection
 from services.config.adapters.settings_store import SettingsStore
 from services.config.config import AlertConfig
 from services.config.console import Console
@@ -20,12 +21,14 @@ from services.config.entrypoints import problems
 from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
 from services.config.entrypoints.batches import batch_router
 from services.config.entrypoints.optouts import optout_router
+from services.config.entrypoints.replies import replies_router
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.alert_batches import BatchLateWatcher
 from services.config.handlers.alerts import AlertNotifier
 from services.config.handlers.batch_commands import BatchCommands
+from services.config.handlers.replies import ReplyDesk
 from services.config.staff import api as staff_api
 from services.config.staff.service import Staff
 from shared.bus.topology import DEADLETTER, PROVIDERS, SETTINGS
@@ -88,6 +91,9 @@ class ConfigService(BaseService):
         )
         app.include_router(batch_router(self.handlers, self.tokens, self.batches))
         app.include_router(optout_router(self.handlers, self.tokens, ctx.nc))
+        app.include_router(
+            replies_router(self.handlers, self.tokens, ReplyDesk.of(ctx.nc, self.handlers))
+        )
         app.include_router(unsubscribe_router(ctx.nc, UnsubscribeTokens.from_config(ctx.config)))
         if self.staff is not None:
             app.include_router(staff_api.router(self.staff, self.tokens))
@@ -124,6 +130,8 @@ class ConfigService(BaseService):
         batch_projection = ProjectionRunner(ctx.nc, ctx.db, BatchProjection())
         ctx.spawn(batch_projection.run(), "batch-projection")
         self.alerts = self._start_alerts(ctx, box, guard)
+        reply_projection = ProjectionRunner(ctx.nc, ctx.db, ReplyProjection())
+        ctx.spawn(reply_projection.run(), "reply-projection")
         self.console = Console(ctx.config, ctx.nc, self.handlers, self.tokens, staff)
         ctx.spawn(self.console.follow(), "console-optouts")
         projection = self.projection

@@ -49,6 +49,13 @@ class EmailGatewayConfig(BaseSettings):
     imap_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="How long one IMAP step may take."
     )
+    soft_bounce_threshold: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="Soft bounces (temporary failures, 4.x.x) after which an address goes on "
+        "the group's email suppression list, as a hard bounce does at once; 0 only counts them.",
+    )
     lease_seconds: float = Field(
         default=60.0,
         ge=1,

@@ -143,6 +143,19 @@ class SmsSettings(Strict):
     optin_keywords: list[str] | None = Field(
         default=None, description="Opt-back-in words; unset = the region's defaults."
     )
+    stop_confirmation: str | None = Field(
+        default=None,
+        max_length=320,
+        description="Sent once to a number that replied an opt-out word; unset = the "
+        "region's text where the region expects one (US), else none; empty = never. "
+        "{site} becomes the site's name.",
+    )
+    help_reply: str | None = Field(
+        default=None,
+        max_length=320,
+        description="Sent to a number that replied a help word (HELP, INFO); unset = the "
+        "region's text where the region expects one (US), else none; empty = never.",
+    )
     reply_keywords: dict[str, list[str]] | None = Field(
         default=None,
         description="Answer → keywords that mean it (case-insensitive, letters and digits); "

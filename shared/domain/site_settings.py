@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from shared.domain.auto_replies import auto_reply_text
 from shared.domain.email_sign_in import SECRET_FIELDS as SIGN_IN_SECRET_FIELDS
 from shared.domain.keywords import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, default_reply_keywords
 from shared.domain.phone import is_e164
@@ -126,6 +127,11 @@ class SiteSettings(Strict):
         if self.sms.optin_keywords is not None:
             return self.sms.optin_keywords
         return sorted(DEFAULT_OPT_IN[self.profile.region])
+
+    def auto_reply(self, kind: str) -> str | None:
+        """The STOP confirmation (`optout`) or HELP answer (`help`) to send, or None."""
+        configured = self.sms.stop_confirmation if kind == "optout" else self.sms.help_reply
+        return auto_reply_text(kind, self.profile.region, configured, self.profile.name)
 
     def reply_words(self) -> dict[str, list[str]]:
         """Reply keywords in force: answer → words."""

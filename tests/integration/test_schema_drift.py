@@ -16,6 +16,7 @@ from services.audit.adapters.trail import metadata as audit_metadata
 from services.config.adapters import (  # noqa: F401  (on the config metadata)
     alert_tables,
     batch_tables,
+    replies,
 )
 from services.config.adapters.read_model import metadata as read_model_metadata
 from services.config.staff.tables import metadata as staff_metadata

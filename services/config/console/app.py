@@ -130,6 +130,7 @@ class Console(ConsoleOperations):
             batches,
             dashboard,
             pages,
+            replies_pages,
             sso_pages,
             staff_pages,
             wizard,
@@ -145,6 +146,7 @@ class Console(ConsoleOperations):
         wizard.install(self, sub)
         batches.install(self, sub)
         dashboard.install(self, sub)
+        replies_pages.install(self, sub)
         return sub
 
     def _install_session(self, sub: FastAPI) -> None:

@@ -373,6 +373,21 @@ STEPS: tuple[Step, ...] = (
                 minimum=0,
                 step="any",
             ),
+            Field(
+                "sms.stop_confirmation",
+                "Reply to STOP with",
+                "text",
+                "Sent once to a patient who opts out. Empty: the region's text where it "
+                "expects one (US), otherwise nothing. {site} becomes the site's name.",
+                optional=True,
+            ),
+            Field(
+                "sms.help_reply",
+                "Reply to HELP with",
+                "text",
+                "Empty: the region's text where it expects one (US), otherwise nothing.",
+                optional=True,
+            ),
         ),
     ),
     Step("finish", "Finish"),

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
+from services.config.console import views
 from services.config.console.audit_client import AuditNotFound, AuditUnavailable
 from services.config.console.views import OUTBOX_STATES
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANNELS = ("sms", "email")
+SOFT_BOUNCE = "stagger.optout.soft_bounce_counted"
 TYPE_PREFIXES = (
     ("", "Any type"),
     ("stagger.site.", "Settings (stagger.site.*)"),
@@ -161,34 +163,7 @@ def install(console: Console, app: FastAPI) -> None:
             f"{PREFIX}/sites/{site_id}/outbox?{urlencode({'reset': channel})}", status_code=303
         )
 
-    # --- replies -------------------------------------------------------------------------
-
-    @app.get("/sites/{site_id}/replies")
-    async def replies(request: Request, site_id: str) -> Response:
-        user = await console.user(request)
-        site = await console.visible_site(site_id, user.who)
-        events, down = await console.audit_call(
-            console.audit.events(user.token, pages=3, type="stagger.reply.", site_id=site_id)
-        )
-        received = [
-            e for e in (events or []) if str(e.get("type", "")).startswith("stagger.reply.received")
-        ]
-        received.reverse()  # newest first
-        unmatched = [e for e in received if (e.get("data") or {}).get("kind") == "unmatched"]
-        handled = [e for e in received if (e.get("data") or {}).get("kind") != "unmatched"]
-        return console.page(
-            request,
-            "replies.html",
-            who=user.who,
-            user=user,
-            site=site,
-            nav="sites",
-            manages=user.who.manages_site(site.group_id, site.site_id),
-            unmatched=unmatched,
-            handled=handled,
-            down=down,
-            added=request.query_params.get("added"),
-        )
+    # Replies and inbound email: console/replies_pages.py.
 
     # --- credits -------------------------------------------------------------------------
 
@@ -226,9 +201,13 @@ def install(console: Console, app: FastAPI) -> None:
             console.audit.events(user.token, pages=5, type="stagger.optout.")
         )
         latest: dict[tuple[str, str], dict[str, Any]] = {}
+        soft: dict[str, dict[str, Any]] = {}
         for event in events or []:
             data = event.get("data") or {}
             key = (str(data.get("channel")), str(data.get("recipient", "")).lower())
+            if str(event.get("type", "")).startswith(SOFT_BOUNCE):
+                soft[key[1]] = event  # counted toward the threshold, not an opt-out itself
+                continue
             latest[key] = event
         lists = []
         for channel in CHANNELS:
@@ -268,6 +247,9 @@ def install(console: Console, app: FastAPI) -> None:
             user=user,
             nav="optouts",
             lists=lists,
+            soft_bounces=views.soft_bounce_rows(
+                soft.values(), lambda r: console.suppression.is_suppressed(who.group_id, "email", r)
+            ),
             down=down,
             managed=managed,
             error=error,

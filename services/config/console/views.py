@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -183,3 +183,28 @@ def latest_batch(
         state = states.get(message_id) or "queued"
         counts[state if state in counts else "other"] += 1
     return Batch(submitted_at=stamp, total=len(ids), **counts)
+
+
+def soft_bounce_rows(
+    events: Iterable[dict[str, Any]], suppressed: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """The latest soft-bounce count per address (newest first), with whether the address is
+    on the suppression list now (the threshold reached, or another opt-out)."""
+    rows = []
+    for event in events:
+        data = event.get("data") or {}
+        recipient = str(data.get("recipient", ""))
+        rows.append(
+            {
+                "recipient": recipient,
+                "count": data.get("count"),
+                "threshold": data.get("threshold"),
+                "status": data.get("status"),
+                "diagnostic": data.get("diagnostic"),
+                "site_id": data.get("site_id") or event.get("siteid"),
+                "time": event.get("time"),
+                "suppressed": suppressed(recipient),
+            }
+        )
+    rows.sort(key=lambda r: str(r["time"] or ""), reverse=True)
+    return rows

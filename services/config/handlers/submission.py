@@ -34,7 +34,7 @@ from shared.domain.segments import count_segments
 from shared.domain.site_settings import SettingsError, valid_email
 from shared.events.codec import EXPECTED_STREAM, MSG_ID, encode
 from shared.events.envelope import Envelope, new_event_id
-from shared.events.schemas.messages import Attachment, Category, MessageAccepted
+from shared.events.schemas.messages import Attachment, MessageAccepted, SubmittedCategory
 
 MAX_BATCH = 10_000
 MAX_SMS_BODY = 1600  # the strictest common provider maximum (Twilio)
@@ -65,7 +65,7 @@ class MessageIn(BaseModel):
     subject: str | None = Field(default=None, max_length=998)
     html: str | None = Field(default=None, max_length=MAX_EMAIL_BODY)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
-    category: Category = Field(
+    category: SubmittedCategory = Field(
         default="other", description="What the message is (reminder, recall…)."
     )
     consent_category: str | None = Field(

@@ -1,9 +1,10 @@
 import sqlalchemy as sa
 from alembic import context
 
-from services.config.adapters import (  # noqa: F401  (registers the batch and alert tables)
+from services.config.adapters import (  # noqa: F401  (registers their tables)
     alert_tables,
     batch_tables,
+    replies,
 )
 from services.config.adapters.read_model import metadata as read_model
 from services.config.staff.tables import metadata as staff

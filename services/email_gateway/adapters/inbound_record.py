@@ -8,7 +8,8 @@ crashes and replicas record it once.
 - Attachments go to the quarantine (content-addressed, 0600, never opened), typed by sniffing.
   With "open attachments directly" on they are released at intake — still with an event.
 - A delivery-status notification marks the original message undelivered (receipt) — only a
-  message of the mailbox's own group.
+  message of the mailbox's own group — and a hard bounce suppresses that message's recipient,
+  soft ones at a threshold (`bounce_suppression`).
 - A reply is matched to the patient message it answers by In-Reply-To/References (our
   Message-IDs), else to the last message sent to its sender.
 """
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.email_gateway.adapters import tables
+from services.email_gateway.adapters.bounce_suppression import apply_bounce
 from services.email_gateway.adapters.inbound import ParsedInbound
 from services.email_gateway.adapters.quarantine import Quarantine, sniff
 from services.email_gateway.config import EmailGatewayConfig
@@ -156,11 +158,12 @@ class InboundRecorder:
         kind: Literal["message", "bounce"] = "bounce" if parsed.bounce is not None else "message"
         matched, matched_by = None, None
         bounce = parsed.bounce
+        bounced_to: str | None = None
         if bounce is not None:
             for candidate in parsed.bounce_candidates:
                 hit = await self._bounce_receipt(site.group_id, candidate, bounce, internal_date)
                 if hit is not None:
-                    matched, matched_by = hit, "bounce"
+                    (matched, bounced_to), matched_by = hit, "bounce"
                     bounce = bounce.model_copy(update={"original_message_id": candidate})
                     break
         if matched is None:
@@ -310,13 +313,24 @@ class InboundRecorder:
                         site_id=site.site_id,
                         event_subject=a.attachment_id,
                     )
+            if bounce is not None and bounced_to is not None:
+                await apply_bounce(
+                    session,
+                    group_id=site.group_id,
+                    site_id=site.site_id,
+                    recipient=bounced_to,
+                    bounce=bounce,
+                    inbound_id=eid,
+                    threshold=self.settings.soft_bounce_threshold,
+                )
             await advance_cursor(session, site.site_id, mailbox, uidvalidity, uid)
         return True
 
     async def _bounce_receipt(
         self, group_id: str, candidate: str, bounce: Any, occurred_at: datetime
-    ) -> str | None:
-        """Apply a bounce to the message it names; returns that message's id if it is ours.
+    ) -> tuple[str, str] | None:
+        """Apply a bounce to the message it names; returns that message's id and recipient
+        if it is ours.
 
         Only a message of the mailbox's own group: a report that names another group's
         Message-ID (forged, or misdirected) is recorded unmatched and changes nothing there.
@@ -325,7 +339,7 @@ class InboundRecorder:
         async with self.db() as session:
             row = (
                 await session.execute(
-                    sa.select(m.c.site_id, m.c.message_id).where(
+                    sa.select(m.c.site_id, m.c.message_id, m.c.recipient).where(
                         m.c.provider_message_id == candidate, m.c.group_id == group_id
                     )
                 )
@@ -341,4 +355,4 @@ class InboundRecorder:
                 raw_status=f"{bounce.action} {bounce.status or ''}".strip(),
                 reason=bounce.diagnostic or f"bounced ({bounce.status or 'no status'})",
             )
-        return str(row.message_id)
+        return str(row.message_id), str(row.recipient)

@@ -40,6 +40,7 @@ from shared.dispatch.adapter import SEND, AccountLimitsSpec, Reconciled, SendRes
 from shared.dispatch.queue import Claimed, MessageQueue
 from shared.domain.accounts import sms_account_id
 from shared.domain.consent import message_category
+from shared.events.schemas.messages import AUTO_REPLY
 from shared.events.schemas.optouts import RecipientOptedOut
 from shared.events.schemas.ticks import TickIssued
 from shared.sites import Site
@@ -139,7 +140,12 @@ class SmsAdapter:
             claimed.message.category,
             site.settings.consent.categories,
         )
-        if self._suppression().is_suppressed(claimed.group_id, "sms", claimed.recipient, category):
+        # The STOP confirmation is the one message an opted-out number still gets (the
+        # gateway queues it itself; the API refuses the category).
+        auto = claimed.message.category == AUTO_REPLY
+        if not auto and self._suppression().is_suppressed(
+            claimed.group_id, "sms", claimed.recipient, category
+        ):
             return Verdict("suppress", f"the recipient opted out of this group's {category} SMS")
         body = claimed.message.body
         decided = sending.decide_message(claimed.recipient, body)

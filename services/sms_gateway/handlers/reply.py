@@ -14,7 +14,9 @@
    number on the group's suppression list (every category) at once — in this replica's
    memory, then every queued message of the group to that number (of that category) ends
    `suppressed`, then the opt-out event is appended — and START takes it off.
-4. One `stagger.reply.received` event is written together with the de-duplication row.
+4. One `stagger.reply.received` event is written together with the de-duplication row, and,
+   when the site sends one (`SiteSettings.auto_reply`: a STOP confirmation or HELP answer, by
+   default only where the region expects it, the US), one `auto_reply` SMS into OUTBOX.
 
 The CANCEL clash: in the US, CANCEL is a carrier opt-out word and is treated as one; elsewhere
 it cancels an appointment (a reply keyword), see `shared.domain.keywords`.
@@ -43,6 +45,8 @@ from shared.domain import reply_attribution
 from shared.domain.consent import normalise_phrase, optout_scope, phrase_category
 from shared.domain.keywords import ReplyClass, classify_reply
 from shared.domain.reply_attribution import InboundKey, Owners, Routed, SentMessage, Unrouted
+from shared.domain.segments import count_segments
+from shared.events.schemas.messages import AUTO_REPLY, MessageAccepted
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.replies import ReplyReceived
 from shared.sites import Site, SiteDirectory
@@ -72,6 +76,28 @@ def classify(site: Site, text: str) -> tuple[ReplyClass, str | None]:
     if category is None:
         return verdict, None
     return ReplyClass("optout", normalise_phrase(text)), optout_scope(region, category)
+
+
+def auto_reply(site: Site, kind: str, number: str, key: str) -> MessageAccepted | None:
+    """The STOP confirmation or HELP answer this reply gets from its site, if any
+    (`SiteSettings.auto_reply`: the site's text, else the region's where it expects one)."""
+    text = site.settings.auto_reply(kind)
+    if text is None:
+        return None
+    counted = count_segments(text)
+    return MessageAccepted(
+        message_id=event_id(key, "auto-reply")[:64],
+        group_id=site.group_id,
+        site_id=site.site_id,
+        channel="sms",
+        to=number,
+        body=text,
+        category=AUTO_REPLY,
+        client_reference=f"auto-reply:{kind}",
+        segments=counted.segments,
+        encoding=counted.encoding,
+        submitted_at=datetime.now(UTC),
+    )
 
 
 class ReplyHandler:
@@ -160,6 +186,20 @@ class ReplyHandler:
             )
             if inserted.first() is None:
                 return "duplicate"  # another replica got the same retry at the same time
+            answer = auto_reply(site, verdict.kind, number, key)
+            if answer is not None:
+                # Through the gateway's own outbox into OUTBOX, as any submission: stored once
+                # (its id derives from the webhook), paced and audited like every SMS.
+                data = data.model_copy(update={"auto_reply_message_id": answer.message_id})
+                await self._events.add(
+                    session,
+                    subjects.outbox("sms", site.site_id),
+                    answer,
+                    event_id=answer.message_id,
+                    group_id=site.group_id,
+                    site_id=site.site_id,
+                    about=answer.message_id,
+                )
             await self._events.add(
                 session,
                 subjects.replies(site.site_id),

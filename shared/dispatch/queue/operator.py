@@ -20,7 +20,7 @@ from shared.events.schemas.dispatch import (
     MessageQueued,
     MessageSuppressed,
 )
-from shared.events.schemas.messages import MessageAccepted
+from shared.events.schemas.messages import AUTO_REPLY, MessageAccepted
 
 
 class OperatorActions(QueueCore):
@@ -56,7 +56,8 @@ class OperatorActions(QueueCore):
             )
         return await self.finish_queued(
             state=schema.SUPPRESSED,
-            where=where,
+            # A STOP confirmation (queued by the gateway for the opt-out itself) still goes.
+            where=[*where, m.c.category != AUTO_REPLY],
             make_event=lambda common: MessageSuppressed(**common, reason=reason),
         )
 

@@ -7,7 +7,7 @@ The same schema is accepted from producers that publish to NATS directly: publis
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,8 +26,15 @@ _V1_CONSENT = {
     "marketing": "marketing",
 }
 
-Category = Literal["reminder", "recall", "contact_list", "marketing", "manual", "other"]
+SubmittedCategory = Literal["reminder", "recall", "contact_list", "marketing", "manual", "other"]
+"""What a submitter may label a message (the API refuses anything else)."""
+Category = Literal[
+    "reminder", "recall", "contact_list", "marketing", "manual", "other", "auto_reply"
+]
+"""`auto_reply`: a STOP confirmation or HELP answer the SMS gateway queues itself; the one
+kind of message an opted-out number still gets (the confirmation that it opted out)."""
 BULK_CATEGORIES = frozenset({"recall", "contact_list", "marketing"})
+AUTO_REPLY: Final = "auto_reply"
 
 
 class Attachment(BaseModel):

@@ -50,3 +50,21 @@ class RecipientOptedIn(EventData):
     keyword: str | None = None
     site_id: str | None = None
     category: str | None = None  # None = every category (START); see RecipientOptedOut
+
+
+@registry.register
+class SoftBounceCounted(EventData):
+    """An email to this address bounced softly (a temporary failure); after `threshold` of
+    them the address is suppressed (`RecipientOptedOut`, `how: bounce`)."""
+
+    event_type = "stagger.optout.soft_bounce_counted"
+    event_version = 1
+
+    group_id: str
+    channel: Channel = "email"
+    recipient: str
+    count: int
+    threshold: int
+    status: str | None = None
+    diagnostic: str | None = None
+    site_id: str | None = None

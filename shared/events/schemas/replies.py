@@ -42,3 +42,36 @@ class ReplyReceived(EventData):
     # Added compatibly (no new version): the consent category an opt-out ended; None for
     # STOP (every category) and for every other kind of reply.
     optout_category: str | None = None
+    # Added without a new version (old events read as None): the STOP confirmation or HELP
+    # answer queued for this reply, if the site sends one.
+    auto_reply_message_id: str | None = None
+
+
+@registry.register
+class ReplyHandled(EventData):
+    """Staff marked a reply handled (read and acted on); it no longer counts as unread."""
+
+    event_type = "stagger.reply.handled"
+    event_version = 1
+
+    group_id: str
+    site_id: str
+    reply_id: str
+    """The id of the `stagger.reply.received` event."""
+    note: str = ""
+
+
+@registry.register
+class ReplyAnswered(EventData):
+    """Staff answered a reply with a one-off SMS from the same site; the SMS itself went
+    through the normal submission pipeline (paced, audited) as `message_id`."""
+
+    event_type = "stagger.reply.answered"
+    event_version = 1
+
+    group_id: str
+    site_id: str
+    reply_id: str
+    message_id: str
+    to: str
+    body: str

@@ -23,7 +23,7 @@ from shared.events.envelope import EventData
 from shared.events.registry import registry
 from shared.events.schemas import settings_upcasters  # noqa: F401  (registers the upcasters)
 
-SNAPSHOT_VERSION = 5
+SNAPSHOT_VERSION = 6
 """The version of every settings event: it changes whenever `SiteSettings` does."""
 
 SNAPSHOT_FINGERPRINTS: dict[int, str] = {
@@ -31,6 +31,7 @@ SNAPSHOT_FINGERPRINTS: dict[int, str] = {
     3: "5867801645650a98f21d1190d5534aa710c9ebd4afee4cd5349352182282f8de",
     4: "be82a8b9776837890009e12cd8a222f2dbe693905bf2a31f76f8f519ba1c8629",
     5: "ae613392e366c5eb39556e6453d46afac62b00eebff3fcd3ce0a8d31ed58af94",
+    6: "5ed25f9557f0674637d64bd3bc97470fad7f937302a9ea484b434e3b9ff7b3be",
 }
 """Fingerprint of `SiteSettings`' JSON schema (documentation text left out) at each version
 since the snapshot was typed; a released entry never changes."""

@@ -16,6 +16,9 @@ had no secondary, so it gets the account kind `none` (no failover) and the 300 s
 
 v4 → v5: consent categories (`consent`). A v4 group had the two categories service and
 marketing and no phrases of its own, so the section is filled in as written here.
+
+v5 → v6: the STOP confirmation and HELP answer texts (`sms.stop_confirmation`,
+`sms.help_reply`). A v5 snapshot set neither: both come up unset (the region's texts).
 """
 
 from __future__ import annotations
@@ -160,3 +163,25 @@ def _v4_to_v5(field: str) -> Upcaster:
 
 for _type, _field in SNAPSHOT_FIELDS.items():
     registry.upcaster(_type, 4)(_v4_to_v5(_field))
+
+
+def _v5_snapshot_to_v6(snapshot: Any) -> Any:
+    if not isinstance(snapshot, dict):
+        return snapshot  # not a snapshot at all: validation names the field
+    sms = snapshot.get("sms")
+    if not isinstance(sms, dict):
+        return snapshot
+    return {**snapshot, "sms": {"stop_confirmation": None, "help_reply": None, **sms}}
+
+
+def _v5_to_v6(field: str) -> Upcaster:
+    def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        if field not in data:
+            return data
+        return {**data, field: _v5_snapshot_to_v6(data[field])}
+
+    return upcast
+
+
+for _type, _field in SNAPSHOT_FIELDS.items():
+    registry.upcaster(_type, 5)(_v5_to_v6(_field))

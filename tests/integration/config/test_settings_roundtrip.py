@@ -87,6 +87,8 @@ NEW_VALUES: dict[str, Any] = {
     "sms.optout_keywords": ["STOP", "STOPALL", "UNSUBSCRIBE", "END", "QUIT", "OPTOUT", "ARRET"],
     "sms.optin_keywords": ["START", "UNSTOP", "RESUME"],
     "sms.reply_keywords": {"confirm": ["YES", "YES1"], "cancel": ["NO"], "survey": ["1", "2"]},
+    "sms.stop_confirmation": "{site}: you will get no more texts. Reply START to come back.",
+    "sms.help_reply": "{site}: call 020 7946 0000 for help.",
     "blackouts": [{"days": ["sun"], "start": "01:00", "end": "03:00"}],
     "closures": [{"start": "2026-12-25", "end": "2026-12-26", "label": "Christmas"}],
 }

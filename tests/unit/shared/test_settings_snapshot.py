@@ -127,3 +127,11 @@ def test_a_changed_model_changes_the_fingerprint_and_a_reworded_one_does_not() -
     assert snapshot_fingerprint(WithAField) != snapshot_fingerprint()
     assert snapshot_fingerprint(WithAnotherDefault) != snapshot_fingerprint()
     assert snapshot_fingerprint(Reworded) == snapshot_fingerprint()
+
+
+def test_a_v3_snapshot_comes_up_with_the_region_s_stop_and_help_texts() -> None:
+    (created,) = [s for s in samples(3) if s["type"] == "stagger.site.created.v3"]
+    assert "stop_confirmation" not in created["data"]["settings"]["sms"]
+    data = registry.upcast("stagger.site.created", 3, created["data"])
+    sms = SiteCreated.model_validate(data).settings.sms
+    assert (sms.stop_confirmation, sms.help_reply) == (None, None)

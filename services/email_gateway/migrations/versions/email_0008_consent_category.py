@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "email_0008"
-down_revision = "email_0005"
+down_revision = "email_0006"
 branch_labels = None
 depends_on = None
 
