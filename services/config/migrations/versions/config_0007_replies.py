@@ -1,7 +1,7 @@
 """Config read model: patient SMS replies with whether staff handled or answered them.
 
 Revision ID: config_0007
-Revises: config_0004
+Revises: config_0006
 """
 
 import sqlalchemy as sa

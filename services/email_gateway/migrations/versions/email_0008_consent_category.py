@@ -1,7 +1,7 @@
 """Email gateway: each message's consent category (service, marketing, …).
 
 Revision ID: email_0008
-Revises: email_0005
+Revises: email_0006
 
 Rows stored before it have none (null): they read as the default of their kind. The DDL is
 written out here: a revision never reads the live table definitions.
