@@ -10,12 +10,11 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from services.config.console import drafts as drafts_module
 from services.config.console.drafts import DraftStore
+from services.config.console.form_parsing import parse_step, parse_window
 from services.config.console.forms import (
     BY_NAME,
     STEPS,
     field_for,
-    parse_step,
-    parse_window,
     step_of,
 )
 from services.config.console.session import Session, SessionCodec

@@ -1,4 +1,4 @@
-"""The wizard's screens and fields, and turning submitted forms into settings values.
+"""The wizard's screens and fields (`form_parsing` turns submitted forms into settings values).
 
 Field names are the settings' dotted paths (`sms.every_minutes`), so a `SettingsError` naming a
 path lands next to the field of that name. Parsing only converts types; every rule is checked
@@ -8,14 +8,10 @@ by the settings model itself (`aggregates.decide_site_change`), never here.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-from pydantic import ValidationError
 
 from services.config.console.email_sign_in import FIELD_SPECS as SIGN_IN_FIELD_SPECS
-from shared.domain.site_settings import DAY_NAMES, Window
+from shared.domain.site_settings import DAY_NAMES
 
 DAY_LABELS = dict(zip(DAY_NAMES, ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True))
 
@@ -426,83 +422,3 @@ def field_for(path: str) -> Field | None:
     """The field an error path belongs to (the most specific match)."""
     found = [f for s in STEPS for f in s.fields if _related(f.path, path)]
     return max(found, key=lambda f: len(f.path)) if found else None
-
-
-def parse_step(
-    step: Step, form: Mapping[str, Any], *, locked_paths: frozenset[str] = frozenset()
-) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
-    """(values by path, secrets typed in by path, errors by path) from a submitted screen.
-
-    A field missing from the form (a disabled control) is left unchanged, except checkboxes,
-    which browsers omit when unticked.
-    """
-    values: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for f in step.fields:
-        if f.path in locked_paths or f.kind == "windows":
-            continue
-        present = f.path in form
-        raw = form.get(f.path)
-        text = raw.strip() if isinstance(raw, str) else ""
-        if f.kind in ("bool", "inverted", "checkmode"):
-            if f"{f.path}.present" not in form:
-                continue  # the screen did not show it
-            ticked = present and raw not in ("", "off", "false")
-            if f.kind == "bool":
-                values[f.path] = ticked
-            elif f.kind == "inverted":
-                values[f.path] = not ticked
-            else:
-                values[f.path] = "automatic" if ticked else "manual"
-            continue
-        if not present:
-            continue
-        if f.kind == "secret":
-            if text:
-                secrets[f.path] = text
-            continue
-        if f.kind in ("text", "email"):
-            values[f.path] = text or (None if f.optional else "")
-        elif f.kind in ("int", "float"):
-            if not text and f.optional:
-                values[f.path] = None
-                continue
-            try:
-                number = float(text)
-            except ValueError:
-                errors[f.path] = "enter a number"
-                continue
-            if f.kind == "int":
-                if number != int(number):
-                    errors[f.path] = "enter a whole number"
-                    continue
-                values[f.path] = int(number)
-            else:
-                values[f.path] = int(number) if number == int(number) else number
-        elif f.kind in ("select", "radio"):
-            allowed = [value for value, _ in f.options]
-            if text not in allowed:
-                errors[f.path] = "choose one of the options"
-                continue
-            values[f.path] = text
-        elif f.kind == "times":
-            parts = [p.strip() for p in re.split(r"[,\s]+", text) if p.strip()]
-            values[f.path] = parts
-    return values, secrets, errors
-
-
-def parse_window(form: Mapping[str, Any], path: str, days: list[str]) -> tuple[Any, dict[str, str]]:
-    """A new weekly window from the "+1" controls of the list at `path`."""
-    start = str(form.get(f"new.{path}.start", "")).strip()
-    end = str(form.get(f"new.{path}.end", "")).strip()
-    if not days:
-        return None, {f"new.{path}": "tick at least one day"}
-    try:
-        window = Window(days=days, start=start, end=end)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = str(first["loc"][0]) if first["loc"] else "start"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        return None, {f"new.{path}": f"{where}: {message}"}
-    return window.model_dump(mode="json"), {}

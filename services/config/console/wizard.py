@@ -20,6 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from services.config.console import views
 from services.config.console.drafts import Draft
 from services.config.console.email_sign_in import apply_preset, run_email_test
+from services.config.console.form_parsing import parse_step, parse_window
 from services.config.console.forms import (
     BY_NAME,
     STEP_NAMES,
@@ -28,8 +29,6 @@ from services.config.console.forms import (
     Step,
     field_for,
     offered,
-    parse_step,
-    parse_window,
     step_of,
 )
 from services.config.domain import aggregates

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.config.console.forms import BY_NAME, offered, parse_step
+from services.config.console.form_parsing import parse_step
+from services.config.console.forms import BY_NAME, offered
 
 
 def kinds(simulator_enabled: bool) -> list[str]:
