@@ -23,7 +23,7 @@ SUITES = {
 }
 
 
-async def main(selected: list[str]) -> None:
+async def main(selected: list[str], save_results: bool = True) -> None:
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in selected:
@@ -36,6 +36,9 @@ async def main(selected: list[str]) -> None:
             finally:
                 server.stop()
     print_table(results)
+    if not save_results:
+        print("--no-save: bench/results.json left as it was")
+        return
     save(results)
     print(f"results written to bench/results.json ({len(results)} entries)")
 
@@ -43,5 +46,10 @@ async def main(selected: list[str]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: all")
+    parser.add_argument(
+        "--no-save",
+        action="store_true",
+        help="print only; keep bench/results.json (a run on a loaded machine, a smoke run)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.suites or list(SUITES)))
+    asyncio.run(main(args.suites or list(SUITES), save_results=not args.no_save))
