@@ -20,6 +20,7 @@ SUITES = {
     "sms": "SMS dispatch outbox → gateway → simulator beside a raw loop",
     "email": "outbox → email gateway → aiosmtpd, beside plain aiosmtplib",
     "consume": "FastStream pull subscriber and PullLoop, each beside raw nats-py",
+    "scaleout": "two SMS / email gateway replicas on PostgreSQL against one (50 ms answers)",
 }
 
 
