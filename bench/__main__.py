@@ -20,6 +20,7 @@ SUITES = {
     "sms": "SMS dispatch outbox → gateway → simulator beside a raw loop",
     "email": "outbox → email gateway → aiosmtpd, beside plain aiosmtplib",
     "consume": "FastStream pull subscriber and PullLoop, each beside raw nats-py",
+    "webhooks": "SMS receipts and replies into the gateway's webhooks beside a raw handler",
     "scaleout": "two SMS / email gateway replicas on PostgreSQL against one (50 ms answers)",
 }
 

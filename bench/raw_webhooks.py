@@ -23,9 +23,9 @@ import uvicorn
 from services.sms_gateway.adapters.tables import DISPATCH, webhook_events
 from shared.bus import subjects
 from shared.db.engine import create_engine
+from shared.dispatch.pending_events import event_id
 from shared.events.codec import encode
 from shared.events.envelope import make_event
-from shared.events.ids import event_id
 from shared.events.schemas.dispatch import MessageDelivered
 from shared.events.schemas.replies import ReplyReceived
 from shared.sms_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
@@ -84,9 +84,7 @@ def app_for(url: str, secret: str) -> Any:
             )
             eid = event_id(f"{row.site_id}\x1f{row.message_id}", "receipt")
             subject = subjects.dispatch("sms", row.site_id)
-            await conn.execute(
-                sa.insert(pending), [event_row(subject, event, eid, row.message_id)]
-            )
+            await conn.execute(sa.insert(pending), [event_row(subject, event, eid, row.message_id)])
         return 200
 
     async def reply(data: dict[str, Any]) -> int:
@@ -117,7 +115,7 @@ def app_for(url: str, secret: str) -> Any:
             body=data["body"],
             received_at=datetime.fromisoformat(data["received_at"]),
             in_reply_to=last.message_id,
-            kind="reply",
+            kind="unmatched",
             keyword=None,
             meaning=None,
             cancelled_messages=0,
