@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,8 @@ async def main(selected: list[str], save_results: bool = True) -> None:
                 server.stop()
     print_table(results)
     if not save_results:
+        for result in results:
+            print(result.name, json.dumps(result.entry(), ensure_ascii=False))
         print("--no-save: bench/results.json left as it was")
         return
     save(results)
