@@ -93,7 +93,9 @@ def save(results: list[Result]) -> None:
         entry = result.entry()
         entry["notes"] = f"{entry['notes']} [{machine()}]".strip()
         existing[result.name] = entry
-    RESULTS.write_text(json.dumps(dict(sorted(existing.items())), indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(dict(sorted(existing.items())), indent=2, ensure_ascii=False) + "\n"
+    )
 
 
 def print_table(results: list[Result]) -> None:
