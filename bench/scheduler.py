@@ -239,7 +239,8 @@ async def tick_lag(nats_url: str) -> list[Result]:
             end = first + timedelta(minutes=MINUTES)
             await asyncio.sleep((first - timedelta(seconds=2) - datetime.now(UTC)).total_seconds())
             cpu_before, wall_before = cpu_seconds(process.pid), time.perf_counter()
-            await asyncio.sleep((end - timedelta(seconds=3) - datetime.now(UTC)).total_seconds())
+            # Ticks are spread over each minute: the window's last ones fall just before `end`.
+            await asyncio.sleep((end + timedelta(seconds=2) - datetime.now(UTC)).total_seconds())
             cpu = (cpu_seconds(process.pid) - cpu_before) / (time.perf_counter() - wall_before)
         finally:
             process.terminate()
