@@ -32,13 +32,16 @@ class Result:
     higher_is_better: bool = True
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    ratio_floor: float = 0.0
+    """When lower is better, the ratio divides by at least this (a lag can be negative)."""
 
     @property
     def ratio(self) -> float:
-        """value ÷ baseline (or baseline ÷ value when lower is better)."""
+        """value ÷ baseline (or baseline ÷ max(value, ratio_floor) when lower is better)."""
         if self.higher_is_better:
             return self.value / self.baseline if self.baseline else 0.0
-        return self.baseline / self.value if self.value else 0.0
+        divisor = max(self.value, self.ratio_floor)
+        return self.baseline / divisor if divisor else 0.0
 
     def entry(self) -> dict[str, Any]:
         """The JSON form stored in results.json."""
@@ -90,7 +93,9 @@ def save(results: list[Result]) -> None:
         entry = result.entry()
         entry["notes"] = f"{entry['notes']} [{machine()}]".strip()
         existing[result.name] = entry
-    RESULTS.write_text(json.dumps(dict(sorted(existing.items())), indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(dict(sorted(existing.items())), indent=2, ensure_ascii=False) + "\n"
+    )
 
 
 def print_table(results: list[Result]) -> None:

@@ -93,6 +93,7 @@ class Options:
     receipts: bool
     keep_logs: Path | None
     time_limit_s: float | None = None
+    save: bool = True
 
 
 @dataclass
@@ -786,6 +787,11 @@ async def main(dbs: list[str], options: Options) -> int:
                         (target / path.name).write_bytes(path.read_bytes())
     if results:
         print_table(results)
+        if not options.save:
+            for result in results:
+                print(result.name, json.dumps(result.entry(), ensure_ascii=False))
+            print("--no-save: bench/results.json left as it was")
+            return 1 if failed else 0
         save(results)
         print(f"results written to bench/results.json ({len(results)} entries)")
     return 1 if failed else 0
@@ -810,6 +816,9 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Options]:
         help="minutes to wait for dispatch; a cut run is checked (nothing lost or sent twice "
         "so far) and saved marked as cut",
     )
+    parser.add_argument(
+        "--no-save", action="store_true", help="print only; keep bench/results.json"
+    )
     args = parser.parse_args(argv)
     if args.sites < args.groups or args.messages < args.sites:
         parser.error("need at least one site per group and one message per site")
@@ -824,6 +833,7 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Options]:
         receipts=not args.no_receipts,
         keep_logs=args.keep_logs,
         time_limit_s=args.time_limit * 60 if args.time_limit else None,
+        save=not args.no_save,
     )
 
 

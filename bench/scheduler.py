@@ -4,19 +4,20 @@
   minute inside 24-hour sessions (Europe/London and Australia/Sydney), so 20,000 ticks a
   minute (≈ 333/s on average). One real scheduler process (`python -m services.scheduler`,
   SQLite) runs for three minutes; then every tick is read back from the TICKS stream and its
-  lag is the server's storage timestamp minus its scheduled instant. value = p99 lag in ms,
-  baseline = 100 ms (the goal), ratio = baseline ÷ value (≥ 1 meets the goal).
+  lag is the server's storage timestamp minus its scheduled instant. value = p99 lag in ms
+  (negative when ticks are stored before their instant), baseline = 100 ms (the goal).
 
-Session grids are anchored on whole minutes (sessions start at HH:MM and the interval is one
-minute), so all 20,000 ticks of a minute share one instant: the scheduler meets a burst of
-20,000 every minute, not a steady 333/s. The scheduler publishes ticks
-`STAGGER_SCHEDULER_PUBLISH_AHEAD_SECONDS` (1 s) ahead with `not_before` = the instant, so a
-negative lag means the tick was stored before its instant; gateways hold early ticks until
-`not_before`. The entry's value is the p99 lag clamped at 1 ms (a tick stored early is not
-late); the unclamped p99 and the burst's publishing time are in the notes. Measured in the
-same run, beside it: raw pipelined JetStream publishing (nats-py `publish_async`, payloads
-built beforehand) of the same tick payloads into a stream configured like TICKS — the floor
-for any publisher that sends one JetStream message per tick from Python on this machine.
+Sessions start on whole minutes, but each site's grid starts its own offset (a hash of site
+and channel, `shared.domain.ticks.grid_offset`) into the minute, so the scheduler meets a
+steady stream of ticks rather than one burst of 20,000 at the top of the minute. It publishes
+ticks `STAGGER_SCHEDULER_PUBLISH_AHEAD_SECONDS` (1 s) ahead with `not_before` = the instant,
+so a negative lag means the tick was stored early; gateways hold early ticks until
+`not_before`. The entry reports the true p99, no floor. Because value and goal can have
+opposite signs, `ratio` is the goal ÷ max(p99, 1 ms) (≥ 1 meets the goal); the raw p99 is the
+value. Measured in the same run, beside it: raw pipelined JetStream publishing (nats-py
+`publish_async`, payloads built beforehand) of one minute's ticks into a stream configured
+like TICKS, as one burst — what the lag would be if all 20,000 shared one instant and were
+published at it (the entry's `raw_burst_ms`).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ async def create_sites(nc: Client) -> None:
 
 
 def tick_payloads(instant: datetime) -> list[tuple[str, bytes, dict[str, str]]]:
-    """The 20,000 ticks of one minute, encoded exactly as the scheduler encodes them."""
+    """20,000 ticks encoded as the scheduler encodes them, all at `instant` (the raw burst)."""
     messages = []
     for zone_index, zone in enumerate(ZONES):
         settings = site_settings(zone)
@@ -194,7 +195,7 @@ async def wait_ready(process: subprocess.Popen[bytes], url: str, timeout: float 
 
 
 async def read_lags(nc: Client, lo: datetime, hi: datetime) -> dict[datetime, list[float]]:
-    """Lag (ms) of every stored tick scheduled in [lo, hi), grouped by instant."""
+    """Lag (ms) of every stored tick scheduled in [lo, hi), grouped by minute."""
     js = nc.jetstream()
     sub = await js.pull_subscribe("ticks.>", durable="bench-ticks", stream=TICKS)
     lags: dict[datetime, list[float]] = {}
@@ -208,9 +209,8 @@ async def read_lags(nc: Client, lo: datetime, hi: datetime) -> dict[datetime, li
                 scheduled = datetime.fromisoformat(json.loads(msg.data)["scheduled_at"])
                 if lo <= scheduled < hi:
                     stored = msg.metadata.timestamp
-                    lags.setdefault(scheduled, []).append(
-                        (stored - scheduled).total_seconds() * 1000
-                    )
+                    minute = scheduled.replace(second=0, microsecond=0)
+                    lags.setdefault(minute, []).append((stored - scheduled).total_seconds() * 1000)
                 await msg.ack()
     finally:
         with contextlib.suppress(Exception):
@@ -239,49 +239,53 @@ async def tick_lag(nats_url: str) -> list[Result]:
             end = first + timedelta(minutes=MINUTES)
             await asyncio.sleep((first - timedelta(seconds=2) - datetime.now(UTC)).total_seconds())
             cpu_before, wall_before = cpu_seconds(process.pid), time.perf_counter()
-            await asyncio.sleep((end - timedelta(seconds=3) - datetime.now(UTC)).total_seconds())
+            # Ticks are spread over each minute: the window's last ones fall just before `end`.
+            await asyncio.sleep((end + timedelta(seconds=2) - datetime.now(UTC)).total_seconds())
             cpu = (cpu_seconds(process.pid) - cpu_before) / (time.perf_counter() - wall_before)
         finally:
             process.terminate()
             await asyncio.to_thread(process.wait, 30)
     lags = await read_lags(nc, first, end)
     await nc.close()
-    everything = [lag for burst_lags in lags.values() for lag in burst_lags]
+    everything = [lag for minute_lags in lags.values() for lag in minute_lags]
     expected = MINUTES * 2 * SITES
     p50, p99 = percentile(everything, 0.5), percentile(everything, 0.99)
-    spreads = [max(v) - min(v) for v in lags.values()]
-    per_burst = {
-        instant.strftime("%H:%M"): {
-            "first_ms": round(min(values), 1),
+    burst_ms = burst / raw_rate * 1000
+    per_minute = {
+        minute.strftime("%H:%M"): {
             "p50_ms": round(percentile(values, 0.5), 1),
             "p99_ms": round(percentile(values, 0.99), 1),
+            "max_ms": round(max(values), 1),
             "ticks": len(values),
         }
-        for instant, values in sorted(lags.items())
+        for minute, values in sorted(lags.items())
     }
     return [
         Result(
             "scheduler.tick_lag",
             "ms",
-            max(p99, 1.0),
+            p99,
             GOAL_MS,
             higher_is_better=False,
+            ratio_floor=1.0,
             notes=(
                 f"p99 lag (stored − scheduled, negative = stored before the instant) "
-                f"{p99:.0f} ms of {len(everything)}/{expected} ticks, published 1 s ahead; "
-                f"each minute's burst took {statistics.median(spreads):.0f} ms to store "
-                "(median), which is the lag it would have without publishing ahead: "
-                f"{SITES} sites × 2 channels every minute, {MINUTES} minutes, one replica "
-                f"on SQLite; p50 {p50:.0f} ms, max {max(everything):.0f} ms; each minute's "
-                f"{2 * SITES} ticks share one instant (grids start on whole minutes); "
-                f"scheduler CPU {cpu * 100:.0f}% of one core; raw pipelined JetStream "
-                f"publishing of the same payloads {raw_rate:,.0f} msg/s (one minute's "
-                f"{burst} ticks in {burst / raw_rate * 1000:.0f} ms); ready after "
-                f"{ready_seconds:.1f} s; baseline = the 100 ms goal"
+                f"{p99:.0f} ms of {len(everything)}/{expected} ticks, published 1 s ahead, "
+                f"each site's grid offset inside the minute (a hash of site and channel); "
+                f"raw burst: pipelined JetStream publishing of one minute's {burst} ticks "
+                f"as one burst took {burst_ms:.0f} ms ({raw_rate:,.0f} msg/s) — the lag if "
+                f"all shared one instant; {SITES} sites × 2 channels every minute, "
+                f"{MINUTES} minutes, one replica on SQLite; p50 {p50:.0f} ms, max "
+                f"{max(everything):.0f} ms; scheduler CPU {cpu * 100:.0f}% of one core; ready "
+                f"after {ready_seconds:.1f} s; baseline = the 100 ms goal, ratio = goal ÷ "
+                "max(p99, 1 ms)"
             ),
             extra={
                 "p50_ms": round(p50, 1),
-                "per_minute": per_burst,
+                "p99_ms": round(p99, 1),
+                "max_ms": round(max(everything), 1),
+                "raw_burst_ms": round(burst_ms, 1),
+                "per_minute": per_minute,
                 "ticks": len(everything),
                 "expected_ticks": expected,
                 "scheduler_cpu_percent_of_core": round(cpu * 100, 1),

@@ -311,7 +311,7 @@ def forecast(
         if state is None:
             typer.echo(f"no site {site}", err=True)
             raise typer.Exit(1)
-        result = site_forecast(state.settings, channel, messages, queued, days)  # type: ignore[arg-type]
+        result = site_forecast(state.settings, channel, messages, queued, days, site_id=site)  # type: ignore[arg-type]
         typer.echo(result["summary"])
         for key in (
             "first_send",

@@ -201,19 +201,26 @@ class Capacity:
     """Slots of a schedule from `origin` on: counted and found exactly, fast."""
 
     def __init__(
-        self, schedule: Schedule, step: timedelta, daily_cap: int | None, origin: datetime
+        self,
+        schedule: Schedule,
+        step: timedelta,
+        daily_cap: int | None,
+        origin: datetime,
+        offset: timedelta = timedelta(0),
     ) -> None:
         tz = schedule.tz
         full = schedule.calendar()
-        self.full = SlotCounter(full, step, daily_cap)
+        self.full = SlotCounter(full, step, daily_cap, offset)
         self.plain = SlotCounter(
-            WeeklyCalendar(schedule.sessions, schedule.blackouts, (), tz), step, daily_cap
+            WeeklyCalendar(schedule.sessions, schedule.blackouts, (), tz), step, daily_cap, offset
         )
         in_utc = WeeklyCalendar(schedule.sessions, schedule.blackouts, (), UTC)
         self.origin = origin
         origin_week = full.week_of(origin)
         # A normal week (no clock change, no closure) laid out in UTC: fact 2.
-        self.day_counts = tuple(SlotCounter(in_utc, step, daily_cap).day_counts(origin_week))
+        self.day_counts = tuple(
+            SlotCounter(in_utc, step, daily_cap, offset).day_counts(origin_week)
+        )
         self.regular = sum(self.day_counts)
         self.first_week = origin_week + (full.week_start(origin_week) < origin)
         self.limit_week = min(self.first_week + math.ceil(MAX_YEARS * WEEKS_PER_YEAR), LAST_WEEK)

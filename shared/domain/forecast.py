@@ -152,7 +152,7 @@ def _paced(
     horizon_end: datetime,
 ) -> _Sending:
     step, cap, per_slot = _slots(pace)
-    engine = Capacity(schedule, step, cap, start)
+    engine = Capacity(schedule, step, cap, start, pace.offset)
     per_week = engine.regular * per_slot
     open_days = sum(1 for count in engine.day_counts if count)
     per_day = per_week / open_days if open_days else 0.0
@@ -252,4 +252,4 @@ def capacity_between(schedule: Schedule, pace: Pace, start: datetime, end: datet
     if end <= start:
         return 0
     step, cap, per_slot = _slots(pace)
-    return Capacity(schedule, step, cap, start).count_to(end) * per_slot
+    return Capacity(schedule, step, cap, start, pace.offset).count_to(end) * per_slot

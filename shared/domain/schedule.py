@@ -39,29 +39,37 @@ class Schedule:
 
 @dataclass(frozen=True)
 class StaggerPace:
-    """Staggered SMS: `per_tick` messages at each tick, one tick every `every` of open time."""
+    """Staggered SMS: `per_tick` messages at each tick, one tick every `every` of open time.
+
+    The grid of each open interval starts `offset` after it opens (`shared.domain.ticks`).
+    """
 
     every: timedelta
     per_tick: int = 1
+    offset: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
         if self.every <= timedelta(0):
             raise ValueError("stagger interval must be positive")
         if self.per_tick < 1:
             raise ValueError("per_tick must be at least 1")
+        if not timedelta(0) <= self.offset < self.every:
+            raise ValueError("grid offset must lie in [0, every)")
 
 
 @dataclass(frozen=True)
 class RatePace:
     """Continuous sending inside open time at `per_minute` messages a minute.
 
-    Sends fall at s, s + step, s + 2*step, ... inside each open interval [s, e), where step is
-    60/per_minute seconds rounded to the microsecond. With `daily_cap`, only the first
-    `daily_cap` of those slots in each local calendar day are used.
+    Sends fall at s + o, s + o + step, ... inside each open interval [s, e), where step is
+    60/per_minute seconds rounded to the microsecond and o the grid `offset` (the offset of
+    the site's email cycles, so cycles and slots share one anchor). With `daily_cap`, only
+    the first `daily_cap` of those slots in each local calendar day are used.
     """
 
     per_minute: float
     daily_cap: int | None = None
+    offset: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.per_minute) or self.per_minute <= 0:
@@ -70,6 +78,8 @@ class RatePace:
             raise ValueError("daily_cap must be at least 1 (disable the channel instead)")
         if self.step <= timedelta(0):
             raise ValueError("per_minute is too large to pace at microsecond resolution")
+        if self.offset < timedelta(0):
+            raise ValueError("grid offset must not be negative")
 
     @property
     def step(self) -> timedelta:

@@ -1,6 +1,7 @@
 """Exact send slots of a calendar, found by walking it a week at a time.
 
-A slot is one point of an interval tick grid (anchored at the interval's start, `step` apart).
+A slot is one point of an interval tick grid (anchored `offset` after the interval's start,
+`step` apart; see `shared.domain.ticks`).
 With a daily cap only the first `daily_cap` slots of each local calendar day are used, counted
 from wherever the walk starts. The cost grows with the span walked, so the forecast uses this
 only for short stretches and for the weeks it cannot count arithmetically.
@@ -11,16 +12,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.domain.open_time import WeeklyCalendar, week_monday
-from shared.domain.ticks import count_grid_ticks, first_grid_index
+from shared.domain.ticks import count_grid_ticks, first_grid_index, grid_anchor
 
 
 class SlotCounter:
     """Counts and finds slots of `calendar` exactly."""
 
-    def __init__(self, calendar: WeeklyCalendar, step: timedelta, daily_cap: int | None) -> None:
+    def __init__(
+        self,
+        calendar: WeeklyCalendar,
+        step: timedelta,
+        daily_cap: int | None,
+        offset: timedelta = timedelta(0),
+    ) -> None:
         self.calendar = calendar
         self.step = step
         self.daily_cap = daily_cap
+        self.offset = offset
         self._week_counts: dict[int, int] = {}
         self._day_bounds: dict[int, tuple[datetime, ...]] = {}
 
@@ -49,12 +57,13 @@ class SlotCounter:
         for span_lo, span_hi in spans:
             parts: list[tuple[datetime, int]] = []
             for start, end in intervals:
-                if end <= span_lo or start >= span_hi:
+                anchor = grid_anchor(start, end, self.offset)
+                if anchor is None or end <= span_lo or anchor >= span_hi:
                     continue
-                count = count_grid_ticks(start, max(start, span_lo), min(end, span_hi), self.step)
+                count = count_grid_ticks(anchor, max(anchor, span_lo), min(end, span_hi), self.step)
                 if count:
-                    index = first_grid_index(start, span_lo, self.step)
-                    parts.append((start + index * self.step, count))
+                    index = first_grid_index(anchor, span_lo, self.step)
+                    parts.append((anchor + index * self.step, count))
             result.append(parts)
         return result
 

@@ -1,8 +1,10 @@
 """Tick instants shared by the scheduler and the forecast, so the two can never disagree.
 
-Interval ticks: inside each open interval [s, e) ticks fall at s, s + every, s + 2*every, ...
-strictly before e. The grid is anchored at the interval's own start and paced in real time,
-so a skipped hour holds no tick and a repeated hour is not ticked twice. Intervals must come
+Interval ticks: inside each open interval [s, e) ticks fall at s + o, s + o + every, ...
+strictly before e, where o is the schedule's grid offset (`grid_offset`: 0 for a bare grid, a
+per-site fraction of the interval for a site's schedule). The grid is anchored at the
+interval's own start and paced in real time, so a skipped hour holds no tick and a repeated
+hour is not ticked twice. Intervals must come
 from `open_time` unclipped (its `iter_open_intervals`), or anchors would move with the
 instant a caller happened to start from; `session_tick_instants` does this for you.
 """
@@ -18,6 +20,32 @@ from shared.domain.wallclock import require_utc, resolve_tz, to_wall, wall_to_ut
 from shared.domain.weekly import DateClosure, Weekday, WeeklyWindow
 
 _ALWAYS = WeeklyWindow(frozenset(Weekday), time(0, 0), time(0, 0))
+_MILLISECOND = timedelta(milliseconds=1)
+GRID_SPREAD = timedelta(seconds=60)
+"""Widest grid offset. Sessions start on whole minutes, so without offsets every site whose
+sessions open together would tick at the same instant (20,000 ticks at once for 10,000 sites
+ticking every minute on two channels); offsets spread them over this span instead, while a
+site's first tick still comes within a minute of its session opening."""
+
+
+def grid_offset(key: str, every: timedelta) -> timedelta:
+    """Deterministic offset of a schedule's grid: whole milliseconds in [0, min(every, spread)).
+
+    Derived from `key` (a site id and channel) with SHA-256, so every scheduler replica and
+    the forecast compute the same instants; independent of the process and of the hash seed.
+    """
+    _require_step(every)
+    span = min(every, GRID_SPREAD) // _MILLISECOND
+    if span <= 1:
+        return timedelta(0)
+    digest = hashlib.sha256(key.encode()).digest()
+    return (int.from_bytes(digest[:8], "big") % span) * _MILLISECOND
+
+
+def grid_anchor(start: datetime, end: datetime, offset: timedelta) -> datetime | None:
+    """Where the grid of open interval [start, end) starts, or None when it holds no tick."""
+    anchor = start + offset
+    return anchor if anchor < end else None
 
 
 def _require_step(every: timedelta) -> None:
@@ -53,12 +81,17 @@ def first_grid_index(anchor: datetime, at: datetime, every: timedelta) -> int:
     return _ceil_div(at - anchor, every)
 
 
-def interval_tick_instants(intervals: Iterable[Interval], every: timedelta) -> Iterator[datetime]:
-    """Ticks of each interval, anchored at its start, in order (see module docstring)."""
+def interval_tick_instants(
+    intervals: Iterable[Interval], every: timedelta, offset: timedelta = timedelta(0)
+) -> Iterator[datetime]:
+    """Ticks of each interval, anchored at its start plus `offset`, in order (module docstring)."""
     _require_step(every)
     for start, end in intervals:
-        for k in range(count_interval_ticks(start, end, every)):
-            yield start + k * every
+        anchor = grid_anchor(start, end, offset)
+        if anchor is None:
+            continue
+        for k in range(count_interval_ticks(anchor, end, every)):
+            yield anchor + k * every
 
 
 def session_tick_instants(
@@ -69,8 +102,9 @@ def session_tick_instants(
     tz_name: str,
     start_utc: datetime,
     end_utc: datetime,
+    offset: timedelta = timedelta(0),
 ) -> Iterator[datetime]:
-    """Interval ticks in [start_utc, end_utc), with grids anchored where each interval opens."""
+    """Interval ticks in [start_utc, end_utc), grids anchored `offset` after each interval opens."""
     _require_step(every)
     start = require_utc(start_utc, "start_utc")
     end = require_utc(end_utc, "end_utc")
@@ -78,8 +112,11 @@ def session_tick_instants(
     for begin, finish in calendar.iter_from(start):
         if begin >= end:
             return
-        k = first_grid_index(begin, start, every)
-        tick = begin + k * every
+        anchor = grid_anchor(begin, finish, offset)
+        if anchor is None:
+            continue
+        k = first_grid_index(anchor, start, every)
+        tick = anchor + k * every
         while tick < finish and tick < end:
             yield tick
             tick += every

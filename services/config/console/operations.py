@@ -205,6 +205,7 @@ class ConsoleOperations:
                 batch.queued,
                 ahead,
                 30,
+                site_id=site.site_id,
             )
         return {
             "counts": listing.get("counts", {}),

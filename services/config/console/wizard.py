@@ -186,7 +186,12 @@ def install(console: Console, app: FastAPI) -> None:
         forecast = None
         if step.name == "sms" and not view.errors:
             forecast = site_forecast(
-                view.settings, "sms", draft.forecast_messages, 0, draft.forecast_days
+                view.settings,
+                "sms",
+                draft.forecast_messages,
+                0,
+                draft.forecast_days,
+                site_id=site.site_id,
             )
             if site.settings.sms.provider.kind != "none":
                 forecast["credits"] = await credit_outlook.for_forecast(

@@ -393,7 +393,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
             queued = await queue_depth(site, channel)
             if queued is None:
                 queued, note = 0, "the gateway did not report its queue; assumed empty"
-        result = site_forecast(site.settings, channel, messages, queued, days)
+        result = site_forecast(site.settings, channel, messages, queued, days, site_id=site.site_id)
         if note:
             result["queue_note"] = note
         if channel == "sms" and site.settings.sms.provider.kind != "none":
@@ -429,7 +429,9 @@ def build_router(ctx: ApiContext) -> APIRouter:
             outlook = await credit_outlook.for_submission(
                 ctx.nc, site, [a.cost or 0 for a in accepted], ahead
             )
-        forecast = site_forecast(site.settings, body.channel, len(accepted), 0, 7)
+        forecast = site_forecast(
+            site.settings, body.channel, len(accepted), 0, 7, site_id=site.site_id
+        )
         # Built directly: re-validating 10,000 entries through the response model would cost
         # more than the rest of the request (the schema still documents the shape).
         return JSONResponse(

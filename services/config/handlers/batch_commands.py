@@ -21,7 +21,7 @@ from services.config.domain.aggregates import SiteState
 from shared.bus import subjects
 from shared.bus.topology import CONTROL
 from shared.domain.batches import cancel_answer
-from shared.domain.planning import site_forecast
+from shared.domain.planning import Channel, site_forecast
 from shared.events.envelope import make_event
 from shared.events.schemas.control import CancelRequested
 from shared.eventstore import EventStore
@@ -53,7 +53,8 @@ class BatchCommands:
         if remaining == 0:
             return None
         ahead = await self._waiting_before(batch)
-        forecast = site_forecast(site.settings, batch.channel, remaining, ahead, 7)  # type: ignore[arg-type]
+        channel: Channel = "email" if batch.channel == "email" else "sms"
+        forecast = site_forecast(site.settings, channel, remaining, ahead, 7, site_id=site.site_id)
         return {
             "last_send": forecast["last_send"],
             "ahead": ahead,

@@ -28,13 +28,14 @@ from typing import Literal
 
 from shared.domain.accounts import email_account_id, sms_account_id
 from shared.domain.open_time import Interval, WeeklyCalendar, week_of_date
-from shared.domain.planning import ALWAYS, plan
+from shared.domain.planning import ALWAYS, plan, site_grid_offset
 from shared.domain.schedule import ImmediatePace, RatePace, Schedule, StaggerPace
 from shared.domain.site_settings import SiteSettings, parse_hhmm
 from shared.domain.ticks import (
     count_grid_ticks,
     count_interval_ticks,
     first_grid_index,
+    grid_anchor,
     preset_tick_instants,
 )
 from shared.domain.wallclock import to_wall
@@ -132,22 +133,26 @@ class Recheck:
     at: datetime
 
 
-def next_interval_slot(ot: OpenTime, every: timedelta, at: datetime) -> Slot | Recheck | None:
+def next_interval_slot(
+    ot: OpenTime, every: timedelta, at: datetime, offset: timedelta = timedelta(0)
+) -> Slot | Recheck | None:
     """The first interval tick at or after `at` (None: the schedule never opens).
 
     Same instants as `shared.domain.ticks.session_tick_instants`: a grid `every` apart anchored
-    where each open interval opens. `not_after` is the next tick or the interval's end.
+    `offset` after each open interval opens. `not_after` is the next tick or the interval's
+    end; the slot's anchor is where the grid starts (the email rate's grid starts there too).
     """
     if not ot.has_open_time:
         return None
     week = ot.week_of(at)
     for number in range(week, week + SCAN_WEEKS):
         for start, end in ot.week(number):
-            if end <= at:
+            anchor = grid_anchor(start, end, offset)
+            if end <= at or anchor is None:
                 continue
-            instant = start + first_grid_index(start, at, every) * every
+            instant = anchor + first_grid_index(anchor, at, every) * every
             if instant < end:
-                return Slot(instant, min(instant + every, end), start)
+                return Slot(instant, min(instant + every, end), anchor)
     return Recheck(ot.week_start(week + SCAN_WEEKS))
 
 
@@ -269,6 +274,8 @@ class SitePlan:
     fixed_budget: int | None = None
     receive: bool = False
     reason: str = ""
+    offset: timedelta = timedelta(0)
+    """How far after each open interval opens its grid starts (`shared.domain.ticks`)."""
 
     @property
     def spacing_seconds(self) -> float:
@@ -278,7 +285,7 @@ class SitePlan:
     def next_slot(self, at: datetime) -> Slot | Recheck | None:
         """The first tick at or after `at`."""
         if self.every is not None:
-            return next_interval_slot(open_time(self.schedule), self.every, at)
+            return next_interval_slot(open_time(self.schedule), self.every, at, self.offset)
         return next_preset_slot(self.presets, self.schedule, at)
 
     def budget(self, slot: Slot) -> int:
@@ -386,7 +393,7 @@ def _sms(
     if account is None:
         notes.append("sms: provider 'none': no SMS ticks")
         return None, None
-    schedule, pace, _ = plan(settings, "sms")
+    schedule, pace, _ = plan(settings, "sms", site_id)
     if settings.sms.mode == "immediate":
         assert isinstance(pace, RatePace)
         member = AccountMember(site_id, group_id, settings.sms.provider.rate_per_second, schedule)
@@ -402,6 +409,7 @@ def _sms(
         fixed_budget=pace.per_tick,
         reason=f"staggered SMS: {pace.per_tick} every {duration_text(pace.every)} "
         f"{where_text(schedule)}",
+        offset=pace.offset,
     )
     return sms_plan, None
 
@@ -420,7 +428,7 @@ def _email(
     if email.mode == "manual":
         notes.append("email: manual mode: ticks only on send-now")
         return None
-    schedule, pace, _ = plan(settings, "email")
+    schedule, pace, _ = plan(settings, "email", site_id)
     presets = tuple(parse_hhmm(p) for p in email.preset_times)
     every = None if presets else timedelta(minutes=email.check_every_minutes)
     if every is None:
@@ -453,4 +461,5 @@ def _email(
         fixed_budget=fixed,
         receive=True,
         reason=f"email send/receive cycle {when} {where}: {rate}",
+        offset=timedelta(0) if every is None else site_grid_offset(site_id, "email", every),
     )

@@ -17,6 +17,7 @@ site untested until a test succeeds again.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +32,16 @@ from shared.sites import Site
 def _open(box: SecretBox, sealed: str | None) -> str | None:
     if not sealed:
         return None
+    return _opened(box, sealed)
+
+
+@lru_cache(maxsize=4096)
+def _opened(box: SecretBox, sealed: str) -> str | None:
+    # Every simulator webhook opens the webhook secret of each site on its account: profiled
+    # in a load run (100 sites on 4 accounts), 106,550 Fernet decryptions for 4,262 webhooks,
+    # about a tenth of the gateway's busy time. A sealed value always opens to the same text
+    # under one key ring (a box is never given new keys; a new ring is a new box), so each is
+    # opened once; a changed secret is a new sealed value.
     try:
         return box.open(sealed)
     except SecretKeyError:

@@ -21,7 +21,9 @@ from services.scheduler.handlers.directory import SiteDirectory
 from services.scheduler.handlers.timer import TickTimer
 from shared.bus import subjects
 from shared.bus.topology import SETTINGS, TICKS
+from shared.domain.planning import Channel, grid_key
 from shared.domain.site_settings import SiteSettings
+from shared.domain.ticks import grid_offset
 from shared.events.codec import decode
 from shared.events.envelope import Envelope, make_event
 from shared.events.schemas.settings import SiteCreated, SiteSettingsChanged
@@ -32,6 +34,11 @@ from tests.support.waiting import wait_until
 GROUP = "g-test"
 SIM_PROVIDER = {"kind": "simulator", "account_id": "acct-1", "base_url": "http://127.0.0.1:9"}
 SMTP = {"host": "smtp.example.com", "port": 587, "username": "frontdesk@example.com"}
+
+
+def offset_of(site_id: str, channel: Channel, every: timedelta) -> timedelta:
+    """The site's grid offset: its ticks fall this long after the plain grid's instants."""
+    return grid_offset(grid_key(site_id, channel), every)
 
 
 def utc(*args: int) -> datetime:

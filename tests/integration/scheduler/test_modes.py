@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,7 @@ from tests.integration.scheduler.support import (
     GROUP,
     SMTP,
     TickReader,
+    offset_of,
     settings,
     sim_scheduler,
     utc,
@@ -89,9 +91,11 @@ async def test_email_cycles_carry_pace_and_stop_at_session_end(
         assert tick.spacing_seconds == 20.0
     assert all(t.tick.budget == 21 for t in got[:-1])  # 3 a minute for 7 minutes
     last = got[-1].tick
-    assert local(last.scheduled_at) == "17:55"
+    o = offset_of("s-mail", "email", 7 * MIN)
+    assert last.scheduled_at == utc(2025, 6, 2, 16, 55) + o
     assert local(last.not_after) == "18:00"  # bounded by the session's end
-    assert last.budget == 15  # only 5 minutes of sending left
+    # Only 5 minutes less the offset of sending left: the rate's slots every 20 s from there.
+    assert last.budget == math.ceil((5 * MIN - o) / (20 * timedelta(seconds=1)))
     assert last.reason == (
         "email send/receive cycle every 7 min inside Mon\u2013Fri 08:00\u201318:00 "
         "(Europe/London): 3 a minute (one every 20 s)"
@@ -280,20 +284,23 @@ async def test_settings_changes_apply_from_the_next_tick(nc: Client, ticks: Tick
 
 async def test_a_restarted_timer_never_replays_missed_ticks(nc: Client, ticks: TickReader) -> None:
     site = settings(sms={"every_minutes": 20, "sessions": [window("mon", "09:00", "17:00")]})
+    # Every instant below is relative to the site's grid, which starts `o` after 09:00.
+    o = offset_of("s-restart", "sms", 20 * MIN)
     async with sim_scheduler(nc, utc(2025, 6, 2, 7, 30)) as first:
         first.set_site("s-restart", site)
         first.start()
-        await first.run_until(utc(2025, 6, 2, 9, 1))  # up to 10:01 local, then it dies
+        await first.run_until(utc(2025, 6, 2, 9, 1) + o)  # up to 10:01 local, then it dies
     # Back at 11:00:00.5 local: within the grace, the 11:00 tick still goes; 10:20-10:40 never.
-    async with sim_scheduler(nc, utc(2025, 6, 2, 10, 0, 0) + timedelta(milliseconds=500)) as again:
+    restart = utc(2025, 6, 2, 10, 0, 0) + o + timedelta(milliseconds=500)
+    async with sim_scheduler(nc, restart) as again:
         again.set_site("s-restart", site)
         again.start()
-        await again.run_until(utc(2025, 6, 2, 10, 50))
+        await again.run_until(utc(2025, 6, 2, 10, 50) + o)
     # And a start 2 s after an instant (beyond the grace) skips that instant.
-    async with sim_scheduler(nc, utc(2025, 6, 2, 11, 0, 2)) as late:
+    async with sim_scheduler(nc, utc(2025, 6, 2, 11, 0, 2) + o) as late:
         late.set_site("s-restart", site)
         late.start()
-        await late.run_until(utc(2025, 6, 2, 11, 30))
+        await late.run_until(utc(2025, 6, 2, 11, 30) + o)
     await ticks.until(lambda got: len(got) >= 8, message="eight ticks")
     await ticks.poll()
     assert [local(t.tick.scheduled_at) for t in ticks.of("s-restart")] == [
@@ -325,7 +332,8 @@ async def test_two_timers_store_each_tick_once(nc: Client, ticks: TickReader) ->
         await ticks.until(lambda got: len(got) >= 36, message="36 ticks")
         await ticks.poll()
     instants = [t.tick.scheduled_at for t in ticks.of("s-twice")]
-    assert instants == [utc(2025, 6, 2, 8) + k * 5 * MIN for k in range(36)]
+    o = offset_of("s-twice", "sms", 5 * MIN)
+    assert instants == [utc(2025, 6, 2, 8) + o + k * 5 * MIN for k in range(36)]
     assert duplicates._value.get() - before >= 30  # the second timer published them too
 
 

@@ -17,6 +17,7 @@ from tests.integration.scheduler.support import (
     GROUP,
     SIM_PROVIDER,
     TickReader,
+    offset_of,
     publish_site,
     scrape,
     settings,
@@ -67,8 +68,11 @@ async def test_two_replicas_store_each_instant_once(
         begin = datetime.now(UTC) + timedelta(seconds=1)
         end = begin + timedelta(seconds=60)
         account_expected = account_grid(begin, end, timedelta(seconds=0.25))
-        first = begin if begin.microsecond == 0 else second_floor(begin) + timedelta(seconds=1)
-        staggered_expected = [first + timedelta(seconds=k) for k in range(60)]
+        # The staggered grid: whole seconds plus the site's grid offset (under a second).
+        o = offset_of("s-rep-stag", "sms", timedelta(seconds=1))
+        grid = (second_floor(begin) + o + timedelta(seconds=k) for k in range(-1, 61))
+        staggered_expected = [t for t in grid if begin <= t < end]
+        assert len(staggered_expected) == 60
         assert len(account_expected) == 240
         while datetime.now(UTC) < end:  # sixty seconds of two replicas ticking
             await ticks.poll(0.5)
@@ -152,7 +156,9 @@ async def test_sigkill_and_restart_skip_the_missed_ticks(
     # Nothing for the instants missed while it was down (it plans from its start minus 1 s).
     assert after[0] >= restarted - timedelta(seconds=1)
     assert (after[0] - before[-1]) >= timedelta(seconds=3)
-    # Pacing resumes on the same grid: whole seconds, never closer than one second (a stall
-    # on a loaded machine may skip an instant, but nothing is ever caught up in a burst).
-    assert all(t.microsecond == 0 for t in instants)
+    # Pacing resumes on the same grid: whole seconds plus the site's offset, never closer than
+    # one second (a stall on a loaded machine may skip an instant, but nothing is ever caught
+    # up in a burst).
+    o = offset_of("s-kill", "sms", timedelta(seconds=1))
+    assert all((t - o).microsecond == 0 for t in instants)
     assert all(b - a >= timedelta(seconds=1) for a, b in itertools.pairwise(instants))

@@ -15,6 +15,7 @@ from shared.domain.site_settings import SiteSettings
 from shared.domain.ticks import tick_id
 from tests.integration.scheduler.support import (
     TickReader,
+    offset_of,
     settings,
     sim_scheduler,
     utc,
@@ -37,11 +38,13 @@ async def test_staggered_sms_week_matches_sessions_and_forecast(
     )
     monday = utc(2025, 6, 2)  # local Monday 01:00 BST; the week runs Mon 2 to Mon 9 June
     week_start, week_end = monday - timedelta(hours=1), utc(2025, 6, 8, 23)
-    # By hand: each weekday 09:00, 09:20, ... 11:40 and 13:00, ... 16:40 local (UTC+1).
+    # By hand: each weekday 09:00, 09:20, ... 11:40 and 13:00, ... 16:40 local (UTC+1), each
+    # moved by the site's grid offset (under a minute).
+    offset = offset_of("s-week", "sms", 20 * MIN)
     expected = []
     for day in range(2, 7):
         for hour, count in ((9, 9), (13, 12)):
-            first = datetime.combine(date(2025, 6, day), time(hour), LONDON)
+            first = datetime.combine(date(2025, 6, day), time(hour), LONDON) + offset
             expected += [(first + k * 20 * MIN).astimezone(monday.tzinfo) for k in range(count)]
     assert len(expected) == 105
 
@@ -55,7 +58,7 @@ async def test_staggered_sms_week_matches_sessions_and_forecast(
 
     ticks = reader.of("s-week")
     assert [t.tick.scheduled_at for t in ticks] == expected
-    schedule, pace, _ = plan(site, "sms")
+    schedule, pace, _ = plan(site, "sms", "s-week")
     assert len(ticks) == capacity_between(schedule, pace, week_start, week_end) == 105
     for read in ticks:
         tick = read.tick
@@ -70,7 +73,9 @@ async def test_staggered_sms_week_matches_sessions_and_forecast(
             False,
         )
         assert tick.not_before == tick.scheduled_at
-        assert tick.not_after == tick.scheduled_at + 20 * MIN
+        closes = time(12) if local < time(12) else time(17)
+        session_end = datetime.combine(tick.scheduled_at.astimezone(LONDON).date(), closes, LONDON)
+        assert tick.not_after == min(tick.scheduled_at + 20 * MIN, session_end)
         assert tick.account.startswith("sms-")
         assert tick.reason == (
             "staggered SMS: 1 every 20 min inside Mon\u2013Fri 09:00\u201312:00, "
@@ -79,7 +84,7 @@ async def test_staggered_sms_week_matches_sessions_and_forecast(
 
 
 async def run_sim(
-    nc: Client,
+    nc: Client,  # returns the instants on the plain grid (the site's offset taken off)
     reader: TickReader,
     site_id: str,
     site: SiteSettings,
@@ -95,7 +100,9 @@ async def run_sim(
         await reader.poll()
     instants = [t.tick.scheduled_at for t in reader.of(site_id)]
     assert len(set(instants)) == len(instants), "a tick was issued twice"
-    return instants
+    # Every instant carries the site's grid offset (under a minute: the walls below hold).
+    offset = offset_of(site_id, "sms", 30 * MIN)
+    return [instant - offset for instant in instants]
 
 
 def sunday_and_weekdays(timezone: str) -> SiteSettings:

@@ -106,7 +106,7 @@ class Sent:
 def workload_size(spec: SiteSpec, channel: Channel, settings: SiteSettings) -> int:
     """How many messages to queue: a quarter more than the window's capacity where the
     sessions should bind, half of it where everything should go."""
-    schedule, pace, _ = plan(settings, channel)
+    schedule, pace, _ = plan(settings, channel, spec.site_id)
     if isinstance(pace, ImmediatePace) or (channel == "sms" and spec.immediate):
         return UNBOUNDED_WORKLOAD
     capacity = capacity_between(schedule, pace, START, END)
@@ -188,7 +188,9 @@ async def test_fourteen_days_fifty_sites(
             channels: tuple[Channel, ...] = ("sms", "email") if spec.email else ("sms",)
             for channel in channels:
                 count = workload_size(spec, channel, settings)
-                answer = site_forecast(settings, channel, new=count, horizon_days=14, start=START)
+                answer = site_forecast(
+                    settings, channel, new=count, horizon_days=14, start=START, site_id=spec.site_id
+                )
                 expected[(spec.site_id, channel)] = answer["fit_within_horizon"]
                 fresh = await submit(nc, handlers, spec, channel, count)
                 assert len(fresh) == count

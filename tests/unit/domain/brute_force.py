@@ -23,7 +23,8 @@ def brute_slots(
         schedule.sessions, schedule.blackouts, schedule.closures, schedule.tz_name, start
     )
     for begin, end in intervals:
-        tick = begin
+        # Each open interval's grid starts the pace's offset after it opens.
+        tick = begin + pace.offset
         while tick < end:
             if tick >= start:
                 if cap is None:

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from hypothesis import strategies as st
 
 from shared.domain.schedule import RatePace, Schedule, StaggerPace
+from shared.domain.ticks import grid_offset
 from shared.domain.weekly import DateClosure, Weekday, WeeklyWindow
 
 ZONES = ("Europe/London", "Australia/Sydney", "America/New_York", "UTC")
@@ -66,17 +67,37 @@ def schedules_and_starts(
     return Schedule(sessions, blackouts, closures, zone), start
 
 
-paces = st.one_of(
-    st.builds(
-        StaggerPace,
-        st.sampled_from(
-            [timedelta(minutes=m) for m in (1, 3, 7, 15, 40, 180, 780)] + [timedelta(seconds=45)]
+STAGGER_STEPS = [timedelta(minutes=m) for m in (1, 3, 7, 15, 40, 180, 780)] + [
+    timedelta(seconds=45)
+]
+
+
+def grid_offsets(every: timedelta) -> st.SearchStrategy[timedelta]:
+    """No offset, a site's offset (`grid_offset` of a drawn site id) or any offset below `every`."""
+    return st.one_of(
+        st.just(timedelta(0)),
+        st.text("abcdefgh-0123456789", min_size=1, max_size=12).map(
+            lambda site: grid_offset(f"{site}|sms", every)
         ),
-        st.integers(1, 3),
-    ),
-    st.builds(
-        RatePace,
-        st.sampled_from([0.05, 0.5, 1 / 7, 2.0]),
-        st.one_of(st.none(), st.integers(1, 40)),
-    ),
-)
+        st.integers(0, every // timedelta(seconds=1) - 1).map(lambda s: timedelta(seconds=s)),
+    )
+
+
+@st.composite
+def stagger_paces(draw: st.DrawFn) -> StaggerPace:
+    every = draw(st.sampled_from(STAGGER_STEPS))
+    return StaggerPace(every, draw(st.integers(1, 3)), draw(grid_offsets(every)))
+
+
+@st.composite
+def rate_paces(draw: st.DrawFn) -> RatePace:
+    # An email rate's grid shares its cycles' offset, which may exceed the rate's step.
+    cycle = draw(st.sampled_from([timedelta(minutes=m) for m in (1, 5, 30)]))
+    return RatePace(
+        draw(st.sampled_from([0.05, 0.5, 1 / 7, 2.0])),
+        draw(st.one_of(st.none(), st.integers(1, 40))),
+        draw(grid_offsets(cycle)),
+    )
+
+
+paces = st.one_of(stagger_paces(), rate_paces())

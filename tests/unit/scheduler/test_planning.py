@@ -25,7 +25,7 @@ from shared.domain.accounts import email_account_id, sms_account_id
 from shared.domain.planning import plan
 from shared.domain.schedule import RatePace, Schedule, StaggerPace
 from shared.domain.site_settings import SiteSettings
-from shared.domain.ticks import preset_tick_instants, session_tick_instants
+from shared.domain.ticks import grid_offset, preset_tick_instants, session_tick_instants
 from shared.domain.weekly import DateClosure, Weekday, WeeklyWindow
 from tests.unit.domain.strategies import schedules_and_starts
 
@@ -37,13 +37,19 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def walk(schedule: Schedule, every: timedelta, start: datetime, end: datetime) -> list[datetime]:
+def walk(
+    schedule: Schedule,
+    every: timedelta,
+    start: datetime,
+    end: datetime,
+    offset: timedelta = timedelta(0),
+) -> list[datetime]:
     """Instants the timer would visit: first slot from `start`, then each next from the last."""
     found: list[datetime] = []
-    slot = next_interval_slot(open_time(schedule), every, start)
+    slot = next_interval_slot(open_time(schedule), every, start, offset)
     while isinstance(slot, Slot) and slot.instant < end:
         found.append(slot.instant)
-        slot = next_interval_slot(open_time(schedule), every, slot.instant + MICRO)
+        slot = next_interval_slot(open_time(schedule), every, slot.instant + MICRO, offset)
     return found
 
 
@@ -51,12 +57,14 @@ def walk(schedule: Schedule, every: timedelta, start: datetime, end: datetime) -
 @given(
     schedules_and_starts(),
     st.sampled_from([timedelta(minutes=m) for m in (1, 3, 20, 45, 180)]),
+    st.text("abcxyz-0123456789", min_size=1, max_size=10),
 )
 def test_interval_cursor_matches_session_tick_instants(
-    case: tuple[Schedule, datetime], every: timedelta
+    case: tuple[Schedule, datetime], every: timedelta, site_id: str
 ) -> None:
     schedule, start = case
     end = start + timedelta(days=16)
+    offset = grid_offset(f"{site_id}|sms", every)
     expected = list(
         session_tick_instants(
             every,
@@ -66,9 +74,10 @@ def test_interval_cursor_matches_session_tick_instants(
             schedule.tz_name,
             start,
             end,
+            offset,
         )
     )
-    assert walk(schedule, every, start, end) == expected
+    assert walk(schedule, every, start, end, offset) == expected
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

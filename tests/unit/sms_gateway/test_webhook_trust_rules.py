@@ -58,3 +58,40 @@ def test_a_tested_fingerprint_changes_with_every_part_of_the_credentials() -> No
         fingerprint("simulator", None, "AC1", "token"),
     }
     assert base not in others and len(others) == 4
+
+
+def test_each_sealed_secret_is_opened_once_however_many_webhooks_arrive() -> None:
+    box = SecretBox([generate_key().encode()])
+    sealed = [box.seal(f"secret-{i}") for i in range(3)]
+    provider = {"kind": "simulator", "account_id": "acct-c", "secret": box.seal("api-key")}
+    sites = [
+        Site(
+            "g-1",
+            f"c{i}",
+            SiteSettings.model_validate({"sms": {"provider": {**provider, "webhook_secret": s}}}),
+            1,
+        )
+        for i, s in enumerate(sealed)
+    ]
+    opened: list[str] = []
+    real_open = box.open
+
+    def counting_open(value: str) -> str:
+        opened.append(value)
+        return real_open(value)
+
+    box.open = counting_open  # type: ignore[method-assign]
+    for _ in range(50):
+        assert simulator_secrets(box, sites, "acct-c") == ["secret-0", "secret-1", "secret-2"]
+    assert sorted(opened) == sorted(sealed)
+    # A changed secret is a new sealed value: opened (once) the next time.
+    sites[0] = Site(
+        "g-1",
+        "c0",
+        SiteSettings.model_validate(
+            {"sms": {"provider": {**provider, "webhook_secret": box.seal("rotated")}}}
+        ),
+        2,
+    )
+    assert simulator_secrets(box, sites, "acct-c") == ["rotated", "secret-1", "secret-2"]
+    assert len(opened) == 4
