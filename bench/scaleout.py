@@ -316,8 +316,8 @@ async def sms_scaleout(nats_url: str) -> list[Result]:
             f"simulator account (account ticks every 1 s), outbox → SMS gateway replicas on one "
             f"PostgreSQL database → simulator answering each send after {ANSWER_MS} ms, "
             f"{PARALLEL_SENDS} sends in flight per replica (≤ {PARALLEL_SENDS * 1000 // ANSWER_MS}"
-            f"/s each), {2 * SITES} tick workers per replica (the default 8 starves accounts "
-            f"beyond the 8th: see docs/operations.md); value: two replicas, baseline: one, "
+            f"/s each), {2 * SITES} tick workers per replica (every account waits for arrivals: "
+            f"see docs/operations.md); value: two replicas, baseline: one, "
             f"median of {ROUNDS} alternating rounds",
             extra={
                 "rounds_two_replicas": [round(v, 1) for v in two_all],

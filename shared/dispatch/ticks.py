@@ -71,6 +71,10 @@ class Ticks:
         self.dead_letters = dead_letters
         self.tuning = tuning
         self.clock = clock
+        # Tick workers an idle account's tick may hold while it waits for intake (see
+        # `_more_arrived`): at most half of them, so that with more immediate-mode accounts
+        # than workers the others' ticks still run rather than expire in the queue.
+        self._waiting = asyncio.Semaphore(max(1, tuning.tick_workers // 2))
 
     async def take(self, msg: NatsMessage) -> None:
         """Handle one tick message end to end (acknowledged when its sends are done)."""
@@ -214,6 +218,12 @@ class Ticks:
         left = (tick.not_after - self.clock.now()).total_seconds()
         if tick.scope != "account" or not 0 < left <= SHORT_TICK_SECONDS:
             return False
+        if self._waiting.locked():
+            return False  # the next tick takes what arrives; this worker serves other accounts
+        async with self._waiting:
+            return await self._wait_for_arrival(tick)
+
+    async def _wait_for_arrival(self, tick: TickIssued) -> bool:
         wanted = set(tick.sites)
         while not self.flight.draining:
             left = (tick.not_after - self.clock.now()).total_seconds()

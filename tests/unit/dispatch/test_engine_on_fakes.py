@@ -3,7 +3,10 @@ and intake verdicts, without NATS or SQL."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -14,6 +17,7 @@ from shared.events.codec import encode
 from shared.events.envelope import make_event
 from shared.events.schemas.control import CancelRequested
 from shared.events.schemas.messages import MessageAccepted
+from shared.events.schemas.ticks import TickIssued
 from tests.support.fakes.dispatch import accepted, fake_world, tick
 
 
@@ -142,3 +146,38 @@ async def test_a_send_still_under_way_when_its_lease_ran_out_is_not_queued_again
     assert world.queue.states() == {"slow": "sent"}
     await world.engine.run_tick(tick(world.clock, budget=5))
     assert world.provider.calls == [], "sent once, by the replica that was slow"
+
+
+async def test_idle_account_ticks_wait_for_intake_on_at_most_half_the_tick_workers() -> None:
+    """An immediate-mode account tick that finds nothing queued may wait for intake for the rest
+    of its second, holding its tick worker; with more such accounts than workers, the others'
+    ticks expired unrun. Once half the workers wait, the next idle tick returns at once."""
+    world = fake_world(EngineTuning(tick_workers=2))
+    waiting, release = asyncio.Event(), asyncio.Event()
+    plain_wait_for = world.clock.wait_for
+
+    async def held_wait_for(awaitable: Awaitable[Any], timeout: float | None) -> Any:
+        waiting.set()
+        await release.wait()
+        return await plain_wait_for(awaitable, timeout)
+
+    world.clock.wait_for = held_wait_for  # type: ignore[method-assign]
+
+    def account_tick(n: int) -> TickIssued:
+        now = world.clock.now()
+        return tick(world.clock, budget=10).model_copy(
+            update={
+                "tick_id": f"a-{n}",
+                "scope": "account",
+                "site_id": None,
+                "sites": ["s1"],
+                "not_after": now + timedelta(seconds=1),
+            }
+        )
+
+    first = asyncio.create_task(world.engine.run_tick(account_tick(1)))
+    await waiting.wait()
+    # The one waiting slot is taken: this idle tick ends at once instead of waiting too.
+    assert await asyncio.wait_for(world.engine.run_tick(account_tick(2)), 5) == 0
+    release.set()
+    assert await first == 0
