@@ -35,7 +35,9 @@ from tests.support.waiting import wait_until
 # The simulator's own API runs on SQLite and PostgreSQL with the full batches; each provider
 # dialect runs with small batches on SQLite only, which keeps the 12 extra runs to a few minutes
 # on CI's two cores (the gateway code under test is the same whatever the dialect, and the
-# database half is covered by the simulator's runs).
+# database half is covered by the simulator's runs). Vonage and MessageMedia settle a send
+# whose replica was killed before it reached them only after their reports' 2-minute lag (the
+# adapters' REPORT_LAG), so their SIGKILL runs can take up to about 2.5 minutes each.
 FULL = [("simulator", "sqlite"), ("simulator", "postgres")]
 PER_DIALECT = [(kind, "sqlite") for kind in DIALECTS]
 FAULTED = {"simulator": 200}
