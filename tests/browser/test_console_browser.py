@@ -234,6 +234,7 @@ async def test_each_provider_shows_its_own_fields_and_its_balance(
     await open_step(page, stack, site, "provider")
     await expect(page.get_by_label("Username", exact=True)).to_have_value(name)
     await expect(page.get_by_label("Webhook secret")).to_be_visible()
+    await expect(page.get_by_label("Webhook sources (optional)")).to_be_visible()
     await expect(page.get_by_label("Automatic top-up amount")).to_have_count(0)
     await page.get_by_role("button", name="Test", exact=True).click()
     result = page.locator("#provider-test")
@@ -245,6 +246,7 @@ async def test_each_provider_shows_its_own_fields_and_its_balance(
     await expect(page.get_by_label("Account SID")).to_be_visible()
     await expect(page.get_by_label("Auth Token")).to_be_visible()
     await expect(page.get_by_label("Webhook secret")).to_have_count(0)
+    await expect(page.get_by_label("Webhook sources (optional)")).to_have_count(0)
 
 
 # --- roles --------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ class Field:
 
     path: str
     label: str
-    kind: str  # text, email, int, float, bool, inverted, select, radio, secret, times, windows
+    kind: str  # text, email, int, float, bool, inverted, select, radio, secret, times, list,
+    # windows
     help: str = ""
     optional: bool = False  # empty text means "not set" (None)
     options: tuple[tuple[str, str], ...] = ()
@@ -263,6 +264,13 @@ STEPS: tuple[Step, ...] = (
                 "Twilio signs with the auth token: leave empty.",
             ),
             Field(
+                "sms.provider.webhook_sources",
+                "Webhook sources (optional)",
+                "list",
+                "Addresses or networks (CIDR) the provider's webhooks come from, separated by "
+                "commas; empty accepts any (the secret webhook address still applies).",
+            ),
+            Field(
                 "sms.provider.base_url",
                 "Provider address (URL)",
                 "text",
@@ -442,7 +450,7 @@ def parse_step(
                 errors[f.path] = "choose one of the options"
                 continue
             values[f.path] = text
-        elif f.kind == "times":
+        elif f.kind in ("times", "list"):
             parts = [p.strip() for p in re.split(r"[,\s]+", text) if p.strip()]
             values[f.path] = parts
     return values, secrets, errors

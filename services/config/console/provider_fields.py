@@ -18,6 +18,7 @@ KIND = "sms.provider.kind"
 ACCOUNT = "sms.provider.account_id"
 SECRET = "sms.provider.secret"
 WEBHOOK = "sms.provider.webhook_secret"
+SOURCES = "sms.provider.webhook_sources"
 BASE_URL = "sms.provider.base_url"
 RATE = "sms.provider.rate_per_second"
 PER_PART = "sms.provider.credits_per_segment"
@@ -37,13 +38,15 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "simulator": (*_COMMON, WEBHOOK, PER_PART, SENDER, LOW, TOPUP),
     # Twilio signs its webhooks with the auth token: no webhook secret. No top-up call.
     "twilio": (*_COMMON, PER_PART, SENDER, LOW),
-    "clicksend": (*_COMMON, WEBHOOK, PER_PART, SENDER, LOW),
-    "vonage": (*_COMMON, WEBHOOK, PER_PART, SENDER, LOW),
-    "messagemedia": (*_COMMON, WEBHOOK, PER_PART, SENDER, LOW),
-    "kudosity": (*_COMMON, WEBHOOK, PER_PART, SENDER, LOW),
-    "esendex": (*_COMMON, WEBHOOK, PER_PART, SENDER, LOW),
+    # Unsigned webhooks (Vonage's are signed, but also path-secured): a secret address and an
+    # optional allow-list of where they come from.
+    "clicksend": (*_COMMON, WEBHOOK, SOURCES, PER_PART, SENDER, LOW),
+    "vonage": (*_COMMON, WEBHOOK, SOURCES, PER_PART, SENDER, LOW),
+    "messagemedia": (*_COMMON, WEBHOOK, SOURCES, PER_PART, SENDER, LOW),
+    "kudosity": (*_COMMON, WEBHOOK, SOURCES, PER_PART, SENDER, LOW),
+    "esendex": (*_COMMON, WEBHOOK, SOURCES, PER_PART, SENDER, LOW),
     # Post-paid (invoiced): no balance to price or warn about.
-    "tnz": (*_COMMON, WEBHOOK, SENDER),
+    "tnz": (*_COMMON, WEBHOOK, SOURCES, SENDER),
 }
 """Provider kind → the paths its screen shows besides the kind itself."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.config.console.forms import BY_NAME
+from services.config.console.forms import BY_NAME, parse_step
 from services.config.console.provider_fields import NEEDS, balance_text, for_provider
 from shared.domain.settings_sms import SmsProviderKind
 
@@ -66,3 +66,17 @@ def test_balance_is_shown_in_the_providers_unit() -> None:
     assert balance_text({"balance": 1234.5, "unit": "money", "currency": "EUR"}) == "1,234.50 EUR"
     postpaid = {"balance": 1e6, "unit": "money", "currency": "NZD", "postpaid": True}
     assert "post-paid" in balance_text(postpaid)
+
+
+def test_only_path_secured_providers_offer_a_source_allow_list() -> None:
+    offering = [k for k in NEEDS if "sms.provider.webhook_sources" in shown(k)]
+    assert offering == ["clicksend", "vonage", "messagemedia", "kudosity", "esendex", "tnz"]
+
+
+def test_the_allow_list_is_read_as_a_list() -> None:
+    step = for_provider(BY_NAME["provider"], "clicksend")
+    values, _, errors = parse_step(
+        step, {"sms.provider.webhook_sources": "203.0.113.0/24, 198.51.100.7"}
+    )
+    assert errors == {}
+    assert values["sms.provider.webhook_sources"] == ["203.0.113.0/24", "198.51.100.7"]
