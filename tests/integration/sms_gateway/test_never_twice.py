@@ -104,6 +104,8 @@ async def test_sigkill_of_a_replica_mid_batch_loses_and_repeats_nothing(
             )
             replicas[0].kill()
             assert replicas[0].process is not None and replicas[0].process.returncode == -9
+            # The account's hard rate (100/s) leaves most of the batch for after the kill.
+            assert len(await sim.stored(account)) < count, "killed mid-batch"
             await wait_terminal(nc, ids, timeout=180)
     finally:
         for replica in replicas:

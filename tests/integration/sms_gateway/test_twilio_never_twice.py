@@ -81,6 +81,7 @@ async def test_sigkill_of_a_replica_mid_batch_loses_and_repeats_nothing(
             await wait_until(lambda: len(twilio.messages) >= 60, timeout=60, message="60 sent")
             replicas[0].kill()
             assert replicas[0].process is not None and replicas[0].process.returncode == -9
+            assert len(twilio.messages) < 200, "killed mid-batch (20/s leaves most for after)"
             await wait_terminal(nc, ids, timeout=180)
     finally:
         for replica in replicas:
