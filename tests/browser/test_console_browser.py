@@ -199,6 +199,56 @@ async def test_press_test_and_see_the_simulators_credits(stack: ConsoleStack, pa
     await expect(result).to_contain_text("Finish first")
 
 
+async def test_each_provider_shows_its_own_fields_and_its_balance(
+    stack: ConsoleStack, page: Page
+) -> None:
+    """ClickSend (against the simulator's ClickSend dialect): its own field names, no
+    automatic top-up, and a Test showing money; Twilio asks for no webhook secret."""
+    group = await stack.group()
+    name, key = f"cs-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    async with httpx.AsyncClient(base_url=stack.sim.url, trust_env=False) as http:
+        created = await http.put(
+            f"/v1/admin/accounts/{name}",
+            json={"api_key": key, "credits": 42.5, "dialect": "clicksend"},
+        )
+    assert created.status_code == 201, created.text
+    settings = {
+        "sms": {
+            "provider": {
+                "kind": "clicksend",
+                "account_id": name,
+                "secret": key,
+                "webhook_secret": uuid.uuid4().hex,
+                "base_url": f"{stack.sim.url}/clicksend",
+            },
+            "sender_id": "+61491570999",
+        }
+    }
+    site = (
+        await stack.config.create_site(
+            group["admin"], group["group_id"], name="Bayside", settings=settings
+        )
+    )["site_id"]
+    await stack.listed(group["admin"], group["group_id"], site)
+    await login(page, stack.url, group["admin_user"])
+    await open_step(page, stack, site, "provider")
+    await expect(page.get_by_label("Username", exact=True)).to_have_value(name)
+    await expect(page.get_by_label("Webhook secret")).to_be_visible()
+    await expect(page.get_by_label("Webhook sources (optional)")).to_be_visible()
+    await expect(page.get_by_label("Automatic top-up amount")).to_have_count(0)
+    await page.get_by_role("button", name="Test", exact=True).click()
+    result = page.locator("#provider-test")
+    await expect(result).to_contain_text("Test succeeded", timeout=30_000)
+    await expect(result).to_contain_text("42.50 AUD")
+    await screenshot(page, "provider-test-clicksend")
+    # Choosing Twilio swaps in its fields: it signs with the auth token, no webhook secret.
+    await page.get_by_label("SMS provider", exact=True).select_option("twilio")
+    await expect(page.get_by_label("Account SID")).to_be_visible()
+    await expect(page.get_by_label("Auth Token")).to_be_visible()
+    await expect(page.get_by_label("Webhook secret")).to_have_count(0)
+    await expect(page.get_by_label("Webhook sources (optional)")).to_have_count(0)
+
+
 # --- roles --------------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ It follows Twilio's published behaviour closely enough to test an adapter agains
 - `inbound()` POSTs an incoming message to a webhook the same way.
 
 Faults for tests: `drop_next` (store the message, then close the connection without an
-answer), `fail_next` (a list of HTTP statuses to answer instead of accepting).
+answer), `fail_next` (a list of HTTP statuses to answer instead of accepting), and `faults()`:
+a seeded share of creates answered 429 (with Retry-After), 503, or stored then dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import random
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -63,7 +65,7 @@ def twilio_signature(auth_token: str, url: str, params: list[tuple[str, str]]) -
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
-def _error(status: int, code: int, message: str) -> JSONResponse:
+def _error(status: int, code: int, message: str, retry_after: str | None = None) -> JSONResponse:
     return JSONResponse(
         {
             "code": code,
@@ -72,6 +74,7 @@ def _error(status: int, code: int, message: str) -> JSONResponse:
             "status": status,
         },
         status_code=status,
+        headers={"Retry-After": retry_after} if retry_after else None,
     )
 
 
@@ -110,6 +113,9 @@ class TwilioDouble:
     unsubscribed: set[str] = field(default_factory=set)
     fail_next: list[int] = field(default_factory=list)
     drop_next: int = 0
+    rates: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Shares of creates answered 429, answered 503, and stored then dropped (`faults`)."""
+    rng: random.Random = field(default_factory=random.Random)
     drop_hold_seconds: float = 2.0
     callback_delay: float = 0.2
     _server: uvicorn.Server | None = None
@@ -128,6 +134,11 @@ class TwilioDouble:
         )
         self.accounts[account.sid] = account
         return account
+
+    def faults(self, seed: int, rate_429: float, rate_5xx: float, rate_drop: float) -> None:
+        """Seeded faults: every create draws one number, so a seed gives one fault sequence."""
+        self.rng = random.Random(seed)
+        self.rates = (rate_429, rate_5xx, rate_drop)
 
     def posts_for(self, to: str, body: str | None = None) -> list[Post]:
         return [p for p in self.posts if p.to == to and (body is None or p.body == body)]
@@ -156,6 +167,14 @@ class TwilioDouble:
         if account is None:
             post.status = 401
             return _error(401, 20003, "Authenticate")
+        draw, (r429, r5xx, rdrop) = self.rng.random(), self.rates
+        if draw < r429:
+            post.status = 429
+            return _error(429, 20429, "Too Many Requests", retry_after="1")
+        if draw < r429 + r5xx:
+            post.status = 503
+            return _error(503, 20500, "Service Unavailable")
+        drop = draw < r429 + r5xx + rdrop
         if self.fail_next:
             post.status = self.fail_next.pop(0)
             if post.status == 429:
@@ -210,8 +229,8 @@ class TwilioDouble:
         post.status, post.sid = 201, message["sid"]
         if message["_callback"]:
             self._spawn(self._status_callbacks(account, message))
-        if self.drop_next > 0:
-            self.drop_next -= 1
+        if drop or self.drop_next > 0:
+            self.drop_next -= 0 if drop else 1
             post.status = None
             await hold_then_drop(request, self.drop_hold_seconds, self._stopping)
             return Response(status_code=204)

@@ -71,7 +71,7 @@ def parse_step(
                 errors[f.path] = "choose one of the options"
                 continue
             values[f.path] = text
-        elif f.kind == "times":
+        elif f.kind in ("times", "list"):
             parts = [p.strip() for p in re.split(r"[,\s]+", text) if p.strip()]
             values[f.path] = parts
     return values, secrets, errors

@@ -22,7 +22,8 @@ class Field:
 
     path: str
     label: str
-    kind: str  # text, email, int, float, bool, inverted, select, radio, secret, times, windows
+    kind: str  # text, email, int, float, bool, inverted, select, radio, secret, times, list,
+    # windows
     help: str = ""
     optional: bool = False  # empty text means "not set" (None)
     options: tuple[tuple[str, str], ...] = ()
@@ -258,6 +259,13 @@ STEPS: tuple[Step, ...] = (
                 "ClickSend (its webhooks are not signed): a random string of 24 or more "
                 "characters that becomes part of the webhook address you give ClickSend. "
                 "Twilio signs with the auth token: leave empty.",
+            ),
+            Field(
+                "sms.provider.webhook_sources",
+                "Webhook sources (optional)",
+                "list",
+                "Addresses or networks (CIDR) the provider's webhooks come from, separated by "
+                "commas; empty accepts any (the secret webhook address still applies).",
             ),
             Field(
                 "sms.provider.base_url",

@@ -31,6 +31,7 @@ from services.config.console.forms import (
     offered,
     step_of,
 )
+from services.config.console.provider_fields import balance_text, for_provider
 from services.config.domain import aggregates
 from services.config.domain.aggregates import SiteState
 from services.config.handlers import GatewayUnavailable, VersionMismatch, credit_outlook
@@ -162,6 +163,10 @@ def install(console: Console, app: FastAPI) -> None:
         view: Preview | None = None,
     ) -> Response:
         step = offered(step, simulator_enabled=console.settings.sms_simulator_enabled)
+        saved = flat(site)
+        values = draft.values(saved)
+        if step.name == "provider":  # just the chosen provider's fields, named its way
+            step = for_provider(step, values.get("sms.provider.kind"))
         view = view or await preview(console, site, draft)
         all_errors = {**view.errors, **(errors or {})}
         here = {p: m for p, m in all_errors.items() if step.owns(p) or p.startswith("new.")}
@@ -175,8 +180,6 @@ def install(console: Console, app: FastAPI) -> None:
             f = field_for(w["field"])
             if f is not None:
                 field_warnings.setdefault(f.path, []).append(w["message"])
-        saved = flat(site)
-        values = draft.values(saved)
         secrets_set = {
             f.path: bool(saved.get(f.path)) or f.path in draft.secrets
             for s in STEPS
@@ -406,8 +409,12 @@ def install(console: Console, app: FastAPI) -> None:
                     "ok": bool(body.get("ok")),
                     "balance": body.get("balance"),
                     "unit": body.get("unit"),
+                    "currency": body.get("currency"),
+                    "postpaid": bool(body.get("postpaid")),
                     "error": body.get("error"),
                 }
+                if draft.test_result["ok"]:
+                    draft.test_result["shown"] = balance_text(draft.test_result)
                 if draft.test_result["ok"]:
                     await rebase_after_lock(console, draft, site)
             except GatewayUnavailable:
@@ -419,7 +426,7 @@ def install(console: Console, app: FastAPI) -> None:
                 draft.test_result = {"ok": False, "error": "; ".join(exc.errors.values())}
         result = draft.test_result
         if result.get("ok"):
-            return f"Test succeeded: {result.get('balance')} {result.get('unit') or ''} left."
+            return f"Test succeeded: {result.get('shown')}."
         return f"Test failed: {result.get('error')}"
 
     async def unlock(user: User, site: SiteState, draft: Draft) -> str:

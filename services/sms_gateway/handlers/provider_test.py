@@ -33,9 +33,20 @@ def answer(
     unit: str | None = None,
     error: str | None = None,
     provider: str | None = None,
+    currency: str | None = None,
+    postpaid: bool = False,
 ) -> dict[str, Any]:
-    """The reply the config service reads."""
-    return {"ok": ok, "balance": balance, "unit": unit, "error": error, "provider": provider}
+    """The reply the config service reads (`currency` for money balances; `postpaid`: the
+    balance is nominal, the account is invoiced)."""
+    return {
+        "ok": ok,
+        "balance": balance,
+        "unit": unit,
+        "currency": currency,
+        "postpaid": postpaid,
+        "error": error,
+        "provider": provider,
+    }
 
 
 class ProviderTestHandler:
@@ -114,4 +125,11 @@ class ProviderTestHandler:
             site.site_id,
             currency=balance.currency,
         )
-        return answer(True, balance=balance.amount, unit=balance.unit, provider=kind)
+        return answer(
+            True,
+            balance=balance.amount,
+            unit=balance.unit,
+            provider=kind,
+            currency=balance.currency,
+            postpaid=balance.postpaid,
+        )

@@ -27,6 +27,7 @@ from tests.integration.sms_gateway.harness import (
     events,
     gateway_running,
     handlers,
+    make_site,
     midday_zone,
     number,
     provider_events,
@@ -86,6 +87,36 @@ async def provider_site(
         "site": site,
         "account": account_of(kind, account.name, base, group),
     }
+
+
+DIALECTS = ("clicksend", "vonage", "messagemedia", "kudosity", "esendex", "tnz")
+"""Every provider dialect of the simulator (Twilio is tested against its own double)."""
+
+
+async def sending_site(
+    nc: Client, sim: Sim, kind: str, *, rate: float, **account: Any
+) -> tuple[SimAccount, dict[str, str]]:
+    """A fresh simulator account speaking `kind` ("simulator": the simulator's own API) and a
+    site sending through it at `rate` per second, without webhooks."""
+    if kind == "simulator":
+        found = await sim.account(**account)
+        return found, await make_site(nc, sim, found, rate=rate)
+    found = await sim.account(dialect=kind, **account)
+    token = secrets.token_urlsafe(24)
+    return found, await provider_site(nc, sim, kind, found, token, rate_per_second=rate)
+
+
+async def assert_stored_once(sim: Sim, account: SimAccount, kind: str, ids: list[str]) -> None:
+    """Counted at the simulator: each message stored exactly once, none POSTed again after.
+
+    Providers with no reference on the wire (`CONTENT_SEARCHED`) are counted by recipient:
+    message i went to `number(i)`, and a second send would be a second stored message."""
+    stored = await sim.stored(account)
+    if kind in CONTENT_SEARCHED:
+        assert Counter(m["to"] for m in stored) == Counter(number(i) for i in range(len(ids)))
+    else:
+        assert_exactly_once(await sim.submissions(account), ids)
+        assert len(stored) == len(ids)
 
 
 async def ours(nc: Client, event_type: str, account: str) -> list[Any]:

@@ -86,6 +86,8 @@ class Balance:
     amount: float
     unit: Unit
     currency: str | None = None
+    postpaid: bool = False
+    """Invoiced afterwards: `amount` is nominal (never runs out), not money on the account."""
 
 
 # Errors raised before a request could reach the provider: sending again is safe.

@@ -150,7 +150,7 @@ class TnzProvider:
             f"{self._base}/get/sms/received", params={"TimePeriod": "1"}, headers=self._headers
         )
         await read(NAME, call)
-        return Balance(POSTPAID_BALANCE, "money", "NZD")
+        return Balance(POSTPAID_BALANCE, "money", "NZD", postpaid=True)
 
     async def topup(self, amount: float) -> Balance:
         """TNZ accounts are invoiced."""
