@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.config.console.forms import BY_NAME, parse_step
+from services.config.console.form_parsing import parse_step
+from services.config.console.forms import BY_NAME
 from services.config.console.provider_fields import NEEDS, balance_text, for_provider
 from shared.domain.settings_sms import SmsProviderKind
 
