@@ -24,8 +24,9 @@ class Ingest(QueueCore):
 
     async def ingest(self, batch: Sequence[Incoming]) -> int:
         """Store accepted messages (each once, however often redelivered); returns how many
-        were new (queued, or cancelled on arrival). A message is its (site, message id): another site's message with the same id
-        is another message, so no site's id can keep another site's message out."""
+        were new (queued, or cancelled on arrival). A message is its (site, message id):
+        another site's message with the same id is another message, so no site's id can keep
+        another site's message out."""
         if not batch:
             return 0
         m = self.t.messages
