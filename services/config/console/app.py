@@ -131,6 +131,7 @@ class Console(ConsoleOperations):
         from services.config.console import (
             batches,
             dashboard,
+            email_test_page,
             pages,
             sso_pages,
             staff_pages,
@@ -147,6 +148,7 @@ class Console(ConsoleOperations):
         wizard.install(self, sub)
         batches.install(self, sub)
         dashboard.install(self, sub)
+        email_test_page.install(self, sub)
         return sub
 
     def _install_session(self, sub: FastAPI) -> None:
