@@ -8,7 +8,6 @@ shows N sent and 1,000 − N cancelled, each message with exactly one terminal e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,23 +17,13 @@ from playwright.async_api import Page, expect
 from shared.domain.numbers import for_people
 from tests.browser.conftest import ConsoleStack, login, screenshot
 from tests.integration.sms_gateway.harness import midday_zone, terminal
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TOTAL = 1000
 SENT_BEFORE_CANCEL = 3
-
-
-@pytest.fixture(scope="module")
-def scheduler(stack: ConsoleStack) -> Iterator[ServiceProcess]:
-    """The scheduler beside the module's stack: it issues the staggered ticks."""
-    process = start_service("scheduler", stack.env)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 async def _batch(stack: ConsoleStack, token: str, site: str, batch_id: str) -> dict[str, Any]:
