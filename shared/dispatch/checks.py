@@ -25,6 +25,8 @@ def command_problem(data: Any) -> str | None:
     bad = [i for i in data.message_ids if not fits(i, 64)]
     if bad:
         return f"message_ids {bad[:3]!r} are not message ids (1-64 printable characters)"
+    if not fits(data.group_id, 63):
+        return f"group_id {data.group_id[:80]!r} is not a group id (1-63 printable characters)"
     try:
         subjects.check_token(data.site_id, "site id")
     except subjects.InvalidToken as exc:

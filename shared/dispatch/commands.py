@@ -63,7 +63,11 @@ class Commands:
             return
         if isinstance(data, CancelRequested):
             await self.queue.cancel(
-                data.site_id, data.message_ids, reason=data.reason or "cancelled", actor=event.actor
+                data.site_id,
+                data.message_ids,
+                reason=data.reason or "cancelled",
+                actor=event.actor,
+                group_id=data.group_id,
             )
         elif isinstance(data, ResetFailedRequested):
             await self.queue.requeue_failed(data.site_id, data.message_ids, actor=event.actor)

@@ -97,7 +97,13 @@ class Queue(Protocol):
     async def expired(self, c: Claimed) -> bool: ...
 
     async def cancel(
-        self, site_id: str, message_ids: Sequence[str], *, reason: str, actor: str
+        self,
+        site_id: str,
+        message_ids: Sequence[str],
+        *,
+        reason: str,
+        actor: str,
+        group_id: str | None = None,
     ) -> list[str]: ...
 
     async def suppress_recipient(

@@ -23,6 +23,10 @@ SUPPRESSED = "suppressed"
 CANCELLED = "cancelled"
 EXPIRED = "expired"
 TERMINAL_STATES = frozenset({SENT, FAILED, SUPPRESSED, CANCELLED, EXPIRED})
+# A cancel named a message this gateway has not taken in yet (still on its way through the
+# outbox). The row holds the cancel until the message arrives; intake then ends it
+# `cancelled` instead of queueing it. Never claimed, never counted as waiting.
+CANCEL_PENDING = "cancel_pending"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from shared.domain.numbers import for_people
+
 EPSILON = 1e-9  # costs are sums of decimal fractions (0.05 credits a part)
 
 
@@ -32,7 +34,8 @@ class CreditFit:
     @property
     def summary(self) -> str:
         """ "750 of 1,000 can be sent with the credits left"."""
-        return f"{self.fit:,} of {self.total:,} can be sent with the {self.unit} left"
+        fit, total = for_people(self.fit), for_people(self.total)
+        return f"{fit} of {total} can be sent with the {self.unit} left"
 
     def as_json(self) -> dict[str, object]:
         """JSON-ready form, with a warning when the credits run out first."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.domain.capacity import MAX_YEARS, Capacity
+from shared.domain.numbers import for_people
 from shared.domain.schedule import (
     ImmediatePace,
     Pace,
@@ -82,15 +83,15 @@ def _slots(pace: StaggerPace | RatePace) -> tuple[timedelta, int | None, int]:
 def _duration(delta: timedelta) -> str:
     seconds = delta.total_seconds()
     if seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
+        return f"{_number(seconds / 3600)} h"
     if seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
+        return f"{_number(seconds / 60)} min"
+    return f"{_number(seconds)} s"
 
 
 def _number(value: float) -> str:
-    """1234567 as "1,234,567", 2.5 as "2.5"."""
-    return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}".rstrip("0")
+    """1234567 as "1,234,567", 2.5 as "2.5" (the one helper every page uses)."""
+    return for_people(value)
 
 
 def _plural(count: float, noun: str) -> str:
@@ -105,9 +106,9 @@ def _describe_pace(pace: Pace) -> str:
     if isinstance(pace, StaggerPace):
         return f"One tick every {_duration(pace.every)}, {_plural(pace.per_tick, 'message')} each."
     if isinstance(pace, RatePace):
-        text = f"{pace.per_minute:g} a minute (one every {_duration(pace.step)})"
+        text = f"{_number(pace.per_minute)} a minute (one every {_duration(pace.step)})"
         if pace.daily_cap is not None:
-            text += f", at most {pace.daily_cap} a day"
+            text += f", at most {_number(pace.daily_cap)} a day"
         return text + "."
     return "Everything goes at the first open instant."
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.domain.numbers import for_people
 from shared.domain.open_time import iter_open_intervals
 from shared.domain.schedule import Schedule
 
@@ -46,5 +47,5 @@ def status_line(waiting: int | None, held: str | None, session: SessionStatus) -
     if waiting == 0:
         return "Nothing waiting"
     if session.open_now:
-        return f"Sending now ({waiting:,} waiting)"
-    return f"{waiting:,} waiting for the next session"
+        return f"Sending now ({for_people(waiting)} waiting)"
+    return f"{for_people(waiting)} waiting for the next session"

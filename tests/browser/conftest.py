@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,15 +195,15 @@ class ConsoleStack:
 
 @pytest.fixture(scope="module")
 async def stack(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    nats_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[ConsoleStack]:
     nc = await nats.connect(nats_url)
     await delete_all_streams(nc)
     await ensure_streams(nc.jetstream())
     key = generate_key()
-    env = service_env(
-        nats_url, tmp_path_factory.mktemp("console-var"), extra={"STAGGER_SECRET_KEY": key}
-    )
+    # A module may tune its services (`STACK_ENV = {...}`), e.g. a gateway that gives up at once.
+    extra = {**getattr(request.module, "STACK_ENV", {}), "STAGGER_SECRET_KEY": key}
+    env = service_env(nats_url, tmp_path_factory.mktemp("console-var"), extra=extra)
     started: list[Any] = []
     made: ConsoleStack | None = None
     try:
@@ -228,6 +228,17 @@ async def stack(
             process.stop()
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+@pytest.fixture(scope="module")
+def scheduler(stack: ConsoleStack) -> Iterator[ServiceProcess]:
+    """A scheduler beside the module's stack, for tests whose messages must really go out on
+    ticks (the stack itself has none: messages wait in the gateway's queue)."""
+    process = start_service("scheduler", stack.env)
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 def chromium_path() -> str | None:

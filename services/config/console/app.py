@@ -51,6 +51,7 @@ from services.config.domain.aggregates import SiteState
 from services.config.handlers import ConfigHandlers, NotFound
 from shared.bus import subjects
 from shared.config import StaggerConfig
+from shared.domain.numbers import for_field, for_people
 from shared.domain.site_settings import warnings
 from shared.suppression import SuppressionList
 from shared.tokens import Principal, TokenRegistry
@@ -99,7 +100,8 @@ class Console(ConsoleOperations):
             local_time=views.local_time,
             window=views.describe_window,
             window_id=views.window_id,
-            number=views.number,
+            number=for_people,  # every number shown to people (shared.domain.numbers)
+            field_number=for_field,  # a number as a form field's value: no separators
             show=views.show_value,
         )
         self.env.globals.update(prefix=PREFIX, steps=STEPS, csrf_field=CSRF_FIELD)
@@ -129,6 +131,7 @@ class Console(ConsoleOperations):
         from services.config.console import (
             batches,
             dashboard,
+            email_test_page,
             pages,
             replies_pages,
             sso_pages,
@@ -147,6 +150,7 @@ class Console(ConsoleOperations):
         batches.install(self, sub)
         dashboard.install(self, sub)
         replies_pages.install(self, sub)
+        email_test_page.install(self, sub)
         return sub
 
     def _install_session(self, sub: FastAPI) -> None:
@@ -360,7 +364,7 @@ class Console(ConsoleOperations):
                 elif f.kind in ("select", "radio"):
                     shown = dict(f.options).get(str(value), str(value))
                 else:
-                    shown = "" if value is None else views.number(value)
+                    shown = "" if value is None else views.show_value(value, f.path)
                 rows.append({"label": f.label, "value": shown, "path": f.path})
             if rows:
                 out.append({"title": step.title, "rows": rows})

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.domain.numbers import for_field, for_people
 from shared.domain.site_settings import Window
 
 OUTBOX_STATES = ("queued", "sending", "sent", "failed", "suppressed", "cancelled", "expired")
@@ -57,8 +58,9 @@ def window_id(window: Mapping[str, Any]) -> str:
     return Window.model_validate(window).id
 
 
-def show_value(value: Any) -> str:
-    """A setting's value for people: windows described, lists joined, '—' for nothing."""
+def show_value(value: Any, path: str = "") -> str:
+    """A setting's value for people: windows described, lists joined, quantities with
+    separators ("10,000"), a port as it is, '—' for nothing."""
     if value is None or value == []:
         return "—"
     if isinstance(value, list):
@@ -67,16 +69,17 @@ def show_value(value: Any) -> str:
         return ", ".join(str(v) for v in value)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        return number(value)
+    if isinstance(value, int | float):
+        return setting_number(value, path)
     return str(value)
 
 
-def number(value: Any) -> str:
-    """12 → '12', 12.5 → '12.5'."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def setting_number(value: float, path: str) -> str:
+    """A numeric setting for people: a quantity with separators and up to six decimals (a
+    rate of 0.125 a second stays exact); a port is an identifier, shown as it is."""
+    if path.rsplit(".", 1)[-1] == "port":
+        return for_field(value)
+    return for_people(value, places=6)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from services.config.console.provider_fields import balance_text, for_provider
 from services.config.domain import aggregates
 from services.config.domain.aggregates import SiteState
 from services.config.handlers import GatewayUnavailable, VersionMismatch, credit_outlook
+from shared.domain.numbers import for_people
 from shared.domain.planning import site_forecast
 from shared.domain.site_settings import (
     SettingsError,
@@ -309,7 +310,7 @@ def install(console: Console, app: FastAPI) -> None:
                     if raw.isdigit() and 1 <= int(raw) <= top:
                         setattr(draft, attr, int(raw))
                     else:
-                        errors[f"new.{name}"] = f"enter a whole number from 1 to {top:,}"
+                        errors[f"new.{name}"] = f"enter a whole number from 1 to {for_people(top)}"
         action = str(form.get("action") or "save")
         flash: str | None = None
 

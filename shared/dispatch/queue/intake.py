@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from shared.db.sql import insert_many_ignoring_duplicates
 from shared.dispatch import schema
 from shared.dispatch.queue.core import QueueCore
 from shared.dispatch.queue.records import INGEST_CHUNK_BITS, Incoming, Key
+from shared.dispatch.queue.sql import keyed
 from shared.events.schemas.dispatch import (
+    MessageCancelled,
     MessageQueued,
 )
 
@@ -19,8 +24,9 @@ class Ingest(QueueCore):
 
     async def ingest(self, batch: Sequence[Incoming]) -> int:
         """Store accepted messages (each once, however often redelivered); returns how many
-        were new. A message is its (site, message id): another site's message with the same id
-        is another message, so no site's id can keep another site's message out."""
+        were new (queued, or cancelled on arrival). A message is its (site, message id):
+        another site's message with the same id is another message, so no site's id can keep
+        another site's message out."""
         if not batch:
             return 0
         m = self.t.messages
@@ -67,6 +73,9 @@ class Ingest(QueueCore):
                 inserted = await session.execute(statement, rows[start : start + size])
                 fresh.update((r[0], r[1]) for r in inserted)
                 start += size
+            cancelled = await self._cancelled_on_arrival(
+                session, {k: i for k, i in unique.items() if k not in fresh}, now
+            )
             for key, item in unique.items():
                 msg = item.message
                 if key not in fresh:
@@ -90,4 +99,84 @@ class Ingest(QueueCore):
                     actor=item.actor,
                     correlation_id=item.correlation_id,
                 )
-            return len(fresh)
+            return len(fresh) + cancelled
+
+    async def _cancelled_on_arrival(
+        self, session: AsyncSession, arrived: dict[Key, Incoming], now: datetime
+    ) -> int:
+        """Messages a cancel named before they arrived (`cancel_pending` rows) end
+        `cancelled` now, with their queued and cancelled events; returns how many.
+
+        Each row changes by compare-and-set, so a message delivered twice (or to two
+        replicas) is ended once.
+        """
+        if not arrived:
+            return 0
+        m = self.t.messages
+        waiting = (
+            await session.execute(
+                sa.select(m.c.site_id, m.c.message_id, m.c.payload).where(
+                    keyed(m, list(arrived)), m.c.state == schema.CANCEL_PENDING
+                )
+            )
+        ).all()
+        ended = 0
+        for row in waiting:
+            item = arrived[(row.site_id, row.message_id)]
+            msg = item.message
+            changed = await session.execute(
+                sa.update(m)
+                .where(
+                    m.c.site_id == msg.site_id,
+                    m.c.message_id == msg.message_id,
+                    m.c.state == schema.CANCEL_PENDING,
+                )
+                .values(
+                    group_id=msg.group_id,
+                    recipient=msg.to,
+                    category=msg.category,
+                    payload=msg.model_dump(mode="json"),
+                    state=schema.CANCELLED,
+                    accepted_at=msg.submitted_at,
+                    intake_seq=item.sequence,
+                    queued_at=now,
+                    not_before=msg.not_before,
+                    expires_at=msg.expires_at,
+                    finished_at=now,
+                    traceparent=item.traceparent,
+                )
+            )
+            if not changed.rowcount:  # type: ignore[attr-defined]
+                continue
+            cancel = (row.payload or {}).get("cancel") or {}
+            common = self._common(msg.message_id, msg.group_id, msg.site_id)
+            await self._event(
+                session,
+                msg.group_id,
+                msg.site_id,
+                msg.message_id,
+                "queued",
+                MessageQueued(
+                    **common,
+                    to=msg.to,
+                    category=msg.category,
+                    client_reference=msg.client_reference,
+                    submitted_at=msg.submitted_at,
+                    submitted_by=item.actor,
+                    batch_id=msg.batch_id,
+                ),
+                actor=item.actor,
+                correlation_id=item.correlation_id,
+            )
+            await self._event(
+                session,
+                msg.group_id,
+                msg.site_id,
+                msg.message_id,
+                "terminal",
+                MessageCancelled(**common, reason=str(cancel.get("reason") or "cancelled")),
+                actor=cancel.get("actor") or None,
+                correlation_id=item.correlation_id,
+            )
+            ended += 1
+        return ended

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from shared.db.sql import insert_ignoring_duplicates
+from shared.db.sql import insert_ignoring_duplicates, insert_many_ignoring_duplicates
 from shared.dispatch import schema
 from shared.dispatch.pending_events import event_id
 from shared.dispatch.queue.core import QueueCore
@@ -27,10 +27,45 @@ class OperatorActions(QueueCore):
     """Cancels, suppresses, expires and requeues messages in bulk."""
 
     async def cancel(
-        self, site_id: str, message_ids: Sequence[str], *, reason: str, actor: str
+        self,
+        site_id: str,
+        message_ids: Sequence[str],
+        *,
+        reason: str,
+        actor: str,
+        group_id: str | None = None,
     ) -> list[str]:
-        """Cancel queued messages of a site by id."""
+        """Cancel queued messages of a site by id.
+
+        With `group_id`, an id this gateway has not stored yet (a message still on its way
+        from the outbox) is remembered as `cancel_pending`, and intake ends it `cancelled` when
+        it arrives. The remembering comes first, in its own transaction: a message stored after
+        it meets the row at intake, and one stored before it is still `queued` for the update
+        below, so no message slips between the two.
+        """
         m = self.t.messages
+        if group_id is not None and message_ids:
+            now = datetime.now(UTC)
+            pending = [
+                {
+                    "message_id": message_id,
+                    "group_id": group_id,
+                    "site_id": site_id,
+                    "recipient": "",
+                    "category": "",
+                    "payload": {"cancel": {"reason": reason, "actor": actor}},
+                    "state": schema.CANCEL_PENDING,
+                    "attempts": 0,
+                    "accepted_at": now,
+                    "intake_seq": 0,
+                    "queued_at": now,
+                    # Retention purges a reminder nothing ever claimed, as it does ended rows.
+                    "finished_at": now,
+                }
+                for message_id in dict.fromkeys(message_ids)
+            ]
+            async with self.db() as session, session.begin():
+                await session.execute(insert_many_ignoring_duplicates(session, m), pending)
         return await self.finish_queued(
             state=schema.CANCELLED,
             where=[m.c.site_id == site_id, m.c.message_id.in_(list(message_ids))],

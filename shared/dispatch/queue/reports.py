@@ -16,20 +16,22 @@ class Reports(QueueCore):
     async def purge_finished(self, before: datetime, limit: int = 1000) -> int:
         """Delete up to `limit` messages that ended before `before`; returns how many.
 
-        Only terminal rows go (sent, failed, suppressed, cancelled, expired): nothing still
-        queued or in flight is touched. Their events stay in `DISPATCH` and the audit trail.
+        Only terminal rows go (sent, failed, suppressed, cancelled, expired), and reminders of
+        a cancel whose message never arrived: nothing still queued or in flight is touched.
+        Their events stay in `DISPATCH` and the audit trail.
         """
         m = self.t.messages
+        gone = sorted(schema.TERMINAL_STATES | {schema.CANCEL_PENDING})
         oldest = (
             sa.select(m.c.site_id, m.c.message_id)
-            .where(m.c.state.in_(sorted(schema.TERMINAL_STATES)), m.c.finished_at < before)
+            .where(m.c.state.in_(gone), m.c.finished_at < before)
             .limit(limit)
         )
         async with self.db() as session, session.begin():
             result = await session.execute(
                 sa.delete(m).where(
                     sa.tuple_(m.c.site_id, m.c.message_id).in_(oldest),
-                    m.c.state.in_(sorted(schema.TERMINAL_STATES)),
+                    m.c.state.in_(gone),
                 )
             )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -130,6 +130,8 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     tmp: Path = tmp_path_factory.mktemp("batches")
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
+    # Without the demo group: its sites hold the simulator's default account, which the sites
+    # below use (a group's provider account is its own, so seeding it first answers 409).
     stack = start_stack(
         tmp / "var",
         {"STAGGER_SIM_PORT": str(sim_port), "STAGGER_LOG_LEVEL": "WARNING"},

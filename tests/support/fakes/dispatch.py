@@ -218,7 +218,13 @@ class FakeQueue:
         return done
 
     async def cancel(
-        self, site_id: str, message_ids: Sequence[str], *, reason: str, actor: str
+        self,
+        site_id: str,
+        message_ids: Sequence[str],
+        *,
+        reason: str,
+        actor: str,
+        group_id: str | None = None,
     ) -> list[str]:
         return self._finish_queued([(site_id, i) for i in message_ids], "cancelled", reason)
 
