@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from services.config.console.forms import Field, Step
-from services.config.console.views import number
+from shared.domain.numbers import for_people
 
 KIND = "sms.provider.kind"
 ACCOUNT = "sms.provider.account_id"
@@ -128,4 +128,4 @@ def balance_text(result: dict[str, Any]) -> str:
     amount = float(result.get("balance") or 0)
     if result.get("unit") == "money":
         return f"{amount:,.2f} {result.get('currency') or ''}".rstrip()
-    return f"{number(result.get('balance'))} {result.get('unit') or 'credits'}"
+    return f"{for_people(result.get('balance'))} {result.get('unit') or 'credits'}"
