@@ -51,6 +51,9 @@ class SendResult:
     # The account that has the message, when not the one the engine sent it through (an
     # earlier attempt through the site's other account was found there by a lookup).
     account: str | None = None
+    # `retry` only: False when nothing was tried (the provider cannot tell yet whether an
+    # earlier attempt reached it): the message waits without using one of its attempts.
+    attempt_used: bool = True
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,14 @@ class Sender:
                 announce=False,
             )
             await self.limits.hold(account, result.error or "held")
+        elif result.outcome == "retry" and not result.attempt_used:
+            await self.queue.defer(
+                claimed,
+                reason=result.error or "waiting for the provider to tell",
+                retry_at=self.clock.now()
+                + timedelta(seconds=result.retry_after or self.tuning.retry_base_seconds),
+                attempt_used=False,
+            )
         elif result.outcome == "retry" and claimed.attempts + 1 < self.tuning.max_attempts:
             FAILURES.labels(self.channel, "transient").inc()
             delay = backoff_delay(

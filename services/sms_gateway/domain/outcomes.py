@@ -71,6 +71,14 @@ def not_found_after_ambiguous(detail: str) -> str:
     return f"{detail}; not found at the provider yet, so it is looked up again before any resend"
 
 
+def cannot_tell_yet() -> str:
+    """Why a message attempted before waits: the provider cannot tell yet if it has it."""
+    return (
+        "an earlier attempt may have reached the provider, which cannot tell yet (its reports "
+        "lag); not sent again until it can"
+    )
+
+
 def unsettled_elsewhere(why: str) -> str:
     """Why a message attempted before waits: the site's other account may have it."""
     return (

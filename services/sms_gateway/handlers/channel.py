@@ -49,6 +49,10 @@ from shared.suppression import SuppressionList
 MISCONFIGURED_RETRY = sending.MISCONFIGURED_RETRY
 MAX_REMEMBERED = 100_000
 """Messages whose failed attempts a replica remembers as certain (see `_certainly_absent`)."""
+UNTOLD_RETRY_SECONDS = 30.0
+"""How often a message waits to ask again whether an earlier attempt reached the provider."""
+UNTOLD_PATIENCE = timedelta(minutes=15)
+"""How long that may go on before each wait uses one of the message's attempts."""
 
 
 def account_for(site: Site) -> str | None:
@@ -100,6 +104,12 @@ class SmsAdapter:
         # matches, a failover needs no lookup there (one an outage would refuse). Unknown
         # (another replica, a restart): the lookup decides.
         self._certainly_absent: dict[tuple[tuple[str, str], str], int] = {}
+        # Message key → when its latest attempt that may have reached the provider began
+        # (this replica's POST, or, for an attempt made elsewhere, when this replica first
+        # looked: it may have been just before). Lagging reports count from it.
+        self._attempted_at: dict[tuple[str, str], datetime] = {}
+        # Message key → when the provider first could not tell whether it has the message.
+        self._untold_since: dict[tuple[str, str], datetime] = {}
 
     def account_for(self, site: Site) -> str | None:
         """The provider account (sites of a group with the same credentials share it)."""
@@ -189,6 +199,8 @@ class SmsAdapter:
         if result.outcome in ("sent", "failed"):
             for account in accounts:  # finished: nothing to remember
                 self._certainly_absent.pop((claimed.key, account), None)
+            self._attempted_at.pop(claimed.key, None)
+            self._untold_since.pop(claimed.key, None)
         elif result.outcome != "hold":  # a hold uses no attempt: the counts stay as they are
             self._note_attempt(claimed, accounts, posted)
         return result
@@ -202,6 +214,7 @@ class SmsAdapter:
             return SendResult("retry", error=str(exc))
         message = self.outbound(claimed, site, provider)
         if claimed.attempts > 0:
+            message = self._as_attempted(claimed, message)
             try:
                 found = await self._lookup(provider, message, claimed.site_id)
             except ProviderError as exc:
@@ -210,6 +223,8 @@ class SmsAdapter:
                 raise
             if found.sent:
                 return self._already_there(found)
+            if found.sent is None and (waiting := self._untold(claimed)) is not None:
+                return waiting
         if claimed.attempts > 0:
             elsewhere = await self._settle_elsewhere(claimed, site)
             if elsewhere is not None:
@@ -221,6 +236,8 @@ class SmsAdapter:
             wait = sending.wait_until(late.retry_at, now)
             return SendResult("retry", error=late.reason, retry_after=wait)
         began_at = datetime.now(UTC)
+        self._remember(self._attempted_at, claimed.key, began_at)
+        self._untold_since.pop(claimed.key, None)
         reply = await provider.send(message)
         posted.append(reply.status)
         # The provider took the balance it answers with between these two instants (the
@@ -247,6 +264,39 @@ class SmsAdapter:
         else:
             result = await self._carry_out(claimed, site, provider, message, account, decided)
         return dataclasses.replace(result, began_at=began_at)
+
+    def _as_attempted(self, claimed: Claimed, message: Outbound) -> Outbound:
+        """`message` with when its latest attempt may have reached the provider."""
+        attempted = self._attempted_at.get(claimed.key)
+        if attempted is None:
+            # Attempted by another replica, or before a restart: maybe a moment ago.
+            attempted = datetime.now(UTC)
+            self._remember(self._attempted_at, claimed.key, attempted)
+        return dataclasses.replace(message, attempted_at=attempted)
+
+    def _untold(self, claimed: Claimed) -> SendResult | None:
+        """The provider cannot tell yet whether an earlier attempt reached it: a POST now could
+        send the message twice, so it waits without using an attempt; after `UNTOLD_PATIENCE`
+        each wait uses one, so a provider that never tells ends it `failed`, not stuck."""
+        now = datetime.now(UTC)
+        since = self._untold_since.get(claimed.key)
+        if since is None:
+            since = now
+            self._remember(self._untold_since, claimed.key, now)
+        return SendResult(
+            "retry",
+            error=outcomes.cannot_tell_yet(),
+            retry_after=UNTOLD_RETRY_SECONDS,
+            attempt_used=now - since > UNTOLD_PATIENCE,
+        )
+
+    @staticmethod
+    def _remember(
+        memory: dict[tuple[str, str], datetime], key: tuple[str, str], at: datetime
+    ) -> None:
+        if len(memory) >= MAX_REMEMBERED:
+            memory.clear()  # forgetting makes the next look count from then: safe
+        memory[key] = at
 
     async def _carry_out(
         self,

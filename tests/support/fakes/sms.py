@@ -43,6 +43,9 @@ class FakeSmsProvider:
         self.per_segment = per_segment
         self.supports_topup = supports_topup
         self.replies: list[SendReply] = []
+        # Lookups answer "cannot tell" for what they do not find (reports that lag).
+        self.reports_lag = False
+        self.looked_up: list[Outbound] = []
         self.sent: dict[str, Outbound] = {}
         self.topups: list[float] = []
         self.balance_calls = 0
@@ -67,9 +70,10 @@ class FakeSmsProvider:
 
     async def lookup(self, message: Outbound, taken: Collection[str] = ()) -> Found:
         """Whether a send of this reference was accepted."""
+        self.looked_up.append(message)
         if message.reference in self.sent:
             return Found(True, f"fake-{message.reference}", 1)
-        return Found(False)
+        return Found(None) if self.reports_lag else Found(False)
 
     async def balance(self) -> Balance:
         """The balance now (ProviderError while `unreachable`)."""

@@ -181,3 +181,20 @@ async def test_idle_account_ticks_wait_for_intake_on_at_most_half_the_tick_worke
     assert await asyncio.wait_for(world.engine.run_tick(account_tick(2)), 5) == 0
     release.set()
     assert await first == 0
+
+
+async def test_a_wait_that_tried_nothing_uses_no_attempt() -> None:
+    """The adapter tried nothing (the provider cannot tell yet about an earlier attempt): the
+    message waits for `retry_after` and keeps all its attempts."""
+    world = fake_world(EngineTuning(max_attempts=1))
+    world.queue.add(accepted("m1"))
+    world.provider.script["m1"] = [
+        SendResult("retry", error="cannot tell yet", retry_after=30, attempt_used=False)
+    ]
+    await world.engine.run_tick(tick(world.clock, budget=1))
+    row = world.queue.rows[("s1", "m1")]
+    assert row.state == "queued" and row.attempts == 0
+    assert row.retry_at is not None and row.retry_at - world.clock.now() >= timedelta(seconds=29)
+    world.clock.at = row.retry_at
+    assert await world.engine.run_tick(tick(world.clock, budget=1)) == 1
+    assert world.queue.states() == {"m1": "sent"}

@@ -133,3 +133,33 @@ async def test_checks_before_the_provider() -> None:
     assert (await sms.check(claimed(body=" "), OPEN, now)).kind == "fail"
     unconfigured, _, _ = adapter(None)  # type: ignore[arg-type]
     assert (await unconfigured.check(claimed(), OPEN, now)).kind == "defer"
+
+
+async def test_an_earlier_attempt_the_provider_cannot_tell_about_waits_unsent() -> None:
+    """A provider whose reports lag cannot tell yet whether an earlier attempt reached it: a
+    POST now could send the message twice, so it waits, without using an attempt, and its
+    lookups count the lag from the earlier attempt, not from when the message was accepted."""
+    provider = FakeSmsProvider(10)
+    provider.reports_lag = True
+    provider.replies.append(SendReply("ambiguous", detail="no answer"))
+    sms, _, _ = adapter(provider)
+    first = await sms.send(claimed(), OPEN)
+    assert first.outcome == "retry" and first.attempt_used
+    provider.replies.append(SendReply("accepted", provider_message_id="twice"))
+    again = await sms.send(claimed(attempts=1), OPEN)
+    assert again.outcome == "retry" and not again.attempt_used
+    assert "cannot tell yet" in (again.error or "")
+    assert provider.replies, "nothing was POSTed a second time"
+    assert provider.looked_up[-1].attempted_at == MIDDAY  # the POST's instant (frozen clock)
+
+
+async def test_an_attempt_made_elsewhere_counts_the_lag_from_the_first_look() -> None:
+    """Attempted by another replica (nothing remembered here): it may have been a moment ago,
+    so the lag counts from this replica's first lookup."""
+    provider = FakeSmsProvider(10)
+    provider.reports_lag = True
+    sms, _, _ = adapter(provider)
+    waiting = await sms.send(claimed(attempts=2), OPEN)
+    assert waiting.outcome == "retry" and not waiting.attempt_used
+    assert provider.looked_up[-1].attempted_at == MIDDAY
+    assert "m-1" not in provider.sent

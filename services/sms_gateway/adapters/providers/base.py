@@ -50,6 +50,14 @@ class Outbound:
     sender: str
     body: str
     submitted_at: datetime
+    # When the latest attempt that may have reached the provider began, as far as this
+    # replica knows (None: this is the first). Providers whose reports lag count from it.
+    attempted_at: datetime | None = None
+
+    @property
+    def last_attempt(self) -> datetime:
+        """The latest instant an earlier attempt may have reached the provider."""
+        return max(self.submitted_at, self.attempted_at or self.submitted_at)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ class MessageMediaProvider:
                 and (record.get("metadata") or {}).get(REF_KEY) == message.reference
             ):
                 return Found(True, record.get("message_id"), whole(record.get("units")))
-        if datetime.now(UTC) - message.submitted_at < REPORT_LAG:
+        if datetime.now(UTC) - message.last_attempt < REPORT_LAG:
             return Found(None)  # reports may not have caught up with the send yet
         return Found(False)
 

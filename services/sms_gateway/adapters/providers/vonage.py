@@ -175,7 +175,7 @@ class VonageProvider:
                 return Found(
                     True, record.get("message_id"), None, number(record.get("total_price"))
                 )
-        if datetime.now(UTC) - message.submitted_at < REPORT_LAG:
+        if datetime.now(UTC) - message.last_attempt < REPORT_LAG:
             return Found(None)  # the record may not be there yet
         return Found(False)
 
