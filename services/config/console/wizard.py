@@ -416,6 +416,12 @@ def install(console: Console, app: FastAPI) -> None:
                 }
                 if draft.test_result["ok"]:
                     draft.test_result["shown"] = balance_text(draft.test_result)
+                if isinstance(second := body.get("secondary"), dict):
+                    draft.test_result["secondary"] = (
+                        f"secondary account: {balance_text(second)}"
+                        if second.get("ok")
+                        else f"secondary account failed: {second.get('error')}"
+                    )
                 if draft.test_result["ok"]:
                     await rebase_after_lock(console, draft, site)
             except GatewayUnavailable:
@@ -426,9 +432,10 @@ def install(console: Console, app: FastAPI) -> None:
             except SettingsError as exc:
                 draft.test_result = {"ok": False, "error": "; ".join(exc.errors.values())}
         result = draft.test_result
+        also = f" ({result['secondary']})" if result.get("secondary") else ""
         if result.get("ok"):
-            return f"Test succeeded: {result.get('shown')}."
-        return f"Test failed: {result.get('error')}"
+            return f"Test succeeded: {result.get('shown')}{also}."
+        return f"Test failed: {result.get('error')}{also}"
 
     async def unlock(user: User, site: SiteState, draft: Draft) -> str:
         response = await console.api_post(user, f"/api/v1/sites/{site.site_id}/provider-unlock")

@@ -1,4 +1,5 @@
-"""The config service's "Test" button: check a site's provider credentials, report the balance.
+"""The config service's "Test" button: check a site's provider credentials, report the balance
+(and, where the site names a secondary account, the secondary's under `secondary`).
 
 The provider gets `PROVIDER_TEST_SECONDS` of the 15 s the config service waits. A successful
 test is recorded (`trust_store`) before the answer: once the config service hears "ok",
@@ -15,6 +16,7 @@ from services.sms_gateway.adapters.outbox import GatewayEvents
 from services.sms_gateway.adapters.providers import NotConfigured, Providers
 from services.sms_gateway.adapters.providers.base import Balance, ProviderError
 from services.sms_gateway.adapters.trust_store import Trust
+from services.sms_gateway.handlers.channel import failover_site
 from services.sms_gateway.handlers.credits import Credits
 from shared.bus import subjects
 from shared.events.schemas.providers import ProviderTested
@@ -82,6 +84,16 @@ class ProviderTestHandler:
         site = await self._sites().wait_for(site_id, patience=SITE_PATIENCE_SECONDS)
         if site is None or site.group_id != group_id:
             return answer(False, error=f"unknown site {site_id} in group {group_id}")
+        away = failover_site(site)
+        if away is None:
+            return await self._test(site, actor)
+        # The secondary's webhooks verify only once its credentials are proved as well; both
+        # at once, so that the two fit the config service's wait.
+        result, secondary = await asyncio.gather(self._test(site, actor), self._test(away, actor))
+        return {**result, "secondary": secondary}
+
+    async def _test(self, site: Site, actor: str) -> dict[str, Any]:
+        """Test the account `site` sends through (its primary; a swapped site's secondary)."""
         kind = site.settings.sms.provider.kind
         account = self._account_for(site)
         if account is None:

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 
 from shared.bus.topology import DISPATCH
 from shared.runtime.nats_server import free_port
+from tests.integration.sms_gateway.dialect_scenarios import provider_test
 from tests.integration.sms_gateway.harness import (
     WEBHOOK_SECRET,
     AccountTicks,
@@ -147,6 +148,11 @@ async def test_receipts_through_the_secondary_account_reach_the_messages_it_sent
         site = await make_site(
             nc, sim, primary, rate=50, sms={"secondary_provider": secondary(sim, spare)}
         )
+        # The Test proves both accounts' credentials (the secondary's webhooks need it too).
+        tested = await provider_test(nc, site)
+        assert tested["ok"] is True and tested["balance"] == 2, tested
+        assert tested["secondary"]["ok"] is True, tested
+        assert tested["secondary"]["balance"] != tested["balance"], "the spare's own balance"
         ids = await submit(nc, site["site"], 6)
         async with AccountTicks(nc, site["account"], [site["site"]], rate=50):
             await wait_terminal(nc, ids, timeout=60)
