@@ -147,6 +147,8 @@ async def test_provider_test_reports_the_balance_or_the_providers_error(
         "ok": True,
         "balance": 321,
         "unit": "credits",
+        "currency": None,
+        "postpaid": False,
         "error": None,
         "provider": "simulator",
     }
