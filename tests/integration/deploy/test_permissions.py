@@ -90,7 +90,9 @@ async def test_sms_gateway_cannot_publish_settings_events_or_ticks(
             subjects.settings_group("g-perm"),
             subjects.tick_account("sms", "acct"),
             subjects.tick_site("email", "s-perm"),
-            subjects.outbox("sms", "s-perm"),
+            # Its own channel's outbox it may publish to (a STOP confirmation or HELP answer
+            # goes through it, paced and audited); never another channel's.
+            subjects.outbox("email", "s-perm"),
             subjects.dispatch("email", "s-perm"),
             subjects.optouts("g-perm", "email"),
             subjects.access_token("t-perm"),
