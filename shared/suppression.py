@@ -16,6 +16,7 @@ from shared.events.codec import UndecodableEvent, decode
 from shared.events.envelope import make_event
 from shared.events.schemas.optouts import Channel, How, RecipientOptedIn, RecipientOptedOut
 from shared.eventstore import EventStore, replay_batches, stream_position
+from shared.privacy.codec import ADDRESS, PersonalData
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ class SuppressionList:
     def apply(self, data: object) -> None:
         """Fold one event into the list."""
         if isinstance(data, RecipientOptedOut):
-            self._out.add((data.group_id, data.channel, data.recipient.lower()))
+            self._out.add((data.group_id, data.channel, _key(data)))
         elif isinstance(data, RecipientOptedIn):
-            self._out.discard((data.group_id, data.channel, data.recipient.lower()))
+            self._out.discard((data.group_id, data.channel, _key(data)))
 
     async def _on_msg(self, msg: Msg) -> None:
         with contextlib.suppress(UndecodableEvent):
@@ -61,6 +62,12 @@ class SuppressionList:
                     await self._on_msg(msg)
 
 
+def _key(data: RecipientOptedOut | RecipientOptedIn) -> str:
+    # Sealed events name their recipient by its salted hash (docs/privacy.md), which outlives
+    # an erasure; older events carry the address in clear.
+    return data.recipient_tag or data.recipient.lower()
+
+
 async def record_opt_out(
     nc: Client,
     *,
@@ -73,18 +80,23 @@ async def record_opt_out(
     site_id: str | None = None,
     cancelled: int = 0,
     event_id: str | None = None,
+    personal: PersonalData | None = None,
 ) -> None:
-    """Append an opt-out to the group's list (the event is the record; lists follow it)."""
+    """Append an opt-out to the group's list (the event is the record; lists follow it).
+
+    With `personal`, the event carries the recipient sealed and its salted hash."""
+    sealed, tag = await _sealed(personal, group_id, recipient)
     data = RecipientOptedOut(
         group_id=group_id,
         channel=channel,
-        recipient=recipient,
+        recipient=sealed,
+        recipient_tag=tag,
         how=how,
         keyword=keyword,
         site_id=site_id,
         cancelled_messages=cancelled,
     )
-    await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
+    await _append(nc, data, channel, tag or recipient, group_id, site_id, actor, event_id)
 
 
 async def record_opt_in(
@@ -98,17 +110,29 @@ async def record_opt_in(
     keyword: str | None = None,
     site_id: str | None = None,
     event_id: str | None = None,
+    personal: PersonalData | None = None,
 ) -> None:
     """Append an opt-in (re-subscription) to the group's list."""
+    sealed, tag = await _sealed(personal, group_id, recipient)
     data = RecipientOptedIn(
         group_id=group_id,
         channel=channel,
-        recipient=recipient,
+        recipient=sealed,
+        recipient_tag=tag,
         how=how,
         keyword=keyword,
         site_id=site_id,
     )
-    await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
+    await _append(nc, data, channel, tag or recipient, group_id, site_id, actor, event_id)
+
+
+async def _sealed(
+    personal: PersonalData | None, group_id: str, recipient: str
+) -> tuple[str, str | None]:
+    if personal is None:
+        return recipient, None
+    sealed = await personal.seal(group_id, recipient, ADDRESS, recipient)
+    return sealed, personal.tag(group_id, recipient)
 
 
 async def _append(

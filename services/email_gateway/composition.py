@@ -42,6 +42,7 @@ from shared.email_auth.provider import TokenProvider
 from shared.events.envelope import Envelope
 from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.net.outbound import OutboundGuard, Resolver, guarded_transport, system_resolver
+from shared.privacy.codec import PersonalData
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
 from shared.sites import SiteDirectory
@@ -118,6 +119,8 @@ class EmailGatewayService(BaseService):
         parts = sql_parts(
             ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.config.instance_id
         )
+        # Personal fields: sealed at intake, opened for the SMTP submission (docs/privacy.md).
+        parts.queue.personal = PersonalData(ctx.nc, box)
         nudge = parts.relay.nudge
         suppression = OptOutFollower(ctx.nc, parts.queue, nudge)
         # OAuth tokens are fetched through the same outbound guard as SMTP and IMAP; rotated

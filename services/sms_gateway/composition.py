@@ -38,6 +38,7 @@ from shared.bus.deadletter import NatsDeadLetters
 from shared.dispatch.adapter import ChannelAdapter
 from shared.dispatch.engine import DispatchEngine, sql_parts
 from shared.dispatch.queue import MessageQueue
+from shared.privacy.codec import PersonalData
 from shared.runtime.service import ServiceContext
 from shared.secrets import SecretBox
 from shared.sites import Site, SiteDirectory
@@ -152,6 +153,11 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
             simulator_enabled=ctx.config.sms_simulator_enabled,
         )
         engine = build_engine(config, ctx, channel)
+        # Personal fields: sealed at intake and on replies, opened for the provider call.
+        personal = PersonalData(ctx.nc, box)
+        engine.queue.personal = personal
+        optouts.personal = personal
+        replies.personal = personal
         return Connected(
             registry, Trust(box, sessions), SuppressionList(ctx.nc), engine, engine.sites
         )

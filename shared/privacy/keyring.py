@@ -114,7 +114,7 @@ class RecipientKeys:
                     break
                 found.append(entry.key)
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
         return found
 
     async def delete(self, names: Iterable[str]) -> int:

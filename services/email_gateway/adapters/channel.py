@@ -166,7 +166,7 @@ class EmailAdapter:
 
     async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
         """Opt-outs; manual mode waits for a send-now."""
-        if self.suppression.is_suppressed(claimed.group_id, "email", claimed.recipient):
+        if self.suppression.is_suppressed(claimed.group_id, "email", claimed.recipient_key):
             return Verdict("suppress", "the recipient unsubscribed from this group's email")
         manual = claimed.release is not None and claimed.release.manual
         if site.settings.email.mode == "manual" and not manual:

@@ -106,7 +106,7 @@ class SmsAdapter:
 
     async def check(self, claimed: Claimed, site: Site, now: datetime) -> Verdict:
         """Opt-outs, validity, configuration and the quiet-hours guard."""
-        if self._suppression().is_suppressed(claimed.group_id, "sms", claimed.recipient):
+        if self._suppression().is_suppressed(claimed.group_id, "sms", claimed.recipient_key):
             return Verdict("suppress", "the recipient opted out of this group's SMS")
         body = claimed.message.body
         decided = sending.decide_message(claimed.recipient, body)
@@ -227,10 +227,11 @@ class SmsAdapter:
                 channel="sms",
                 recipient=claimed.recipient,
                 how="provider",
+                recipient_tag=claimed.lookup,
             )
         )
         await self._queue().suppress_recipient(
-            claimed.group_id, claimed.recipient, reason="the provider reports an opt-out"
+            claimed.group_id, claimed.recipient_key, reason="the provider reports an opt-out"
         )
         await self._optouts.opted_out(
             claimed.group_id, claimed.recipient, "provider", site_id=claimed.site_id

@@ -42,6 +42,7 @@ from shared.domain.keywords import ReplyClass, classify_reply
 from shared.domain.reply_attribution import InboundKey, Owners, Routed, SentMessage, Unrouted
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.replies import ReplyReceived
+from shared.privacy.codec import ADDRESS, REPLY, PersonalData
 from shared.sites import Site, SiteDirectory
 from shared.suppression import SuppressionList
 
@@ -73,8 +74,11 @@ class ReplyHandler:
         suppression: Callable[[], SuppressionList],
         queue: Callable[[], MessageQueue],
         optouts: BusOptOuts,
+        personal: PersonalData | None = None,
     ) -> None:
         self._sessions = sessions
+        # Seals the reply's number and text, and files the number under its salted hash.
+        self.personal = personal
         self._events = events
         self._ledger = ledger
         self._account_sites = account_sites
@@ -118,14 +122,18 @@ class ReplyHandler:
             cancelled = await self._opt_out(site, number, verdict.keyword, key)
         elif verdict.kind == "optin":
             await self._opt_in(site, number, verdict.keyword, key)
+        from_number, body = number, inbound.body
+        if self.personal is not None:
+            from_number = await self.personal.seal(site.group_id, number, ADDRESS, number)
+            body = await self.personal.seal(site.group_id, number, REPLY, body)
         data = ReplyReceived(
             group_id=site.group_id,
             site_id=site.site_id,
             provider=provider,
             provider_inbound_id=inbound.inbound_id,
-            from_number=number,
+            from_number=from_number,
             to=inbound.to,
-            body=inbound.body,
+            body=body,
             received_at=inbound.received_at,
             in_reply_to=match.message_id,
             kind=verdict.kind,
@@ -160,15 +168,24 @@ class ReplyHandler:
         )
         return verdict.kind
 
+    def _lookup(self, group_id: str, number: str) -> str | None:
+        """What the ledger and the suppression list file `number` under (None: itself)."""
+        return None if self.personal is None else self.personal.tag(group_id, number)
+
     async def _opt_out(self, site: Site, number: str, keyword: str | None, key: str) -> int:
         # This replica refuses the number from now on; the others follow OPTOUTS.
+        tag = self._lookup(site.group_id, number)
         self._suppression().apply(
             RecipientOptedOut(
-                group_id=site.group_id, channel="sms", recipient=number, how="keyword"
+                group_id=site.group_id,
+                channel="sms",
+                recipient=number,
+                how="keyword",
+                recipient_tag=tag,
             )
         )
         cancelled = await self._queue().suppress_recipient(
-            site.group_id, number, reason=f"the recipient replied {keyword}"
+            site.group_id, tag or number, reason=f"the recipient replied {keyword}"
         )
         self._events.nudge()
         await self._optouts.opted_out(
@@ -184,7 +201,13 @@ class ReplyHandler:
 
     async def _opt_in(self, site: Site, number: str, keyword: str | None, key: str) -> None:
         self._suppression().apply(
-            RecipientOptedIn(group_id=site.group_id, channel="sms", recipient=number, how="keyword")
+            RecipientOptedIn(
+                group_id=site.group_id,
+                channel="sms",
+                recipient=number,
+                how="keyword",
+                recipient_tag=self._lookup(site.group_id, number),
+            )
         )
         await self._optouts.opted_in(
             site.group_id,
@@ -213,4 +236,5 @@ class ReplyHandler:
 
     async def _last(self, found: Owners, key: InboundKey) -> SentMessage | None:
         sites = [s.site_id for s in found.pool]
-        return await self._ledger.last_sent(found.group_id, key.from_number, found.accounts, sites)
+        number = self._lookup(found.group_id, key.from_number) or key.from_number
+        return await self._ledger.last_sent(found.group_id, number, found.accounts, sites)

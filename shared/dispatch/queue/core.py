@@ -4,6 +4,7 @@ compare-and-set transitions every other part uses."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from shared.dispatch.pending_events import add_event, event_id
 from shared.dispatch.queue.records import Claimed
 from shared.dispatch.schema import DispatchTables
 from shared.events.envelope import EventData
+from shared.privacy.codec import PersonalData
 
 
 class QueueCore:
@@ -35,6 +37,19 @@ class QueueCore:
         self.channel = channel
         self.owner = owner
         self.source = source
+        # Set by a gateway that seals personal fields (docs/privacy.md): intake seals what a
+        # producer sent in clear, claims open what a send needs.
+        self.personal: PersonalData | None = None
+
+    async def opened(self, claimed: list[Claimed]) -> list[Claimed]:
+        """Claimed messages with their personal fields in clear, filed under their tag."""
+        if self.personal is None:
+            return claimed
+        out = []
+        for c in claimed:
+            message = await self.personal.open_message(c.message)
+            out.append(replace(c, recipient=message.to, message=message, lookup=c.recipient))
+        return out
 
     # --- events ------------------------------------------------------------------------
 

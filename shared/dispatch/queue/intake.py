@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from shared.db.sql import insert_many_ignoring_duplicates
@@ -25,6 +26,11 @@ class Ingest(QueueCore):
             return 0
         m = self.t.messages
         now = datetime.now(UTC)
+        if self.personal is not None:
+            # A producer publishing to the outbox directly may send in clear: sealed here,
+            # before anything is written.
+            personal = self.personal
+            batch = [replace(i, message=await personal.seal_message(i.message)) for i in batch]
         async with self.db() as session, session.begin():
             # One row per message even if a batch carries a redelivered duplicate.
             # The first of them is the one stored (and announced below).
@@ -36,7 +42,7 @@ class Ingest(QueueCore):
                     "message_id": i.message.message_id,
                     "group_id": i.message.group_id,
                     "site_id": i.message.site_id,
-                    "recipient": i.message.to,
+                    "recipient": i.message.recipient_tag or i.message.to,
                     "category": i.message.category,
                     "payload": i.message.model_dump(mode="json"),
                     "state": schema.QUEUED,

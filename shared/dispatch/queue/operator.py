@@ -124,7 +124,7 @@ class OperatorActions(QueueCore):
                     "queued",
                     MessageQueued(
                         **self._common(new_id, row.group_id, row.site_id),
-                        to=row.recipient,
+                        to=message.to,  # sealed when the ledger holds sealed messages
                         category=row.category,
                         client_reference=message.client_reference,
                         submitted_at=now,

@@ -29,6 +29,9 @@ class RecipientOptedOut(EventData):
     keyword: str | None = None
     site_id: str | None = None
     cancelled_messages: int = 0
+    # The recipient's salted hash when `recipient` is sealed (docs/privacy.md): what the
+    # suppression list keeps, so an erased recipient who opted out stays suppressed.
+    recipient_tag: str | None = None
 
 
 @registry.register
@@ -44,3 +47,4 @@ class RecipientOptedIn(EventData):
     how: How
     keyword: str | None = None
     site_id: str | None = None
+    recipient_tag: str | None = None
