@@ -16,6 +16,7 @@ from services.config.console import Console
 from services.config.entrypoints import problems
 from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
 from services.config.entrypoints.batches import batch_router
+from services.config.entrypoints.privacy import privacy_router
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
@@ -77,6 +78,7 @@ class ConfigService(BaseService):
             build_router(ApiContext(self.handlers, self.tokens, ctx.nc, self.batches.store))
         )
         app.include_router(batch_router(self.handlers, self.tokens, self.batches))
+        app.include_router(privacy_router(self.handlers, self.tokens))
         app.include_router(unsubscribe_router(ctx.nc, UnsubscribeTokens.from_config(ctx.config)))
         if self.staff is not None:
             app.include_router(staff_api.router(self.staff, self.tokens))

@@ -108,6 +108,11 @@ def optouts(group: str, channel: Channel) -> str:
     return f"optouts.{group}.{channel}"
 
 
+def erasures(group: str) -> str:
+    """A group's erasures of recipients' personal data (on the OPTOUTS stream)."""
+    return f"optouts.{group}.erasures"
+
+
 def dead_letter(origin: str, consumer: str) -> str:
     """Where a consumer puts a message it cannot process."""
     return f"deadletter.{origin.lower()}.{consumer}"

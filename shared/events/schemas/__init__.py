@@ -12,6 +12,7 @@ from shared.events.schemas import (  # noqa: F401
     inbound_email,
     messages,
     optouts,
+    privacy,
     providers,
     replies,
     settings,

@@ -1,0 +1,62 @@
+"""`/api/v1/groups/{group_id}/erasures` and the subject-access export (docs/privacy.md)."""
+
+# No `from __future__ import annotations`: FastAPI resolves the local `Caller` alias at runtime.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.config.entrypoints.api import BEARER, ERRORS
+from services.config.entrypoints.problems import AuthError
+from services.config.handlers import ConfigHandlers
+from shared.privacy.erasure import erase_recipient
+from shared.tokens import Principal, TokenRefused, TokenRegistry
+
+
+class ErasureIn(BaseModel):
+    """Whose personal data to erase."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipient: str = Field(
+        min_length=3,
+        max_length=320,
+        description="The phone number (E.164, e.g. +61412345678) or email address.",
+    )
+
+
+def privacy_router(handlers: ConfigHandlers, tokens: TokenRegistry) -> APIRouter:
+    """Erasure of a recipient, for group admins."""
+    router = APIRouter(prefix="/api/v1")
+
+    async def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal:
+        if credentials is None:
+            raise AuthError(401, "send 'Authorization: Bearer <token>'")
+        try:
+            return await tokens.check(credentials.credentials.strip())
+        except TokenRefused as exc:
+            raise AuthError(401, exc.message) from None
+
+    Caller = Annotated[Principal, Depends(principal)]
+
+    def admin_of(group_id: str, who: Principal) -> None:
+        if who.group_id != group_id:
+            raise AuthError(404, f"no group {group_id} you can see")
+        if not who.administers_group(group_id):
+            raise AuthError(403, "only a group admin erases a recipient's data")
+
+    @router.post("/groups/{group_id}/erasures", responses=ERRORS)
+    async def erase(group_id: str, body: ErasureIn, who: Caller) -> dict[str, Any]:
+        """Delete the recipient's keys (every sealed field of theirs reads "erased") and
+        record the erasure; repeating it changes nothing."""
+        admin_of(group_id, who)
+        done = await erase_recipient(
+            handlers.nc, handlers.personal, group_id, body.recipient, who.actor
+        )
+        return done.as_json()
+
+    return router

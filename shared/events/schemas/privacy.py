@@ -1,0 +1,28 @@
+"""Erasures of a recipient's personal data (the OPTOUTS stream, `optouts.<group>.erasures`).
+
+On the suppression stream because both are a group's decisions about one recipient, and the
+gateways that follow the lists learn of an erasure from the same stream (docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared.events.envelope import EventData
+from shared.events.registry import registry
+
+
+@registry.register
+class RecipientErased(EventData):
+    """A recipient's data keys were deleted: every field sealed under them now reads "erased".
+
+    Carries only the recipient's salted hash, never the recipient."""
+
+    event_type = "stagger.privacy.recipient_erased"
+    event_version = 1
+
+    group_id: str
+    recipient_tag: str
+    erased_by: str
+    erased_at: datetime
+    keys_erased: int
