@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from contextlib import aclosing
 
 from nats.aio.client import Client
@@ -24,8 +25,11 @@ log = logging.getLogger(__name__)
 class SuppressionList:
     """(group, channel, recipient) → opted out?, kept current from the OPTOUTS stream."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, tagger: Callable[[str, str], str] | None = None) -> None:
         self._nc = nc
+        # A gateway whose ledger files recipients by salted hash (docs/privacy.md) folds
+        # opt-outs recorded in clear (unsubscribe links, the console, older events) into it.
+        self._tagger = tagger
         self._out: set[tuple[str, str, str]] = set()
         self.ready = asyncio.Event()
 
@@ -40,9 +44,17 @@ class SuppressionList:
     def apply(self, data: object) -> None:
         """Fold one event into the list."""
         if isinstance(data, RecipientOptedOut):
-            self._out.add((data.group_id, data.channel, _key(data)))
+            self._out.add((data.group_id, data.channel, self.key(data)))
         elif isinstance(data, RecipientOptedIn):
-            self._out.discard((data.group_id, data.channel, _key(data)))
+            self._out.discard((data.group_id, data.channel, self.key(data)))
+
+    def key(self, data: RecipientOptedOut | RecipientOptedIn) -> str:
+        """What the list files an event's recipient under."""
+        if data.recipient_tag is not None:
+            return data.recipient_tag
+        if self._tagger is not None:
+            return self._tagger(data.group_id, data.recipient)
+        return data.recipient.lower()
 
     async def _on_msg(self, msg: Msg) -> None:
         with contextlib.suppress(UndecodableEvent):
@@ -60,12 +72,6 @@ class SuppressionList:
             async for batch in batches:
                 for msg in batch:
                     await self._on_msg(msg)
-
-
-def _key(data: RecipientOptedOut | RecipientOptedIn) -> str:
-    # Sealed events name their recipient by its salted hash (docs/privacy.md), which outlives
-    # an erasure; older events carry the address in clear.
-    return data.recipient_tag or data.recipient.lower()
 
 
 async def record_opt_out(

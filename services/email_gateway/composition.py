@@ -120,9 +120,9 @@ class EmailGatewayService(BaseService):
             ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.config.instance_id
         )
         # Personal fields: sealed at intake, opened for the SMTP submission (docs/privacy.md).
-        parts.queue.personal = PersonalData(ctx.nc, box)
+        personal = parts.queue.personal = PersonalData(ctx.nc, box)
         nudge = parts.relay.nudge
-        suppression = OptOutFollower(ctx.nc, parts.queue, nudge)
+        suppression = OptOutFollower(ctx.nc, parts.queue, nudge, personal.tag)
         # OAuth tokens are fetched through the same outbound guard as SMTP and IMAP; rotated
         # refresh tokens are kept sealed in the database.
         rotated = RefreshTokenStore(ctx.db, box)

@@ -159,7 +159,11 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         optouts.personal = personal
         replies.personal = personal
         return Connected(
-            registry, Trust(box, sessions), SuppressionList(ctx.nc), engine, engine.sites
+            registry,
+            Trust(box, sessions),
+            SuppressionList(ctx.nc, personal.tag),
+            engine,
+            engine.sites,
         )
 
     def providers() -> Providers:
