@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -28,6 +29,7 @@ from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
 from shared.eventstore import EventStore
 from shared.net.outbound import OutboundGuard, Resolver, system_resolver
+from shared.privacy.retention import apply_retention
 from shared.runtime.body_limit import BodyLimit
 from shared.runtime.health import HealthBoard
 from shared.runtime.service import BaseService, ServiceContext
@@ -38,6 +40,7 @@ from shared.unsubscribe import UnsubscribeTokens
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 60.0
+RETENTION_SECONDS = 3600.0  # retention is counted in days: hourly is prompt enough
 
 
 class ConfigService(BaseService):
@@ -107,6 +110,7 @@ class ConfigService(BaseService):
         self.projection = ProjectionRunner(ctx.nc, ctx.db, SettingsProjection())
         ctx.spawn(self.projection.run(), "settings-projection")
         ctx.spawn(self._reconcile_forever(), "group-reconciler")
+        ctx.spawn(self._retention_forever(), "privacy-retention")
         assert ctx.db is not None, "the config service needs its database"
         staff = self.staff = Staff(ctx.config, ctx.nc, ctx.db, box, self.handlers, guard)
         staff.watch_tokens(self.tokens)
@@ -134,6 +138,20 @@ class ConfigService(BaseService):
             except Exception:
                 log.exception("group reconciliation failed; retrying later")
             await asyncio.sleep(RECONCILE_SECONDS)
+
+    async def _retention_forever(self) -> None:
+        # Every replica may run it: deleting a key twice finds it gone the second time.
+        assert self.handlers
+        while True:
+            try:
+                deleted = await apply_retention(
+                    self.handlers.nc, self.handlers.personal, datetime.now(UTC)
+                )
+                if any(deleted.values()):
+                    log.info("personal data past its retention deleted", extra=deleted)
+            except Exception:
+                log.exception("applying retention failed; retrying later")
+            await asyncio.sleep(RETENTION_SECONDS)
 
 
 def definition() -> ConfigService:

@@ -113,6 +113,11 @@ def erasures(group: str) -> str:
     return f"optouts.{group}.erasures"
 
 
+def retention(group: str) -> str:
+    """A group's retention of personal data (on the OPTOUTS stream)."""
+    return f"optouts.{group}.retention"
+
+
 def dead_letter(origin: str, consumer: str) -> str:
     """Where a consumer puts a message it cannot process."""
     return f"deadletter.{origin.lower()}.{consumer}"

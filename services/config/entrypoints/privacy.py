@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.config.entrypoints.api import BEARER, ERRORS
 from services.config.entrypoints.problems import AuthError
 from services.config.handlers import ConfigHandlers
+from shared.events.schemas.privacy import RetentionSet
 from shared.privacy.erasure import erase_recipient
+from shared.privacy.retention import policy_of, set_retention
 from shared.tokens import Principal, TokenRefused, TokenRegistry
 
 
@@ -25,6 +27,16 @@ class ErasureIn(BaseModel):
         max_length=320,
         description="The phone number (E.164, e.g. +61412345678) or email address.",
     )
+
+
+class RetentionIn(BaseModel):
+    """How long a group keeps personal data readable, in days."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bodies_days: int = Field(default=90, ge=1, le=36_500)
+    replies_days: int = Field(default=90, ge=1, le=36_500)
+    metadata_days: int | None = Field(default=None, ge=1, le=36_500)
 
 
 def privacy_router(handlers: ConfigHandlers, tokens: TokenRegistry) -> APIRouter:
@@ -58,5 +70,20 @@ def privacy_router(handlers: ConfigHandlers, tokens: TokenRegistry) -> APIRouter
             handlers.nc, handlers.personal, group_id, body.recipient, who.actor
         )
         return done.as_json()
+
+    @router.get("/groups/{group_id}/retention", responses=ERRORS)
+    async def get_retention(group_id: str, who: Caller) -> dict[str, Any]:
+        """The group's retention of personal data (defaults if never set)."""
+        if who.group_id != group_id:
+            raise AuthError(404, f"no group {group_id} you can see")
+        return (await policy_of(handlers.nc, group_id)).model_dump(mode="json")
+
+    @router.put("/groups/{group_id}/retention", responses=ERRORS)
+    async def put_retention(group_id: str, body: RetentionIn, who: Caller) -> dict[str, Any]:
+        """Set how many days bodies and reply texts stay readable."""
+        admin_of(group_id, who)
+        policy = RetentionSet(group_id=group_id, **body.model_dump())
+        await set_retention(handlers.nc, policy, who.actor)
+        return policy.model_dump(mode="json")
 
     return router

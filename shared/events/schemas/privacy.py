@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from shared.events.envelope import EventData
 from shared.events.registry import registry
 
@@ -26,3 +28,20 @@ class RecipientErased(EventData):
     erased_by: str
     erased_at: datetime
     keys_erased: int
+
+
+@registry.register
+class RetentionSet(EventData):
+    """A group's retention of personal data (on `optouts.<group>.retention`); the latest wins.
+
+    After `bodies_days` a message's body, subject, html and attachments read "erased"; after
+    `replies_days` a reply's text does. Addresses stay until erasure; delivery metadata (times,
+    outcomes) is not personal data on its own and stays while `metadata_days` is unset."""
+
+    event_type = "stagger.privacy.retention_set"
+    event_version = 1
+
+    group_id: str
+    bodies_days: int = Field(default=90, ge=1, le=36_500)
+    replies_days: int = Field(default=90, ge=1, le=36_500)
+    metadata_days: int | None = Field(default=None, ge=1, le=36_500)
