@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -225,6 +226,9 @@ class ReplyHandler:
         found = reply_attribution.owners(lines, key)
         if isinstance(found, Unrouted):
             return found
+        if self.personal is not None:
+            # The ledger files numbers by their salted hash: match the sender by it too.
+            key = replace(key, from_number=self.personal.tag(found.group_id, key.from_number))
         linked = await self._message(inbound.in_reply_to, found) if inbound.in_reply_to else None
         last = (
             None if reply_attribution.answers(found, key, linked) else await self._last(found, key)
@@ -236,5 +240,4 @@ class ReplyHandler:
 
     async def _last(self, found: Owners, key: InboundKey) -> SentMessage | None:
         sites = [s.site_id for s in found.pool]
-        number = self._lookup(found.group_id, key.from_number) or key.from_number
-        return await self._ledger.last_sent(found.group_id, number, found.accounts, sites)
+        return await self._ledger.last_sent(found.group_id, key.from_number, found.accounts, sites)
