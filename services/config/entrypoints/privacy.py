@@ -13,6 +13,7 @@ from services.config.entrypoints.problems import AuthError
 from services.config.handlers import ConfigHandlers
 from shared.events.schemas.privacy import RetentionSet
 from shared.privacy.erasure import erase_recipient
+from shared.privacy.export import export_recipient
 from shared.privacy.retention import policy_of, set_retention
 from shared.tokens import Principal, TokenRefused, TokenRegistry
 
@@ -70,6 +71,12 @@ def privacy_router(handlers: ConfigHandlers, tokens: TokenRegistry) -> APIRouter
             handlers.nc, handlers.personal, group_id, body.recipient, who.actor
         )
         return done.as_json()
+
+    @router.get("/groups/{group_id}/recipients/{recipient}/export", responses=ERRORS)
+    async def export(group_id: str, recipient: str, who: Caller) -> dict[str, Any]:
+        """Everything held about a recipient (subject access), for group admins."""
+        admin_of(group_id, who)
+        return await export_recipient(handlers.nc, handlers.personal, group_id, recipient)
 
     @router.get("/groups/{group_id}/retention", responses=ERRORS)
     async def get_retention(group_id: str, who: Caller) -> dict[str, Any]:

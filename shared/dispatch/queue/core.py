@@ -41,6 +41,14 @@ class QueueCore:
         # producer sent in clear, claims open what a send needs.
         self.personal: PersonalData | None = None
 
+    @staticmethod
+    def scrub(c: Claimed, text: str) -> str:
+        """`text` (a provider's error) without the opened address: an SMTP refusal names the
+        recipient, and reasons go into events and the ledger, where only sealed values may."""
+        if c.lookup is None or not c.recipient or len(c.recipient) < 3:
+            return text
+        return text.replace(c.recipient, "<recipient>")
+
     async def opened(self, claimed: list[Claimed]) -> list[Claimed]:
         """Claimed messages with their personal fields in clear, filed under their tag."""
         if self.personal is None:

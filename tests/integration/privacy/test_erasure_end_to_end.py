@@ -1,6 +1,7 @@
-"""Must-show of docs/privacy.md: send an SMS through the whole stack, opt the number out,
-erase it, and find neither the number nor the body in NATS's data dir, the SQLite files or the
-logs; the audit chain still verifies and the number stays suppressed."""
+"""Must-show of docs/privacy.md: send an SMS (simulator) and an email (SMTP sink) through the
+whole stack, opt the number out, erase both recipients, and find neither the addresses nor the
+bodies in NATS's data dir, the SQLite files or the logs; the audit chain still verifies and the
+number stays suppressed."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from nats.aio.client import Client
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from shared.bus.topology import DISPATCH, OPTOUTS, SETTINGS
+from shared.config import StaggerConfig
 from shared.eventstore import EventStore
 from shared.runtime.nats_server import free_port
 from shared.secrets import SecretBox, generate_key
 from shared.tokens import issue_token
 from tests.integration.sms_gateway.harness import events, midday_zone
 from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.support.smtp import SinkProcess, start_sink_process
 from tests.support.stack import StackProcess, start_stack
 from tests.support.waiting import wait_until
 
@@ -49,7 +52,7 @@ def _leaks(var_dir: Path, needles: list[bytes]) -> list[str]:
     the phone network's, not ours, and are left out)."""
     found = []
     for path in var_dir.rglob("*"):
-        if not path.is_file() or "sim" in path.name:
+        if not path.is_file() or "sim" in path.name or "smtp-sink" in str(path):
             continue
         raw = path.read_bytes()
         found += [f"{path.relative_to(var_dir)}: {n!r}" for n in needles if n in raw]
@@ -60,14 +63,24 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     var_dir = tmp_path / "var"
+    sink_port = free_port()
     stack: StackProcess = start_stack(
         var_dir,
-        {"STAGGER_SIM_PORT": str(sim_port), "STAGGER_SIM_RECEIPT_DELAY_SECONDS": "0.2"},
+        {
+            "STAGGER_SIM_PORT": str(sim_port),
+            "STAGGER_SIM_RECEIPT_DELAY_SECONDS": "0.2",
+            "STAGGER_SMTP_SINK_PORT": str(sink_port),
+        },
         demo=False,
     )
     own_sim: SimProcess | None = None
+    own_sink: SinkProcess | None = None
+    if not _stack_runs_the_sink(var_dir):
+        own_sink = start_sink_process(tmp_path / "smtp-sink", STAGGER_SMTP_SINK_PORT=str(sink_port))
     phone = f"+614{secrets.randbelow(10**8):08d}"
     body = f"Private note {secrets.token_hex(6)}: your check-up is on Monday."
+    address = f"patient-{secrets.token_hex(5)}@example.org"
+    letter = f"Private letter {secrets.token_hex(6)} about your treatment plan."
     try:
         await wait_until(
             lambda: (r := stack.healthz()) is not None and r.status_code == 200,
@@ -121,7 +134,17 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
                                 },
                                 "sender_id": "+61491570999",
                                 "mode": "immediate",
-                            }
+                            },
+                            "email": {
+                                "enabled": True,
+                                "address": "front@smile.example",
+                                "smtp": {
+                                    "host": "127.0.0.1",
+                                    "port": sink_port,
+                                    "security": "none",
+                                },
+                                "mode": "manual",
+                            },
                         },
                     },
                 )
@@ -135,6 +158,27 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
                     assert submitted.status_code == 202, submitted.text
                     return str(submitted.json()["messages"][0]["message_id"])
 
+                mailed = await api.post(
+                    f"/api/v1/sites/{site_id}/messages",
+                    json={
+                        "channel": "email",
+                        "messages": [{"to": address, "subject": "Your plan", "body": letter}],
+                    },
+                )
+                assert mailed.status_code == 202, mailed.text
+                email_id = mailed.json()["messages"][0]["message_id"]
+                await wait_until(
+                    lambda: _has(nc, email_id, "stagger.dispatch.queued"),
+                    timeout=30,
+                    message="queued",
+                )
+                now = await api.post(f"/api/v1/sites/{site_id}/send-now", json={"channel": "email"})
+                assert now.status_code in (200, 202), now.text
+                await wait_until(
+                    lambda: _has(nc, email_id, "stagger.dispatch.sent"),
+                    timeout=60,
+                    message="the email sent",
+                )
                 first = await send()
                 await wait_until(
                     lambda: _has(nc, first, "stagger.dispatch.delivered"),
@@ -155,6 +199,13 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
                     assert stop.status_code == 202, stop.text
                 await wait_until(lambda: _opted_out(nc), timeout=30, message="the opt-out recorded")
 
+                exported = await api.get(f"/api/v1/groups/{group}/recipients/{phone}/export")
+                assert exported.status_code == 200, exported.text
+                held = exported.json()
+                assert [m["to"] for m in held["messages"]] == [phone]
+                assert [r["body"] for r in held["replies"]] == ["STOP"]
+                assert [o["how"] for o in held["opt_outs"]] == ["keyword"]
+
                 erased = await api.post(
                     f"/api/v1/groups/{group}/erasures", json={"recipient": phone}
                 )
@@ -165,6 +216,14 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
                 )
                 assert again.status_code == 200 and again.json()["already_erased"] is True
                 assert phone not in erased.text + again.text
+                mail_erased = await api.post(
+                    f"/api/v1/groups/{group}/erasures", json={"recipient": address}
+                )
+                assert mail_erased.json()["keys_erased"] >= 2, mail_erased.text
+                after = (await api.get(f"/api/v1/groups/{group}/recipients/{phone}/export")).json()
+                assert [m["to"] for m in after["messages"]] == ["erased"]
+                assert [r["body"] for r in after["replies"]] == ["erased"]
+                assert len(after["erasures"]) == 1
 
                 # Still suppressed after the erasure: the list kept the salted hash.
                 second = await send()
@@ -184,11 +243,27 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
     finally:
         if own_sim is not None:
             own_sim.terminate()
+        if own_sink is not None:
+            own_sink.stop()
         stack.interrupt()
-    needles = [phone.encode(), phone[1:].encode(), body.encode(), body[:20].encode()]
+    texts = [phone[1:], body[:20], address, letter[:20]]
+    needles = [phone.encode(), body.encode(), letter.encode()] + [t.encode() for t in texts]
     assert _leaks(var_dir, needles) == []
-    ours = [line for line in stack.lines if "sms_provider_sim" not in line and "sim " not in line]
-    assert [line for line in ours if phone[1:] in line or body[:20] in line] == []
+    # The same search does find clear text where it legitimately is: the patient's mailbox
+    # (the SMTP sink's files), so an empty result above is not a search that cannot match.
+    mailbox = [p for p in tmp_path.rglob("*") if p.is_file() and "smtp-sink" in str(p)]
+    assert any(letter.encode() in p.read_bytes() for p in mailbox)
+    ours = [
+        line for line in stack.lines if "sms_provider_sim" not in line and "smtp_sink" not in line
+    ]
+    assert [line for line in ours if any(t in line for t in texts)] == []
+
+
+def _stack_runs_the_sink(var_dir: Path) -> bool:
+    from services.cli.stack import stack_processes
+
+    settings = StaggerConfig(var_dir=var_dir, nats_url="nats://127.0.0.1:1")
+    return any(p.name == "smtp_sink" for p in stack_processes(settings))
 
 
 async def _has(nc: Client, message_id: str, event_type: str) -> bool:
