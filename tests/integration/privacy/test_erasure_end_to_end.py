@@ -30,6 +30,7 @@ from shared.tokens import issue_token
 from tests.integration.audit.test_trail import all_hashes, audit_settings, stream_count
 from tests.integration.sms_gateway.harness import events, midday_zone
 from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.support.postgres import asyncpg_dsn
 from tests.support.smtp import SinkProcess, start_sink_process
 from tests.support.stack import StackProcess, start_stack
 from tests.support.waiting import wait_until
@@ -63,7 +64,11 @@ def _leaks(var_dir: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
-async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_path: Path) -> None:
+async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(
+    tmp_path: Path, database_url: str
+) -> None:
+    # SQLite: the stack's own files under the var dir; PostgreSQL (CI): a dump of its database.
+    postgres = database_url.startswith("postgresql")
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     var_dir = tmp_path / "var"
@@ -76,6 +81,7 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
             "STAGGER_SMTP_SINK_PORT": str(sink_port),
         },
         demo=False,
+        database_url=database_url if postgres else None,
     )
     own_sim: SimProcess | None = None
     own_sink: SinkProcess | None = None
@@ -239,7 +245,7 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
             # Rebuilding the trail from the streams, by a service without the stack's key,
             # reproduces every hash of the running trail: the chain covers the ciphertext.
             total = await stream_count(nc)
-            live = f"sqlite+aiosqlite:///{var_dir / 'audit.db'}"
+            live = database_url if postgres else f"sqlite+aiosqlite:///{var_dir / 'audit.db'}"
             await wait_until(lambda: _hashes_at_least(live, total), timeout=60, message="trail")
             rebuilt = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt-audit.db'}"
             nats_url = f"nats://127.0.0.1:{stack.env['STAGGER_NATS_PORT']}"
@@ -267,6 +273,14 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(tmp_pat
     texts = [phone[1:], body[:20], address, letter[:20]]
     needles = [phone.encode(), body.encode(), letter.encode()] + [t.encode() for t in texts]
     assert _leaks(var_dir, needles) == []
+    if postgres:
+        dump = subprocess.run(
+            ["pg_dump", "--data-only", asyncpg_dsn(database_url)],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert b"COPY" in dump  # the dump holds the tables' rows
+        assert [n for n in needles if n in dump] == []
     # The same search does find clear text where it legitimately is: the patient's mailbox
     # (the SMTP sink's files), so an empty result above is not a search that cannot match.
     mailbox = [p for p in tmp_path.rglob("*") if p.is_file() and "smtp-sink" in str(p)]
