@@ -121,6 +121,8 @@ class EmailGatewayService(BaseService):
         )
         # Personal fields: sealed at intake, opened for the SMTP submission (docs/privacy.md).
         personal = parts.queue.personal = PersonalData(ctx.nc, box)
+        # Rows stored before sealing was introduced are sealed once, in the background.
+        ctx.spawn(parts.queue.seal_stored_until_done(), "seal-stored")
         nudge = parts.relay.nudge
         suppression = OptOutFollower(ctx.nc, parts.queue, nudge, personal.tag)
         # OAuth tokens are fetched through the same outbound guard as SMTP and IMAP; rotated

@@ -158,6 +158,8 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         engine.queue.personal = personal
         optouts.personal = personal
         replies.personal = personal
+        # Rows stored before sealing was introduced are sealed once, in the background.
+        ctx.spawn(engine.queue.seal_stored_until_done(), "seal-stored")
         return Connected(
             registry,
             Trust(box, sessions),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+
+import sqlalchemy as sa
 
 from shared.db.sql import insert_many_ignoring_duplicates
 from shared.dispatch import schema
@@ -13,6 +17,9 @@ from shared.dispatch.queue.records import INGEST_CHUNK_BITS, Incoming, Key
 from shared.events.schemas.dispatch import (
     MessageQueued,
 )
+from shared.events.schemas.messages import MessageAccepted
+
+log = logging.getLogger(__name__)
 
 
 class Ingest(QueueCore):
@@ -95,3 +102,53 @@ class Ingest(QueueCore):
                     correlation_id=item.correlation_id,
                 )
             return len(fresh)
+
+    async def seal_stored(self, chunk: int = 200) -> int:
+        """Seal the rows stored before personal fields were sealed (docs/privacy.md): their
+        payload under the recipients' keys, their recipient replaced by its salted hash.
+        Idempotent, in chunks; returns how many rows it sealed."""
+        if self.personal is None:
+            return 0
+        m = self.t.messages
+        # A sealed row files its recipient by a hex hash; a clear one by an address.
+        clear = sa.or_(m.c.recipient.like("%@%"), m.c.recipient.like("+%"))
+        sealed = 0
+        while True:
+            async with self.db() as session:
+                rows = (
+                    await session.execute(
+                        sa.select(m.c.site_id, m.c.message_id, m.c.payload)
+                        .where(clear)
+                        .limit(chunk)
+                    )
+                ).all()
+            if not rows:
+                return sealed
+            for row in rows:
+                message = await self.personal.seal_message(
+                    MessageAccepted.model_validate(row.payload)
+                )
+                async with self.db() as session, session.begin():
+                    await session.execute(
+                        sa.update(m)
+                        .where(m.c.site_id == row.site_id, m.c.message_id == row.message_id)
+                        .values(
+                            payload=message.model_dump(mode="json"),
+                            recipient=message.recipient_tag or message.to,
+                        )
+                    )
+                sealed += 1
+
+    async def seal_stored_until_done(self, retry_seconds: float = 30.0) -> None:
+        """`seal_stored` in the background, retried after a failure (NATS or the database
+        away for a while) instead of stopping the gateway."""
+        while True:
+            try:
+                sealed = await self.seal_stored()
+            except Exception:
+                log.exception("sealing stored messages failed; retrying")
+                await asyncio.sleep(retry_seconds)
+                continue
+            if sealed:
+                log.info("stored messages sealed", extra={"rows": sealed})
+            return
