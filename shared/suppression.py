@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 from nats.aio.client import Client
@@ -16,6 +16,7 @@ from shared.bus.topology import OPTOUTS
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.envelope import make_event
 from shared.events.schemas.optouts import Channel, How, RecipientOptedIn, RecipientOptedOut
+from shared.events.schemas.privacy import RecipientErased
 from shared.eventstore import EventStore, replay_batches, stream_position
 from shared.privacy.codec import ADDRESS, PersonalData
 
@@ -32,6 +33,10 @@ class SuppressionList:
         self._tagger = tagger
         self._out: set[tuple[str, str, str]] = set()
         self.ready = asyncio.Event()
+        # Purges of a gateway's clear copies when a recipient is erased (docs/privacy.md);
+        # run for every erasure seen, also on each replay at start (they are idempotent).
+        self.on_erased: list[Callable[[RecipientErased], Awaitable[object]]] = []
+        self._purges: set[asyncio.Task[object]] = set()
 
     def is_suppressed(self, group_id: str, channel: str, recipient: str) -> bool:
         """True if the recipient opted out of this group's messages on this channel."""
@@ -47,6 +52,11 @@ class SuppressionList:
             self._out.add((data.group_id, data.channel, self.key(data)))
         elif isinstance(data, RecipientOptedIn):
             self._out.discard((data.group_id, data.channel, self.key(data)))
+        elif isinstance(data, RecipientErased):
+            for purge in self.on_erased:
+                task = asyncio.get_running_loop().create_task(_logged(purge(data)))
+                self._purges.add(task)
+                task.add_done_callback(self._purges.discard)
 
     def key(self, data: RecipientOptedOut | RecipientOptedIn) -> str:
         """What the list files an event's recipient under."""
@@ -72,6 +82,14 @@ class SuppressionList:
             async for batch in batches:
                 for msg in batch:
                     await self._on_msg(msg)
+
+
+async def _logged(work: Awaitable[object]) -> object:
+    try:
+        return await work
+    except Exception:
+        log.exception("purging an erased recipient's clear copies failed")
+        return None
 
 
 async def record_opt_out(

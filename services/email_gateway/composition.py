@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from services.email_gateway.adapters import tables
 from services.email_gateway.adapters.account_health import AccountHealth
 from services.email_gateway.adapters.channel import EmailAdapter
+from services.email_gateway.adapters.erasure import purge_sender
 from services.email_gateway.adapters.graph.client import GraphMail
 from services.email_gateway.adapters.imap import SessionCache
 from services.email_gateway.adapters.oauth_tokens import RefreshTokenStore
@@ -41,6 +42,7 @@ from shared.domain.destinations import AllowList
 from shared.email_auth.provider import TokenProvider
 from shared.events.envelope import Envelope
 from shared.events.schemas.control import AttachmentReleaseRequested
+from shared.events.schemas.privacy import RecipientErased
 from shared.net.outbound import OutboundGuard, Resolver, guarded_transport, system_resolver
 from shared.privacy.codec import PersonalData
 from shared.runtime.service import BaseService, ServiceContext
@@ -125,6 +127,18 @@ class EmailGatewayService(BaseService):
         ctx.spawn(parts.queue.seal_stored_until_done(), "seal-stored")
         nudge = parts.relay.nudge
         suppression = OptOutFollower(ctx.nc, parts.queue, nudge, personal.tag)
+
+        async def purge(erased: RecipientErased) -> None:
+            tag = erased.recipient_tag
+            personal.keys.forget_cached(f"{erased.group_id}.{tag}.")
+            await purge_sender(
+                ctx.db,
+                quarantine,
+                erased.group_id,
+                lambda s: personal.tag(erased.group_id, s) == tag,
+            )
+
+        suppression.on_erased.append(purge)
         # OAuth tokens are fetched through the same outbound guard as SMTP and IMAP; rotated
         # refresh tokens are kept sealed in the database.
         rotated = RefreshTokenStore(ctx.db, box)
