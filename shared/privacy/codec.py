@@ -7,6 +7,7 @@ in clear (a provider call, an export). Everything between carries the sealed val
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ ADDRESS = "id"
 BODY = "body"
 REPLY = "reply"
 KINDS = (ADDRESS, BODY, REPLY)
+KEY_FETCHES = 64
+"""Key lookups (and creations) one sealer keeps in flight at once."""
 """Kinds of key: an address lives until erasure; bodies and replies also until retention."""
 
 
@@ -100,12 +103,17 @@ class PersonalData:
         """Fetch (creating) the address and body keys of `recipients` for today."""
         day = day_of(when)
         tags = {r: self.tag(group_id, r) for r in set(recipients)}
-        keys: dict[str, bytes] = {}
-        for tag in set(tags.values()):
-            for kind in (ADDRESS, BODY):
-                kid = key_id(tag, kind, day)
-                keys[kid] = await self.keys.get_or_create(group_id, kid)
-        return MessageSealer(group_id, day, tags, keys)
+        wanted = [key_id(t, kind, day) for t in set(tags.values()) for kind in (ADDRESS, BODY)]
+        # Many at a time: a batch of thousands of recipients needs as many keys, and one round
+        # trip each, in turn, would hold its submission for seconds.
+        limit = asyncio.Semaphore(KEY_FETCHES)
+
+        async def fetch(kid: str) -> bytes:
+            async with limit:
+                return await self.keys.get_or_create(group_id, kid)
+
+        found = await asyncio.gather(*(fetch(kid) for kid in wanted))
+        return MessageSealer(group_id, day, tags, dict(zip(wanted, found, strict=True)))
 
     async def seal(
         self, group_id: str, recipient: str, kind: str, value: str, when: datetime | None = None
