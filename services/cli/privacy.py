@@ -64,3 +64,23 @@ def retention(
         typer.echo(json.dumps(deleted))
 
     asyncio.run(run())
+
+
+@privacy.command("reapply-erasures")
+def reapply() -> None:
+    """Delete again the keys of every recipient ever erased (after restoring the key bucket
+    from a backup); the config service also does this hourly."""
+    from shared.privacy.codec import PersonalData
+    from shared.privacy.erasure import reapply_erasures
+    from shared.secrets import SecretBox
+
+    async def run() -> None:
+        nc = await connect_nats()
+        try:
+            personal = PersonalData(nc, SecretBox.from_config(load_config()))
+            found = await reapply_erasures(nc, personal)
+        finally:
+            await nc.close()
+        typer.echo(json.dumps({"keys_deleted": found}))
+
+    asyncio.run(run())

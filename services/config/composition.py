@@ -29,6 +29,7 @@ from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
 from shared.eventstore import EventStore
 from shared.net.outbound import OutboundGuard, Resolver, system_resolver
+from shared.privacy.erasure import reapply_erasures
 from shared.privacy.retention import apply_retention
 from shared.runtime.body_limit import BodyLimit
 from shared.runtime.health import HealthBoard
@@ -149,6 +150,9 @@ class ConfigService(BaseService):
                 )
                 if any(deleted.values()):
                     log.info("personal data past its retention deleted", extra=deleted)
+                # Erased keys back from a restored backup are deleted again.
+                if again := await reapply_erasures(self.handlers.nc, self.handlers.personal):
+                    log.warning("keys of erased recipients deleted again", extra={"keys": again})
             except Exception:
                 log.exception("applying retention failed; retrying later")
             await asyncio.sleep(RETENTION_SECONDS)

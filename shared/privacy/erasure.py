@@ -10,9 +10,11 @@ from nats.js.errors import APIError
 
 from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
+from shared.bus.topology import OPTOUTS
 from shared.events.codec import encode
 from shared.events.envelope import make_event
 from shared.events.schemas.privacy import RecipientErased
+from shared.eventstore import EventStore
 from shared.privacy.codec import PersonalData
 
 
@@ -64,3 +66,18 @@ async def erase_recipient(
         # The keys are gone either way; a repeat finds none, so the record is retried here.
         raise RuntimeError(f"the erasure record was refused: {result.description}")
     return Erasure(tag, erased, event.id)
+
+
+async def reapply_erasures(nc: Client, personal: PersonalData) -> int:
+    """Delete again the keys of every recipient ever erased; returns how many keys were found.
+
+    Erasure events name the recipient's tag, which names the keys, so a key bucket restored
+    from a backup older than an erasure is brought back in line (nothing found normally)."""
+    found = 0
+    store = EventStore(nc, OPTOUTS)
+    async for event in store.replay(filter_subject=subjects.erasures("*"), lenient=True):
+        data = event.data
+        if isinstance(data, RecipientErased):
+            names = await personal.keys.names(f"{data.group_id}.{data.recipient_tag}.>")
+            found += await personal.keys.delete(names)
+    return found

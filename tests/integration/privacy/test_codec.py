@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from shared.events.schemas.messages import Attachment, MessageAccepted
 from shared.privacy.cipher import ERASED, is_personal
 from shared.privacy.codec import BODY, PersonalData, day_of
+from shared.privacy.erasure import erase_recipient, reapply_erasures
 from shared.secrets import SecretBox, generate_key
 
 
@@ -68,3 +69,22 @@ async def test_retention_deletes_body_keys_of_old_days_only(nc: Client) -> None:
     opened_old = await personal.open_message(sealed_old)
     assert opened_old.body == ERASED and opened_old.to == "+61412345678"
     assert (await personal.open_message(sealed_new)).body == "Your appointment is at 10:00"
+
+
+async def test_keys_restored_from_a_backup_are_erased_again(nc: Client) -> None:
+    personal = PersonalData(nc, SecretBox([generate_key().encode()]))
+    sealed = await personal.seal_message(_message())
+    kv = await nc.jetstream().key_value("privacy_keys")
+    backup = {}
+    for name in await personal.keys.names("g1.>"):
+        backup[name] = (await kv.get(name)).value
+    done = await erase_recipient(nc, personal, "g1", "+61412345678", "test:admin")
+    assert done.keys_erased == 2 and done.event_id is not None
+    for name, value in backup.items():  # a restore of the bucket from before the erasure
+        await kv.put(name, value)
+    personal.keys.forget_cached("g1.")
+    assert (await personal.open_message(sealed)).body == "Your appointment is at 10:00"
+    assert await reapply_erasures(nc, personal) == 2
+    personal.keys.forget_cached("g1.")
+    assert (await personal.open_message(sealed)).body == ERASED
+    assert await reapply_erasures(nc, personal) == 0
