@@ -167,6 +167,9 @@ def install(console: Console, app: FastAPI) -> None:
             e for e in (events or []) if str(e.get("type", "")).startswith("stagger.reply.received")
         ]
         received.reverse()  # newest first
+        await console.opened(
+            site.group_id, [e.get("data") or {} for e in received], "from_number", "body"
+        )
         unmatched = [e for e in received if (e.get("data") or {}).get("kind") == "unmatched"]
         handled = [e for e in received if (e.get("data") or {}).get("kind") != "unmatched"]
         return console.page(
