@@ -446,6 +446,9 @@ def install(console: Console, app: FastAPI) -> None:
             )
         except AuditNotFound:
             raise PageNotFound() from None
+        state = (found or {}).get("state") or {}
+        if state.get("group_id"):
+            await console.opened(state["group_id"], [state], "recipient")
         return console.page(
             request,
             "timeline.html",
