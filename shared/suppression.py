@@ -16,7 +16,7 @@ from shared.bus.topology import OPTOUTS
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.envelope import make_event
 from shared.events.schemas.optouts import Channel, How, RecipientOptedIn, RecipientOptedOut
-from shared.events.schemas.privacy import RecipientErased
+from shared.events.schemas.privacy import RecipientErased, RetentionSet
 from shared.eventstore import EventStore, replay_batches, stream_position
 from shared.privacy.codec import ADDRESS, PersonalData
 
@@ -36,6 +36,9 @@ class SuppressionList:
         # Purges of a gateway's clear copies when a recipient is erased (docs/privacy.md);
         # run for every erasure seen, also on each replay at start (they are idempotent).
         self.on_erased: list[Callable[[RecipientErased], Awaitable[object]]] = []
+        # Each group's retention of personal data (the latest `retention_set`), for the
+        # gateways' delivery-metadata retention.
+        self.retention: dict[str, RetentionSet] = {}
         self._purges: set[asyncio.Task[object]] = set()
 
     def is_suppressed(self, group_id: str, channel: str, recipient: str) -> bool:
@@ -52,6 +55,8 @@ class SuppressionList:
             self._out.add((data.group_id, data.channel, self.key(data)))
         elif isinstance(data, RecipientOptedIn):
             self._out.discard((data.group_id, data.channel, self.key(data)))
+        elif isinstance(data, RetentionSet):
+            self.retention[data.group_id] = data
         elif isinstance(data, RecipientErased):
             for purge in self.on_erased:
                 task = asyncio.get_running_loop().create_task(_logged(purge(data)))

@@ -45,6 +45,7 @@ from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.events.schemas.privacy import RecipientErased
 from shared.net.outbound import OutboundGuard, Resolver, guarded_transport, system_resolver
 from shared.privacy.codec import PersonalData
+from shared.privacy.retention import metadata_retention_forever
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
 from shared.sites import SiteDirectory
@@ -139,6 +140,9 @@ class EmailGatewayService(BaseService):
             )
 
         suppression.on_erased.append(purge)
+        ctx.spawn(
+            metadata_retention_forever(suppression.retention, parts.queue), "metadata-retention"
+        )
         # OAuth tokens are fetched through the same outbound guard as SMTP and IMAP; rotated
         # refresh tokens are kept sealed in the database.
         rotated = RefreshTokenStore(ctx.db, box)

@@ -40,6 +40,7 @@ from shared.dispatch.engine import DispatchEngine, sql_parts
 from shared.dispatch.queue import MessageQueue
 from shared.events.schemas.privacy import RecipientErased
 from shared.privacy.codec import PersonalData
+from shared.privacy.retention import metadata_retention_forever
 from shared.runtime.service import ServiceContext
 from shared.secrets import SecretBox
 from shared.sites import Site, SiteDirectory
@@ -171,6 +172,9 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
         suppression.on_erased.append(purge)
         # Rows stored before sealing was introduced are sealed once, in the background.
         ctx.spawn(engine.queue.seal_stored_until_done(), "seal-stored")
+        ctx.spawn(
+            metadata_retention_forever(suppression.retention, engine.queue), "metadata-retention"
+        )
         return Connected(
             registry,
             Trust(box, sessions),

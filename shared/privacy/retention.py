@@ -8,7 +8,11 @@ read "erased" wherever they were written, while addresses, times and outcomes st
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from nats.aio.client import Client
 
@@ -20,6 +24,7 @@ from shared.eventstore import EventStore
 from shared.privacy.codec import BODY, REPLY, PersonalData, day_of
 
 DEFAULT = RetentionSet(group_id="_default")
+log = logging.getLogger(__name__)
 
 
 async def set_retention(nc: Client, policy: RetentionSet, actor: str) -> None:
@@ -57,3 +62,34 @@ async def apply_retention(nc: Client, personal: PersonalData, now: datetime) -> 
             old = [n for n in names if n.rsplit(".", 1)[1] < cutoff]
             deleted[kind] += await personal.keys.delete(old)
     return deleted
+
+
+class ForgetsMetadata(Protocol):
+    """A gateway's queue, as the delivery-metadata retention uses it."""
+
+    async def forget_metadata(self, group_id: str, finished_before: datetime) -> int: ...
+
+
+async def apply_metadata_retention(
+    policies: Mapping[str, RetentionSet], queue: ForgetsMetadata, now: datetime
+) -> int:
+    """Blank the delivery metadata of finished messages past each group's `metadata_days`."""
+    done = 0
+    for group_id, policy in list(policies.items()):
+        if policy.metadata_days is not None:
+            before = now - timedelta(days=policy.metadata_days)
+            done += await queue.forget_metadata(group_id, before)
+    return done
+
+
+async def metadata_retention_forever(
+    policies: Mapping[str, RetentionSet], queue: ForgetsMetadata, every: float = 3600.0
+) -> None:
+    """`apply_metadata_retention` hourly for the life of a gateway (a failure is retried at
+    the next round, it never stops the gateway)."""
+    while True:
+        try:
+            await apply_metadata_retention(policies, queue, datetime.now(UTC))
+        except Exception:
+            log.exception("delivery-metadata retention failed; retrying later")
+        await asyncio.sleep(every)
