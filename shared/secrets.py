@@ -74,6 +74,18 @@ class SecretBox:
         register_secret(plaintext)
         return plaintext
 
+    def seal_bytes(self, plaintext: bytes) -> bytes:
+        """Encrypt key material with the primary key. Unlike `seal`, nothing is registered with
+        the log scrubber: data keys are many and never logged."""
+        return self._fernets[0].encrypt(plaintext)
+
+    def open_bytes(self, sealed: bytes) -> bytes:
+        """Decrypt what `seal_bytes` sealed, with whichever configured key sealed it."""
+        try:
+            return self._ring.decrypt(sealed)
+        except InvalidToken as exc:
+            raise SecretKeyError("sealed with a key that is not configured") from exc
+
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` derived from the primary key (HMAC-SHA256), so a keyed tag needs
         no key of its own to configure, and changes when the primary key is rotated."""

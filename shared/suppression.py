@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 from nats.aio.client import Client
@@ -16,7 +17,9 @@ from shared.domain.consent import Consent
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.envelope import make_event
 from shared.events.schemas.optouts import Channel, How, RecipientOptedIn, RecipientOptedOut
+from shared.events.schemas.privacy import RecipientErased, RetentionSet
 from shared.eventstore import EventStore, replay_batches, stream_position
+from shared.privacy.codec import ADDRESS, PersonalData
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,20 @@ class SuppressionList:
     """(group, channel, recipient) → consent per category (`Consent`), kept current from the
     OPTOUTS stream."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, tagger: Callable[[str, str], str] | None = None) -> None:
         self._nc = nc
+        # A gateway whose ledger files recipients by salted hash (docs/privacy.md) folds
+        # opt-outs recorded in clear (unsubscribe links, the console, older events) into it.
+        self._tagger = tagger
         self._consent: dict[tuple[str, str, str], Consent] = {}
         self.ready = asyncio.Event()
+        # Purges of a gateway's clear copies when a recipient is erased (docs/privacy.md);
+        # run for every erasure seen, also on each replay at start (they are idempotent).
+        self.on_erased: list[Callable[[RecipientErased], Awaitable[object]]] = []
+        # Each group's retention of personal data (the latest `retention_set`), for the
+        # gateways' delivery-metadata retention.
+        self.retention: dict[str, RetentionSet] = {}
+        self._purges: set[asyncio.Task[object]] = set()
 
     def is_suppressed(
         self, group_id: str, channel: str, recipient: str, category: str | None = None
@@ -54,18 +67,32 @@ class SuppressionList:
 
     def apply(self, data: object) -> None:
         """Fold one event into the list."""
-        if not isinstance(data, RecipientOptedOut | RecipientOptedIn):
-            return
-        key = (data.group_id, data.channel, data.recipient.lower())
-        before = self._consent.get(key, Consent())
-        if isinstance(data, RecipientOptedOut):
-            after = before.opted_out(data.category)
-        else:
-            after = before.opted_in(data.category)
-        if after.empty:
-            self._consent.pop(key, None)
-        else:
-            self._consent[key] = after
+        if isinstance(data, RecipientOptedOut | RecipientOptedIn):
+            key = (data.group_id, data.channel, self.key(data))
+            before = self._consent.get(key, Consent())
+            if isinstance(data, RecipientOptedOut):
+                after = before.opted_out(data.category)
+            else:
+                after = before.opted_in(data.category)
+            if after.empty:
+                self._consent.pop(key, None)
+            else:
+                self._consent[key] = after
+        elif isinstance(data, RetentionSet):
+            self.retention[data.group_id] = data
+        elif isinstance(data, RecipientErased):
+            for purge in self.on_erased:
+                task = asyncio.get_running_loop().create_task(_logged(purge(data)))
+                self._purges.add(task)
+                task.add_done_callback(self._purges.discard)
+
+    def key(self, data: RecipientOptedOut | RecipientOptedIn) -> str:
+        """What the list files an event's recipient under."""
+        if data.recipient_tag is not None:
+            return data.recipient_tag
+        if self._tagger is not None:
+            return self._tagger(data.group_id, data.recipient)
+        return data.recipient.lower()
 
     async def _on_msg(self, msg: Msg) -> None:
         with contextlib.suppress(UndecodableEvent):
@@ -85,6 +112,14 @@ class SuppressionList:
                     await self._on_msg(msg)
 
 
+async def _logged(work: Awaitable[object]) -> object:
+    try:
+        return await work
+    except Exception:
+        log.exception("purging an erased recipient's clear copies failed")
+        return None
+
+
 async def record_opt_out(
     nc: Client,
     *,
@@ -98,20 +133,24 @@ async def record_opt_out(
     cancelled: int = 0,
     event_id: str | None = None,
     category: str | None = None,
+    personal: PersonalData | None = None,
 ) -> None:
     """Append an opt-out to the group's list (the event is the record; lists follow it).
-    `category` None ends every category."""
+    `category` None ends every category. With `personal`, the event carries the recipient
+    sealed and its salted hash."""
+    sealed, tag = await _sealed(personal, group_id, recipient)
     data = RecipientOptedOut(
         group_id=group_id,
         channel=channel,
-        recipient=recipient,
+        recipient=sealed,
+        recipient_tag=tag,
         how=how,
         keyword=keyword,
         site_id=site_id,
         cancelled_messages=cancelled,
         category=category,
     )
-    await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
+    await _append(nc, data, channel, tag or recipient, group_id, site_id, actor, event_id)
 
 
 async def record_opt_in(
@@ -126,19 +165,31 @@ async def record_opt_in(
     site_id: str | None = None,
     event_id: str | None = None,
     category: str | None = None,
+    personal: PersonalData | None = None,
 ) -> None:
     """Append an opt-in (re-subscription) to the group's list; `category` None restores every
     category."""
+    sealed, tag = await _sealed(personal, group_id, recipient)
     data = RecipientOptedIn(
         group_id=group_id,
         channel=channel,
-        recipient=recipient,
+        recipient=sealed,
+        recipient_tag=tag,
         how=how,
         keyword=keyword,
         site_id=site_id,
         category=category,
     )
-    await _append(nc, data, channel, recipient, group_id, site_id, actor, event_id)
+    await _append(nc, data, channel, tag or recipient, group_id, site_id, actor, event_id)
+
+
+async def _sealed(
+    personal: PersonalData | None, group_id: str, recipient: str
+) -> tuple[str, str | None]:
+    if personal is None:
+        return recipient, None
+    sealed = await personal.seal(group_id, recipient, ADDRESS, recipient)
+    return sealed, personal.tag(group_id, recipient)
 
 
 async def _append(

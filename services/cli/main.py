@@ -72,6 +72,10 @@ from services.cli.admin import admin as _admin  # noqa: E402
 
 app.add_typer(_admin, name="admin")
 
+from services.cli.privacy import privacy as _privacy  # noqa: E402
+
+app.add_typer(_privacy, name="privacy")
+
 
 @groups.command("create")
 def group_create(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from services.config.entrypoints import problems
 from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
 from services.config.entrypoints.batches import batch_router
 from services.config.entrypoints.optouts import optout_router
+from services.config.entrypoints.privacy import privacy_router
 from services.config.entrypoints.replies import replies_router
 from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
@@ -36,6 +38,8 @@ from shared.config import SERVICE_NAMES
 from shared.db.projection import ProjectionRunner
 from shared.eventstore import EventStore
 from shared.net.outbound import OutboundGuard, Resolver, system_resolver
+from shared.privacy.erasure import reapply_erasures
+from shared.privacy.retention import apply_retention
 from shared.runtime.body_limit import BodyLimit
 from shared.runtime.health import HealthBoard
 from shared.runtime.service import BaseService, ServiceContext
@@ -46,6 +50,7 @@ from shared.unsubscribe import UnsubscribeTokens
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 60.0
+RETENTION_SECONDS = 3600.0  # retention is counted in days: hourly is prompt enough
 
 
 class ConfigService(BaseService):
@@ -94,6 +99,7 @@ class ConfigService(BaseService):
         app.include_router(
             replies_router(self.handlers, self.tokens, ReplyDesk.of(ctx.nc, self.handlers))
         )
+        app.include_router(privacy_router(self.handlers, self.tokens))
         app.include_router(unsubscribe_router(ctx.nc, UnsubscribeTokens.from_config(ctx.config)))
         if self.staff is not None:
             app.include_router(staff_api.router(self.staff, self.tokens))
@@ -122,6 +128,7 @@ class ConfigService(BaseService):
         self.projection = ProjectionRunner(ctx.nc, ctx.db, SettingsProjection())
         ctx.spawn(self.projection.run(), "settings-projection")
         ctx.spawn(self._reconcile_forever(), "group-reconciler")
+        ctx.spawn(self._retention_forever(), "privacy-retention")
         assert ctx.db is not None, "the config service needs its database"
         staff = self.staff = Staff(ctx.config, ctx.nc, ctx.db, box, self.handlers, guard)
         staff.watch_tokens(self.tokens)
@@ -179,6 +186,23 @@ class ConfigService(BaseService):
             except Exception:
                 log.exception("group reconciliation failed; retrying later")
             await asyncio.sleep(RECONCILE_SECONDS)
+
+    async def _retention_forever(self) -> None:
+        # Every replica may run it: deleting a key twice finds it gone the second time.
+        assert self.handlers
+        while True:
+            try:
+                deleted = await apply_retention(
+                    self.handlers.nc, self.handlers.personal, datetime.now(UTC)
+                )
+                if any(deleted.values()):
+                    log.info("personal data past its retention deleted", extra=deleted)
+                # Erased keys back from a restored backup are deleted again.
+                if again := await reapply_erasures(self.handlers.nc, self.handlers.personal):
+                    log.warning("keys of erased recipients deleted again", extra={"keys": again})
+            except Exception:
+                log.exception("applying retention failed; retrying later")
+            await asyncio.sleep(RETENTION_SECONDS)
 
 
 def definition() -> ConfigService:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from services.email_gateway.adapters import tables
 from services.email_gateway.adapters.account_health import AccountHealth
 from services.email_gateway.adapters.channel import EmailAdapter
+from services.email_gateway.adapters.erasure import purge_sender, purge_soft_bounces
 from services.email_gateway.adapters.graph.client import GraphMail
 from services.email_gateway.adapters.imap import SessionCache
 from services.email_gateway.adapters.oauth_tokens import RefreshTokenStore
@@ -41,7 +42,10 @@ from shared.domain.destinations import AllowList
 from shared.email_auth.provider import TokenProvider
 from shared.events.envelope import Envelope
 from shared.events.schemas.control import AttachmentReleaseRequested
+from shared.events.schemas.privacy import RecipientErased
 from shared.net.outbound import OutboundGuard, Resolver, guarded_transport, system_resolver
+from shared.privacy.codec import PersonalData
+from shared.privacy.retention import metadata_retention_forever
 from shared.runtime.service import BaseService, ServiceContext
 from shared.secrets import SecretBox
 from shared.sites import SiteDirectory
@@ -118,8 +122,27 @@ class EmailGatewayService(BaseService):
         parts = sql_parts(
             ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.config.instance_id
         )
+        # Personal fields: sealed at intake, opened for the SMTP submission (docs/privacy.md).
+        personal = parts.queue.personal = PersonalData(ctx.nc, box)
+        # Rows stored before sealing was introduced are sealed once, in the background.
+        ctx.spawn(parts.queue.seal_stored_until_done(), "seal-stored")
         nudge = parts.relay.nudge
-        suppression = OptOutFollower(ctx.nc, parts.queue, nudge)
+        suppression = OptOutFollower(ctx.nc, parts.queue, nudge, personal.tag)
+
+        async def purge(erased: RecipientErased) -> None:
+            tag = erased.recipient_tag
+            personal.keys.forget_cached(f"{erased.group_id}.{tag}.")
+
+            def is_erased(address: str) -> bool:
+                return personal.tag(erased.group_id, address) == tag
+
+            await purge_sender(ctx.db, quarantine, erased.group_id, is_erased)
+            await purge_soft_bounces(ctx.db, erased.group_id, is_erased)
+
+        suppression.on_erased.append(purge)
+        ctx.spawn(
+            metadata_retention_forever(suppression.retention, parts.queue), "metadata-retention"
+        )
         # OAuth tokens are fetched through the same outbound guard as SMTP and IMAP; rotated
         # refresh tokens are kept sealed in the database.
         rotated = RefreshTokenStore(ctx.db, box)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sms_gateway.adapters import tables
+from services.sms_gateway.adapters import tables, unrouted
 from services.sms_gateway.adapters.account_sites import AccountSites
 from services.sms_gateway.adapters.credit_store import CreditStates, HoldRecords
 from services.sms_gateway.adapters.ledger import Ledger
@@ -38,6 +38,9 @@ from shared.bus.deadletter import NatsDeadLetters
 from shared.dispatch.adapter import ChannelAdapter
 from shared.dispatch.engine import DispatchEngine, sql_parts
 from shared.dispatch.queue import MessageQueue
+from shared.events.schemas.privacy import RecipientErased
+from shared.privacy.codec import PersonalData
+from shared.privacy.retention import metadata_retention_forever
 from shared.runtime.service import ServiceContext
 from shared.secrets import SecretBox
 from shared.sites import Site, SiteDirectory
@@ -152,8 +155,32 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
             simulator_enabled=ctx.config.sms_simulator_enabled,
         )
         engine = build_engine(config, ctx, channel)
+        # Personal fields: sealed at intake and on replies, opened for the provider call.
+        personal = PersonalData(ctx.nc, box)
+        engine.queue.personal = personal
+        optouts.personal = personal
+        replies.personal = personal
+        suppression = SuppressionList(ctx.nc, personal.tag)
+
+        async def purge(erased: RecipientErased) -> None:
+            tag = erased.recipient_tag
+            personal.keys.forget_cached(f"{erased.group_id}.{tag}.")
+            await unrouted.purge_sender(
+                sessions, lambda number: personal.tag(erased.group_id, number) == tag
+            )
+
+        suppression.on_erased.append(purge)
+        # Rows stored before sealing was introduced are sealed once, in the background.
+        ctx.spawn(engine.queue.seal_stored_until_done(), "seal-stored")
+        ctx.spawn(
+            metadata_retention_forever(suppression.retention, engine.queue), "metadata-retention"
+        )
         return Connected(
-            registry, Trust(box, sessions), SuppressionList(ctx.nc), engine, engine.sites
+            registry,
+            Trust(box, sessions),
+            suppression,
+            engine,
+            engine.sites,
         )
 
     def providers() -> Providers:

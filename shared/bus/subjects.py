@@ -113,6 +113,16 @@ def alerts(group: str) -> str:
     return f"alerts.{check_token(group, 'group id')}"
 
 
+def erasures(group: str) -> str:
+    """A group's erasures of recipients' personal data (on the OPTOUTS stream)."""
+    return f"optouts.{group}.erasures"
+
+
+def retention(group: str) -> str:
+    """A group's retention of personal data (on the OPTOUTS stream)."""
+    return f"optouts.{group}.retention"
+
+
 def dead_letter(origin: str, consumer: str) -> str:
     """Where a consumer puts a message it cannot process."""
     return f"deadletter.{origin.lower()}.{consumer}"

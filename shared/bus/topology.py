@@ -44,6 +44,7 @@ AUDIT = "AUDIT"
 
 # Key-value buckets (each a stream named KV_<bucket>).
 CONSOLE_SESSIONS = "console_sessions"
+PRIVACY_KEYS = "privacy_keys"
 CONSOLE_SESSION_TTL = 12 * 3600.0
 
 
@@ -260,6 +261,44 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     for spec in STREAMS:
         await ensure_stream(js, spec, replicas)
     await ensure_console_sessions(js, replicas)
+    await ensure_privacy_keys(js, replicas)
+
+
+async def ensure_privacy_keys(js: JetStreamContext, replicas: int = 1) -> None:
+    """The bucket of recipients' data keys (docs/privacy.md): sealed keys, one per recipient,
+    kind and day, deleted for good on erasure and when a retention ends. Created when missing."""
+    try:
+        await js.stream_info(f"KV_{PRIVACY_KEYS}")
+        return
+    except NotFoundError:
+        pass
+    try:
+        # The bucket's stream declared by hand: `create_key_value` always sets deny_delete,
+        # and erasure needs JetStream's message delete, which overwrites the stored bytes
+        # (a key-value delete or purge only adds a marker and leaves them on disk).
+        await js.add_stream(
+            StreamConfig(
+                name=f"KV_{PRIVACY_KEYS}",
+                description="Recipients' data keys, sealed with the service key; deleting one "
+                "makes every field sealed under it unreadable (crypto-shredding).",
+                subjects=[f"$KV.{PRIVACY_KEYS}.>"],
+                allow_direct=True,
+                allow_rollup_hdrs=True,
+                deny_delete=False,
+                deny_purge=False,
+                discard=DiscardPolicy.NEW,
+                duplicate_window=120,
+                max_consumers=-1,
+                max_msgs=-1,
+                max_msgs_per_subject=1,
+                num_replicas=replicas,
+                storage=StorageType.FILE,
+            )
+        )
+        log.info("key-value bucket created", extra={"bucket": PRIVACY_KEYS})
+    except BadRequestError as exc:
+        if exc.err_code != 10058:  # another service created it meanwhile
+            raise
 
 
 async def ensure_console_sessions(js: JetStreamContext, replicas: int = 1) -> None:

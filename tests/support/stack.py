@@ -103,10 +103,15 @@ class StackProcess:
 
 
 def start_stack(
-    var_dir: Path, extra_env: dict[str, str] | None = None, *, demo: bool = True
+    var_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    demo: bool = True,
+    database_url: str | None = None,
 ) -> StackProcess:
     """Run `stagger up` with embedded NATS and SQLite under `var_dir` (`demo=False`: without
-    the demo group, whose sites hold the simulator's default account)."""
+    the demo group, whose sites hold the simulator's default account; `database_url`: every
+    service on that database instead of SQLite)."""
     env = {
         **os.environ,
         "STAGGER_VAR_DIR": str(var_dir),
@@ -119,6 +124,8 @@ def start_stack(
     }
     env.pop("STAGGER_NATS_URL", None)
     env.pop("STAGGER_DATABASE_URL", None)
+    if database_url is not None:
+        env["STAGGER_DATABASE_URL"] = database_url
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "up", *([] if demo else ["--no-demo"])],
         cwd=ROOT,

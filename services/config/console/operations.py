@@ -29,6 +29,7 @@ from shared.domain.site_settings import valid_email
 from shared.events.envelope import make_event
 from shared.events.schemas.control import ResetFailedRequested
 from shared.eventstore import EventStore
+from shared.privacy.cipher import is_personal
 from shared.suppression import SuppressionList, record_opt_in, record_opt_out
 from shared.tokens import Principal
 
@@ -155,6 +156,16 @@ class ConsoleOperations:
 
     # --- outbox, credits ---------------------------------------------------------------
 
+    async def opened(self, group_id: str, rows: list[dict[str, Any]], *fields: str) -> None:
+        """Open, in place, the sealed personal fields the staff may read (docs/privacy.md):
+        each erased one reads "erased"."""
+        personal = self.handlers.personal
+        for row in rows:
+            for name in fields:
+                value = row.get(name)
+                if isinstance(value, str) and is_personal(value):
+                    row[name] = await personal.open(group_id, value)
+
     async def outbox_view(
         self, user: User, site: SiteState, channel: str | None, state: str | None
     ) -> dict[str, Any]:
@@ -207,9 +218,11 @@ class ConsoleOperations:
                 30,
                 site_id=site.site_id,
             )
+        messages = listing.get("messages", [])
+        await self.opened(site.group_id, messages, "recipient")
         return {
             "counts": listing.get("counts", {}),
-            "messages": listing.get("messages", []),
+            "messages": messages,
             "batch": batch,
             "batch_channel": batch_channel,
             "finish": finish,

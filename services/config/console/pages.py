@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from services.config.console import views
 from services.config.console.audit_client import AuditNotFound, AuditUnavailable
 from services.config.console.views import OUTBOX_STATES
+from shared.privacy.erasure import erase_recipient
 
 if TYPE_CHECKING:
     from services.config.console.app import Console
@@ -255,6 +256,8 @@ def install(console: Console, app: FastAPI) -> None:
             error=error,
             added=added or request.query_params.get("added"),
             removed=request.query_params.get("removed"),
+            erased=request.query_params.get("erased"),
+            already_erased=request.query_params.get("already_erased"),
             loaded=console.suppression.ready.is_set(),
         )
 
@@ -310,6 +313,27 @@ def install(console: Console, app: FastAPI) -> None:
         return RedirectResponse(
             f"{PREFIX}/optouts?{urlencode({'removed': recipient})}", status_code=303
         )
+
+    @app.post("/erasures")
+    async def erase(request: Request) -> Response:
+        """A group admin erases a patient's personal data (docs/privacy.md)."""
+        form = await console.form(request)
+        user = await console.user(request)
+        if not user.who.administers_group(user.who.group_id):
+            raise Forbidden("Only a group admin erases a patient's personal data.")
+        recipient = str(form.get("recipient") or "").strip()
+        if not recipient or not form.get("confirmed"):
+            return await _optouts_page(
+                request,
+                user,
+                status=422,
+                error="Enter the phone number or email address and tick the box to confirm.",
+            )
+        done = await erase_recipient(
+            console.nc, console.handlers.personal, user.who.group_id, recipient, user.who.actor
+        )
+        note = "erased" if done.keys_erased else "already_erased"
+        return RedirectResponse(f"{PREFIX}/optouts?{urlencode({note: '1'})}", status_code=303)
 
     # --- audit ---------------------------------------------------------------------------
 
@@ -417,6 +441,9 @@ def install(console: Console, app: FastAPI) -> None:
             )
         except AuditNotFound:
             raise PageNotFound() from None
+        state = (found or {}).get("state") or {}
+        if state.get("group_id"):
+            await console.opened(state["group_id"], [state], "recipient")
         return console.page(
             request,
             "timeline.html",

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.config.adapters import replies as replies_model
-from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound
+from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, opened
 from shared.domain.site_settings import SettingsError
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ def install(console: Console, app: FastAPI) -> None:
                 session, ids, keyword=keyword or None, status=status or None
             )
             unread = await replies_model.unread_counts(session, [s["site_id"] for s in sites])
+        rows = await opened(console.handlers.personal, rows)
         names = {s["site_id"]: s.get("name") or s["site_id"] for s in sites}
         return console.page(
             request,

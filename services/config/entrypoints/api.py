@@ -370,6 +370,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 msg_id_key=msg_id_key,
                 batch_id=batch_id,
                 before_publish=record,
+                personal=handlers.personal,
             )
         except submission.PublishFailed as exc:
             if ctx.batches is not None:

@@ -19,7 +19,7 @@ from services.config.domain.aggregates import SiteState
 from services.config.entrypoints.api import BEARER, ERRORS, WRITE_ERRORS
 from services.config.entrypoints.problems import AuthError
 from services.config.handlers import ConfigHandlers, NotFound
-from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound
+from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, opened
 from shared.bus import subjects
 from shared.dispatch.checks import fits
 from shared.domain.site_settings import SettingsError
@@ -103,13 +103,14 @@ def replies_router(handlers: ConfigHandlers, tokens: TokenRegistry, desk: ReplyD
     ) -> list[dict[str, Any]]:
         ids = await visible_site_ids(who, site)
         async with handlers.db() as session:
-            return await replies_model.list_replies(
+            rows = await replies_model.list_replies(
                 session,
                 ids,
                 keyword=keyword,
                 status=None if status == "all" else status,
                 limit=limit,
             )
+        return await opened(handlers.personal, rows)
 
     @router.get("/replies/unread", summary="Unread replies per site", responses=ERRORS)
     async def unread(who: Caller) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from shared.events.envelope import EventData, make_event
 from shared.events.schemas.control import AttachmentReleaseRequested
 from shared.events.schemas.replies import ReplyAnswered, ReplyHandled
 from shared.eventstore import EventStore
+from shared.privacy.cipher import ERASED
+from shared.privacy.codec import ADDRESS, BODY, PersonalData
 
 SOURCE = "config"
 MAX_ANSWER = 1600
@@ -51,17 +53,21 @@ class ReplyDesk:
         db: async_sessionmaker[AsyncSession],
         msg_id_key: bytes,
         batches: BatchStore | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         self._nc = nc
         self._db = db
         self._msg_id_key = msg_id_key
         self._batches = batches
+        # Replies carry the patient's number and text sealed (docs/privacy.md): opened to
+        # answer, and the answer's own event seals them again.
+        self._personal = personal
 
     @classmethod
     def of(cls, nc: Client, handlers: ConfigHandlers) -> ReplyDesk:
         """The desk over the config service's database and outbox key."""
         key = handlers.box.derive_key(submission.MSG_ID_PURPOSE)
-        return cls(nc, handlers.db, key, BatchStore(handlers.db))
+        return cls(nc, handlers.db, key, BatchStore(handlers.db), handlers.personal)
 
     async def reply(self, site: SiteState, reply_id: str) -> dict[str, Any]:
         """One reply of the site (raises `ReplyNotFound`)."""
@@ -93,11 +99,16 @@ class ReplyDesk:
         if len(text) > MAX_ANSWER:
             raise SettingsError({"body": f"at most {MAX_ANSWER} characters"})
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        number = found["from_number"]
+        if self._personal is not None:
+            number = await self._personal.open(site.group_id, number)
+        if not number or number == ERASED:
+            raise SettingsError({"reply_id": "the patient's number was erased"})
         body_in = submission.SubmissionIn(
             channel="sms",
             messages=[
                 submission.MessageIn(
-                    to=found["from_number"],
+                    to=number,
                     body=text,
                     category="manual",
                     client_reference=f"reply:{reply_id}"[:200],
@@ -126,15 +137,20 @@ class ReplyDesk:
             msg_id_key=self._msg_id_key,
             batch_id=batch_id,
             before_publish=record,
+            personal=self._personal,
         )
         sent = accepted[0]
+        shown_to, shown_body = number, text
+        if self._personal is not None:
+            shown_to = await self._personal.seal(site.group_id, number, ADDRESS, number)
+            shown_body = await self._personal.seal(site.group_id, number, BODY, text)
         data = ReplyAnswered(
             group_id=site.group_id,
             site_id=site.site_id,
             reply_id=reply_id,
             message_id=sent.message_id,
-            to=found["from_number"],
-            body=text,
+            to=shown_to,
+            body=shown_body,
         )
         # One event per answer message: a repeated click (same text) is the same message and
         # the same event id, which the stream de-duplicates.
@@ -195,8 +211,19 @@ class ReplyDesk:
         while True:
             current = await self.reply(site, reply_id)
             if done(current) or loop.time() >= deadline:
+                if self._personal is not None:
+                    await opened(self._personal, [current])
                 return current
             await asyncio.sleep(0.05)
+
+
+async def opened(personal: PersonalData, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` of the replies read model with the patient's number and texts opened for staff
+    (each erased one reads "erased"; docs/privacy.md)."""
+    for row in rows:
+        for name in ("from_number", "body", "last_answer"):
+            row[name] = await personal.open(row["group_id"], row.get(name))
+    return rows
 
 
 async def unread(db: async_sessionmaker[AsyncSession], site_ids: list[str]) -> dict[str, int]:

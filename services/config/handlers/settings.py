@@ -45,6 +45,7 @@ from shared.events.envelope import make_event
 from shared.events.schemas.control import SendNowRequested
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.net.outbound import OutboundGuard
+from shared.privacy.codec import PersonalData
 from shared.secrets import REDACTED, SecretBox
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class ConfigHandlers:
         self.nc = nc
         self.store = store
         self.box = box
+        # Personal fields of messages are sealed with it before they reach the outbox.
+        self.personal = PersonalData(nc, box)
         self._db = db
         self.simulator_enabled = simulator_enabled
         # None: no write-time check (in-process operator tools); the API always has one, and

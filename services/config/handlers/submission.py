@@ -35,6 +35,7 @@ from shared.domain.site_settings import SettingsError, valid_email
 from shared.events.codec import EXPECTED_STREAM, MSG_ID, encode
 from shared.events.envelope import Envelope, new_event_id
 from shared.events.schemas.messages import Attachment, MessageAccepted, SubmittedCategory
+from shared.privacy.codec import MessageSealer, PersonalData
 
 MAX_BATCH = 10_000
 MAX_SMS_BODY = 1600  # the strictest common provider maximum (Twilio)
@@ -222,8 +223,12 @@ def validate(
     max_payload: int | None = None,
     msg_id_key: bytes | None = None,
     batch_id: str | None = None,
+    seal: MessageSealer | None = None,
 ) -> tuple[list[Accepted], list[Outgoing]]:
     """Check every message; raise SettingsError naming each bad `messages[i].field`.
+
+    With `seal`, each message's personal fields go out sealed under its recipient's keys
+    (docs/privacy.md); the size check then applies to the sealed form the bus carries.
 
     Every message carries `batch_id` (by default `batch_of(site, submission)`).
 
@@ -342,6 +347,8 @@ def validate(
             submitted_at=now,
             batch_id=batch,
         )
+        if seal is not None:
+            data = seal.message(data)
         headers = dict(template)
         headers["ce-id"] = headers["ce-subject"] = mid
         headers[MSG_ID] = (
@@ -394,6 +401,7 @@ async def submit(
     msg_id_key: bytes | None = None,
     batch_id: str | None = None,
     before_publish: Callable[[list[Accepted]], Awaitable[None]] | None = None,
+    personal: PersonalData | None = None,
 ) -> list[Accepted]:
     """Validate and publish a batch, traced as one `stagger.submit` span (continuing the
     caller's trace when `trace_headers` carry a `traceparent`). `before_publish` gets the
@@ -418,6 +426,19 @@ async def submit(
             msg_id_key=msg_id_key,
             batch_id=batch_id,
         )
+        if personal is not None:
+            # Validated in clear first (addresses normalised), then again sealing with the
+            # recipients' keys: nothing personal reaches the outbox in clear.
+            sealer = await personal.sealer(site.group_id, [a.to for a in accepted])
+            accepted, outgoing = validate(
+                site,
+                submission,
+                actor,
+                max_payload=nc.max_payload,
+                msg_id_key=msg_id_key,
+                batch_id=batch_id,
+                seal=sealer,
+            )
         if before_publish is not None:
             await before_publish(accepted)
         await publish(nc, accepted, outgoing)

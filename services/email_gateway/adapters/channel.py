@@ -176,7 +176,9 @@ class EmailAdapter:
             claimed.message.category,
             site.settings.consent.categories,
         )
-        if self.suppression.is_suppressed(claimed.group_id, "email", claimed.recipient, category):
+        if self.suppression.is_suppressed(
+            claimed.group_id, "email", claimed.recipient_key, category
+        ):
             return Verdict(
                 "suppress", f"the recipient unsubscribed from this group's {category} email"
             )

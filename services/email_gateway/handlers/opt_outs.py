@@ -22,8 +22,14 @@ class OptOutFollower(SuppressionList):
     recorded while no replica ran are caught when each message is claimed (`EmailAdapter.check`).
     """
 
-    def __init__(self, nc: Client, queue: Queue, nudge: Callable[[], None]) -> None:
-        super().__init__(nc)
+    def __init__(
+        self,
+        nc: Client,
+        queue: Queue,
+        nudge: Callable[[], None],
+        tagger: Callable[[str, str], str] | None = None,
+    ) -> None:
+        super().__init__(nc, tagger)
         self._queue = queue
         self._nudge = nudge
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -39,7 +45,7 @@ class OptOutFollower(SuppressionList):
         try:
             done = await self._queue.suppress_recipient(
                 data.group_id,
-                data.recipient,
+                self.key(data),
                 reason=f"the recipient opted out ({data.how})",
                 category=data.category,
             )

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from nats.aio.client import Client
 
 from shared.events.schemas.optouts import How
+from shared.privacy.codec import PersonalData
 from shared.suppression import record_opt_in, record_opt_out
 
 ACTOR = "service:sms_gateway"
@@ -15,9 +16,10 @@ ACTOR = "service:sms_gateway"
 class BusOptOuts:
     """Appends the gateway's opt-out and opt-in events (the event is the record)."""
 
-    def __init__(self, nc: Callable[[], Client]) -> None:
+    def __init__(self, nc: Callable[[], Client], personal: PersonalData | None = None) -> None:
         # The connection is made after the service declares its subscribers: read at use.
         self._nc = nc
+        self.personal = personal
 
     async def opted_out(
         self,
@@ -44,6 +46,7 @@ class BusOptOuts:
             cancelled=cancelled,
             event_id=event_id,
             category=category,
+            personal=self.personal,
         )
 
     async def opted_in(
@@ -67,4 +70,5 @@ class BusOptOuts:
             keyword=keyword,
             site_id=site_id,
             event_id=event_id,
+            personal=self.personal,
         )

@@ -8,6 +8,7 @@ verify`: the list names no group, so no group's token could be allowed to read i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,3 +60,23 @@ async def listing(db: async_sessionmaker[AsyncSession], limit: int = 100) -> lis
             sa.select(t).order_by(t.c.recorded_at.desc(), t.c.event_key).limit(limit)
         )
         return [dict(r._mapping) for r in rows]
+
+
+async def purge_sender(
+    db: async_sessionmaker[AsyncSession], is_erased: Callable[[str], bool]
+) -> int:
+    """Delete the unrouted replies whose sender was erased (they belong to no group, so every
+    one is checked against the erased recipient); returns how many went."""
+    t = tables.unrouted_replies
+    async with db() as session, session.begin():
+        rows = (await session.execute(sa.select(t.c.event_key, t.c.from_number))).all()
+        gone = [r.event_key for r in rows if is_erased(r.from_number)]
+        if gone:
+            sqlite = session.get_bind().dialect.name == "sqlite"
+            if sqlite:
+                # Overwrite the deleted rows' bytes in the file, not just unlink them.
+                await session.execute(sa.text("PRAGMA secure_delete=ON"))
+            await session.execute(sa.delete(t).where(t.c.event_key.in_(gone)))
+            if sqlite:
+                await session.execute(sa.text("PRAGMA secure_delete=OFF"))
+    return len(gone)

@@ -154,7 +154,7 @@ class SmsAdapter:
         # gateway queues it itself; the API refuses the category).
         auto = claimed.message.category == AUTO_REPLY
         if not auto and self._suppression().is_suppressed(
-            claimed.group_id, "sms", claimed.recipient, category
+            claimed.group_id, "sms", claimed.recipient_key, category
         ):
             return Verdict("suppress", f"the recipient opted out of this group's {category} SMS")
         body = claimed.message.body
@@ -422,10 +422,11 @@ class SmsAdapter:
                 channel="sms",
                 recipient=claimed.recipient,
                 how="provider",
+                recipient_tag=claimed.lookup,
             )
         )
         await self._queue().suppress_recipient(
-            claimed.group_id, claimed.recipient, reason="the provider reports an opt-out"
+            claimed.group_id, claimed.recipient_key, reason="the provider reports an opt-out"
         )
         await self._optouts.opted_out(
             claimed.group_id, claimed.recipient, "provider", site_id=claimed.site_id

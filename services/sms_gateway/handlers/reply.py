@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -49,6 +50,7 @@ from shared.domain.segments import count_segments
 from shared.events.schemas.messages import AUTO_REPLY, MessageAccepted
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.replies import ReplyReceived
+from shared.privacy.codec import ADDRESS, REPLY, PersonalData
 from shared.sites import Site, SiteDirectory
 from shared.suppression import SuppressionList
 
@@ -114,8 +116,11 @@ class ReplyHandler:
         suppression: Callable[[], SuppressionList],
         queue: Callable[[], MessageQueue],
         optouts: BusOptOuts,
+        personal: PersonalData | None = None,
     ) -> None:
         self._sessions = sessions
+        # Seals the reply's number and text, and files the number under its salted hash.
+        self.personal = personal
         self._events = events
         self._ledger = ledger
         self._account_sites = account_sites
@@ -159,14 +164,18 @@ class ReplyHandler:
             cancelled = await self._opt_out(site, number, verdict.keyword, key, category)
         elif verdict.kind == "optin":
             await self._opt_in(site, number, verdict.keyword, key)
+        from_number, body = number, inbound.body
+        if self.personal is not None:
+            from_number = await self.personal.seal(site.group_id, number, ADDRESS, number)
+            body = await self.personal.seal(site.group_id, number, REPLY, body)
         data = ReplyReceived(
             group_id=site.group_id,
             site_id=site.site_id,
             provider=provider,
             provider_inbound_id=inbound.inbound_id,
-            from_number=number,
+            from_number=from_number,
             to=inbound.to,
-            body=inbound.body,
+            body=body,
             received_at=inbound.received_at,
             in_reply_to=match.message_id,
             kind=verdict.kind,
@@ -216,10 +225,15 @@ class ReplyHandler:
         )
         return verdict.kind
 
+    def _lookup(self, group_id: str, number: str) -> str | None:
+        """What the ledger and the suppression list file `number` under (None: itself)."""
+        return None if self.personal is None else self.personal.tag(group_id, number)
+
     async def _opt_out(
         self, site: Site, number: str, keyword: str | None, key: str, category: str | None
     ) -> int:
         # This replica refuses the number from now on; the others follow OPTOUTS.
+        tag = self._lookup(site.group_id, number)
         self._suppression().apply(
             RecipientOptedOut(
                 group_id=site.group_id,
@@ -227,10 +241,14 @@ class ReplyHandler:
                 recipient=number,
                 how="keyword",
                 category=category,
+                recipient_tag=tag,
             )
         )
         cancelled = await self._queue().suppress_recipient(
-            site.group_id, number, reason=f"the recipient replied {keyword}", category=category
+            site.group_id,
+            tag or number,
+            reason=f"the recipient replied {keyword}",
+            category=category,
         )
         self._events.nudge()
         await self._optouts.opted_out(
@@ -247,7 +265,13 @@ class ReplyHandler:
 
     async def _opt_in(self, site: Site, number: str, keyword: str | None, key: str) -> None:
         self._suppression().apply(
-            RecipientOptedIn(group_id=site.group_id, channel="sms", recipient=number, how="keyword")
+            RecipientOptedIn(
+                group_id=site.group_id,
+                channel="sms",
+                recipient=number,
+                how="keyword",
+                recipient_tag=self._lookup(site.group_id, number),
+            )
         )
         await self._optouts.opted_in(
             site.group_id,
@@ -265,6 +289,9 @@ class ReplyHandler:
         found = reply_attribution.owners(lines, key)
         if isinstance(found, Unrouted):
             return found
+        if self.personal is not None:
+            # The ledger files numbers by their salted hash: match the sender by it too.
+            key = replace(key, from_number=self.personal.tag(found.group_id, key.from_number))
         linked = await self._message(inbound.in_reply_to, found) if inbound.in_reply_to else None
         last = (
             None if reply_attribution.answers(found, key, linked) else await self._last(found, key)

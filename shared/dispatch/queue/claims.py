@@ -73,20 +73,22 @@ class Claims(QueueCore):
             )
             rows = list(result.all())
         rows.sort(key=lambda r: (utc(r.accepted_at), r.intake_seq, r.message_id))
-        return [
-            Claimed(
-                r.message_id,
-                r.group_id,
-                r.site_id,
-                r.recipient,
-                MessageAccepted.model_validate(r.payload),
-                r.attempts,
-                release,
-                utc(r.expires_at),
-                r.traceparent,
-            )
-            for r in rows
-        ]
+        return await self.opened(
+            [
+                Claimed(
+                    r.message_id,
+                    r.group_id,
+                    r.site_id,
+                    r.recipient,
+                    MessageAccepted.model_validate(r.payload),
+                    r.attempts,
+                    release,
+                    utc(r.expires_at),
+                    r.traceparent,
+                )
+                for r in rows
+            ]
+        )
 
     async def extend_lease(self, keys: Collection[Key], lease: timedelta) -> None:
         """Keep holding messages whose send is taking long."""
@@ -174,16 +176,18 @@ class Claims(QueueCore):
                 )
             )
             rows = result.all()
-        return [
-            Claimed(
-                r.message_id,
-                r.group_id,
-                r.site_id,
-                r.recipient,
-                MessageAccepted.model_validate(r.payload),
-                r.attempts,
-                Release.model_validate(r.released_by) if r.released_by else None,
-                utc(r.expires_at),
-            )
-            for r in rows
-        ]
+        return await self.opened(
+            [
+                Claimed(
+                    r.message_id,
+                    r.group_id,
+                    r.site_id,
+                    r.recipient,
+                    MessageAccepted.model_validate(r.payload),
+                    r.attempts,
+                    Release.model_validate(r.released_by) if r.released_by else None,
+                    utc(r.expires_at),
+                )
+                for r in rows
+            ]
+        )

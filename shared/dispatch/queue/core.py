@@ -3,7 +3,9 @@ compare-and-set transitions every other part uses."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ from shared.dispatch.pending_events import add_event, event_id
 from shared.dispatch.queue.records import Claimed
 from shared.dispatch.schema import DispatchTables
 from shared.events.envelope import EventData
+from shared.privacy.codec import PersonalData
 
 
 class QueueCore:
@@ -35,6 +38,29 @@ class QueueCore:
         self.channel = channel
         self.owner = owner
         self.source = source
+        # Set by a gateway that seals personal fields (docs/privacy.md): intake seals what a
+        # producer sent in clear, claims open what a send needs.
+        self.personal: PersonalData | None = None
+
+    @staticmethod
+    def scrub(c: Claimed, text: str) -> str:
+        """`text` (a provider's error) without the opened address: an SMTP refusal names the
+        recipient, and reasons go into events and the ledger, where only sealed values may."""
+        if c.lookup is None or not c.recipient or len(c.recipient) < 3:
+            return text
+        return text.replace(c.recipient, "<recipient>")
+
+    async def opened(self, claimed: list[Claimed]) -> list[Claimed]:
+        """Claimed messages with their personal fields in clear, filed under their tag."""
+        if self.personal is None:
+            return claimed
+        # Concurrently: a claimed batch's keys are fetched in one round trip's time, so the
+        # first send of a spaced tick is not late to its slot.
+        opened = await asyncio.gather(*(self.personal.open_message(c.message) for c in claimed))
+        return [
+            replace(c, recipient=m.to, message=m, lookup=c.recipient)
+            for c, m in zip(claimed, opened, strict=True)
+        ]
 
     # --- events ------------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -17,6 +20,9 @@ from shared.events.schemas.dispatch import (
     MessageCancelled,
     MessageQueued,
 )
+from shared.events.schemas.messages import MessageAccepted
+
+log = logging.getLogger(__name__)
 
 
 class Ingest(QueueCore):
@@ -31,6 +37,11 @@ class Ingest(QueueCore):
             return 0
         m = self.t.messages
         now = datetime.now(UTC)
+        if self.personal is not None:
+            # A producer publishing to the outbox directly may send in clear: sealed here,
+            # before anything is written.
+            sealed = await asyncio.gather(*(self.personal.seal_message(i.message) for i in batch))
+            batch = [replace(i, message=m) for i, m in zip(batch, sealed, strict=True)]
         async with self.db() as session, session.begin():
             # One row per message even if a batch carries a redelivered duplicate.
             # The first of them is the one stored (and announced below).
@@ -42,7 +53,7 @@ class Ingest(QueueCore):
                     "message_id": i.message.message_id,
                     "group_id": i.message.group_id,
                     "site_id": i.message.site_id,
-                    "recipient": i.message.to,
+                    "recipient": i.message.recipient_tag or i.message.to,
                     "category": i.message.category,
                     "consent_category": i.message.consent_category,
                     "payload": i.message.model_dump(mode="json"),
@@ -133,7 +144,8 @@ class Ingest(QueueCore):
                 )
                 .values(
                     group_id=msg.group_id,
-                    recipient=msg.to,
+                    recipient=msg.recipient_tag or msg.to,
+                    consent_category=msg.consent_category,
                     category=msg.category,
                     payload=msg.model_dump(mode="json"),
                     state=schema.CANCELLED,
@@ -160,6 +172,7 @@ class Ingest(QueueCore):
                     **common,
                     to=msg.to,
                     category=msg.category,
+                    consent_category=msg.consent_category or "service",
                     client_reference=msg.client_reference,
                     submitted_at=msg.submitted_at,
                     submitted_by=item.actor,
@@ -180,3 +193,53 @@ class Ingest(QueueCore):
             )
             ended += 1
         return ended
+
+    async def seal_stored(self, chunk: int = 200) -> int:
+        """Seal the rows stored before personal fields were sealed (docs/privacy.md): their
+        payload under the recipients' keys, their recipient replaced by its salted hash.
+        Idempotent, in chunks; returns how many rows it sealed."""
+        if self.personal is None:
+            return 0
+        m = self.t.messages
+        # A sealed row files its recipient by a hex hash; a clear one by an address.
+        clear = sa.or_(m.c.recipient.like("%@%"), m.c.recipient.like("+%"))
+        sealed = 0
+        while True:
+            async with self.db() as session:
+                rows = (
+                    await session.execute(
+                        sa.select(m.c.site_id, m.c.message_id, m.c.payload)
+                        .where(clear)
+                        .limit(chunk)
+                    )
+                ).all()
+            if not rows:
+                return sealed
+            for row in rows:
+                message = await self.personal.seal_message(
+                    MessageAccepted.model_validate(row.payload)
+                )
+                async with self.db() as session, session.begin():
+                    await session.execute(
+                        sa.update(m)
+                        .where(m.c.site_id == row.site_id, m.c.message_id == row.message_id)
+                        .values(
+                            payload=message.model_dump(mode="json"),
+                            recipient=message.recipient_tag or message.to,
+                        )
+                    )
+                sealed += 1
+
+    async def seal_stored_until_done(self, retry_seconds: float = 30.0) -> None:
+        """`seal_stored` in the background, retried after a failure (NATS or the database
+        away for a while) instead of stopping the gateway."""
+        while True:
+            try:
+                sealed = await self.seal_stored()
+            except Exception:
+                log.exception("sealing stored messages failed; retrying")
+                await asyncio.sleep(retry_seconds)
+                continue
+            if sealed:
+                log.info("stored messages sealed", extra={"rows": sealed})
+            return

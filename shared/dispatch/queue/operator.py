@@ -175,7 +175,7 @@ class OperatorActions(QueueCore):
                     "queued",
                     MessageQueued(
                         **self._common(new_id, row.group_id, row.site_id),
-                        to=row.recipient,
+                        to=message.to,  # sealed when the ledger holds sealed messages
                         category=row.category,
                         consent_category=message.consent_category
                         or default_category(row.category, DEFAULT_CATEGORIES),
@@ -188,3 +188,25 @@ class OperatorActions(QueueCore):
                 )
                 created.append(new_id)
         return created
+
+    async def forget_metadata(self, group_id: str, finished_before: datetime) -> int:
+        """A group's delivery-metadata retention (docs/privacy.md): finished messages keep
+        their state and times but lose the provider's id, its answers and the release.
+        Returns how many rows changed."""
+        m = self.t.messages
+        async with self.db() as session, session.begin():
+            result = await session.execute(
+                sa.update(m)
+                .where(
+                    m.c.group_id == group_id,
+                    m.c.state.in_(sorted(schema.TERMINAL_STATES)),
+                    m.c.finished_at < finished_before,
+                    sa.or_(
+                        m.c.provider_message_id.is_not(None),
+                        m.c.last_error.is_not(None),
+                        m.c.released_by.is_not(None),
+                    ),
+                )
+                .values(provider_message_id=None, last_error=None, released_by=None, receipt=None)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -86,6 +86,8 @@ class Outcomes(QueueCore):
         permanent: bool = True,
     ) -> bool:
         """Could not be sent: terminal `failed` with the reason."""
+        reason = self.scrub(c, reason)
+        provider_response = None if provider_response is None else self.scrub(c, provider_response)
         now = datetime.now(UTC)
         async with self.db() as session, session.begin():
             ok = await self._transition(
@@ -129,6 +131,7 @@ class Outcomes(QueueCore):
         announce: bool = True,
     ) -> bool:
         """Put a claimed message back in the queue until `retry_at` (not an outcome)."""
+        reason = self.scrub(c, reason)
         attempts = c.attempts + (1 if attempt_used else 0)
         async with self.db() as session, session.begin():
             ok = await self._transition(

@@ -30,6 +30,14 @@ class Claimed:
     release: Release | None
     expires_at: datetime | None
     traceparent: str | None = None
+    # What the ledger files the recipient under (its salted hash when personal fields are
+    # sealed, docs/privacy.md); `recipient` and `message` are then opened for the send.
+    lookup: str | None = None
+
+    @property
+    def recipient_key(self) -> str:
+        """The recipient as suppression lists and ledger lookups know it."""
+        return self.lookup if self.lookup is not None else self.recipient
 
     @property
     def key(self) -> Key:

@@ -13,6 +13,7 @@ from shared.events.schemas import (  # noqa: F401
     inbound_email,
     messages,
     optouts,
+    privacy,
     providers,
     replies,
     settings,

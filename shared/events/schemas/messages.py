@@ -42,7 +42,8 @@ class Attachment(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    filename: str = Field(max_length=255)
+    # 255 characters at the API; room here for the sealed form (docs/privacy.md).
+    filename: str = Field(max_length=1024)
     content_type: str = Field(default="application/octet-stream", max_length=255)
     size: int = Field(ge=0)
     content_b64: str
@@ -77,6 +78,9 @@ class MessageAccepted(EventData):
     # Added without a new version: readers ignore unknown fields (`extra="ignore"`) and old
     # events read as None, so both directions stay compatible (see docs/events.md).
     batch_id: str | None = None
+    # The recipient's salted hash when the personal fields are sealed (docs/privacy.md):
+    # the gateway files and looks the message up by it, never by the address.
+    recipient_tag: str | None = None
 
 
 @registry.upcaster(MessageAccepted.event_type, 1)

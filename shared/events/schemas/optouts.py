@@ -34,6 +34,9 @@ class RecipientOptedOut(EventData):
     # Added compatibly (no new version): an old event names no category, which means every
     # category — exactly what it did when it was written.
     category: str | None = None
+    # The recipient's salted hash when `recipient` is sealed (docs/privacy.md): what the
+    # suppression list keeps, so an erased recipient who opted out stays suppressed.
+    recipient_tag: str | None = None
 
 
 @registry.register
@@ -50,6 +53,7 @@ class RecipientOptedIn(EventData):
     keyword: str | None = None
     site_id: str | None = None
     category: str | None = None  # None = every category (START); see RecipientOptedOut
+    recipient_tag: str | None = None
 
 
 @registry.register

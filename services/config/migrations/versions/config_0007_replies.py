@@ -19,7 +19,7 @@ def upgrade() -> None:
         sa.Column("reply_id", sa.String(64), primary_key=True),
         sa.Column("group_id", sa.String(63), nullable=False),
         sa.Column("site_id", sa.String(63), nullable=False),
-        sa.Column("from_number", sa.String(32), nullable=False),
+        sa.Column("from_number", sa.Text, nullable=False),
         sa.Column("body", sa.Text, nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("keyword", sa.String(64), nullable=True),

@@ -1,0 +1,1 @@
+"""Personal data under per-recipient keys (crypto-shredding): see docs/privacy.md."""

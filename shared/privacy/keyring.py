@@ -1,0 +1,142 @@
+"""The recipients' data keys: a NATS key-value bucket every service reaches.
+
+One entry per `<group>.<tag>.<kind>.<day>`, its value the data key sealed with the service key
+(`SecretBox`), so the bucket's files alone open nothing. A key-value bucket rather than a SQL
+table because every service writes or reads personal fields and each has its own database in
+the embedded default; the bucket is the one store they all share.
+
+Deleting a key uses JetStream's message delete, which overwrites the stored message with random
+bytes (not a tombstone over the old bytes), so no copy of the key is left in NATS's data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from cryptography.fernet import InvalidToken
+from nats.aio.client import Client
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+
+from shared.privacy.cipher import new_data_key
+from shared.secrets import SecretBox, SecretKeyError
+
+BUCKET = "privacy_keys"
+STREAM = f"KV_{BUCKET}"
+CACHE_SECONDS = 10.0
+"""How long a process keeps a key it opened: an erasure reaches every process within this."""
+
+
+class RecipientKeys:
+    """Creates, opens and deletes data keys (sealed with the service key)."""
+
+    def __init__(self, nc: Client, box: SecretBox, *, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._nc = nc
+        self._box = box
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._cache_seconds = cache_seconds
+        self._kv: KeyValue | None = None
+        self._lock = asyncio.Lock()
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self._nc.jetstream().key_value(BUCKET)
+        return self._kv
+
+    def _cached(self, name: str) -> bytes | None:
+        hit = self._cache.get(name)
+        if hit is None or hit[1] < time.monotonic():
+            self._cache.pop(name, None)
+            return None
+        return hit[0]
+
+    def _remember(self, name: str, key: bytes) -> None:
+        if len(self._cache) > 100_000:
+            self._cache.clear()  # bounded: a cold cache only costs lookups
+        self._cache[name] = (key, time.monotonic() + self._cache_seconds)
+
+    def _open(self, sealed: bytes) -> bytes | None:
+        try:
+            return self._box.open_bytes(sealed)
+        except (SecretKeyError, InvalidToken):
+            return None
+
+    async def get(self, group_id: str, key_id: str) -> bytes | None:
+        """The data key, or None when it never existed or was erased or expired."""
+        name = f"{group_id}.{key_id}"
+        cached = self._cached(name)
+        if cached is not None:
+            return cached
+        try:
+            entry = await (await self._bucket()).get(name)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        if not entry.value:
+            return None
+        key = self._open(entry.value)
+        if key is not None:
+            self._remember(name, key)
+        return key
+
+    async def get_or_create(self, group_id: str, key_id: str) -> bytes:
+        """The data key, created when missing (two writers racing agree on the first)."""
+        existing = await self.get(group_id, key_id)
+        if existing is not None:
+            return existing
+        name = f"{group_id}.{key_id}"
+        key = new_data_key()
+        try:
+            await (await self._bucket()).create(name, self._box.seal_bytes(key))
+        except (KeyWrongLastSequenceError, BadRequestError):
+            found = await self.get(group_id, key_id)
+            if found is None:
+                raise
+            return found
+        self._remember(name, key)
+        return key
+
+    async def names(self, pattern: str) -> list[str]:
+        """Key names matching a subject pattern (`<group>.<tag>.>`, `*.*.body.*`)."""
+        # A watch filtered by the server (KeyValue.keys() reads every key and filters by
+        # substring on the client).
+        watcher = await (await self._bucket()).watch(pattern, ignore_deletes=True, meta_only=True)
+        found: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                found.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return found
+
+    async def delete(self, names: Iterable[str]) -> int:
+        """Erase keys for good (the stored bytes overwritten); returns how many were found."""
+        kv = await self._bucket()
+        js = self._nc.jetstream()
+        erased = 0
+        for name in names:
+            self._cache.pop(name, None)
+            try:
+                entry = await kv.get(name)
+            except (KeyNotFoundError, NotFoundError):
+                continue
+            if entry.revision is not None:
+                try:
+                    await js.delete_msg(STREAM, entry.revision)  # secure erase (no_erase=false)
+                    erased += 1
+                except NotFoundError:
+                    pass
+        return erased
+
+    def forget_cached(self, prefix: str) -> None:
+        """Drop cached keys under `prefix` (this process heard of an erasure)."""
+        for name in [n for n in self._cache if n.startswith(prefix)]:
+            self._cache.pop(name, None)
