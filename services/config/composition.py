@@ -19,9 +19,10 @@ from services.config.adapters.settings_store import SettingsStore
 from services.config.config import AlertConfig
 from services.config.console import Console
 from services.config.entrypoints import problems
-from services.config.entrypoints.api import ApiContext, build_router, install_precondition_handler
+from services.config.entrypoints.api import ApiContext, build_router
 from services.config.entrypoints.batches import batch_router
 from services.config.entrypoints.optouts import optout_router
+from services.config.entrypoints.preconditions import install_precondition_handler
 from services.config.entrypoints.privacy import privacy_router
 from services.config.entrypoints.replies import replies_router
 from services.config.entrypoints.system import system_router

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client
@@ -36,6 +36,7 @@ from services.config.entrypoints.bodies import (
     outcome_out,
     site_out,
 )
+from services.config.entrypoints.preconditions import if_match_version
 from services.config.entrypoints.problems import AuthError, Problem, problem
 from services.config.handlers import (
     ConfigHandlers,
@@ -81,19 +82,6 @@ class ApiContext:
     tokens: TokenRegistry
     nc: Client
     batches: BatchStore | None = None
-
-
-def _version(if_match: str | None) -> int:
-    if if_match is None:
-        raise _Precondition()
-    value = if_match.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
-        raise SettingsError({"If-Match": 'must be the version from the ETag, e.g. "42"'})
-    return int(value)
-
-
-class _Precondition(Exception):
-    pass
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
@@ -170,7 +158,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         if not who.administers_group(group_id):
             raise AuthError(403, "only a group admin changes group defaults")
         outcome, updated = await handlers.change_group_defaults(
-            group_id, _version(if_match), body.set, actor=who.actor
+            group_id, if_match_version(if_match), body.set, actor=who.actor
         )
         etag(response, outcome.version)
         return outcome_out(outcome, updated)
@@ -227,7 +215,12 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> OutcomeOut:
         await managed_site(site_id, who)
         outcome = await handlers.change_site(
-            site_id, _version(if_match), body.set, body.inherit, actor=who.actor, note=body.note
+            site_id,
+            if_match_version(if_match),
+            body.set,
+            body.inherit,
+            actor=who.actor,
+            note=body.note,
         )
         etag(response, outcome.version)
         return outcome_out(outcome)
@@ -250,7 +243,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> OutcomeOut:
         await managed_site(site_id, who)
         outcome = await handlers.change_windows(
-            site_id, _version(if_match), window_paths[channel], add=window, actor=who.actor
+            site_id, if_match_version(if_match), window_paths[channel], add=window, actor=who.actor
         )
         etag(response, outcome.version)
         response.headers["Location"] = f"/api/v1/sites/{site_id}/sessions/{channel}/{window.id}"
@@ -271,7 +264,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> OutcomeOut:
         await managed_site(site_id, who)
         outcome = await handlers.change_windows(
-            site_id, _version(if_match), window_paths[channel], remove=window_id, actor=who.actor
+            site_id,
+            if_match_version(if_match),
+            window_paths[channel],
+            remove=window_id,
+            actor=who.actor,
         )
         etag(response, outcome.version)
         return outcome_out(outcome)
@@ -289,7 +286,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> OutcomeOut:
         await managed_site(site_id, who)
         outcome = await handlers.change_windows(
-            site_id, _version(if_match), window_paths[channel], replace=windows, actor=who.actor
+            site_id,
+            if_match_version(if_match),
+            window_paths[channel],
+            replace=windows,
+            actor=who.actor,
         )
         etag(response, outcome.version)
         return outcome_out(outcome)
@@ -309,7 +310,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> OutcomeOut:
         await managed_site(site_id, who)
         outcome = await handlers.change_windows(
-            site_id, _version(if_match), "blackouts", add=window, actor=who.actor
+            site_id, if_match_version(if_match), "blackouts", add=window, actor=who.actor
         )
         etag(response, outcome.version)
         return outcome_out(outcome)
@@ -326,7 +327,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> OutcomeOut:
         await managed_site(site_id, who)
         outcome = await handlers.change_windows(
-            site_id, _version(if_match), "blackouts", remove=window_id, actor=who.actor
+            site_id, if_match_version(if_match), "blackouts", remove=window_id, actor=who.actor
         )
         etag(response, outcome.version)
         return outcome_out(outcome)
@@ -486,16 +487,3 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return outcome_out(outcome)
 
     return router
-
-
-def install_precondition_handler(app: FastAPI) -> None:
-    """428 when a write comes without If-Match."""
-
-    @app.exception_handler(_Precondition)
-    async def _missing(_: Request, __: _Precondition) -> JSONResponse:
-        return problem(
-            428,
-            "Version required",
-            "Send the version you read (the ETag) in If-Match.",
-            {"If-Match": "required"},
-        )
