@@ -86,6 +86,13 @@ class SuppressionList:
                 self._purges.add(task)
                 task.add_done_callback(self._purges.discard)
 
+    def filed_as(self, group_id: str, recipient: str) -> str:
+        """What the list files a recipient's address under (its salted hash where the
+        gateway's ledger keeps those)."""
+        if self._tagger is not None:
+            return self._tagger(group_id, recipient)
+        return recipient.lower()
+
     def key(self, data: RecipientOptedOut | RecipientOptedIn) -> str:
         """What the list files an event's recipient under."""
         if data.recipient_tag is not None:

@@ -134,7 +134,8 @@ class EmailGatewayService(BaseService):
             personal.keys.forget_cached(f"{erased.group_id}.{tag}.")
 
             def is_erased(address: str) -> bool:
-                return personal.tag(erased.group_id, address) == tag
+                # A row may name the address or, from a sealed ledger, its salted hash.
+                return address == tag or personal.tag(erased.group_id, address) == tag
 
             await purge_sender(ctx.db, quarantine, erased.group_id, is_erased)
             await purge_soft_bounces(ctx.db, erased.group_id, is_erased)

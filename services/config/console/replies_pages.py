@@ -81,7 +81,7 @@ def install(console: Console, app: FastAPI) -> None:
                 session, ids, keyword=keyword or None, status=status or None
             )
             unread = await replies_model.unread_counts(session, [s["site_id"] for s in sites])
-        rows = await opened(console.handlers.personal, rows)
+        rows = await opened(console.handlers.personal, user.who.group_id, rows)
         names = {s["site_id"]: s.get("name") or s["site_id"] for s in sites}
         return console.page(
             request,

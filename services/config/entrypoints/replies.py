@@ -110,7 +110,7 @@ def replies_router(handlers: ConfigHandlers, tokens: TokenRegistry, desk: ReplyD
                 status=None if status == "all" else status,
                 limit=limit,
             )
-        return await opened(handlers.personal, rows)
+        return await opened(handlers.personal, who.group_id, rows)
 
     @router.get("/replies/unread", summary="Unread replies per site", responses=ERRORS)
     async def unread(who: Caller) -> dict[str, Any]:

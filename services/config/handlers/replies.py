@@ -212,17 +212,19 @@ class ReplyDesk:
             current = await self.reply(site, reply_id)
             if done(current) or loop.time() >= deadline:
                 if self._personal is not None:
-                    await opened(self._personal, [current])
+                    await opened(self._personal, site.group_id, [current])
                 return current
             await asyncio.sleep(0.05)
 
 
-async def opened(personal: PersonalData, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`rows` of the replies read model with the patient's number and texts opened for staff
-    (each erased one reads "erased"; docs/privacy.md)."""
+async def opened(
+    personal: PersonalData, group_id: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`rows` of the group's replies read model with the patient's number and texts opened
+    for staff (each erased one reads "erased"; docs/privacy.md)."""
     for row in rows:
         for name in ("from_number", "body", "last_answer"):
-            row[name] = await personal.open(row["group_id"], row.get(name))
+            row[name] = await personal.open(group_id, row.get(name))
     return rows
 
 

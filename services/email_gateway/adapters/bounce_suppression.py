@@ -55,6 +55,9 @@ async def apply_bounce(
     if verdict is None:
         return None
     address = recipient.strip().lower()
+    # The ledger files a recipient by its salted hash once personal data is sealed
+    # (docs/privacy.md): the bounce names that, and the suppression list keeps it as it is.
+    tag = None if "@" in address else address
     if verdict == "soft":
         count = await _count(session, group_id, address, bounce.status)
         await add_event(
@@ -89,6 +92,7 @@ async def apply_bounce(
             group_id=group_id,
             channel="email",
             recipient=address,
+            recipient_tag=tag,
             how="bounce",
             keyword=f"{verdict} bounce {bounce.status or bounce.action}"[:64],
             site_id=site_id,

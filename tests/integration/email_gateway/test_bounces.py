@@ -62,7 +62,8 @@ def dsn(original: str, recipient: str, action: str, status: str) -> bytes:
 
 async def suppressed_here(gw: EmailGatewayService, email: EmailHarness) -> bool:
     """The replica follows OPTOUTS: the opt-out reached its list (what a claim checks)."""
-    return gw.adapter.suppression.is_suppressed(email.group_id, "email", PATIENT)
+    listed = gw.adapter.suppression
+    return listed.is_suppressed(email.group_id, "email", listed.filed_as(email.group_id, PATIENT))
 
 
 async def taken_in(gw: EmailGatewayService, email: EmailHarness, n: int) -> bool:
@@ -103,9 +104,12 @@ async def test_hard_bounce_suppresses_the_address_and_a_later_message_to_it(
         await email.tick(site, 10)
         await wait_until(lambda: ended(email, 2), timeout=20, message="later message ended")
     (optout,) = await optouts(email)
-    assert (optout.data.recipient, optout.data.how) == (PATIENT, "bounce")
+    # The ledger files the address by its salted hash (docs/privacy.md): so does the opt-out.
+    filed = gw.adapter.suppression.filed_as(email.group_id, PATIENT)
+    assert (optout.data.recipient_tag, optout.data.how) == (filed, "bounce")
+    assert PATIENT not in optout.data.recipient
     assert optout.data.channel == "email" and optout.data.site_id == site
-    assert optout.subject == PATIENT and optout.group_id == email.group_id
+    assert optout.subject == filed and optout.group_id == email.group_id
     ends = terminal_of(await email.events("DISPATCH"))
     undelivered = [
         e.data.message_id
@@ -159,13 +163,17 @@ async def test_soft_bounces_count_toward_the_threshold_then_suppress(
         await email.tick(site, 10)
         await wait_until(lambda: ended(email, 4), timeout=20, message="later message ended")
     counted = await optouts(email, "stagger.optout.soft_bounce_counted")
+    tagged = gw.adapter.suppression.filed_as(email.group_id, PATIENT)
     assert [(e.data.recipient, e.data.count, e.data.threshold) for e in counted] == [
-        (PATIENT, 1, 2),
-        (PATIENT, 2, 2),
+        (tagged, 1, 2),
+        (tagged, 2, 2),
     ], "each soft bounce counted once, however often the mailbox is read"
     assert [e.data.status for e in counted] == ["4.2.2", "4.4.7"]
     (optout,) = await optouts(email)
-    assert (optout.data.recipient, optout.data.how) == (PATIENT, "bounce")
+    # The ledger files the address by its salted hash (docs/privacy.md): so does the opt-out.
+    filed = gw.adapter.suppression.filed_as(email.group_id, PATIENT)
+    assert (optout.data.recipient_tag, optout.data.how) == (filed, "bounce")
+    assert PATIENT not in optout.data.recipient
     ends = terminal_of(await email.events("DISPATCH"))
     assert ends[between].type == "stagger.dispatch.sent"
     assert ends[later].type == "stagger.dispatch.suppressed"
