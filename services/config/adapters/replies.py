@@ -115,23 +115,15 @@ async def list_replies(
     session: AsyncSession,
     site_ids: Sequence[str],
     *,
-    keyword: str | None = None,
     status: str | None = None,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
-    """Replies of the given sites, newest first. `keyword` matches the text or the keyword
-    (case-insensitive); `status` is `unread`, `handled` or `automatic` (a keyword acted)."""
+    """Replies of the given sites, newest first, as stored (texts sealed: a keyword search
+    opens them first, `handlers.replies.search`); `status` is `unread`, `handled` or
+    `automatic` (a keyword acted)."""
     if not site_ids:
         return []
     query = sa.select(replies).where(replies.c.site_id.in_(list(site_ids)))
-    if keyword:
-        like = f"%{keyword.lower()}%"
-        query = query.where(
-            sa.or_(
-                sa.func.lower(replies.c.body).like(like),
-                sa.func.lower(sa.func.coalesce(replies.c.keyword, "")).like(like),
-            )
-        )
     if status == "unread":
         query = query.where(replies.c.kind == UNREAD_KIND, replies.c.handled_at.is_(None))
     elif status == "handled":

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.config.adapters import replies as replies_model
-from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, opened
+from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, search
 from shared.domain.site_settings import SettingsError
 
 if TYPE_CHECKING:
@@ -76,12 +76,16 @@ def install(console: Console, app: FastAPI) -> None:
         site = await console.visible_site(chosen, user.who) if chosen else None
         ids = await site_ids(user, chosen)
         sites = await console.visible_sites(user.who)
+        rows = await search(
+            console.handlers.db,
+            console.handlers.personal,
+            user.who.group_id,
+            ids,
+            keyword=keyword or None,
+            status=status or None,
+        )
         async with console.handlers.db() as session:
-            rows = await replies_model.list_replies(
-                session, ids, keyword=keyword or None, status=status or None
-            )
             unread = await replies_model.unread_counts(session, [s["site_id"] for s in sites])
-        rows = await opened(console.handlers.personal, user.who.group_id, rows)
         names = {s["site_id"]: s.get("name") or s["site_id"] for s in sites}
         return console.page(
             request,

@@ -19,7 +19,7 @@ from services.config.domain.aggregates import SiteState
 from services.config.entrypoints.api import BEARER, ERRORS, WRITE_ERRORS
 from services.config.entrypoints.problems import AuthError
 from services.config.handlers import ConfigHandlers, NotFound
-from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, opened
+from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, search
 from shared.bus import subjects
 from shared.dispatch.checks import fits
 from shared.domain.site_settings import SettingsError
@@ -102,15 +102,15 @@ def replies_router(handlers: ConfigHandlers, tokens: TokenRegistry, desk: ReplyD
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[dict[str, Any]]:
         ids = await visible_site_ids(who, site)
-        async with handlers.db() as session:
-            rows = await replies_model.list_replies(
-                session,
-                ids,
-                keyword=keyword,
-                status=None if status == "all" else status,
-                limit=limit,
-            )
-        return await opened(handlers.personal, who.group_id, rows)
+        return await search(
+            handlers.db,
+            handlers.personal,
+            who.group_id,
+            ids,
+            keyword=keyword,
+            status=None if status == "all" else status,
+            limit=limit,
+        )
 
     @router.get("/replies/unread", summary="Unread replies per site", responses=ERRORS)
     async def unread(who: Caller) -> dict[str, Any]:

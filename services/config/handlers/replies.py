@@ -217,6 +217,39 @@ class ReplyDesk:
             await asyncio.sleep(0.05)
 
 
+SEARCH_WINDOW = 3000
+"""How many of the newest replies a keyword search reads: texts are sealed (docs/privacy.md),
+so they are matched once opened, not by the database."""
+
+
+async def search(
+    db: async_sessionmaker[AsyncSession],
+    personal: PersonalData,
+    group_id: str,
+    site_ids: list[str],
+    *,
+    keyword: str | None = None,
+    status: str | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """The group's replies of `site_ids`, newest first and opened for staff; `keyword` matches
+    the text or the keyword understood (case-insensitive)."""
+    async with db() as session:
+        rows = await replies_model.list_replies(
+            session, site_ids, status=status, limit=SEARCH_WINDOW if keyword else limit
+        )
+    rows = await opened(personal, group_id, rows)
+    if keyword:
+        wanted = keyword.lower()
+        rows = [
+            r
+            for r in rows
+            if wanted in str(r.get("body") or "").lower()
+            or wanted in str(r.get("keyword") or "").lower()
+        ]
+    return rows[:limit]
+
+
 async def opened(
     personal: PersonalData, group_id: str, rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from services.config.adapters import replies as model
+from services.config.handlers.replies import search
 from shared.events.envelope import EventData, make_event
 from shared.events.schemas.replies import ReplyAnswered, ReplyHandled, ReplyReceived
 
@@ -48,12 +49,13 @@ async def test_unread_until_handled_or_answered_and_replays_add_nothing() -> Non
         await projection.apply(session, [late, parking, stop, late])  # type: ignore[list-item]
     async with db() as session:
         assert await model.unread_counts(session, ["s-1", "s-2"]) == {"s-1": 2}
-        found = await model.list_replies(session, ["s-1"], keyword="PARK")
-        assert [r["reply_id"] for r in found] == ["r-2"]
         automatic = await model.list_replies(session, ["s-1"], status="automatic")
         assert [r["reply_id"] for r in automatic] == ["r-3"]
         assert len(await model.list_replies(session, ["s-1"])) == 3
         assert await model.list_replies(session, ["s-2"]) == []
+    # A keyword search opens the (sealed) texts first, then matches them.
+    found = await search(db, _Clear(), "g-1", ["s-1"], keyword="PARK")  # type: ignore[arg-type]
+    assert [r["reply_id"] for r in found] == ["r-2"]
 
     handled = event(ReplyHandled(**WHERE, reply_id="r-1"))
     answered = event(
@@ -74,3 +76,10 @@ async def test_unread_until_handled_or_answered_and_replays_add_nothing() -> Non
         count = await session.execute(sa.select(sa.func.count()).select_from(model.replies))
         assert count.scalar_one() == 3
     await engine.dispose()
+
+
+class _Clear:
+    """Personal data already in clear (what opening a sealed text gives)."""
+
+    async def open(self, group_id: str, value: str | None) -> str | None:
+        return value
