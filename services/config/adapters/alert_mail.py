@@ -17,6 +17,7 @@ import aiosmtplib
 from services.config.adapters.alerts import Pending
 from services.config.config import AlertConfig
 from shared.domain.site_settings import EmailSettings
+from shared.net.group_smtp import send_via_account
 from shared.net.outbound import OutboundGuard
 from shared.secrets import SecretBox
 
@@ -119,20 +120,7 @@ class AlertMailer:
 
     async def _via_account(self, message: EmailMessage, email: EmailSettings) -> None:
         account = email.smtp
-        assert account.host is not None
         try:
-            # Judged like every outbound connection: the group's host must be allowed.
-            sock = await self.guard.connect(account.host, account.port, TIMEOUT)
-            smtp = aiosmtplib.SMTP(
-                hostname=account.host,
-                sock=sock,
-                timeout=TIMEOUT,
-                use_tls=account.security == "tls",
-                start_tls=account.security == "starttls",
-            )
-            async with smtp:
-                if account.username and account.password:
-                    await smtp.login(account.username, self.box.open(account.password))
-                await smtp.send_message(message)
+            await send_via_account(message, account, self.guard, self.box, TIMEOUT)
         except Exception as exc:
             raise MailNotSent(f"the group's SMTP server {account.host} refused: {exc}") from exc

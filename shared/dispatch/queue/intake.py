@@ -88,29 +88,32 @@ class Ingest(QueueCore):
                 session, {k: i for k, i in unique.items() if k not in fresh}, now
             )
             for key, item in unique.items():
-                msg = item.message
-                if key not in fresh:
-                    continue
-                await self._event(
-                    session,
-                    msg.group_id,
-                    msg.site_id,
-                    msg.message_id,
-                    "queued",
-                    MessageQueued(
-                        **self._common(msg.message_id, msg.group_id, msg.site_id),
-                        to=msg.to,
-                        category=msg.category,
-                        consent_category=msg.consent_category or "service",
-                        client_reference=msg.client_reference,
-                        submitted_at=msg.submitted_at,
-                        submitted_by=item.actor,
-                        batch_id=msg.batch_id,
-                    ),
-                    actor=item.actor,
-                    correlation_id=item.correlation_id,
-                )
+                if key in fresh:
+                    await self._queued(session, item)
             return len(fresh) + cancelled
+
+    async def _queued(self, session: AsyncSession, item: Incoming) -> None:
+        """The message's `queued` event, written with its row."""
+        msg = item.message
+        await self._event(
+            session,
+            msg.group_id,
+            msg.site_id,
+            msg.message_id,
+            "queued",
+            MessageQueued(
+                **self._common(msg.message_id, msg.group_id, msg.site_id),
+                to=msg.to,
+                category=msg.category,
+                consent_category=msg.consent_category or "service",
+                client_reference=msg.client_reference,
+                submitted_at=msg.submitted_at,
+                submitted_by=item.actor,
+                batch_id=msg.batch_id,
+            ),
+            actor=item.actor,
+            correlation_id=item.correlation_id,
+        )
 
     async def _cancelled_on_arrival(
         self, session: AsyncSession, arrived: dict[Key, Incoming], now: datetime
@@ -162,25 +165,7 @@ class Ingest(QueueCore):
                 continue
             cancel = (row.payload or {}).get("cancel") or {}
             common = self._common(msg.message_id, msg.group_id, msg.site_id)
-            await self._event(
-                session,
-                msg.group_id,
-                msg.site_id,
-                msg.message_id,
-                "queued",
-                MessageQueued(
-                    **common,
-                    to=msg.to,
-                    category=msg.category,
-                    consent_category=msg.consent_category or "service",
-                    client_reference=msg.client_reference,
-                    submitted_at=msg.submitted_at,
-                    submitted_by=item.actor,
-                    batch_id=msg.batch_id,
-                ),
-                actor=item.actor,
-                correlation_id=item.correlation_id,
-            )
+            await self._queued(session, item)
             await self._event(
                 session,
                 msg.group_id,
