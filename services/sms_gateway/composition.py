@@ -153,6 +153,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
             twilio_status_callback=f"{base_url}/webhooks/sms/twilio/status",
             sends=send_process,
             simulator_enabled=ctx.config.sms_simulator_enabled,
+            report_lag_seconds=config.report_lag_seconds,
         )
         engine = build_engine(config, ctx, channel)
         # Personal fields: sealed at intake and on replies, opened for the provider call.

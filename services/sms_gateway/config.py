@@ -92,6 +92,13 @@ class GatewayConfig(BaseSettings):
         description="Balance events after sends are coalesced to one per account in this "
         "period (0: one after every send).",
     )
+    report_lag_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long after an attempt a provider whose reports lag (Vonage, "
+        "MessageMedia) may still not list a message it has: until then a lookup that does not "
+        "find it cannot tell, and nothing is sent again.",
+    )
     resume_poll_seconds: float = Field(
         default=2.0,
         gt=0,

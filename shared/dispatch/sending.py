@@ -194,11 +194,18 @@ class Sender:
             )
             await self.limits.hold(account, result.error or "held")
         elif result.outcome == "retry" and not result.attempt_used:
+            delay = backoff_delay(
+                max(claimed.attempts, 1),
+                self.tuning.retry_base_seconds,
+                self.tuning.retry_cap_seconds,
+                result.retry_after,
+                0.2,
+                random.random(),
+            )
             await self.queue.defer(
                 claimed,
                 reason=result.error or "waiting for the provider to tell",
-                retry_at=self.clock.now()
-                + timedelta(seconds=result.retry_after or self.tuning.retry_base_seconds),
+                retry_at=self.clock.now() + timedelta(seconds=delay),
                 attempt_used=False,
             )
         elif result.outcome == "retry" and claimed.attempts + 1 < self.tuning.max_attempts:

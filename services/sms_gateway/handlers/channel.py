@@ -49,8 +49,6 @@ from shared.suppression import SuppressionList
 MISCONFIGURED_RETRY = sending.MISCONFIGURED_RETRY
 MAX_REMEMBERED = 100_000
 """Messages whose failed attempts a replica remembers as certain (see `_certainly_absent`)."""
-UNTOLD_RETRY_SECONDS = 30.0
-"""How often a message waits to ask again whether an earlier attempt reached the provider."""
 UNTOLD_PATIENCE = timedelta(minutes=15)
 """How long that may go on before each wait uses one of the message's attempts."""
 
@@ -286,7 +284,6 @@ class SmsAdapter:
         return SendResult(
             "retry",
             error=outcomes.cannot_tell_yet(),
-            retry_after=UNTOLD_RETRY_SECONDS,
             attempt_used=now - since > UNTOLD_PATIENCE,
         )
 

@@ -34,6 +34,7 @@ from tests.integration.sms_gateway.harness import (
     gateway_running,
     make_site,
     number,
+    opened_replies,
     submit,
     terminal,
     wait_queued,
@@ -75,7 +76,7 @@ async def opt_outs(nc: Client) -> list[Any]:
 
 
 async def replies(nc: Client) -> list[Any]:
-    return [e.data for e in await events(nc, INBOUND)]
+    return await opened_replies(nc)
 
 
 async def test_stop_on_one_groups_account_opts_out_that_group_only(

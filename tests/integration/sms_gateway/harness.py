@@ -29,13 +29,15 @@ from services.scheduler.domain.planning import AccountTerms, Slot, account_slot
 from services.sms_gateway.config import GatewayConfig
 from services.sms_gateway.service import SmsGatewayService
 from shared.bus.publisher import publisher_for
-from shared.bus.topology import DISPATCH, PROVIDERS, SETTINGS
+from shared.bus.topology import DISPATCH, INBOUND, OPTOUTS, PROVIDERS, SETTINGS
 from shared.config import StaggerConfig
 from shared.domain.accounts import sms_account_id
 from shared.domain.site_settings import SmsProvider
 from shared.events.envelope import Envelope
 from shared.events.schemas.dispatch import TERMINAL_TYPES
 from shared.eventstore import EventStore
+from shared.privacy.cipher import is_personal
+from shared.privacy.codec import PersonalData
 from shared.runtime.nats_server import free_port
 from shared.runtime.service import running
 from shared.secrets import SecretBox, generate_key
@@ -328,6 +330,34 @@ async def events(nc: Client, stream: str, subject: str | None = None) -> list[En
     return [e async for e in EventStore(nc, stream).replay(filter_subject=subject)]
 
 
+async def opted_out(nc: Client) -> list[str]:
+    """The recipients of the opt-outs on OPTOUTS, opened (sealed at write, docs/privacy.md)."""
+    personal = PersonalData(nc, BOX)
+    return [
+        str(await personal.open(e.data.group_id, e.data.recipient))
+        for e in await events(nc, OPTOUTS)
+    ]
+
+
+async def opened_replies(nc: Client) -> list[Any]:
+    """The replies on INBOUND, opened: their number and text are sealed at write
+    (docs/privacy.md) with the key every gateway of these tests has."""
+    personal = PersonalData(nc, BOX)
+    opened = []
+    for e in await events(nc, INBOUND):
+        data = e.data
+        assert is_personal(data.from_number) and is_personal(data.body)
+        opened.append(
+            data.model_copy(
+                update={
+                    "from_number": await personal.open(data.group_id, data.from_number),
+                    "body": await personal.open(data.group_id, data.body),
+                }
+            )
+        )
+    return opened
+
+
 async def provider_events(nc: Client, event_type: str) -> list[Envelope]:
     """Every event of this type in the provider stream (credits, holds, provider tests)."""
     return [e for e in await events(nc, PROVIDERS) if e.type == event_type]
@@ -395,6 +425,8 @@ def gateway_settings(**overrides: Any) -> GatewayConfig:
         "retry_cap_seconds": 1.0,
         "resume_poll_seconds": 0.5,
         "balance_report_seconds": 0.5,
+        # The simulator lists a message as soon as it has it: no real report lag to wait out.
+        "report_lag_seconds": 1.0,
     }
     return GatewayConfig(**{**defaults, **overrides})
 
@@ -444,6 +476,7 @@ def gateway_process(
         "STAGGER_SMS_GATEWAY_HTTP_TIMEOUT_SECONDS": "5",
         "STAGGER_SMS_GATEWAY_RETRY_BASE_SECONDS": "0.2",
         "STAGGER_SMS_GATEWAY_RETRY_CAP_SECONDS": "1",
+        "STAGGER_SMS_GATEWAY_REPORT_LAG_SECONDS": "1",
         **{f"STAGGER_SMS_GATEWAY_{k.upper()}": v for k, v in settings.items()},
     }
     env = service_env(nats_url, var_dir, database_url, extra=extra)

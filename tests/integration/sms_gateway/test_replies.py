@@ -13,12 +13,9 @@ from nats.aio.client import Client
 
 from services.sms_gateway.adapters import tables
 from shared.bus.topology import DEADLETTER, INBOUND, OPTOUTS
-from shared.privacy.cipher import is_personal
-from shared.privacy.codec import PersonalData
 from shared.sms_signing import compute_signature
 from tests.integration.dispatch.harness import send_tick
 from tests.integration.sms_gateway.harness import (
-    BOX,
     SENDER,
     WEBHOOK_SECRET,
     Sim,
@@ -28,6 +25,7 @@ from tests.integration.sms_gateway.harness import (
     gateway_running,
     make_site,
     number,
+    opened_replies,
     submit,
     terminal,
     wait_queued,
@@ -38,22 +36,7 @@ from tests.support.waiting import wait_until
 
 
 async def replies(nc: Client) -> list:
-    """The replies on INBOUND, opened: their number and text are sealed at write
-    (docs/privacy.md)."""
-    personal = PersonalData(nc, BOX)
-    opened = []
-    for e in await events(nc, INBOUND):
-        data = e.data
-        assert is_personal(data.from_number) and is_personal(data.body)
-        opened.append(
-            data.model_copy(
-                update={
-                    "from_number": await personal.open(data.group_id, data.from_number),
-                    "body": await personal.open(data.group_id, data.body),
-                }
-            )
-        )
-    return opened
+    return await opened_replies(nc)
 
 
 async def test_stop_suppresses_queued_and_later_messages_and_start_reverses_it(

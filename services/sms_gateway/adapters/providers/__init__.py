@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 import httpx
@@ -44,6 +45,7 @@ class ProviderSpec:
     base_url: str | None
     rate_per_second: float
     status_callback: str | None
+    report_lag_seconds: float = 120.0
 
     def build(self, client: httpx.AsyncClient) -> Provider:
         """The adapter, making its calls with `client`."""
@@ -66,7 +68,12 @@ class ProviderSpec:
         builder = catalogue.BUILDERS.get(self.kind)
         if builder is not None:
             return builder(
-                client, self.account_id, self.secret, self.base_url, self.rate_per_second
+                client,
+                self.account_id,
+                self.secret,
+                self.base_url,
+                self.rate_per_second,
+                timedelta(seconds=self.report_lag_seconds),
             )
         raise NotConfigured(f"unknown SMS provider kind {self.kind!r}")
 
@@ -122,8 +129,10 @@ class Providers:
         twilio_status_callback: str | None,
         sends: SendChannel | None = None,
         simulator_enabled: bool = False,
+        report_lag_seconds: float = 120.0,
     ) -> None:
         self.client = client
+        self._report_lag_seconds = report_lag_seconds
         self._simulator_enabled = simulator_enabled
         self._sends = sends
         self._box = box
@@ -155,6 +164,7 @@ class Providers:
             base_url=p.base_url,
             rate_per_second=p.rate_per_second,
             status_callback=self._twilio_callback,
+            report_lag_seconds=self._report_lag_seconds,
         )
         provider = spec.build(self.client)
         if self._sends is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import httpx
@@ -23,11 +24,16 @@ from services.sms_gateway.adapters.providers import (
 )
 from services.sms_gateway.adapters.providers.base import Inbound, Provider, Receipt
 
-Builder = Callable[[httpx.AsyncClient, str, str, str | None, float], Provider]
+Builder = Callable[[httpx.AsyncClient, str, str, str | None, float, timedelta], Provider]
 
 
 def _clicksend(
-    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+    client: httpx.AsyncClient,
+    account_id: str,
+    secret: str,
+    base_url: str | None,
+    rate: float,
+    lag: timedelta,
 ) -> Provider:
     return clicksend.ClickSendProvider(
         client, username=account_id, api_key=secret, base_url=base_url, rate_per_second=rate
@@ -35,23 +41,48 @@ def _clicksend(
 
 
 def _vonage(
-    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+    client: httpx.AsyncClient,
+    account_id: str,
+    secret: str,
+    base_url: str | None,
+    rate: float,
+    lag: timedelta,
 ) -> Provider:
     return vonage.VonageProvider(
-        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+        client,
+        api_key=account_id,
+        api_secret=secret,
+        base_url=base_url,
+        rate_per_second=rate,
+        report_lag=lag,
     )
 
 
 def _messagemedia(
-    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+    client: httpx.AsyncClient,
+    account_id: str,
+    secret: str,
+    base_url: str | None,
+    rate: float,
+    lag: timedelta,
 ) -> Provider:
     return messagemedia.MessageMediaProvider(
-        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+        client,
+        api_key=account_id,
+        api_secret=secret,
+        base_url=base_url,
+        rate_per_second=rate,
+        report_lag=lag,
     )
 
 
 def _kudosity(
-    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+    client: httpx.AsyncClient,
+    account_id: str,
+    secret: str,
+    base_url: str | None,
+    rate: float,
+    lag: timedelta,
 ) -> Provider:
     return kudosity.KudosityProvider(
         client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
@@ -59,7 +90,12 @@ def _kudosity(
 
 
 def _esendex(
-    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+    client: httpx.AsyncClient,
+    account_id: str,
+    secret: str,
+    base_url: str | None,
+    rate: float,
+    lag: timedelta,
 ) -> Provider:
     return esendex.EsendexProvider(
         client,
@@ -71,7 +107,12 @@ def _esendex(
 
 
 def _tnz(
-    client: httpx.AsyncClient, account_id: str, secret: str, base_url: str | None, rate: float
+    client: httpx.AsyncClient,
+    account_id: str,
+    secret: str,
+    base_url: str | None,
+    rate: float,
+    lag: timedelta,
 ) -> Provider:
     return tnz.TnzProvider(client, auth_token=secret, base_url=base_url, rate_per_second=rate)
 
@@ -84,7 +125,7 @@ BUILDERS: dict[str, Builder] = {
     "esendex": _esendex,
     "tnz": _tnz,
 }
-"""kind → adapter(client, account_id, opened secret, base_url, rate_per_second)."""
+"""kind → adapter(client, account_id, opened secret, base_url, rate_per_second, report lag)."""
 
 
 TOPUP_PAGES: dict[str, str] = {

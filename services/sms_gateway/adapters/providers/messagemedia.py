@@ -81,8 +81,10 @@ class MessageMediaProvider:
         api_secret: str,
         base_url: str | None,
         rate_per_second: float,
+        report_lag: timedelta = REPORT_LAG,
     ) -> None:
         self._client = client
+        self._report_lag = report_lag
         self._auth = (api_key, api_secret)
         self._base = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/v1"
         self.rate_per_second = rate_per_second
@@ -137,7 +139,7 @@ class MessageMediaProvider:
                 and (record.get("metadata") or {}).get(REF_KEY) == message.reference
             ):
                 return Found(True, record.get("message_id"), whole(record.get("units")))
-        if datetime.now(UTC) - message.last_attempt < REPORT_LAG:
+        if datetime.now(UTC) - message.last_attempt < self._report_lag:
             return Found(None)  # reports may not have caught up with the send yet
         return Found(False)
 

@@ -103,8 +103,10 @@ class VonageProvider:
         api_secret: str,
         base_url: str | None,
         rate_per_second: float,
+        report_lag: timedelta = REPORT_LAG,
     ) -> None:
         self._client = client
+        self._report_lag = report_lag
         self._key, self._secret = api_key, api_secret
         self._rest = (base_url or DEFAULT_REST_URL).rstrip("/")
         self._api = (base_url or DEFAULT_API_URL).rstrip("/")
@@ -175,7 +177,7 @@ class VonageProvider:
                 return Found(
                     True, record.get("message_id"), None, number(record.get("total_price"))
                 )
-        if datetime.now(UTC) - message.last_attempt < REPORT_LAG:
+        if datetime.now(UTC) - message.last_attempt < self._report_lag:
             return Found(None)  # the record may not be there yet
         return Found(False)
 
