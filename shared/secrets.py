@@ -87,8 +87,9 @@ class SecretBox:
             raise SecretKeyError("sealed with a key that is not configured") from exc
 
     def derive_key(self, purpose: str) -> bytes:
-        """A key for `purpose` derived from the primary key (HMAC-SHA256), so a keyed tag needs
-        no key of its own to configure, and changes when the primary key is rotated."""
+        """A key for `purpose` derived from the primary key (HMAC-SHA256). It changes when the
+        primary key is rotated: whatever must outlive a rotation is stored sealed instead (the
+        tag key is derived once, then kept, `shared/privacy/tag_key.py`)."""
         return hmac.new(self._primary, purpose.encode(), hashlib.sha256).digest()
 
     def reseal(self, sealed: str) -> str:
@@ -99,6 +100,21 @@ class SecretBox:
             return PREFIX + self._ring.rotate(sealed[len(PREFIX) :].encode()).decode()
         except InvalidToken as exc:
             raise SecretKeyError("a secret was sealed with a key that is not configured") from exc
+
+    def reseal_bytes(self, sealed: bytes) -> bytes:
+        """Re-encrypt what `seal_bytes` sealed under the primary key (key rotation)."""
+        try:
+            return self._ring.rotate(sealed)
+        except InvalidToken as exc:
+            raise SecretKeyError("sealed with a key that is not configured") from exc
+
+    def bytes_under_primary(self, sealed: bytes) -> bool:
+        """True if the primary key opens what `seal_bytes` sealed (nothing to re-seal)."""
+        try:
+            self._fernets[0].decrypt(sealed)
+        except InvalidToken:
+            return False
+        return True
 
     def under_primary(self, sealed: str) -> bool:
         """True if the primary key opens `sealed` (nothing to re-seal)."""

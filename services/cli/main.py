@@ -242,10 +242,12 @@ def secrets_reseal(
         False, "--check", help="Only list what is not sealed under the first key; write nothing."
     ),
 ) -> None:
-    """Re-seal every site's and group's secrets under the first key of STAGGER_SECRET_KEY.
+    """Re-seal every site's and group's secrets, and every key of the `privacy_keys` bucket
+    (recipients' data keys and the tag key), under the first key of STAGGER_SECRET_KEY.
 
     Writes one settings event per group or site that holds a secret sealed under another key
-    (actor `cli:operator`), so that key can then be removed. Older events in the SETTINGS
+    (actor `cli:operator`) and rewrites the bucket's stale entries, so that key can then be
+    removed. Older events in the SETTINGS
     stream keep their old sealed values: once the old key is gone those historical values
     cannot be opened, while every current setting can. The audit chain is unaffected.
     """
@@ -253,24 +255,26 @@ def secrets_reseal(
     from services.config.handlers import ConfigHandlers
     from shared.bus.topology import SETTINGS
     from shared.eventstore import EventStore
+    from shared.privacy.keyring import BUCKET, RecipientKeys
     from shared.secrets import SecretBox, SecretKeyError
 
     async def run() -> int:
         nc = await connect_nats()
         try:
-            handlers = ConfigHandlers(
-                nc,
-                SettingsStore(EventStore(nc, SETTINGS)),
-                SecretBox.from_config(load_config()),
-                None,
-            )
+            box = SecretBox.from_config(load_config())
+            handlers = ConfigHandlers(nc, SettingsStore(EventStore(nc, SETTINGS)), box, None)
+            keys = RecipientKeys(nc, box)
+            # Both checks first: a key nothing opens stops the rotation before any write.
+            stale = await handlers.reseal_check()
+            stale_keys = await keys.stale()
             if check:
-                stale = await handlers.reseal_check()
                 for name in stale:
                     typer.echo(f"{name}: holds secrets sealed under an older key")
                 typer.echo(f"{len(stale)} aggregate(s) to re-seal")
+                typer.echo(f"{len(stale_keys)} key(s) of {BUCKET} to re-seal")
                 return 0
             written = await handlers.reseal(actor="cli:operator")
+            resealed = await keys.reseal()
         except SecretKeyError as exc:
             typer.echo(f"not re-sealed: {exc}", err=True)
             return 1
@@ -278,6 +282,7 @@ def secrets_reseal(
             await nc.close()
         for name in written:
             typer.echo(f"{name}: re-sealed")
+        typer.echo(f"{resealed} key(s) of {BUCKET} re-sealed")
         typer.echo(
             f"{len(written)} aggregate(s) re-sealed; every current secret is now sealed under "
             "the first key of STAGGER_SECRET_KEY"

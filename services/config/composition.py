@@ -124,6 +124,7 @@ class ConfigService(BaseService):
             simulator_enabled=ctx.config.sms_simulator_enabled,
             guard=guard,
         )
+        await self.handlers.personal.ready()  # the tag key, before any request computes a tag
         self.tokens = TokenRegistry(ctx.nc)
         ctx.spawn(self.tokens.follow(), "tokens")
         self.projection = ProjectionRunner(ctx.nc, ctx.db, SettingsProjection())

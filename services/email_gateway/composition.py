@@ -123,7 +123,7 @@ class EmailGatewayService(BaseService):
             ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.config.instance_id
         )
         # Personal fields: sealed at intake, opened for the SMTP submission (docs/privacy.md).
-        personal = parts.queue.personal = PersonalData(ctx.nc, box)
+        personal = parts.queue.personal = await PersonalData(ctx.nc, box).ready()
         # Rows stored before sealing was introduced are sealed once, in the background.
         ctx.spawn(parts.queue.seal_stored_until_done(), "seal-stored")
         nudge = parts.relay.nudge

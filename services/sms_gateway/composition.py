@@ -64,6 +64,7 @@ class Connected:
     suppression: SuppressionList
     engine: SmsEngine
     sites: SiteDirectory
+    personal: PersonalData
 
 
 @dataclass
@@ -182,6 +183,7 @@ def build(config: GatewayConfig, ctx: ServiceContext) -> Gateway:
             suppression,
             engine,
             engine.sites,
+            personal,
         )
 
     def providers() -> Providers:

@@ -71,6 +71,8 @@ class SmsGatewayService(BaseService):
         balance reports."""
         gw = self._built()
         connected = composition.connect(gw, ctx)
+        # Tags are computed from here on (suppression lists, replies): load their key first.
+        await connected.personal.ready()
         if gw.send_process is not None:
             await gw.send_process.start()
         suppression = connected.suppression

@@ -17,10 +17,10 @@ from nats.aio.client import Client
 from shared.events.schemas.messages import Attachment, MessageAccepted
 from shared.privacy.cipher import ERASED, is_personal, key_id_of, open_sealed, seal
 from shared.privacy.keyring import RecipientKeys
+from shared.privacy.tag_key import load_tag_key
 from shared.privacy.tags import recipient_tag
 from shared.secrets import SecretBox
 
-TAG_KEY_PURPOSE = "stagger.privacy.recipient-tag"
 ADDRESS = "id"
 BODY = "body"
 REPLY = "reply"
@@ -89,18 +89,30 @@ class PersonalData:
 
     def __init__(self, nc: Client, box: SecretBox) -> None:
         self.keys = RecipientKeys(nc, box)
-        self._tag_key = box.derive_key(TAG_KEY_PURPOSE)
+        self._nc = nc
+        self._box = box
+        self._tag_key: bytes | None = None
+
+    async def ready(self) -> PersonalData:
+        """Load the deployment's tag key (creating it on a first start). A service awaits this
+        at start, before anything calls `tag`; the async methods here await it themselves."""
+        if self._tag_key is None:
+            self._tag_key = await load_tag_key(self._nc, self._box)
+        return self
 
     def tag(self, group_id: str, recipient: str) -> str:
         """The salted hash lookups use in place of the recipient."""
         if is_personal(recipient):
             return key_id_of(recipient).split(".", 1)[0]
+        if self._tag_key is None:
+            raise RuntimeError("the tag key is not loaded: await PersonalData.ready() at start")
         return recipient_tag(self._tag_key, group_id, recipient)
 
     async def sealer(
         self, group_id: str, recipients: Iterable[str], when: datetime | None = None
     ) -> MessageSealer:
         """Fetch (creating) the address and body keys of `recipients` for today."""
+        await self.ready()
         day = day_of(when)
         tags = {r: self.tag(group_id, r) for r in set(recipients)}
         wanted = [key_id(t, kind, day) for t in set(tags.values()) for kind in (ADDRESS, BODY)]
@@ -119,6 +131,7 @@ class PersonalData:
         self, group_id: str, recipient: str, kind: str, value: str, when: datetime | None = None
     ) -> str:
         """One value sealed under `recipient`'s key of `kind` (created if needed)."""
+        await self.ready()
         kid = key_id(self.tag(group_id, recipient), kind, day_of(when))
         return seal(await self.keys.get_or_create(group_id, kid), group_id, kid, value)
 
@@ -160,6 +173,7 @@ class PersonalData:
 
     async def erase(self, group_id: str, recipient: str) -> tuple[str, int]:
         """Delete every key of `recipient` in `group_id`: (its tag, keys erased)."""
+        await self.ready()
         tag = self.tag(group_id, recipient)
         names = await self.keys.names(f"{group_id}.{tag}.>")
         return tag, await self.keys.delete(names)

@@ -32,7 +32,7 @@ async def export_recipient(
 ) -> dict[str, Any]:
     """The recipient's messages (with each event of their life), replies, opt-outs and
     erasures in `group_id`, personal fields opened (or "erased")."""
-    tag = personal.tag(group_id, recipient)
+    tag = (await personal.ready()).tag(group_id, recipient)
     messages: dict[str, dict[str, Any]] = {}
     async for event in EventStore(nc, DISPATCH).replay(lenient=True):
         data = event.data

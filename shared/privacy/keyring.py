@@ -140,3 +140,52 @@ class RecipientKeys:
         """Drop cached keys under `prefix` (this process heard of an erasure)."""
         for name in [n for n in self._cache if n.startswith(prefix)]:
             self._cache.pop(name, None)
+
+    async def stale(self) -> list[str]:
+        """Every key in the bucket (data keys and the tag key) sealed under a service key other
+        than the first of STAGGER_SECRET_KEY. SecretKeyError when no configured key opens one,
+        so a rotation stops before it writes anything."""
+        return [name for name, _value, _revision in await self._stale_entries()]
+
+    async def reseal(self) -> int:
+        """Seal every key of the bucket again under the first service key (key rotation), so
+        the older service keys can be dropped; returns how many were re-sealed.
+
+        Each write names the revision it read: a key erased (or re-sealed by another run)
+        meanwhile is left alone, never written back.
+        """
+        kv = await self._bucket()
+        done = 0
+        for name, value, revision in await self._stale_entries():
+            try:
+                await kv.update(name, self._box.reseal_bytes(value), last=revision)
+            except (KeyWrongLastSequenceError, BadRequestError):
+                continue
+            self._cache.pop(name, None)
+            done += 1
+        return done
+
+    async def _stale_entries(self) -> list[tuple[str, bytes, int]]:
+        watcher = await (await self._bucket()).watch(">", ignore_deletes=True)
+        stale: list[tuple[str, bytes, int]] = []
+        unopened: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if not entry.value or entry.revision is None:
+                    continue
+                if self._box.bytes_under_primary(entry.value):
+                    continue
+                if self._open(entry.value) is None:
+                    unopened.append(entry.key)
+                else:
+                    stale.append((entry.key, entry.value, entry.revision))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        if unopened:
+            raise SecretKeyError(
+                f"{len(unopened)} key(s) of {BUCKET} (e.g. {unopened[0]}) were sealed with a "
+                "service key that is not in STAGGER_SECRET_KEY; nothing was re-sealed"
+            )
+        return stale

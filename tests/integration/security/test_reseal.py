@@ -18,6 +18,7 @@ from shared.bus.topology import SETTINGS
 from shared.config import StaggerConfig
 from shared.domain.site_settings import flatten
 from shared.eventstore import EventStore
+from shared.privacy.codec import ADDRESS, PersonalData
 from shared.secrets import SecretBox, SecretKeyError, generate_key, is_sealed
 from tests.integration.sms_provider_sim.harness import SimProcess
 from tests.support.processes import run_cli, service_env, start_service
@@ -98,10 +99,18 @@ async def test_reseal_lets_the_service_run_on_the_new_key_alone(nc: Client, nats
     except SecretKeyError:
         pass
     first_event = await store.events.load("settings.rs-b.rs-b1")
+    # The key bucket too: a recipient's data key and the tag key, sealed under the old key.
+    personal = PersonalData(nc, SecretBox([old.encode()]))
+    number = await personal.seal("rs-a", "+61412345678", ADDRESS, "+61412345678")
+    tag = personal.tag("rs-a", "+61412345678")
 
     code, out, err = await _reseal(nats_url, f"{new},{old}")
     assert code == 0, err
     assert "group rs-a: re-sealed" in out and "site rs-b1: re-sealed" in out
+    assert "2 key(s) of privacy_keys re-sealed" in out
+    on_new = await PersonalData(nc, new_only).ready()
+    assert on_new.tag("rs-a", "+61412345678") == tag
+    assert await on_new.open("rs-a", number) == "+61412345678"
 
     # Started with only the new key, every current secret of every site opens, unchanged.
     assert _opened(new_only, await _current_secrets(store)) == plain
@@ -123,6 +132,7 @@ async def test_reseal_lets_the_service_run_on_the_new_key_alone(nc: Client, nats
     code, out, err = await _reseal(nats_url, f"{new},{old}")
     assert code == 0, err
     assert "0 aggregate(s) re-sealed" in out
+    assert "0 key(s) of privacy_keys re-sealed" in out
     assert await _settings_events(nc) == count
 
 
