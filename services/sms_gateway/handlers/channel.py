@@ -214,7 +214,7 @@ class SmsAdapter:
         if claimed.attempts > 0:
             message = self._as_attempted(claimed, message)
             try:
-                found = await self._lookup(provider, message, claimed.site_id)
+                found = await self._lookup(provider, message, claimed)
             except ProviderError as exc:
                 # The account cannot be asked: part of an outage, as an unanswered send is.
                 await self._watch_outage(account, site, provider, "not_sent", str(exc))
@@ -307,7 +307,7 @@ class SmsAdapter:
         """What the engine records for an answer other than `accepted`."""
         if decided.state == "look_up":
             try:
-                found = await self._lookup(provider, message, claimed.site_id)
+                found = await self._lookup(provider, message, claimed)
             except ProviderError:
                 found = Found(None)
             if found.sent:
@@ -382,9 +382,7 @@ class SmsAdapter:
         except NotConfigured:
             return None  # an account that cannot send never had it
         try:
-            found = await self._lookup(
-                provider, self.outbound(claimed, other, provider), claimed.site_id
-            )
+            found = await self._lookup(provider, self.outbound(claimed, other, provider), claimed)
         except ProviderError as exc:
             found, why = Found(None), str(exc)
         else:
@@ -405,10 +403,14 @@ class SmsAdapter:
             provider_response=outcomes.ALREADY_THERE,
         )
 
-    async def _lookup(self, provider: Provider, message: Outbound, site_id: str) -> Found:
+    async def _lookup(self, provider: Provider, message: Outbound, claimed: Claimed) -> Found:
         taken: Sequence[str] = ()
         if provider.kind in CONTENT_SEARCHED:
-            taken = await self._ledger.ids_of_others(message.to, message.reference, site_id)
+            # The ledger files the recipient by its tag once personal fields are sealed (the
+            # opened number in `message.to` matches no row then).
+            taken = await self._ledger.ids_of_others(
+                claimed.recipient_key, message.reference, claimed.site_id
+            )
         return await provider.lookup(message, taken)
 
     async def _provider_opt_out(self, claimed: Claimed) -> None:
@@ -459,7 +461,7 @@ class SmsAdapter:
             provider = self._providers().for_site(site)
         except NotConfigured:
             return Found(None) if self.failover(site) is None else Found(False)
-        return await self._lookup(provider, self.outbound(claimed, site, provider), claimed.site_id)
+        return await self._lookup(provider, self.outbound(claimed, site, provider), claimed)
 
     async def on_tick(self, tick: TickIssued, sites: Sequence[Site]) -> None:
         """Nothing besides sending: replies and receipts arrive by webhook."""

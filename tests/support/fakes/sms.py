@@ -46,6 +46,8 @@ class FakeSmsProvider:
         # Lookups answer "cannot tell" for what they do not find (reports that lag).
         self.reports_lag = False
         self.looked_up: list[Outbound] = []
+        # The provider ids each lookup was told belong to other messages.
+        self.taken: list[list[str]] = []
         self.sent: dict[str, Outbound] = {}
         self.topups: list[float] = []
         self.balance_calls = 0
@@ -71,6 +73,7 @@ class FakeSmsProvider:
     async def lookup(self, message: Outbound, taken: Collection[str] = ()) -> Found:
         """Whether a send of this reference was accepted."""
         self.looked_up.append(message)
+        self.taken.append(sorted(taken))
         if message.reference in self.sent:
             return Found(True, f"fake-{message.reference}", 1)
         return Found(None) if self.reports_lag else Found(False)
@@ -168,6 +171,8 @@ class FakeLedger:
 
     states: dict[str, str] = field(default_factory=dict)
     messages: list[SentMessage] = field(default_factory=list)
+    # (recipient as the ledger files it, site id, message id, provider id) of sent messages.
+    provider_ids: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     async def state(
         self, message_id: str | None, provider_message_id: str | None, sites: Collection[str]
@@ -176,8 +181,13 @@ class FakeLedger:
         return self.states.get(message_id or "") if sites else None
 
     async def ids_of_others(self, recipient: str, message_id: str, site_id: str) -> list[str]:
-        """No other messages."""
-        return []
+        """Provider ids of the other messages filed under `recipient` (the ledger's column:
+        the tag once personal fields are sealed)."""
+        return [
+            pid
+            for filed, s, m, pid in self.provider_ids
+            if filed == recipient and (s, m) != (site_id, message_id)
+        ]
 
     async def sent_message(self, message_id: str, group_id: str) -> SentMessage | None:
         """The sent message of this id."""

@@ -3,6 +3,7 @@ the account through the credits handler, an uncertain send is looked up, never r
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,7 +69,9 @@ def claimed(message_id: str = "m-1", attempts: int = 0, body: str = "See you at 
     return Claimed(message_id, GROUP, SITE, PATIENT, message, attempts, None, None)
 
 
-def adapter(provider: FakeSmsProvider) -> tuple[SmsAdapter, RecordingCredits, FakeOptOuts]:
+def adapter(
+    provider: FakeSmsProvider, ledger: FakeLedger | None = None
+) -> tuple[SmsAdapter, RecordingCredits, FakeOptOuts]:
     credits, optouts, queue = RecordingCredits(), FakeOptOuts(), FakeQueue()
     suppression = SuppressionList(None)  # type: ignore[arg-type]
     built = SmsAdapter(
@@ -76,7 +79,7 @@ def adapter(provider: FakeSmsProvider) -> tuple[SmsAdapter, RecordingCredits, Fa
         suppression=lambda: suppression,
         providers=lambda: FakeProviders(provider),  # type: ignore[arg-type,return-value]
         credits=credits,  # type: ignore[arg-type]
-        ledger=FakeLedger(),  # type: ignore[arg-type]
+        ledger=ledger or FakeLedger(),  # type: ignore[arg-type]
         queue=lambda: queue,  # type: ignore[arg-type,return-value]
         optouts=optouts,  # type: ignore[arg-type]
     )
@@ -163,3 +166,16 @@ async def test_an_attempt_made_elsewhere_counts_the_lag_from_the_first_look() ->
     assert waiting.outcome == "retry" and not waiting.attempt_used
     assert provider.looked_up[-1].attempted_at == MIDDAY
     assert "m-1" not in provider.sent
+
+
+async def test_a_content_searched_lookup_is_told_the_ids_filed_under_the_recipients_tag() -> None:
+    provider = FakeSmsProvider(10)
+    provider.kind = "twilio"  # type: ignore[misc]  # no reference on the wire
+    ledger = FakeLedger(
+        provider_ids=[("tag-1", SITE, "m-0", "SM-0"), ("tag-2", SITE, "m-9", "SM-9")]
+    )
+    sms, _, _ = adapter(provider, ledger)
+    # The ledger files a sealed message's number by its tag; the claim holds the number opened.
+    found = await sms.reconcile(dataclasses.replace(claimed(), lookup="tag-1"), OPEN)
+    assert found.sent is False
+    assert provider.taken == [["SM-0"]]
