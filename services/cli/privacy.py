@@ -84,3 +84,64 @@ def reapply() -> None:
         typer.echo(json.dumps({"keys_deleted": found}))
 
     asyncio.run(run())
+
+
+GATEWAYS = ("sms_gateway", "email_gateway")
+
+
+@privacy.command("seal-stored")
+def seal_stored(
+    service: list[str] = typer.Option(
+        list(GATEWAYS), "--service", help="A gateway whose ledger to seal (repeatable)."
+    ),
+) -> None:
+    """Seal the gateways' ledger rows stored in clear before personal fields were sealed
+    (each gateway also does it once at start); prints, per gateway, how many rows were sealed
+    and how many still hold an address (0 once done)."""
+    import sqlalchemy as sa
+
+    from services.email_gateway.adapters import tables as email_tables
+    from services.sms_gateway.adapters import tables as sms_tables
+    from shared.db.engine import create_engine, session_factory
+    from shared.dispatch.queue import sealing
+    from shared.privacy.codec import PersonalData
+    from shared.secrets import SecretBox
+
+    ledgers = {
+        "sms_gateway": sms_tables.DISPATCH.messages,
+        "email_gateway": email_tables.DISPATCH.messages,
+    }
+
+    def has_table(conn: sa.Connection, name: str) -> bool:
+        return sa.inspect(conn).has_table(name)
+
+    unknown = sorted(set(service) - set(ledgers))
+    if unknown:
+        raise typer.BadParameter(f"--service: {', '.join(unknown)} (one of {', '.join(GATEWAYS)})")
+
+    async def run() -> dict[str, object]:
+        settings = load_config()
+        nc = await connect_nats()
+        done: dict[str, object] = {}
+        try:
+            personal = await PersonalData(nc, SecretBox.from_config(settings)).ready()
+            for name in service:
+                table = ledgers[name]
+                engine = create_engine(settings.service_database_url(name))
+                try:
+                    async with engine.connect() as conn:
+                        present = await conn.run_sync(has_table, table.name)
+                    if not present:
+                        done[name] = {"error": "no ledger yet (the gateway never started)"}
+                        continue
+                    db = session_factory(engine)
+                    sealed = await sealing.seal_stored(db, table, personal)
+                    left = await sealing.clear_count(db, table)
+                    done[name] = {"sealed": sealed, "left_in_clear": left}
+                finally:
+                    await engine.dispose()
+        finally:
+            await nc.close()
+        return done
+
+    typer.echo(json.dumps(asyncio.run(run())))

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.sql import insert_many_ignoring_duplicates
 from shared.dispatch import schema
+from shared.dispatch.queue import sealing
 from shared.dispatch.queue.core import QueueCore
 from shared.dispatch.queue.records import INGEST_CHUNK_BITS, Incoming, Key
 from shared.dispatch.queue.sql import keyed
@@ -20,7 +21,6 @@ from shared.events.schemas.dispatch import (
     MessageCancelled,
     MessageQueued,
 )
-from shared.events.schemas.messages import MessageAccepted
 
 log = logging.getLogger(__name__)
 
@@ -180,40 +180,11 @@ class Ingest(QueueCore):
         return ended
 
     async def seal_stored(self, chunk: int = 200) -> int:
-        """Seal the rows stored before personal fields were sealed (docs/privacy.md): their
-        payload under the recipients' keys, their recipient replaced by its salted hash.
-        Idempotent, in chunks; returns how many rows it sealed."""
+        """Seal the rows stored before personal fields were sealed (`queue.sealing`);
+        returns how many it sealed."""
         if self.personal is None:
             return 0
-        m = self.t.messages
-        # A sealed row files its recipient by a hex hash; a clear one by an address.
-        clear = sa.or_(m.c.recipient.like("%@%"), m.c.recipient.like("+%"))
-        sealed = 0
-        while True:
-            async with self.db() as session:
-                rows = (
-                    await session.execute(
-                        sa.select(m.c.site_id, m.c.message_id, m.c.payload)
-                        .where(clear)
-                        .limit(chunk)
-                    )
-                ).all()
-            if not rows:
-                return sealed
-            for row in rows:
-                message = await self.personal.seal_message(
-                    MessageAccepted.model_validate(row.payload)
-                )
-                async with self.db() as session, session.begin():
-                    await session.execute(
-                        sa.update(m)
-                        .where(m.c.site_id == row.site_id, m.c.message_id == row.message_id)
-                        .values(
-                            payload=message.model_dump(mode="json"),
-                            recipient=message.recipient_tag or message.to,
-                        )
-                    )
-                sealed += 1
+        return await sealing.seal_stored(self.db, self.t.messages, self.personal, chunk)
 
     async def seal_stored_until_done(self, retry_seconds: float = 30.0) -> None:
         """`seal_stored` in the background, retried after a failure (NATS or the database
