@@ -1,8 +1,9 @@
 """Keyed hashes of recipients: how the system finds a recipient without holding the number.
 
-A tag is HMAC-SHA256 over the group and the normalised recipient, under a key derived from the
-service key. Without the service key a tag reveals nothing; with it, a tag can be recomputed for
-a known recipient (that is what lookups need), which is why it is called *salted*, not secret.
+A tag is HMAC-SHA256 over the group and the normalised recipient, under the deployment's tag
+key (`tag_key.py`, sealed with the service key). Without the service key a tag reveals nothing;
+with it, a tag can be recomputed for a known recipient (that is what lookups need), which is why
+it is called *salted*, not secret.
 """
 
 from __future__ import annotations
