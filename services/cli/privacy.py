@@ -84,3 +84,57 @@ def reapply() -> None:
         typer.echo(json.dumps({"keys_deleted": found}))
 
     asyncio.run(run())
+
+
+@privacy.command("rewrite-streams")
+def rewrite_streams(
+    apply: bool = typer.Option(
+        False, "--apply", help="Rewrite (without it: only count what would change)."
+    ),
+    force: bool = typer.Option(
+        False, help="Rewrite even though a consumer is in use or AUDIT copies would be dropped."
+    ),
+    mapping: str | None = typer.Option(
+        None, help="Write each audit record's old and new hash to this file (JSON Lines)."
+    ),
+    actor: str = typer.Option("cli:operator", help="Who ran it, for the record."),
+) -> None:
+    """Seal events written in clear before personal data was sealed, in place (sequences kept),
+    and rebuild the audit trail from them. Stop every service first (docs/privacy.md)."""
+    from pathlib import Path
+
+    from services.cli.rewrite_streams import RewriteRefused, Trail, rewrite, survey
+    from shared.db.engine import create_engine, session_factory
+    from shared.privacy.codec import PersonalData
+    from shared.secrets import SecretBox
+
+    settings = load_config()
+
+    async def run() -> int:
+        nc = await connect_nats()
+        engine = create_engine(settings.service_database_url("audit"))
+        try:
+            if not apply:
+                typer.echo(json.dumps((await survey(nc)).as_json()))
+                return 0
+            personal = PersonalData(nc, SecretBox.from_config(settings))
+            try:
+                done = await rewrite(
+                    nc,
+                    personal,
+                    Trail(engine, session_factory(engine)),
+                    actor=actor,
+                    force=force,
+                    mapping=Path(mapping) if mapping else None,
+                    replicas=settings.stream_replicas,
+                )
+            except RewriteRefused as exc:
+                typer.echo(f"refused: {exc} (stop the services, or --force)", err=True)
+                return 2
+            typer.echo(json.dumps(done, default=str))
+            return 0
+        finally:
+            await engine.dispose()
+            await nc.close()
+
+    raise typer.Exit(asyncio.run(run()))
