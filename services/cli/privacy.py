@@ -103,8 +103,10 @@ def rewrite_streams(
     and rebuild the audit trail from them. Stop every service first (docs/privacy.md)."""
     from pathlib import Path
 
+    from services.audit.composition import AuditService
     from services.cli.rewrite_streams import RewriteRefused, Trail, rewrite, survey
     from shared.db.engine import create_engine, session_factory
+    from shared.db.migrate import migrate, service_chain
     from shared.privacy.codec import PersonalData
     from shared.secrets import SecretBox
 
@@ -118,6 +120,8 @@ def rewrite_streams(
                 typer.echo(json.dumps((await survey(nc)).as_json()))
                 return 0
             personal = PersonalData(nc, SecretBox.from_config(settings))
+            # The trail's tables, in case the audit service never ran on this database.
+            await migrate(engine, [service_chain("audit", AuditService().migrations())])
             try:
                 done = await rewrite(
                     nc,

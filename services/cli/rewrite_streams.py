@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.errors import APIError, NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -31,10 +30,12 @@ from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.restream import (
     RewriteRefused,
+    Stored,
     busy_consumers,
     resource_stream,
     rewrite_stream,
     source_of,
+    stored_messages,
     unrestorable_consumers,
 )
 from shared.bus.topology import (
@@ -50,7 +51,6 @@ from shared.db.projection import ProjectionRunner
 from shared.events.codec import encode
 from shared.events.envelope import make_event
 from shared.events.schemas.privacy import ChainHead, StreamCount, StreamsRewritten
-from shared.eventstore import replay_batches
 from shared.privacy.codec import PersonalData
 from shared.privacy.reseal import Resealer, erased_recipients, holds_clear
 
@@ -96,19 +96,12 @@ class Survey:
         }
 
 
-async def _scan(nc: Client, stream: str, each: Callable[[Msg], None]) -> int:
+async def _scan(nc: Client, stream: str, each: Callable[[Stored], None]) -> int:
     """Call `each` on every message of `stream`; returns how many there were."""
-    try:
-        state = (await nc.jetstream().stream_info(stream)).state
-    except NotFoundError:
-        return 0
-    if not state.messages:
-        return 0
     seen = 0
-    async for batch in replay_batches(nc, stream, until_sequence=state.last_seq):
-        for msg in batch:
-            each(msg)
-            seen += 1
+    async for msg in stored_messages(nc, stream):
+        each(msg)
+        seen += 1
     return seen
 
 
@@ -119,7 +112,7 @@ async def survey(nc: Client) -> Survey:
     for name in ORIGINS:
         clear = 0
 
-        def count(msg: Msg) -> None:
+        def count(msg: Stored) -> None:
             nonlocal clear
             clear += holds_clear(msg)
 
@@ -132,7 +125,7 @@ async def survey(nc: Client) -> Survey:
         except NotFoundError:
             firsts[name] = 2**63
 
-    def audit(msg: Msg) -> None:
+    def audit(msg: Stored) -> None:
         found.audit_clear += holds_clear(msg)
         origin = source_of(msg)
         if origin is not None and origin[1] < firsts.get(origin[0], 2**63):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -47,7 +47,19 @@ _COPY_WINDOW = 0.1
 """Seconds: the shortest duplicate window JetStream takes, while messages are published back
 (an event id may legitimately be stored twice, further apart than the usual window)."""
 
-Transform = Callable[[Msg], Awaitable[tuple[dict[str, str], bytes] | None]]
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored message, however it was read."""
+
+    subject: str
+    sequence: int
+    stored_ns: int
+    headers: dict[str, str] | None
+    data: bytes
+
+
+Transform = Callable[[Stored], Awaitable[tuple[dict[str, str], bytes] | None]]
 """A message's new headers and data, or None to keep it as it is."""
 
 
@@ -72,6 +84,38 @@ def ack_numbers(msg: Msg) -> tuple[int, int]:
     if len(tokens) == 9:
         return int(tokens[5]), int(tokens[7])
     return int(tokens[7]), int(tokens[9])
+
+
+async def stored_messages(nc: Client, name: str) -> AsyncIterator[Stored]:
+    """Every message of stream `name`, in order, without consuming any.
+
+    A work queue (OUTBOX) is read message by message with the stream's get API: a reader
+    (consumer) would overlap the gateway's durable, which a work queue refuses."""
+    js = nc.jetstream()
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        return
+    state = info.state
+    if not state.messages:
+        return
+    if info.config.retention == RetentionPolicy.WORK_QUEUE:
+        sequence = state.first_seq
+        while sequence <= state.last_seq:
+            try:
+                m = await js.get_msg(name, sequence, subject=">", next=True)
+            except NotFoundError:
+                return
+            if m.seq is None or m.seq > state.last_seq:
+                return
+            stored = int(m.time.timestamp() * 1e9) if m.time else 0
+            yield Stored(m.subject or "", m.seq, stored, m.headers, m.data or b"")
+            sequence = m.seq + 1
+        return
+    async for batch in replay_batches(nc, name, until_sequence=state.last_seq):
+        for msg in batch:
+            sequence, stored = ack_numbers(msg)
+            yield Stored(msg.subject, sequence, stored, msg.headers, msg.data or b"")
 
 
 def _stored_at(nanos: int) -> str:
@@ -154,7 +198,7 @@ async def rewrite_stream(
     return Rewritten(spec.name, count, changed, first, last)
 
 
-def source_of(msg: Msg) -> tuple[str, int] | None:
+def source_of(msg: Stored) -> tuple[str, int] | None:
     """(origin stream, its sequence) of a message a sourcing stream copied."""
     parts = (msg.headers or {}).get("Nats-Stream-Source", "").split(" ")
     if len(parts) < 2 or not parts[1].isdigit():
@@ -213,24 +257,22 @@ async def _copy_out(nc: Client, name: str, temp: str, transform: Transform) -> i
         )
     )
     changed = copied = 0
-    if state.messages:
-        async for batch in replay_batches(nc, name, until_sequence=state.last_seq):
-            for msg in batch:
-                sequence, stored = ack_numbers(msg)
-                new = await transform(msg)
-                changed += new is not None
-                old_headers, body = (msg.headers or {}, msg.data) if new is None else new
-                headers = {
-                    k: v
-                    for k, v in old_headers.items()
-                    if k != "Nats-Msg-Id" and not k.startswith(_DROPPED)
-                }
-                headers.setdefault(STORED_AT, _stored_at(stored))
-                headers[_SEQUENCE] = str(sequence)
-                if "Nats-Msg-Id" in (msg.headers or {}):
-                    headers[f"{_SEQUENCE}-Id"] = msg.headers["Nats-Msg-Id"]  # type: ignore[index]
-                await js.publish(f"{prefix}.{msg.subject}", body, headers=headers)
-                copied += 1
+    async for msg in stored_messages(nc, name):
+        new = await transform(msg)
+        changed += new is not None
+        old_headers, body = (msg.headers or {}, msg.data) if new is None else new
+        headers = {
+            k: v
+            for k, v in old_headers.items()
+            if k != "Nats-Msg-Id" and not k.startswith(_DROPPED)
+        }
+        headers.setdefault(STORED_AT, _stored_at(msg.stored_ns))
+        headers[_SEQUENCE] = str(msg.sequence)
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        if msg_id is not None:
+            headers[f"{_SEQUENCE}-Id"] = msg_id
+        await js.publish(f"{prefix}.{msg.subject}", body, headers=headers)
+        copied += 1
     if copied != state.messages:
         raise RuntimeError(f"{name}: copied {copied} messages of {state.messages}; nothing changed")
     bounds = {

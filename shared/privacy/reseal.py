@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from shared.bus import subjects
+from shared.bus.restream import Stored
 from shared.bus.topology import OPTOUTS
 from shared.events.schemas.privacy import RecipientErased
 from shared.eventstore import EventStore
@@ -35,7 +35,7 @@ from shared.privacy.clear_fields import (
 from shared.privacy.codec import PersonalData, day_of, key_id
 
 
-def _data(msg: Msg) -> dict[str, Any] | None:
+def _data(msg: Stored) -> dict[str, Any] | None:
     try:
         data = json.loads(msg.data or b"null")
     except ValueError:
@@ -52,7 +52,7 @@ def _when(text: str | None) -> datetime | None:
         return None
 
 
-def holds_clear(msg: Msg) -> bool:
+def holds_clear(msg: Stored) -> bool:
     """True if a stored event still carries a personal field in clear."""
     ce_type = (msg.headers or {}).get("ce-type")
     if event_name(ce_type) not in RULES:
@@ -79,7 +79,7 @@ class Resealer:
         self._personal = personal
         self._erased = erased
 
-    async def __call__(self, msg: Msg) -> tuple[dict[str, str], bytes] | None:
+    async def __call__(self, msg: Stored) -> tuple[dict[str, str], bytes] | None:
         """The event's new headers and data, or None when it has nothing to seal (or names
         nobody)."""
         headers = dict(msg.headers or {})

@@ -69,10 +69,10 @@ class StreamsRewritten(EventData):
     """Events written in clear before personal data was sealed were rewritten sealed
     (`stagger privacy rewrite-streams`, on `optouts._system.streams_rewritten`).
 
-    The audit trail was rebuilt from the rewritten streams, so every hash changed: this record,
-    the first of the new trail's `_system` chain after the rewritten events, keeps the old
-    chains' heads so an auditor can tie the old trail (a kept export or database copy) to the
-    new one. Never carries personal data."""
+    The audit trail was rebuilt from the rewritten streams, so the hashes changed: this record,
+    in the new trail's `_system` chain after the rewritten events, keeps the old chains' heads
+    so an auditor can tie the old trail (a kept export or database copy) to the new one. Never
+    carries personal data."""
 
     event_type = "stagger.privacy.streams_rewritten"
     event_version = 1

@@ -27,6 +27,7 @@ from services.audit.composition import AuditService
 from services.audit.handlers.queries import verify
 from services.cli.rewrite_streams import RewriteRefused, Trail, rewrite, survey
 from shared.bus import subjects
+from shared.bus.restream import stored_messages
 from shared.bus.topology import AUDIT, DISPATCH, INBOUND, OPTOUTS, ensure_streams
 from shared.db.engine import create_engine, session_factory
 from shared.db.projection import ProjectionRunner
@@ -197,6 +198,7 @@ async def test_rewrite_seals_old_events_in_place_and_rebuilds_the_trail(
         # The search finds the clear values where they are: it can fail.
         assert _raw_hits(store) and _raw_hits(tmp_path / "audit.db")
 
+        sealed_ids = await _ids_with_clear_values(nc)
         found = await survey(nc)
         assert found.counts[DISPATCH] == (6, 3)  # m-0's queued event is gone with sequence 1
         assert found.counts[INBOUND] == (1, 1) and found.counts[OPTOUTS] == (1, 1)
@@ -251,14 +253,28 @@ async def test_rewrite_seals_old_events_in_place_and_rebuilds_the_trail(
         # The projection's position still fits: nothing applied twice, a new reply once.
         await ProjectionRunner(nc, trail.db, counter).catch_up()
         assert len(counter.ids) == 1
+        answer = reply.data.model_copy(update={"provider_inbound_id": "in-2"})
+        new_reply = _event(answer, "in-2", datetime.now(UTC))
+        headers, body = encode(new_reply)
+        ack = await js.publish(subjects.replies(SITE), body, headers=headers)
+        assert ack.seq == before[INBOUND].last_seq + 1
+        await ProjectionRunner(nc, trail.db, counter).catch_up()
+        assert counter.ids[1:] == [new_reply.id]
 
         # The trail: rebuilt, intact, holding the rewrite's record with the old heads.
         engine = create_engine(trail_url)
         trail = Trail(engine, session_factory(engine))
         assert (await verify(trail.db)).ok
         new = await _trail_hashes(trail_url)
-        assert len(new) == len(old) + 1
-        assert {h for _, _, h in new}.isdisjoint({h for _, _, h in old})
+        assert len(new) == len(old) + 1  # the rewrite's record (the new reply is not in yet)
+        # Each sealed event's record is new (its bytes changed); what follows it in its chain
+        # too. (An unchanged event copied to the same position, before any sealed one of its
+        # chain, keeps its hash.)
+        old_by_id = {event_id: digest for _, event_id, digest in old}
+        new_by_id = {event_id: digest for _, event_id, digest in new}
+        assert len(sealed_ids) == 5
+        assert all(old_by_id[i] != new_by_id[i] for i in sealed_ids)
+        assert new_by_id.keys() - old_by_id.keys() == {done["event_id"]}
         record = await _rewrite_record(trail)
         assert record.old_records == len(old)
         assert record.old_chain_heads[0].hash in {h for _, _, h in old}
@@ -267,7 +283,8 @@ async def test_rewrite_seals_old_events_in_place_and_rebuilds_the_trail(
         await engine.dispose()
         rebuilt = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
         await _audit_caught_up(server.url, rebuilt, tmp_path, nc)
-        assert await _trail_hashes(rebuilt) == new
+        again_rebuilt = await _trail_hashes(rebuilt)
+        assert again_rebuilt[: len(new)] == new and len(again_rebuilt) == len(new) + 1
 
         # An erasure afterwards reaches the rewritten events too.
         await erase_recipient(nc, personal, GROUP, NUMBER, "cli:test")
@@ -285,6 +302,15 @@ async def test_rewrite_seals_old_events_in_place_and_rebuilds_the_trail(
         assert len(await _trail_hashes(trail_url)) == len(new)
     finally:
         await nc.close()
+
+
+async def _ids_with_clear_values(nc: Client) -> set[str]:
+    found = set()
+    for name in (DISPATCH, INBOUND, OPTOUTS):
+        async for msg in stored_messages(nc, name):
+            if NUMBER.encode() in msg.data or ADDRESS.encode() in msg.data:
+                found.add((msg.headers or {})["ce-id"])
+    return found
 
 
 async def _audit_has(nc: Client, n: int) -> bool:
@@ -311,3 +337,97 @@ async def _rewrite_record(trail: Trail) -> StreamsRewritten:
             )
         ).scalar_one()
     return StreamsRewritten.model_validate_json(row)
+
+
+async def test_a_waiting_outbox_message_is_sealed_and_its_gateway_consumer_kept(
+    nc: Client, tmp_path: Path
+) -> None:
+    """OUTBOX is a work queue: what a stopped gateway has not taken yet is rewritten too, and
+    the gateway's durable consumer is there afterwards, as the gateway declares it."""
+    from shared.bus.topology import OUTBOX, ensure_consumer
+    from shared.events.schemas.messages import MessageAccepted
+
+    js = nc.jetstream()
+    personal = PersonalData(nc, SecretBox([generate_key().encode()]))
+    await ensure_consumer(js, "sms-outbox")
+    message = MessageAccepted(
+        message_id="m-out",
+        group_id=GROUP,
+        site_id=SITE,
+        channel="sms",
+        to=NUMBER,
+        body=BODY,
+        submitted_at=datetime.now(UTC),
+    )
+    headers, body = encode(_event(message, "m-out", datetime.now(UTC)))
+    await js.publish(subjects.outbox("sms", SITE), body, headers=headers)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+    await _migrated(engine)
+    done = await rewrite(nc, personal, Trail(engine, session_factory(engine)), actor="t")
+    await engine.dispose()
+    assert done["sealed"]["OUTBOX"] == 1
+    sub = await js.pull_subscribe_bind(durable="sms-outbox", stream=OUTBOX)
+    [msg] = await sub.fetch(1, timeout=10)
+    taken = decode(msg.headers, msg.data)
+    assert isinstance(taken.data, MessageAccepted) and is_personal(taken.data.body)
+    opened = await personal.open_message(taken.data)
+    assert (opened.to, opened.body) == (NUMBER, BODY)
+    assert taken.data.recipient_tag == personal.tag(GROUP, NUMBER)
+    await msg.ack_sync()
+    await sub.unsubscribe()
+
+
+async def test_audit_copies_of_expired_events_stop_the_rewrite_unless_forced(
+    nc: Client, tmp_path: Path
+) -> None:
+    js = nc.jetstream()
+    personal = PersonalData(nc, SecretBox([generate_key().encode()]))
+    await _publish_old_events(nc)
+    await wait_until(lambda: _audit_has(nc, 8), timeout=30, message="AUDIT copied")
+    # DISPATCH's first event expires (max_age), AUDIT keeps its copy.
+    await js.delete_msg(DISPATCH, 2)
+    found = await survey(nc)
+    assert found.audit_orphans == 1
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+    await _migrated(engine)
+    trail = Trail(engine, session_factory(engine))
+    with pytest.raises(RewriteRefused, match="no longer in their origin streams"):
+        await rewrite(nc, personal, trail, actor="t")
+    assert (await js.stream_info(AUDIT)).state.messages == 8  # nothing touched
+    done = await rewrite(nc, personal, trail, actor="t", force=True)
+    assert done["audit"]["messages_after"] == 8  # 7 copies left, and the rewrite's record
+    assert (await verify(trail.db)).ok
+    await engine.dispose()
+
+
+async def test_an_interrupted_rewrite_resumes_from_its_copy(nc: Client) -> None:
+    """Stopped after the stream was deleted: the copy is complete, a new run restores from it."""
+    from shared.bus.restream import TEMP_PREFIX, _copy_out, rewrite_stream
+    from shared.bus.topology import STREAMS_BY_NAME
+    from shared.privacy.reseal import Resealer
+
+    js = nc.jetstream()
+    personal = PersonalData(nc, SecretBox([generate_key().encode()]))
+    await _publish_old_events(nc)
+    state = (await js.stream_info(DISPATCH)).state
+    resealer = Resealer(personal, set())
+    await _copy_out(nc, DISPATCH, TEMP_PREFIX + DISPATCH, resealer)
+    await js.delete_stream(DISPATCH)  # ...and the process died here
+    done = await rewrite_stream(nc, STREAMS_BY_NAME[DISPATCH], resealer)
+    assert (done.changed, done.messages) == (3, state.messages)
+    after = (await js.stream_info(DISPATCH)).state
+    assert (after.first_seq, after.last_seq, after.messages) == (
+        state.first_seq,
+        state.last_seq,
+        state.messages,
+    )
+    assert TEMP_PREFIX + DISPATCH not in {i.config.name for i in await js.streams_info()}
+    queued = decode(*await _raw(js, DISPATCH, 3))
+    assert isinstance(queued.data, MessageQueued)
+    assert await personal.open(GROUP, queued.data.to) == ADDRESS
+
+
+async def _migrated(engine) -> None:  # type: ignore[no-untyped-def]
+    from shared.db.migrate import migrate, service_chain
+
+    await migrate(engine, [service_chain("audit", AuditService().migrations())])
