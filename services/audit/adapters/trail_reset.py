@@ -2,7 +2,8 @@
 stream): what the old trail ended with, and emptying it for a rebuild.
 
 The old rows held the clear events, so on SQLite they are deleted with `secure_delete` on
-(their bytes overwritten, not left in free pages) and the file vacuumed.
+(their bytes overwritten, not left in free pages) and the file vacuumed; on PostgreSQL the
+tables are rewritten (`VACUUM FULL`), so their old files, dead rows included, are removed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ async def empty_trail(engine: AsyncEngine) -> None:
             sa.text("DELETE FROM projection_positions WHERE projection IN (:a, :b)"),
             {"a": PROJECTIONS[0], "b": PROJECTIONS[1]},
         )
+    if engine.dialect.name == "postgresql":
+        tables = ", ".join(t.name for t in (records, chain_heads, messages))
+        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            await conn.exec_driver_sql(f"VACUUM FULL {tables}")
     if sqlite:
         # On the driver's own connection: VACUUM refuses a transaction, and the engine begins
         # one on every connection. The free pages go and the file shrinks.

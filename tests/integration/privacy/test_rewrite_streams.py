@@ -11,6 +11,7 @@ projection's stored position is still right, and a second run finds nothing to d
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -431,3 +432,55 @@ async def _migrated(engine) -> None:  # type: ignore[no-untyped-def]
     from shared.db.migrate import migrate, service_chain
 
     await migrate(engine, [service_chain("audit", AuditService().migrations())])
+
+
+async def test_the_command_rewrites_and_the_trail_verifies_on_either_database(
+    nc: Client, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """Through `stagger privacy rewrite-streams` itself (a process of its own, configured like
+    the services), with the trail on SQLite and on PostgreSQL."""
+    import subprocess
+    import sys
+
+    key = generate_key()
+    personal = PersonalData(nc, SecretBox([key.encode()]))
+    await _publish_old_events(nc)
+    await wait_until(lambda: _audit_has(nc, 8), timeout=30, message="AUDIT copied")
+    await _audit_caught_up(nats_url, database_url, tmp_path, nc)
+    env = {
+        **os.environ,
+        "STAGGER_NATS_URL": nats_url,
+        "STAGGER_DATABASE_URL": database_url,
+        "STAGGER_SECRET_KEY": key,
+        "STAGGER_VAR_DIR": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "services.cli.main", "privacy", "rewrite-streams"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args], env=env, capture_output=True, text=True, check=False, timeout=300
+        )
+
+    dry = run()
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["streams"]["DISPATCH"]["to_seal"] == 3
+    assert (await survey(nc)).counts[DISPATCH] == (6, 3)  # the dry run changed nothing
+    applied = run("--apply", "--actor", "cli:auditor-test")
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["sealed"]["INBOUND"] == 1
+    reply = decode(*await _raw(nc.jetstream(), INBOUND, 1))
+    assert isinstance(reply.data, ReplyReceived)
+    assert await personal.open(GROUP, reply.data.body) == BODY
+    engine = create_engine(database_url)
+    trail = Trail(engine, session_factory(engine))
+    try:
+        assert (await verify(trail.db)).ok
+        record = await _rewrite_record(trail)
+        assert record.rewritten_by == "cli:auditor-test"
+    finally:
+        await engine.dispose()
+    rebuilt = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
+    await _audit_caught_up(nats_url, rebuilt, tmp_path / "r", nc)
+    assert await _trail_hashes(rebuilt) == await _trail_hashes(database_url)
+    again = run("--apply")
+    assert again.returncode == 0 and json.loads(again.stdout)["nothing_to_do"] is True
