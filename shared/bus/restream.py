@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.topology import CONSUMERS, StreamSpec, add_stream_when_ready
 from shared.eventstore import replay_batches
 
@@ -43,6 +44,9 @@ STORED_AT = "Stagger-Stored-At"
 """When the message was first stored (ISO 8601): the stream's own time is the rewrite's."""
 _SEQUENCE = "Stagger-Rewrite-Sequence"
 _DROPPED = ("Nats-Expected-",)
+_CONCURRENT = 64
+"""Messages sealed at once (each may fetch or create a recipient's key)."""
+_CHUNK = 500
 _COPY_WINDOW = 0.1
 """Seconds: the shortest duplicate window JetStream takes, while messages are published back
 (an event id may legitimately be stored twice, further apart than the usual window)."""
@@ -116,6 +120,17 @@ async def stored_messages(nc: Client, name: str) -> AsyncIterator[Stored]:
         for msg in batch:
             sequence, stored = ack_numbers(msg)
             yield Stored(msg.subject, sequence, stored, msg.headers, msg.data or b"")
+
+
+async def _chunks(messages: AsyncIterator[Stored]) -> AsyncIterator[list[Stored]]:
+    chunk: list[Stored] = []
+    async for msg in messages:
+        chunk.append(msg)
+        if len(chunk) >= _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _stored_at(nanos: int) -> str:
@@ -257,22 +272,35 @@ async def _copy_out(nc: Client, name: str, temp: str, transform: Transform) -> i
         )
     )
     changed = copied = 0
-    async for msg in stored_messages(nc, name):
-        new = await transform(msg)
-        changed += new is not None
-        old_headers, body = (msg.headers or {}, msg.data) if new is None else new
-        headers = {
-            k: v
-            for k, v in old_headers.items()
-            if k != "Nats-Msg-Id" and not k.startswith(_DROPPED)
-        }
-        headers.setdefault(STORED_AT, _stored_at(msg.stored_ns))
-        headers[_SEQUENCE] = str(msg.sequence)
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-        if msg_id is not None:
-            headers[f"{_SEQUENCE}-Id"] = msg_id
-        await js.publish(f"{prefix}.{msg.subject}", body, headers=headers)
-        copied += 1
+    limit = asyncio.Semaphore(_CONCURRENT)
+
+    async def transformed(msg: Stored) -> tuple[dict[str, str], bytes] | None:
+        async with limit:
+            return await transform(msg)
+
+    async for chunk in _chunks(stored_messages(nc, name)):
+        # Many at a time: sealing fetches (or creates) each recipient's keys, one round trip
+        # each; in turn, a stream of many recipients would take hours.
+        news = await asyncio.gather(*(transformed(m) for m in chunk))
+        outgoing = []
+        for msg, new in zip(chunk, news, strict=True):
+            changed += new is not None
+            old_headers, body = (msg.headers or {}, msg.data) if new is None else new
+            headers = {
+                k: v
+                for k, v in old_headers.items()
+                if k != "Nats-Msg-Id" and not k.startswith(_DROPPED)
+            }
+            headers.setdefault(STORED_AT, _stored_at(msg.stored_ns))
+            headers[_SEQUENCE] = str(msg.sequence)
+            msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+            if msg_id is not None:
+                headers[f"{_SEQUENCE}-Id"] = msg_id
+            outgoing.append(Outgoing(f"{prefix}.{msg.subject}", body, headers))
+        for result in await publisher_for(nc).publish_all(outgoing):
+            if not isinstance(result, PubAck):
+                raise RuntimeError(f"{name}: the copy was refused: {result}; nothing changed")
+        copied += len(outgoing)
     if copied != state.messages:
         raise RuntimeError(f"{name}: copied {copied} messages of {state.messages}; nothing changed")
     bounds = {
@@ -306,18 +334,25 @@ async def _copy_back(
     await add_stream_when_ready(js, open_config)
     gap_subject = _gap_subject(spec)
     placeholders: list[int] = []
-    ids_seen: dict[str, float] = {}
-    expected = first
+    pending: list[Outgoing] = []
+    recent: dict[str, float] = {}
+    expected = first  # the sequence the next message published lands at
 
-    async def publish(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+    async def flush() -> None:
         nonlocal expected
-        ack = await js.publish(subject, data, headers=headers)
-        if ack.seq != expected or ack.duplicate:
-            raise RuntimeError(
-                f"{spec.name}: a copied message landed at {ack.seq}, not {expected}; the copy "
-                f"is kept in {temp}: run the command again"
-            )
-        expected += 1
+        results = await publisher_for(nc).publish_all(pending)
+        for offset, ack in enumerate(results):
+            if not isinstance(ack, PubAck) or ack.seq != expected + offset or ack.duplicate:
+                raise RuntimeError(
+                    f"{spec.name}: copied message {expected + offset} was stored as {ack}; "
+                    f"the copy is kept in {temp}: run the command again"
+                )
+        expected += len(results)
+        pending.clear()
+
+    def add(subject: str, data: bytes, headers: dict[str, str] | None) -> int:
+        pending.append(Outgoing(subject, data, headers))
+        return expected + len(pending) - 1
 
     prefix_len = len(f"_stagger.rewrite.{spec.name}.")
     if count:
@@ -326,16 +361,23 @@ async def _copy_back(
                 headers = dict(msg.headers or {})
                 sequence = int(headers.pop(_SEQUENCE))
                 msg_id = headers.pop(f"{_SEQUENCE}-Id", None)
-                while expected < sequence:
-                    placeholders.append(expected)
-                    await publish(gap_subject, b"", None)
+                while expected + len(pending) < sequence:
+                    placeholders.append(add(gap_subject, b"", None))
                 if msg_id is not None:
-                    await _outside_window(ids_seen, msg_id)
+                    if msg_id in recent:
+                        # The same id moments ago (stored twice, further apart than the
+                        # usual window): let the short window pass first.
+                        await flush()
+                        await asyncio.sleep(_COPY_WINDOW * 2)
+                    recent[msg_id] = time.monotonic()
                     headers["Nats-Msg-Id"] = msg_id
-                await publish(msg.subject[prefix_len:], msg.data, headers)
-    while expected <= last:
-        placeholders.append(expected)
-        await publish(gap_subject, b"", None)
+                add(msg.subject[prefix_len:], msg.data or b"", headers)
+            await flush()
+            horizon = time.monotonic() - _COPY_WINDOW * 2
+            recent = {k: t for k, t in recent.items() if t > horizon}
+    while expected + len(pending) <= last:
+        placeholders.append(add(gap_subject, b"", None))
+    await flush()
     for sequence in placeholders:
         await js.delete_msg(spec.name, sequence)  # erased, not just marked
     state = (await js.stream_info(spec.name)).state
@@ -345,12 +387,3 @@ async def _copy_back(
             f"to {state.last_seq}, expected {count} from {first} to {last}; copy kept in {temp}"
         )
     await js.update_stream(spec.config(replicas))
-
-
-async def _outside_window(seen: dict[str, float], msg_id: str) -> None:
-    """Wait until an id published moments ago is out of the duplicate window again."""
-    now = time.monotonic()
-    previous = seen.get(msg_id)
-    if previous is not None and now - previous < _COPY_WINDOW * 2:
-        await asyncio.sleep(_COPY_WINDOW * 2 - (now - previous))
-    seen[msg_id] = time.monotonic()

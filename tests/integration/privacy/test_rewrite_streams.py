@@ -367,6 +367,9 @@ async def test_a_waiting_outbox_message_is_sealed_and_its_gateway_consumer_kept(
     done = await rewrite(nc, personal, Trail(engine, session_factory(engine)), actor="t")
     await engine.dispose()
     assert done["sealed"]["OUTBOX"] == 1
+    # The gateway, starting afterwards, declares its consumer again: the same one, no conflict.
+    await ensure_consumer(js, "sms-outbox")
+    assert [c.name for c in await js.consumers_info(OUTBOX)] == ["sms-outbox"]
     sub = await js.pull_subscribe_bind(durable="sms-outbox", stream=OUTBOX)
     [msg] = await sub.fetch(1, timeout=10)
     taken = decode(msg.headers, msg.data)
