@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.audit.adapters.message_status import MessageStatusProjection
 from services.audit.adapters.trail import AuditProjection
 from services.audit.adapters.trail_reset import empty_trail, old_heads, record_hashes
+from services.cli.rewrite_plan import Plan, forget_plan, load_plan, save_plan
 from shared.bus import subjects
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.restream import (
@@ -163,86 +164,100 @@ async def rewrite(
     mapping: Path | None = None,
     replicas: int = 1,
 ) -> dict[str, Any]:
-    """Seal every clear personal field in the streams and rebuild the audit trail."""
+    """Seal every clear personal field in the streams and rebuild the audit trail (or finish
+    a rewrite that was stopped half-way)."""
+    js = nc.jetstream()
+    plan = await load_plan(js)
     found = await survey(nc)
-    if found.nothing_to_do:
+    if plan is None and found.nothing_to_do:
         return found.as_json()
     if found.problems and not force:
         raise RewriteRefused("; ".join(found.problems))
-    heads = await old_heads(trail.db)
-    old: dict[str, tuple[int, str]] = {}
-    if mapping is not None:
-        old = {eid: (pos, digest) async for eid, pos, digest in record_hashes(trail.db)}
+    old_file = None if mapping is None else mapping.with_name(mapping.name + ".old")
+    if plan is None:
+        heads = await old_heads(trail.db)
+        if old_file is not None:
+            await _save_old_hashes(trail.db, old_file)
+        plan = Plan(
+            event_id=str(uuid.uuid4()),
+            actor=actor,
+            counts=[
+                {"stream": name, "messages": m, "sealed": c}
+                for name, (m, c) in found.counts.items()
+            ],
+            audit_before=found.audit_messages,
+            audit_dropped=found.audit_orphans,
+            heads=heads,
+            old_records=sum(int(h["records"]) for h in heads),
+        )
+        await save_plan(js, plan)
     resealer = Resealer(personal, await erased_recipients(nc))
-    counts = []
-    for name in ORIGINS:
-        messages, clear = found.counts[name]
-        if clear:
-            done = await rewrite_stream(nc, STREAMS_BY_NAME[name], resealer, replicas)
-            messages, clear = done.messages, done.changed
-        counts.append(StreamCount(stream=name, messages=messages, sealed=clear))
+    for name in found.to_rewrite:
+        await rewrite_stream(nc, STREAMS_BY_NAME[name], resealer, replicas)
     sourced = await resource_stream(nc, STREAMS_BY_NAME[AUDIT], replicas)
-    event_id = await _record(nc, actor, counts, found, sourced, heads)
-    await _audit_holds(nc, sourced + 1)
+    await _record_once(nc, plan, sourced)
+    held = await resource_stream(nc, STREAMS_BY_NAME[AUDIT], replicas, recreate=False)
     await empty_trail(trail.engine)
     for projection in (AuditProjection(), MessageStatusProjection()):
         await ProjectionRunner(nc, trail.db, projection, batch_size=1000).catch_up()
     result = found.as_json()
     result.update(
         nothing_to_do=False,
-        sealed={c.stream: c.sealed for c in counts},
-        audit={**result["audit"], "messages_after": sourced + 1},
-        event_id=event_id,
-        old_chain_heads=heads,
+        sealed={c["stream"]: c["sealed"] for c in plan.counts},
+        audit={**result["audit"], "messages_after": held},
+        event_id=plan.event_id,
+        old_chain_heads=plan.heads,
     )
-    if mapping is not None:
-        result["mapping"] = await _write_mapping(trail.db, old, mapping)
+    if mapping is not None and old_file is not None:
+        result["mapping"] = await _write_mapping(trail.db, old_file, mapping)
+    await forget_plan(js)
     return result
 
 
-async def _audit_holds(nc: Client, messages: int) -> None:
-    """Wait until AUDIT has copied the rewrite's own record."""
-    deadline = time.monotonic() + 60
-    js = nc.jetstream()
-    while (await js.stream_info(AUDIT)).state.messages < messages:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the AUDIT stream did not copy the rewrite's record")
-        await asyncio.sleep(0.1)
-
-
-async def _record(
-    nc: Client,
-    actor: str,
-    counts: list[StreamCount],
-    found: Survey,
-    sourced: int,
-    heads: list[dict[str, Any]],
-) -> str:
-    """Publish `stagger.privacy.streams_rewritten`; returns its id."""
+async def _record_once(nc: Client, plan: Plan, sourced: int) -> None:
+    """Publish `stagger.privacy.streams_rewritten` unless a stopped run already did."""
+    subject = subjects.streams_rewritten()
+    try:
+        last = await nc.jetstream().get_msg(OPTOUTS, subject=subject)
+        if (last.headers or {}).get("ce-id") == plan.event_id:
+            return
+    except NotFoundError:
+        pass
     data = StreamsRewritten(
-        rewritten_by=actor,
+        rewritten_by=plan.actor,
         rewritten_at=datetime.now(UTC),
-        streams=counts,
-        audit_messages_before=found.audit_messages,
+        streams=[StreamCount.model_validate(c) for c in plan.counts],
+        audit_messages_before=plan.audit_before,
         audit_messages_after=sourced,
-        audit_messages_dropped=found.audit_orphans,
-        old_records=sum(int(h["records"]) for h in heads),
-        old_chain_heads=[ChainHead.model_validate(h) for h in heads],
+        audit_messages_dropped=plan.audit_dropped,
+        old_records=plan.old_records,
+        old_chain_heads=[ChainHead.model_validate(h) for h in plan.heads],
     )
-    event = make_event(data, source="cli", actor=actor, subject="streams")
+    event = make_event(
+        data, source="cli", actor=plan.actor, subject="streams", event_id=plan.event_id
+    )
     headers, body = encode(event)
-    [result] = await publisher_for(nc).publish_all(
-        [Outgoing(subjects.streams_rewritten(), body, headers)]
-    )
+    [result] = await publisher_for(nc).publish_all([Outgoing(subject, body, headers)])
     if isinstance(result, APIError):
         raise RuntimeError(f"the rewrite's record was refused: {result.description}")
-    return event.id
+
+
+async def _save_old_hashes(db: async_sessionmaker[AsyncSession], path: Path) -> None:
+    """The old trail's hashes, kept beside the mapping until the new ones are known."""
+    with path.open("w", encoding="utf-8") as out:
+        async for event_id, position, digest in record_hashes(db):
+            out.write(json.dumps([event_id, position, digest]) + "\n")
 
 
 async def _write_mapping(
-    db: async_sessionmaker[AsyncSession], old: dict[str, tuple[int, str]], path: Path
+    db: async_sessionmaker[AsyncSession], old_file: Path, path: Path
 ) -> dict[str, Any]:
     """Write `old hash → new hash` per event (JSON Lines) for the operator to keep."""
+    old: dict[str, tuple[int, str]] = {}
+    with old_file.open(encoding="utf-8") as lines:
+        for text in lines:
+            event_id, position, digest = json.loads(text)
+            old[event_id] = (position, digest)
     written = 0
     with path.open("w", encoding="utf-8") as out:
         async for event_id, position, digest in record_hashes(db):
@@ -256,6 +271,7 @@ async def _write_mapping(
             }
             out.write(json.dumps(line) + "\n")
             written += 1
+    await asyncio.to_thread(old_file.unlink)
     return {"path": str(path), "records": written}
 
 

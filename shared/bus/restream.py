@@ -222,17 +222,24 @@ def source_of(msg: Stored) -> tuple[str, int] | None:
 
 
 async def resource_stream(
-    nc: Client, spec: StreamSpec, replicas: int = 1, wait_seconds: float = 600.0
+    nc: Client,
+    spec: StreamSpec,
+    replicas: int = 1,
+    wait_seconds: float = 600.0,
+    *,
+    recreate: bool = True,
 ) -> int:
-    """Delete a sourcing stream and create it again, then wait until it has copied every
-    message its sources hold (the services are stopped, so that number is fixed)."""
+    """Delete a sourcing stream and create it again (unless `recreate` is False), then wait
+    until it has copied every message its sources hold (the services are stopped, so that
+    number is fixed); returns it."""
     js = nc.jetstream()
+    if recreate:
+        if await _stream(js, spec.name) is not None:
+            await js.delete_stream(spec.name)
+        await add_stream_when_ready(js, spec.config(replicas))
     expected = 0
     for source in spec.sources:
         expected += (await js.stream_info(source)).state.messages
-    if await _stream(js, spec.name) is not None:
-        await js.delete_stream(spec.name)
-    await add_stream_when_ready(js, spec.config(replicas))
     deadline = time.monotonic() + wait_seconds
     while (held := (await js.stream_info(spec.name)).state.messages) < expected:
         if time.monotonic() > deadline:

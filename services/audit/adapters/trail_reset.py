@@ -9,6 +9,7 @@ tables are rewritten (`VACUUM FULL`), so their old files, dead rows included, ar
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,7 +20,7 @@ from services.audit.adapters.trail import AuditProjection, chain_heads, messages
 PROJECTIONS = (AuditProjection.name, MessageStatusProjection.name)
 
 
-async def old_heads(db: async_sessionmaker[AsyncSession]) -> list[dict[str, object]]:
+async def old_heads(db: async_sessionmaker[AsyncSession]) -> list[dict[str, Any]]:
     """Every chain's last record (chain, position, hash, records), in chain order."""
     async with db() as session:
         rows = await session.execute(sa.select(chain_heads).order_by(chain_heads.c.chain))

@@ -485,5 +485,40 @@ async def test_the_command_rewrites_and_the_trail_verifies_on_either_database(
     rebuilt = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
     await _audit_caught_up(nats_url, rebuilt, tmp_path / "r", nc)
     assert await _trail_hashes(rebuilt) == await _trail_hashes(database_url)
-    again = run("--apply")
-    assert again.returncode == 0 and json.loads(again.stdout)["nothing_to_do"] is True
+    assert (await survey(nc)).nothing_to_do
+
+
+async def test_a_rewrite_stopped_before_the_trail_was_rebuilt_finishes_on_the_next_run(
+    nc: Client, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streams are sealed and AUDIT created again, then the process dies: the next run
+    (which finds nothing left in clear) still rebuilds the trail, with one record only."""
+    import services.cli.rewrite_streams as command
+
+    personal = PersonalData(nc, SecretBox([generate_key().encode()]))
+    await _publish_old_events(nc)
+    await wait_until(lambda: _audit_has(nc, 8), timeout=30, message="AUDIT copied")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+    await _audit_caught_up(nats_url, url, tmp_path, nc)
+    old = await _trail_hashes(url)
+    engine = create_engine(url)
+    trail = Trail(engine, session_factory(engine))
+    mapping = tmp_path / "hashes.jsonl"
+
+    async def dies(engine: object) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(command, "empty_trail", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        await rewrite(nc, personal, trail, actor="t", mapping=mapping)
+    monkeypatch.undo()
+    assert (await survey(nc)).nothing_to_do  # the streams are done...
+    done = await rewrite(nc, personal, trail, actor="t", mapping=mapping)  # ...the trail not
+    assert done["nothing_to_do"] is False and done["sealed"]["DISPATCH"] == 3
+    assert (await verify(trail.db)).ok
+    record = await _rewrite_record(trail)  # exactly one (scalar_one)
+    assert record.old_records == len(old)
+    lines = [json.loads(x) for x in mapping.read_text().splitlines()]
+    assert sum(1 for x in lines if x["old_hash"]) == len(old)
+    assert (await rewrite(nc, personal, trail, actor="t"))["nothing_to_do"] is True
+    await engine.dispose()
