@@ -92,7 +92,7 @@ def rewrite_streams(
         False, "--apply", help="Rewrite (without it: only count what would change)."
     ),
     force: bool = typer.Option(
-        False, help="Rewrite even though a consumer is in use or AUDIT copies would be dropped."
+        False, help="Rewrite even though a consumer of a stream to rewrite is in use."
     ),
     mapping: str | None = typer.Option(
         None, help="Write each audit record's old and new hash to this file (JSON Lines)."

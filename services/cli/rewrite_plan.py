@@ -31,7 +31,7 @@ class Plan:
     counts: list[dict[str, Any]]
     """Per origin stream: messages, and how many held personal data in clear."""
     audit_before: int
-    audit_dropped: int
+    audit_expired: int
     heads: list[dict[str, Any]]
     """The old trail's chain heads."""
     old_records: int

@@ -11,6 +11,7 @@ trail's chain heads, and the trail is emptied and rebuilt from the new AUDIT str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from services.audit.adapters.trail import AuditProjection
 from services.audit.adapters.trail_reset import empty_trail, old_heads, record_hashes
 from services.cli.rewrite_plan import Plan, forget_plan, load_plan, save_plan
 from shared.bus import subjects
+from shared.bus.orphans import ORPHANS, keep_orphans, orphan_count, source_orphans_first
 from shared.bus.publisher import Outgoing, publisher_for
 from shared.bus.restream import (
     RewriteRefused,
@@ -90,7 +92,7 @@ class Survey:
             "audit": {
                 "messages": self.audit_messages,
                 "to_seal": self.audit_clear,
-                "would_drop": self.audit_orphans,
+                "expired_kept": self.audit_orphans,
             },
             "nothing_to_do": self.nothing_to_do,
             "problems": self.problems,
@@ -106,6 +108,24 @@ async def _scan(nc: Client, stream: str, each: Callable[[Stored], None]) -> int:
     return seen
 
 
+async def expired_test(nc: Client) -> Callable[[Stored], bool]:
+    """Whether an AUDIT message copies an event its own stream no longer holds."""
+    js = nc.jetstream()
+    firsts: dict[str, int] = {}
+    for name in STREAMS_BY_NAME[AUDIT].sources:
+        try:
+            state = (await js.stream_info(name)).state
+            firsts[name] = state.first_seq if state.messages else state.last_seq + 1
+        except NotFoundError:
+            firsts[name] = 2**63
+
+    def expired(msg: Stored) -> bool:
+        origin = source_of(msg)
+        return origin is not None and origin[1] < firsts.get(origin[0], 2**63)
+
+    return expired
+
+
 async def survey(nc: Client) -> Survey:
     """Count, per stream, the events still holding personal data in clear (changes nothing)."""
     js = nc.jetstream()
@@ -118,31 +138,18 @@ async def survey(nc: Client) -> Survey:
             clear += holds_clear(msg)
 
         found.counts[name] = (await _scan(nc, name, count), clear)
-    firsts: dict[str, int] = {}
-    for name in STREAMS_BY_NAME[AUDIT].sources:
-        try:
-            state = (await js.stream_info(name)).state
-            firsts[name] = state.first_seq if state.messages else state.last_seq + 1
-        except NotFoundError:
-            firsts[name] = 2**63
+    expired = await expired_test(nc)
 
     def audit(msg: Stored) -> None:
         found.audit_clear += holds_clear(msg)
-        origin = source_of(msg)
-        if origin is not None and origin[1] < firsts.get(origin[0], 2**63):
-            found.audit_orphans += 1
+        found.audit_orphans += expired(msg)
 
     found.audit_messages = await _scan(nc, AUDIT, audit)
-    if not found.nothing_to_do:
-        for name in [*found.to_rewrite, AUDIT]:
-            found.problems += await busy_consumers(js, name)
-            if name != AUDIT:
-                found.problems += await unrestorable_consumers(js, name)
-        if found.audit_orphans:
-            found.problems.append(
-                f"{AUDIT}: {found.audit_orphans} events are no longer in their origin streams "
-                "(past their max_age); creating AUDIT again would drop their copies"
-            )
+    # Checked even with nothing left to seal: a rewrite stopped half-way resumes then.
+    for name in [*found.to_rewrite, AUDIT]:
+        found.problems += await busy_consumers(js, name)
+        if name != AUDIT:
+            found.problems += await unrestorable_consumers(js, name)
     return found
 
 
@@ -186,17 +193,28 @@ async def rewrite(
                 for name, (m, c) in found.counts.items()
             ],
             audit_before=found.audit_messages,
-            audit_dropped=found.audit_orphans,
+            audit_expired=found.audit_orphans,
             heads=heads,
             old_records=sum(int(h["records"]) for h in heads),
         )
         await save_plan(js, plan)
     resealer = Resealer(personal, await erased_recipients(nc))
+    if plan.audit_expired:
+        # Before any origin changes, while AUDIT still holds them (again if a stopped run's
+        # copy is incomplete, in which case AUDIT was not touched yet).
+        expired = await expired_test(nc)
+        await keep_orphans(nc, AUDIT, expired, resealer, plan.audit_expired)
     for name in found.to_rewrite:
         await rewrite_stream(nc, STREAMS_BY_NAME[name], resealer, replicas)
-    sourced = await resource_stream(nc, STREAMS_BY_NAME[AUDIT], replicas)
+    spec = STREAMS_BY_NAME[AUDIT]
+
+    async def create() -> None:
+        await source_orphans_first(nc, spec, replicas)
+
+    kept = await orphan_count(nc)
+    sourced = await resource_stream(nc, spec, replicas, create=create if kept else None, extra=kept)
     await _record_once(nc, plan, sourced)
-    held = await resource_stream(nc, STREAMS_BY_NAME[AUDIT], replicas, recreate=False)
+    held = await resource_stream(nc, spec, replicas, recreate=False, extra=kept)
     await empty_trail(trail.engine)
     for projection in (AuditProjection(), MessageStatusProjection()):
         await ProjectionRunner(nc, trail.db, projection, batch_size=1000).catch_up()
@@ -210,6 +228,8 @@ async def rewrite(
     )
     if mapping is not None and old_file is not None:
         result["mapping"] = await _write_mapping(trail.db, old_file, mapping)
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(ORPHANS)
     await forget_plan(js)
     return result
 
@@ -229,7 +249,7 @@ async def _record_once(nc: Client, plan: Plan, sourced: int) -> None:
         streams=[StreamCount.model_validate(c) for c in plan.counts],
         audit_messages_before=plan.audit_before,
         audit_messages_after=sourced,
-        audit_messages_dropped=plan.audit_dropped,
+        audit_messages_expired=plan.audit_expired,
         old_records=plan.old_records,
         old_chain_heads=[ChainHead.model_validate(h) for h in plan.heads],
     )

@@ -228,16 +228,21 @@ async def resource_stream(
     wait_seconds: float = 600.0,
     *,
     recreate: bool = True,
+    create: Callable[[], Awaitable[None]] | None = None,
+    extra: int = 0,
 ) -> int:
-    """Delete a sourcing stream and create it again (unless `recreate` is False), then wait
-    until it has copied every message its sources hold (the services are stopped, so that
-    number is fixed); returns it."""
+    """Delete a sourcing stream and create it again (unless `recreate` is False; with
+    `create` doing the creating), then wait until it has copied every message its sources
+    hold, plus `extra` (the services are stopped, so that number is fixed); returns it."""
     js = nc.jetstream()
     if recreate:
         if await _stream(js, spec.name) is not None:
             await js.delete_stream(spec.name)
-        await add_stream_when_ready(js, spec.config(replicas))
-    expected = 0
+        if create is not None:
+            await create()
+        else:
+            await add_stream_when_ready(js, spec.config(replicas))
+    expected = extra
     for source in spec.sources:
         expected += (await js.stream_info(source)).state.messages
     deadline = time.monotonic() + wait_seconds

@@ -82,7 +82,8 @@ class StreamsRewritten(EventData):
     streams: list[StreamCount]
     audit_messages_before: int
     audit_messages_after: int
-    audit_messages_dropped: int = 0
-    """Copies the AUDIT stream held of events its origin streams no longer had (`--force`)."""
+    audit_messages_expired: int = 0
+    """Copies the AUDIT stream held of events their own streams no longer had (past their
+    `max_age`): kept, through `REWRITE_ORPHANS`, at the front of the new AUDIT stream."""
     old_records: int
     old_chain_heads: list[ChainHead]

@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client
 
 from services.audit.handlers.queries import verify
-from services.cli.rewrite_streams import RewriteRefused, Trail, rewrite, survey
+from services.cli.rewrite_streams import Trail, rewrite, survey
 from shared.bus import subjects
 from shared.bus.topology import AUDIT, DISPATCH, INBOUND
 from shared.db.engine import create_engine, session_factory
@@ -82,26 +82,39 @@ async def test_a_waiting_outbox_message_is_sealed_and_its_gateway_consumer_kept(
     await sub.unsubscribe()
 
 
-async def test_audit_copies_of_expired_events_stop_the_rewrite_unless_forced(
-    nc: Client, tmp_path: Path
-) -> None:
+async def test_audit_copies_of_expired_events_are_kept_sealed(nc: Client, tmp_path: Path) -> None:
+    """An event its own stream no longer holds (past max_age) keeps its AUDIT copy and its
+    record in the rebuilt trail, sealed, in front, with the origin it had."""
+    from shared.bus.orphans import ORIGINAL_SOURCE, ORPHANS
+    from shared.bus.restream import stored_messages
+
     js = nc.jetstream()
     personal = PersonalData(nc, SecretBox([generate_key().encode()]))
     await _publish_old_events(nc)
     await wait_until(lambda: _audit_has(nc, 8), timeout=30, message="AUDIT copied")
-    # DISPATCH's first event expires (max_age), AUDIT keeps its copy.
+    # DISPATCH's first event (m-1 queued, to the address) expires; AUDIT keeps its copy.
+    expired_id = (await js.get_msg(DISPATCH, 3)).headers["ce-id"]  # type: ignore[index]
     await js.delete_msg(DISPATCH, 2)
+    await js.delete_msg(DISPATCH, 3)
     found = await survey(nc)
-    assert found.audit_orphans == 1
+    assert found.audit_orphans == 2 and not found.problems
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
     await _migrated(engine)
     trail = Trail(engine, session_factory(engine))
-    with pytest.raises(RewriteRefused, match="no longer in their origin streams"):
-        await rewrite(nc, personal, trail, actor="t")
-    assert (await js.stream_info(AUDIT)).state.messages == 8  # nothing touched
-    done = await rewrite(nc, personal, trail, actor="t", force=True)
-    assert done["audit"]["messages_after"] == 8  # 7 copies left, and the rewrite's record
+    done = await rewrite(nc, personal, trail, actor="t")
+    assert done["audit"]["messages_after"] == 9  # 8 copies kept, and the rewrite's record
+    assert ORPHANS not in {i.config.name for i in await js.streams_info()}
+    copies = [m async for m in stored_messages(nc, AUDIT)]
+    assert [m.headers["ce-id"] for m in copies[:2] if m.headers][1] == expired_id
+    kept = copies[1]
+    assert (kept.headers or {})[ORIGINAL_SOURCE].startswith("DISPATCH 3 ")
+    assert ADDRESS.encode() not in kept.data
+    queued = decode(kept.headers, kept.data)
+    assert isinstance(queued.data, MessageQueued)
+    assert await personal.open(GROUP, queued.data.to) == ADDRESS
+    assert not (await survey(nc)).audit_clear
     assert (await verify(trail.db)).ok
+    assert len(await _trail_hashes(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")) == 9
     await engine.dispose()
 
 
