@@ -71,13 +71,12 @@ async def keep_orphans(
             continue
         new = await transform(msg)
         old_headers, body = (msg.headers or {}, msg.data) if new is None else new
-        headers = {
-            k: v
-            for k, v in old_headers.items()
-            if k not in ("Nats-Stream-Source", "Nats-Msg-Id") and not k.startswith("Nats-")
-        }
-        headers[ORIGINAL_SOURCE] = (msg.headers or {}).get("Nats-Stream-Source", "")
-        pending.append(Outgoing(f"{PREFIX}.{msg.subject}", body, headers))
+        # JetStream's own headers (the source, the id, expectations) are not carried over.
+        headers = {k: v for k, v in old_headers.items() if not k.startswith("Nats-")}
+        # A copy kept by an earlier rewrite keeps the origin it named then.
+        headers.setdefault(ORIGINAL_SOURCE, (msg.headers or {}).get("Nats-Stream-Source", ""))
+        subject = msg.subject if msg.subject.startswith(PREFIX + ".") else f"{PREFIX}.{msg.subject}"
+        pending.append(Outgoing(subject, body, headers))
         copied += 1
         if len(pending) >= _CHUNK:
             await flush()

@@ -115,6 +115,24 @@ async def test_audit_copies_of_expired_events_are_kept_sealed(nc: Client, tmp_pa
     assert not (await survey(nc)).audit_clear
     assert (await verify(trail.db)).ok
     assert len(await _trail_hashes(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")) == 9
+
+    # A later rewrite (an old-version producer wrote once more in clear) keeps them again,
+    # with the origin they had in the first place.
+    late = ReplyReceived.model_validate(
+        {**queued.data.model_dump(), "from_number": NUMBER, "body": BODY}
+        | {"provider": "sim", "provider_inbound_id": "late", "to": "+61400000000"}
+        | {"received_at": datetime.now(UTC), "kind": "unmatched"}
+    )
+    headers, body = encode(_event(late, "late", datetime.now(UTC)))
+    await js.publish(subjects.replies(SITE), body, headers=headers)
+    await wait_until(lambda: _audit_has(nc, 10), timeout=30, message="AUDIT copied the reply")
+    again = await rewrite(nc, personal, trail, actor="t")
+    assert again["sealed"]["INBOUND"] == 1
+    copies = [m async for m in stored_messages(nc, AUDIT)]
+    kept = next(m for m in copies if (m.headers or {}).get("ce-id") == expired_id)
+    assert (kept.headers or {})[ORIGINAL_SOURCE].startswith("DISPATCH 3 ")
+    assert kept.subject.count("_stagger.orphans") == 1
+    assert (await verify(trail.db)).ok
     await engine.dispose()
 
 
