@@ -1,4 +1,4 @@
-"""`stagger privacy …`: erase a recipient, apply retention (docs/privacy.md)."""
+"""`stagger privacy …`: erase a recipient, apply retention, seal old events (docs/privacy.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import typer
 from services.cli.connect import connect_nats
 from shared.config import load_config
 
-privacy = typer.Typer(help="Personal data: erasure and retention.", no_args_is_help=True)
+privacy = typer.Typer(
+    help="Personal data: erasure, retention, sealing old events.", no_args_is_help=True
+)
 
 
 @privacy.command("erase")
