@@ -1,4 +1,4 @@
-"""`stagger privacy …`: erase a recipient, apply retention (docs/privacy.md)."""
+"""`stagger privacy …`: erase a recipient, apply retention, seal old events (docs/privacy.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import typer
 from services.cli.connect import connect_nats
 from shared.config import load_config
 
-privacy = typer.Typer(help="Personal data: erasure and retention.", no_args_is_help=True)
+privacy = typer.Typer(
+    help="Personal data: erasure, retention, sealing old events.", no_args_is_help=True
+)
 
 
 @privacy.command("erase")
@@ -145,3 +147,61 @@ def seal_stored(
         return done
 
     typer.echo(json.dumps(asyncio.run(run())))
+
+
+@privacy.command("rewrite-streams")
+def rewrite_streams(
+    apply: bool = typer.Option(
+        False, "--apply", help="Rewrite (without it: only count what would change)."
+    ),
+    force: bool = typer.Option(
+        False, help="Rewrite even though a consumer of a stream to rewrite is in use."
+    ),
+    mapping: str | None = typer.Option(
+        None, help="Write each audit record's old and new hash to this file (JSON Lines)."
+    ),
+    actor: str = typer.Option("cli:operator", help="Who ran it, for the record."),
+) -> None:
+    """Seal events written in clear before personal data was sealed, in place (sequences kept),
+    and rebuild the audit trail from them. Stop every service first (docs/privacy.md)."""
+    from pathlib import Path
+
+    from services.audit.composition import AuditService
+    from services.cli.rewrite_streams import RewriteRefused, Trail, rewrite, survey
+    from shared.db.engine import create_engine, session_factory
+    from shared.db.migrate import migrate, service_chain
+    from shared.privacy.codec import PersonalData
+    from shared.secrets import SecretBox
+
+    settings = load_config()
+
+    async def run() -> int:
+        nc = await connect_nats()
+        engine = create_engine(settings.service_database_url("audit"))
+        try:
+            if not apply:
+                typer.echo(json.dumps((await survey(nc)).as_json()))
+                return 0
+            personal = PersonalData(nc, SecretBox.from_config(settings))
+            # The trail's tables, in case the audit service never ran on this database.
+            await migrate(engine, [service_chain("audit", AuditService().migrations())])
+            try:
+                done = await rewrite(
+                    nc,
+                    personal,
+                    Trail(engine, session_factory(engine)),
+                    actor=actor,
+                    force=force,
+                    mapping=Path(mapping) if mapping else None,
+                    replicas=settings.stream_replicas,
+                )
+            except RewriteRefused as exc:
+                typer.echo(f"refused: {exc} (stop the services, or --force)", err=True)
+                return 2
+            typer.echo(json.dumps(done, default=str))
+            return 0
+        finally:
+            await engine.dispose()
+            await nc.close()
+
+    raise typer.Exit(asyncio.run(run()))

@@ -150,3 +150,9 @@ def access_sso(group_id: str) -> str:
 def access_sso_refusals(group_id: str) -> str:
     """Subject of the sign-ins a group's provider vouched for but Stagger refused."""
     return f"access.sso_refused.{group_id}"
+
+
+def streams_rewritten() -> str:
+    """Where `stagger privacy rewrite-streams` records what it did (on the OPTOUTS stream,
+    which keeps everything, with the other privacy records; in the `_system` audit chain)."""
+    return "optouts._system.streams_rewritten"

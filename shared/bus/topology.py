@@ -339,7 +339,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 
         info = await js.stream_info(spec.name)
     except NotFoundError:
         try:
-            await _add_stream(js, config)
+            await add_stream_when_ready(js, config)
             log.info("stream created", extra={"stream": spec.name})
             return
         except BadRequestError as exc:
@@ -362,7 +362,8 @@ STORE_FIRST_WAIT_SECONDS = 0.05
 """Doubled after each busy answer: about 1.5 s in all before the error is reported."""
 
 
-async def _add_stream(js: JetStreamContext, config: StreamConfig) -> None:
+async def add_stream_when_ready(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create a stream, trying again while the server is still removing a deleted one's store."""
     delay = STORE_FIRST_WAIT_SECONDS
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from shared.events.envelope import EventData
 from shared.events.registry import registry
@@ -45,3 +45,45 @@ class RetentionSet(EventData):
     bodies_days: int = Field(default=90, ge=1, le=36_500)
     replies_days: int = Field(default=90, ge=1, le=36_500)
     metadata_days: int | None = Field(default=None, ge=1, le=36_500)
+
+
+class StreamCount(BaseModel):
+    """One stream's messages, and how many of them a rewrite sealed."""
+
+    stream: str
+    messages: int
+    sealed: int
+
+
+class ChainHead(BaseModel):
+    """The last record of one audit chain (a group's, or `_system`), as it was."""
+
+    chain: str
+    position: int
+    hash: str
+    records: int
+
+
+@registry.register
+class StreamsRewritten(EventData):
+    """Events written in clear before personal data was sealed were rewritten sealed
+    (`stagger privacy rewrite-streams`, on `optouts._system.streams_rewritten`).
+
+    The audit trail was rebuilt from the rewritten streams, so the hashes changed: this record,
+    in the new trail's `_system` chain after the rewritten events, keeps the old chains' heads
+    so an auditor can tie the old trail (a kept export or database copy) to the new one. Never
+    carries personal data."""
+
+    event_type = "stagger.privacy.streams_rewritten"
+    event_version = 1
+
+    rewritten_by: str
+    rewritten_at: datetime
+    streams: list[StreamCount]
+    audit_messages_before: int
+    audit_messages_after: int
+    audit_messages_expired: int = 0
+    """Copies the AUDIT stream held of events their own streams no longer had (past their
+    `max_age`): kept, through `REWRITE_ORPHANS`, at the front of the new AUDIT stream."""
+    old_records: int
+    old_chain_heads: list[ChainHead]
