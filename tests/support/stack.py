@@ -112,6 +112,16 @@ class StackProcess:
         except httpx.HTTPError:
             return None
 
+    async def healthy(self, timeout: float = 90) -> httpx.Response:
+        """Wait for `/healthz` to answer 200 (every service ready); that answer."""
+        answer: httpx.Response = await wait_until(
+            lambda: (r := self.healthz()) is not None and r.status_code == 200 and r,
+            timeout=timeout,
+            interval=0.5,
+            message="/healthz 200",
+        )
+        return answer
+
     def interrupt(self) -> int:
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(60)
@@ -270,12 +280,7 @@ async def stack_with_group(
     )
     own_sim: SimProcess | None = None
     try:
-        await wait_until(
-            lambda: (r := stack.healthz()) is not None and r.status_code == 200,
-            timeout=90,
-            interval=0.5,
-            message="/healthz 200",
-        )
+        await stack.healthy()
         gateway = f"http://127.0.0.1:{stack.env['STAGGER_SMS_GATEWAY_HTTP_PORT']}"
         with contextlib.suppress(AssertionError):
             await wait_until(lambda: _answers(sim_url), timeout=5, message="the stack's sim")
