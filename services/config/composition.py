@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -29,6 +29,8 @@ from services.config.entrypoints.system import system_router
 from services.config.entrypoints.unsubscribe import unsubscribe_router
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.alert_batches import BatchLateWatcher
+from services.config.handlers.alert_checks import AlertClock
+from services.config.handlers.alert_dead_letters import DeadLetterQuiet
 from services.config.handlers.alerts import AlertNotifier
 from services.config.handlers.batch_commands import BatchCommands
 from services.config.handlers.replies import ReplyDesk
@@ -163,8 +165,12 @@ class ConfigService(BaseService):
         alerts, store = AlertStore(ctx.db), self.handlers.store
         assert self.batches is not None
         late = asyncio.Event()
-        watcher = BatchLateWatcher(alerts, self.batches, store, late)
-        ctx.spawn(watcher.run(), "batch-late-alerts")
+        quiet = timedelta(hours=self.alert_config.dead_letter_quiet_hours)
+        checks = [
+            BatchLateWatcher(alerts, self.batches, store).check,
+            DeadLetterQuiet(alerts, quiet).check,
+        ]
+        ctx.spawn(AlertClock(checks, late).run(), "alert-checks")
         notifier = AlertNotifier(
             ctx.nc,
             alerts,

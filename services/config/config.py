@@ -42,3 +42,10 @@ class AlertConfig(BaseSettings):
         description="How long to wait before trying an alert email again after the SMTP "
         "server refused it (nothing is given up: it waits until it goes).",
     )
+    dead_letter_quiet_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 90,
+        description="A dead-letter alert clears once its consumer has set nothing of the "
+        "group's aside for this many hours.",
+    )

@@ -10,6 +10,8 @@ provider simulator; an email gateway and dovecot for inbound email):
 
 from __future__ import annotations
 
+import contextlib
+import re
 import secrets
 import uuid
 from pathlib import Path
@@ -25,6 +27,7 @@ from shared.events.envelope import make_event
 from shared.events.schemas.optouts import RecipientOptedOut, SoftBounceCounted
 from shared.eventstore import EventStore
 from tests.browser.conftest import ConsoleStack, login, screenshot
+from tests.browser.test_console_http import signed_in
 from tests.integration.email_gateway.conftest import EmailHarness, email_settings, imap_settings
 from tests.integration.email_gateway.test_receiving import PDF, with_attachment
 from tests.integration.sms_gateway.harness import (
@@ -278,6 +281,58 @@ async def test_stop_is_confirmed_and_help_answered_where_the_region_expects_it(
 
     await wait_until(suppressed, timeout=30, interval=0.5, message="later message suppressed")
     assert len([m for m in await sim_messages(stack, account) if m["to"] == stopper]) == 1
+
+
+NAV_UNREAD = re.compile(r'id="nav-unread">(\d+)<')
+
+
+async def nav_unread(console: httpx.AsyncClient) -> int:
+    """The unread count in the main nav of a signed-in client's dashboard (0: none shown)."""
+    shown = await console.get("/console/dashboard")
+    assert shown.status_code == 200, shown.text
+    assert 'href="/console/replies"' in shown.text
+    found = NAV_UNREAD.search(shown.text)
+    return int(found.group(1)) if found else 0
+
+
+async def test_the_main_nav_counts_the_unread_replies_of_the_sites_one_may_see(
+    stack: ConsoleStack,
+) -> None:
+    group = await stack.group()
+    account = await sim_account(stack)
+    site = await sms_site(stack, group, account)
+    users = {
+        "admin": group["admin_user"],
+        "auditor": group["auditor_user"],
+        "own manager": await stack.staff(group["group_id"], "site_manager", [site]),
+        "other manager": await stack.staff(group["group_id"], "site_manager", [group["site"]]),
+    }
+    async with contextlib.AsyncExitStack() as signed:
+        pages = {
+            name: (await signed.enter_async_context(signed_in(stack, user)))[0]
+            for name, user in users.items()
+        }
+        assert await nav_unread(pages["admin"]) == 0
+        await patient_writes(stack, account, "+447700900141", "Can I bring my son too?")
+        await patient_writes(stack, account, "+447700900142", "What time do you open?")
+
+        async def arrived() -> bool:
+            return (await unread(stack, group["admin"]))["unread"] == 2
+
+        await wait_until(arrived, timeout=30, interval=0.2, message="two unread replies")
+        counts = {name: await nav_unread(page) for name, page in pages.items()}
+        # The other site's manager sees none of this site's replies, so counts none.
+        assert counts == {"admin": 2, "auditor": 2, "own manager": 2, "other manager": 0}
+        first, _ = await api_replies(stack, group["admin"], status="unread")
+        async with stack.config.client(group["admin"]) as api:
+            handled = await api.post(f"/api/v1/sites/{site}/replies/{first['reply_id']}/handled")
+        assert handled.status_code == 200, handled.text
+
+        async def one_left() -> bool:
+            return (await unread(stack, group["admin"]))["unread"] == 1
+
+        await wait_until(one_left, timeout=30, interval=0.2, message="one unread reply left")
+        assert await nav_unread(pages["admin"]) == 1
 
 
 async def _two(found: Any) -> bool:

@@ -26,12 +26,7 @@ async def test_up_reports_every_service_healthy_and_ctrl_c_stops_everything(tmp_
     stack = start_stack(var_dir)
     started = time.monotonic()
     try:
-        response = await wait_until(
-            lambda: (r := stack.healthz()) is not None and r.status_code == 200 and r,
-            timeout=60,
-            interval=0.5,
-            message="/healthz 200",
-        )
+        response = await stack.healthy(timeout=60)
         took = time.monotonic() - started
         body = response.json()
         assert body["status"] == "ready"

@@ -29,6 +29,7 @@ from services.config.domain.alerts import (
     step,
 )
 from shared.events.envelope import Envelope, new_event_id
+from shared.events.schemas.alerts import AlertCondition
 
 # The staff accounts' table, named here rather than imported (the staff package builds on the
 # adapters, not the other way round); only the columns read.
@@ -82,6 +83,9 @@ async def decide(
     states = await _load(session, {signal.condition for _, _, signal in items})
     changed: set[Condition] = set()
     raised: set[Condition] = set()
+    # The newest dead letter of each raised dead-letter condition: its alert clears once the
+    # consumer has been quiet for a while (`handlers/alert_dead_letters.py`).
+    seen: dict[Condition, datetime] = {}
     queued: list[dict[str, Any]] = []
     for cause, at, signal in items:
         condition = signal.condition
@@ -90,6 +94,8 @@ async def decide(
         if after != before:
             states[condition] = after
             changed.add(condition)
+        if condition.kind == "dead_letters" and after.active:
+            seen[condition] = max(at.astimezone(UTC), seen.get(condition, at.astimezone(UTC)))
         if transition is None:
             continue
         if transition.kind == "raised":
@@ -98,6 +104,11 @@ async def decide(
             queued.append(_outbox_row(transition, cause, now))
     for condition in changed:
         await _store(session, condition, states[condition], now, condition in raised)
+    for condition, at in seen.items():
+        # `updated_at` of a raised dead-letter alert: when the newest dead letter was recorded.
+        await session.execute(
+            sa.update(alert_states).where(_key_filter(condition)).values(updated_at=at)
+        )
     if queued:
         await session.execute(sa.insert(alert_outbox), queued)
     return bool(queued)
@@ -229,6 +240,22 @@ class AlertStore:
             )
             return [(r[0], r[1]) for r in rows]
 
+    async def raised_since(
+        self, kind: AlertCondition
+    ) -> list[tuple[Condition, str | None, datetime]]:
+        """Every raised alert of one kind: its condition, site and `updated_at` (for a
+        dead-letter alert, when the newest dead letter was recorded)."""
+        s = alert_states
+        async with self.db() as session:
+            rows = await session.execute(
+                sa.select(s.c.group_id, s.c.key, s.c.site_id, s.c.updated_at).where(
+                    s.c.kind == kind, s.c.active.is_(True)
+                )
+            )
+            return [
+                (Condition(r.group_id, kind, r.key), r.site_id, _utc(r.updated_at)) for r in rows
+            ]
+
     async def pending(self, limit: int = 100, waiting: Sequence[str] = ()) -> list[Pending]:
         """Alert events still to publish or to email, oldest first; the emails of `waiting`
         groups (their mail was refused a moment ago) are left out, so they do not crowd
@@ -313,7 +340,11 @@ class AlertStore:
             )
             found = [dict(r._mapping) for r in rows]
         for alert in found:
-            at = alert["raised_at"]
-            if at is not None and at.tzinfo is None:  # SQLite keeps no zone: stored as UTC
-                alert["raised_at"] = at.replace(tzinfo=UTC)
+            if alert["raised_at"] is not None:
+                alert["raised_at"] = _utc(alert["raised_at"])
         return found
+
+
+def _utc(at: datetime) -> datetime:
+    """A stored time as UTC (SQLite keeps no zone: stored as UTC)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

@@ -22,6 +22,7 @@ from starlette.datastructures import FormData
 from starlette.staticfiles import StaticFiles
 
 from services.config.adapters import read_model
+from services.config.adapters import replies as replies_model
 from services.config.console import views
 from services.config.console.audit_client import AuditClient
 from services.config.console.common import (
@@ -245,6 +246,9 @@ class Console(ConsoleOperations):
         if signed is None:
             session.rotate(False)
             raise LoginRequired()
+        if request.method == "GET":
+            # Every page's main nav shows the unread replies; only pages (GETs) need it.
+            request.state.unread_replies = await self.unread_replies(signed.principal)
         return User(session, signed.principal, signed.token, signed.user)
 
     async def sign_in(self, request: Request, account: UserRow, method: str) -> None:
@@ -328,13 +332,23 @@ class Console(ConsoleOperations):
             rows = await read_model.list_sites(session, who.group_id)
         return [r for r in rows if who.sees_site(who.group_id, r["site_id"])]
 
+    async def unread_replies(self, who: Principal) -> dict[str, int]:
+        """Unread replies of each site the caller may see (as the Replies page counts them)."""
+        sites = await self.visible_sites(who)
+        async with self.handlers.db() as session:
+            return await replies_model.unread_counts(session, [s["site_id"] for s in sites])
+
     def page(
         self, request: Request, template: str, *, status: int = 200, **context: Any
     ) -> HTMLResponse:
-        """Render a full page."""
+        """Render a full page (the nav's unread count is the one `user` found)."""
         session = self.session_of(request)
+        unread = getattr(request.state, "unread_replies", None) or {}
         html = self.env.get_template(template).render(
-            request_path=request.url.path, csrf=session.csrf, **context
+            request_path=request.url.path,
+            csrf=session.csrf,
+            nav_unread=sum(unread.values()),
+            **context,
         )
         return HTMLResponse(html, status_code=status)
 

@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.config.adapters import replies as replies_model
 from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, search
 from shared.domain.site_settings import SettingsError
 
@@ -84,8 +83,7 @@ def install(console: Console, app: FastAPI) -> None:
             keyword=keyword or None,
             status=status or None,
         )
-        async with console.handlers.db() as session:
-            unread = await replies_model.unread_counts(session, [s["site_id"] for s in sites])
+        unread = await console.unread_replies(user.who)
         names = {s["site_id"]: s.get("name") or s["site_id"] for s in sites}
         return console.page(
             request,

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -24,6 +23,7 @@ from services.config.adapters import read_model
 from services.config.adapters.batches import BatchStore
 from services.config.domain.aggregates import SiteState
 from services.config.email_test import EmailGatewayUnavailable, request_email_test
+from services.config.entrypoints.access import SiteAccess
 from services.config.entrypoints.bodies import (
     GroupOut,
     GroupPatch,
@@ -41,7 +41,6 @@ from services.config.entrypoints.problems import AuthError, Problem, problem
 from services.config.handlers import (
     ConfigHandlers,
     GatewayUnavailable,
-    NotFound,
     credit_outlook,
     redact,
     submission,
@@ -49,14 +48,11 @@ from services.config.handlers import (
 from shared.bus import subjects
 from shared.domain.planning import site_forecast
 from shared.domain.site_settings import SettingsError, Window
-from shared.tokens import Principal, TokenRefused, TokenRegistry
+from shared.tokens import Principal, TokenRegistry
 
 log = logging.getLogger(__name__)
 
 Channel = Literal["sms", "email"]
-# Declared as a security scheme (not a bare header parameter) so the OpenAPI document tells
-# clients how to authenticate; `auto_error=False` keeps our own problem+json 401.
-BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", description="An API token: `stg_...`")
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or unknown token"},
     404: {"model": Problem, "description": "No such resource you may see"},
@@ -90,33 +86,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
     handlers = ctx.handlers
     msg_id_key = handlers.box.derive_key(submission.MSG_ID_PURPOSE)
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> Principal:
-        if credentials is None:
-            raise AuthError(401, "send 'Authorization: Bearer <token>'")
-        try:
-            return await ctx.tokens.check(credentials.credentials.strip())
-        except TokenRefused as exc:
-            raise AuthError(401, exc.message) from None
-
-    Caller = Annotated[Principal, Depends(principal)]
-
-    async def visible_site(site_id: str, who: Principal) -> SiteState:
-        try:
-            subjects.check_token(site_id, "site id")
-            site = await handlers.site(site_id)
-        except (NotFound, subjects.InvalidToken):
-            raise AuthError(404, f"no site {site_id} you can see") from None
-        if not who.sees_site(site.group_id, site.site_id):
-            raise AuthError(404, f"no site {site_id} you can see")
-        return site
+    access = SiteAccess(ctx.tokens, handlers)
+    Caller = Annotated[Principal, Depends(access.principal)]
 
     async def managed_site(site_id: str, who: Principal) -> SiteState:
-        site = await visible_site(site_id, who)
-        if not who.manages_site(site.group_id, site.site_id):
-            raise AuthError(403, f"your role ({who.role}) cannot change site {site_id}")
-        return site
+        return await access.managed(site_id, who, cannot=f"change site {site_id}")
 
     def etag(response: Response, version: int) -> None:
         response.headers["ETag"] = f'"{version}"'
@@ -134,8 +108,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get("/groups/{group_id}", response_model=GroupOut, responses=ERRORS)
     async def get_group(group_id: str, who: Caller, response: Response) -> GroupOut:
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
+        access.group(group_id, who)
         group = await handlers.group(group_id)
         etag(response, group.version)
         return GroupOut(
@@ -153,10 +126,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         response: Response,
         if_match: Annotated[str | None, Header()] = None,
     ) -> OutcomeOut:
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
-        if not who.administers_group(group_id):
-            raise AuthError(403, "only a group admin changes group defaults")
+        access.admin_of(group_id, who, "only a group admin changes group defaults")
         outcome, updated = await handlers.change_group_defaults(
             group_id, if_match_version(if_match), body.set, actor=who.actor
         )
@@ -165,8 +135,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get("/groups/{group_id}/sites", responses=ERRORS)
     async def list_sites(group_id: str, who: Caller) -> list[dict[str, Any]]:
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
+        access.group(group_id, who)
         async with handlers.db() as session:
             rows = await read_model.list_sites(session, group_id)
         return [r for r in rows if who.sees_site(group_id, r["site_id"])]
@@ -177,10 +146,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     async def create_site(
         group_id: str, body: SiteCreate, who: Caller, response: Response
     ) -> SiteOut:
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
-        if not who.administers_group(group_id):
-            raise AuthError(403, "only a group admin creates sites")
+        access.admin_of(group_id, who, "only a group admin creates sites")
         profile: dict[str, Any] = {"name": body.name}
         if body.timezone is not None:
             profile["timezone"] = body.timezone
@@ -201,7 +167,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get("/sites/{site_id}", response_model=SiteOut, responses=ERRORS)
     async def get_site(site_id: str, who: Caller, response: Response) -> SiteOut:
-        site = await visible_site(site_id, who)
+        site = await access.site_for(site_id, who)
         etag(response, site.version)
         return site_out(site)
 
@@ -389,7 +355,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
             int | None, Query(ge=0, description="Already queued; default: ask the gateway")
         ] = None,
     ) -> dict[str, Any]:
-        site = await visible_site(site_id, who)
+        site = await access.site_for(site_id, who)
         note = None
         if queued is None:
             queued = await queue_depth(site, channel)
@@ -411,11 +377,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     async def submit(
         site_id: str, body: submission.SubmissionIn, who: Caller, request: Request
     ) -> Any:
-        try:
-            subjects.check_token(site_id, "site id")
-            site = await handlers.site(site_id)
-        except (NotFound, subjects.InvalidToken):
-            raise AuthError(404, f"no site {site_id} you can see") from None
+        site = await access.lookup(site_id)
         if not who.submits_to_site(site.group_id, site.site_id):
             if who.sees_site(site.group_id, site.site_id):
                 raise AuthError(403, f"your role ({who.role}) cannot submit messages")
@@ -478,7 +440,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         "/sites/{site_id}/provider-unlock", response_model=OutcomeOut, responses=WRITE_ERRORS
     )
     async def provider_unlock(site_id: str, who: Caller) -> OutcomeOut:
-        site = await visible_site(site_id, who)
+        site = await access.site_for(site_id, who)
         if not who.administers_group(site.group_id):
             raise AuthError(403, "only a group admin unlocks the provider account")
         outcome = await handlers.set_provider_lock(

@@ -8,19 +8,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 
 from services.config.adapters.batches import Batch
 from services.config.domain.aggregates import SiteState
-from services.config.entrypoints.api import BEARER, ERRORS, WRITE_ERRORS
+from services.config.entrypoints.access import SiteAccess
+from services.config.entrypoints.api import ERRORS, WRITE_ERRORS
 from services.config.entrypoints.problems import AuthError
-from services.config.handlers import ConfigHandlers, NotFound
+from services.config.handlers import ConfigHandlers
 from services.config.handlers.batch_commands import BatchCommands
-from shared.bus import subjects
 from shared.dispatch.checks import fits
 from shared.domain.batches import InvalidBatchId, check_batch_id
 from shared.domain.site_settings import SettingsError
-from shared.tokens import Principal, TokenRefused, TokenRegistry
+from shared.tokens import Principal, TokenRegistry
 
 
 def batch_router(
@@ -30,29 +29,13 @@ def batch_router(
     router = APIRouter(prefix="/api/v1")
     store = commands.store
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> Principal:
-        if credentials is None:
-            raise AuthError(401, "send 'Authorization: Bearer <token>'")
-        try:
-            return await tokens.check(credentials.credentials.strip())
-        except TokenRefused as exc:
-            raise AuthError(401, exc.message) from None
-
-    Caller = Annotated[Principal, Depends(principal)]
+    access = SiteAccess(tokens, handlers)
+    Caller = Annotated[Principal, Depends(access.principal)]
 
     async def site_for(site_id: str, who: Principal, *, manage: bool) -> SiteState:
-        try:
-            subjects.check_token(site_id, "site id")
-            site = await handlers.site(site_id)
-        except (NotFound, subjects.InvalidToken):
-            raise AuthError(404, f"no site {site_id} you can see") from None
-        if not who.sees_site(site.group_id, site.site_id):
-            raise AuthError(404, f"no site {site_id} you can see")
-        if manage and not who.manages_site(site.group_id, site.site_id):
-            raise AuthError(403, f"your role ({who.role}) cannot cancel messages of {site_id}")
-        return site
+        if manage:
+            return await access.managed(site_id, who, cannot=f"cancel messages of {site_id}")
+        return await access.site_for(site_id, who)
 
     async def batch_of(site: SiteState, batch_id: str) -> Batch:
         try:

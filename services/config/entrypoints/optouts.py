@@ -11,12 +11,12 @@ opt-out of one category ends that category only where the region allows it
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from fastapi.security import HTTPAuthorizationCredentials
 from nats.aio.client import Client
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.config.domain.aggregates import SiteState
-from services.config.entrypoints.api import BEARER, WRITE_ERRORS
+from services.config.entrypoints.access import SiteAccess
+from services.config.entrypoints.api import WRITE_ERRORS
 from services.config.entrypoints.problems import AuthError, Problem
 from services.config.handlers import ConfigHandlers, NotFound
 from shared.bus import subjects
@@ -25,7 +25,7 @@ from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.regions import Region
 from shared.domain.site_settings import SettingsError, valid_email
 from shared.suppression import record_opt_in, record_opt_out
-from shared.tokens import Principal, TokenRefused, TokenRegistry
+from shared.tokens import Principal, TokenRegistry
 
 
 class OptOutIn(BaseModel):
@@ -49,17 +49,8 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
     """`/api/v1/groups/{group_id}/optouts` and `/optins`."""
     router = APIRouter(prefix="/api/v1", tags=["opt-outs"])
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> Principal:
-        if credentials is None:
-            raise AuthError(401, "send 'Authorization: Bearer <token>'")
-        try:
-            return await tokens.check(credentials.credentials.strip())
-        except TokenRefused as exc:
-            raise AuthError(401, exc.message) from None
-
-    Caller = Annotated[Principal, Depends(principal)]
+    access = SiteAccess(tokens, handlers)
+    Caller = Annotated[Principal, Depends(access.principal)]
 
     async def checked(group_id: str, body: OptOutIn, who: Principal) -> dict[str, Any]:
         try:
@@ -67,8 +58,7 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
             group = await handlers.group(group_id)
         except (NotFound, subjects.InvalidToken):
             raise AuthError(404, f"no group {group_id} you can see") from None
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
+        access.group(group_id, who)
         site: SiteState | None = None
         if body.site_id is not None:
             try:

@@ -5,17 +5,16 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.config.entrypoints.api import BEARER, ERRORS
-from services.config.entrypoints.problems import AuthError
+from services.config.entrypoints.access import Access
+from services.config.entrypoints.api import ERRORS
 from services.config.handlers import ConfigHandlers
 from shared.events.schemas.privacy import RetentionSet
 from shared.privacy.erasure import erase_recipient
 from shared.privacy.export import export_recipient
 from shared.privacy.retention import policy_of, set_retention
-from shared.tokens import Principal, TokenRefused, TokenRegistry
+from shared.tokens import Principal, TokenRegistry
 
 
 class ErasureIn(BaseModel):
@@ -44,23 +43,11 @@ def privacy_router(handlers: ConfigHandlers, tokens: TokenRegistry) -> APIRouter
     """Erasure of a recipient, for group admins."""
     router = APIRouter(prefix="/api/v1")
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> Principal:
-        if credentials is None:
-            raise AuthError(401, "send 'Authorization: Bearer <token>'")
-        try:
-            return await tokens.check(credentials.credentials.strip())
-        except TokenRefused as exc:
-            raise AuthError(401, exc.message) from None
-
-    Caller = Annotated[Principal, Depends(principal)]
+    access = Access(tokens)
+    Caller = Annotated[Principal, Depends(access.principal)]
 
     def admin_of(group_id: str, who: Principal) -> None:
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
-        if not who.administers_group(group_id):
-            raise AuthError(403, "only a group admin erases a recipient's data")
+        access.admin_of(group_id, who, "only a group admin erases a recipient's data")
 
     @router.post("/groups/{group_id}/erasures", responses=ERRORS)
     async def erase(group_id: str, body: ErasureIn, who: Caller) -> dict[str, Any]:
@@ -81,8 +68,7 @@ def privacy_router(handlers: ConfigHandlers, tokens: TokenRegistry) -> APIRouter
     @router.get("/groups/{group_id}/retention", responses=ERRORS)
     async def get_retention(group_id: str, who: Caller) -> dict[str, Any]:
         """The group's retention of personal data (defaults if never set)."""
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
+        access.group(group_id, who)
         return (await policy_of(handlers.nc, group_id)).model_dump(mode="json")
 
     @router.put("/groups/{group_id}/retention", responses=ERRORS)

@@ -10,20 +10,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.config.adapters import read_model
 from services.config.adapters import replies as replies_model
 from services.config.domain.aggregates import SiteState
-from services.config.entrypoints.api import BEARER, ERRORS, WRITE_ERRORS
+from services.config.entrypoints.access import SiteAccess
+from services.config.entrypoints.api import ERRORS, WRITE_ERRORS
 from services.config.entrypoints.problems import AuthError
-from services.config.handlers import ConfigHandlers, NotFound
+from services.config.handlers import ConfigHandlers
 from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, search
-from shared.bus import subjects
 from shared.dispatch.checks import fits
 from shared.domain.site_settings import SettingsError
-from shared.tokens import Principal, TokenRefused, TokenRegistry
+from shared.tokens import Principal, TokenRegistry
 
 Status = Literal["unread", "handled", "automatic", "all"]
 
@@ -53,37 +52,15 @@ def replies_router(handlers: ConfigHandlers, tokens: TokenRegistry, desk: ReplyD
     """`/api/v1/replies…`, `/api/v1/sites/{site_id}/replies…` and attachment release."""
     router = APIRouter(prefix="/api/v1")
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> Principal:
-        if credentials is None:
-            raise AuthError(401, "send 'Authorization: Bearer <token>'")
-        try:
-            return await tokens.check(credentials.credentials.strip())
-        except TokenRefused as exc:
-            raise AuthError(401, exc.message) from None
-
-    Caller = Annotated[Principal, Depends(principal)]
-
-    async def site_for(site_id: str, who: Principal) -> SiteState:
-        try:
-            subjects.check_token(site_id, "site id")
-            site = await handlers.site(site_id)
-        except (NotFound, subjects.InvalidToken):
-            raise AuthError(404, f"no site {site_id} you can see") from None
-        if not who.sees_site(site.group_id, site.site_id):
-            raise AuthError(404, f"no site {site_id} you can see")
-        return site
+    access = SiteAccess(tokens, handlers)
+    Caller = Annotated[Principal, Depends(access.principal)]
 
     async def managed(site_id: str, who: Principal) -> SiteState:
-        site = await site_for(site_id, who)
-        if not who.manages_site(site.group_id, site.site_id):
-            raise AuthError(403, f"your role ({who.role}) cannot act on replies of {site_id}")
-        return site
+        return await access.managed(site_id, who, cannot=f"act on replies of {site_id}")
 
     async def visible_site_ids(who: Principal, site: str | None) -> list[str]:
         if site:
-            return [(await site_for(site, who)).site_id]
+            return [(await access.site_for(site, who)).site_id]
         async with handlers.db() as session:
             rows = await read_model.list_sites(session, who.group_id)
         return [r["site_id"] for r in rows if who.sees_site(who.group_id, r["site_id"])]
@@ -158,7 +135,7 @@ def replies_router(handlers: ConfigHandlers, tokens: TokenRegistry, desk: ReplyD
     async def release(
         site_id: str, attachment_id: str, who: Caller, body: ReleaseIn | None = None
     ) -> JSONResponse:
-        site = await site_for(site_id, who)
+        site = await access.site_for(site_id, who)
         if not who.administers_group(site.group_id):
             raise AuthError(403, f"your role ({who.role}) cannot release attachments")
         if not fits(attachment_id, 64):

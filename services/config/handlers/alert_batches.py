@@ -1,15 +1,13 @@
 """The batch-late alert: a batch whose waiting messages will not all go within the site's
 warning (`sms.warn_after_days`), by the same forecast the batch page shows.
 
-No event reveals it (the clock and the site's sessions do), so it is checked every
-`CHECK_SECONDS`: each batch with waiting messages raises or clears its condition through the
-same state machine and outbox as the other alerts; a batch with nothing left waiting clears.
+No event reveals it (the clock and the site's sessions do), so it is checked every minute
+(`alert_checks.AlertClock`): each batch with waiting messages raises or clears its condition
+through the same state machine and outbox as the other alerts; a batch with nothing left
+waiting clears.
 """
 
 from __future__ import annotations
-
-import asyncio
-import logging
 
 from services.config.adapters.alerts import AlertStore
 from services.config.adapters.batches import BatchStore
@@ -17,37 +15,14 @@ from services.config.adapters.settings_store import SettingsStore
 from services.config.domain.alerts import Clear, Condition, Raise, Signal
 from services.config.handlers.batch_commands import BatchCommands
 
-log = logging.getLogger(__name__)
-
-CHECK_SECONDS = 60.0
-
 
 class BatchLateWatcher:
-    """Raises and clears batch-late alerts (background task `run`)."""
+    """Raises and clears batch-late alerts (run by `alert_checks.AlertClock`)."""
 
-    def __init__(
-        self,
-        alerts: AlertStore,
-        batches: BatchCommands,
-        settings: SettingsStore,
-        wake: asyncio.Event,
-        every: float = CHECK_SECONDS,
-    ) -> None:
+    def __init__(self, alerts: AlertStore, batches: BatchCommands, settings: SettingsStore) -> None:
         self.alerts = alerts
         self.batches = batches
         self.settings = settings
-        self.wake = wake
-        self.every = every
-
-    async def run(self) -> None:
-        """Check every `every` seconds until cancelled."""
-        while True:
-            try:
-                if await self.check():
-                    self.wake.set()
-            except Exception:
-                log.exception("batch-late check failed; retrying later")
-            await asyncio.sleep(self.every)
 
     async def check(self) -> bool:
         """One pass; True when an alert was raised or cleared."""

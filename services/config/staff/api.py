@@ -8,17 +8,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from services.config.entrypoints.api import BEARER, ERRORS, WRITE_ERRORS
+from services.config.entrypoints.access import Access
+from services.config.entrypoints.api import ERRORS, WRITE_ERRORS
 from services.config.entrypoints.problems import AuthError, problem
 from services.config.handlers import NotFound
 from services.config.staff.mailer import MailNotSent
 from services.config.staff.rules import StaffMember, StaffRuleError
 from services.config.staff.service import Staff
 from services.config.staff.store import UserRow
-from shared.tokens import Principal, TokenRefused, TokenRegistry
+from shared.tokens import Principal, TokenRegistry
 
 
 class StaffOut(BaseModel):
@@ -72,23 +72,11 @@ def router(staff: Staff, tokens: TokenRegistry) -> APIRouter:
     """The staff routes."""
     routes = APIRouter(prefix="/api/v1/groups/{group_id}/staff", tags=["staff"])
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> Principal:
-        if credentials is None:
-            raise AuthError(401, "send 'Authorization: Bearer <token>'")
-        try:
-            return await tokens.check(credentials.credentials.strip())
-        except TokenRefused as exc:
-            raise AuthError(401, exc.message) from None
-
-    Caller = Annotated[Principal, Depends(principal)]
+    access = Access(tokens)
+    Caller = Annotated[Principal, Depends(access.principal)]
 
     def admin_of(group_id: str, who: Principal) -> StaffMember:
-        if who.group_id != group_id:
-            raise AuthError(404, f"no group {group_id} you can see")
-        if who.role != "group_admin":
-            raise AuthError(403, f"your role ({who.role}) cannot manage staff")
+        access.admin_of(group_id, who, f"your role ({who.role}) cannot manage staff")
         return _member(who)
 
     def refused(exc: StaffRuleError | MailNotSent) -> Any:

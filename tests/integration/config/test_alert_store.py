@@ -4,7 +4,6 @@ refused email tried again without emailing anyone twice."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from services.config.adapters.read_model import metadata
 from services.config.config import AlertConfig
 from services.config.domain.aggregates import SiteState
 from services.config.handlers.alert_batches import BatchLateWatcher
+from services.config.handlers.alert_dead_letters import DeadLetterQuiet
 from services.config.handlers.alerts import AlertNotifier
 from services.config.handlers.batch_commands import BatchCommands
 from services.config.staff.tables import metadata as staff_metadata
@@ -125,26 +125,30 @@ async def test_history_older_than_a_day_sets_the_state_but_emails_nobody(tmp_pat
     assert active["kind"] == "sms_held" and "no credits left" in active["summary"]
 
 
+def dead_letter(
+    consumer: str, n: int, group: str | None = GROUP, at: datetime | None = None
+) -> Envelope:
+    headers = {"ce-groupid": group, "ce-siteid": "s-1"} if group else {}
+    data = DeadLetterRecorded(
+        consumer=consumer,
+        reason=f"undecodable #{n}: token=abc{n}",
+        subject="outbox.sms.s-1",
+        body="{}",
+        body_encoding="utf-8",
+        headers=headers,
+    )
+    return make_event(data, source="consumer/x", actor="service:x", time=at)
+
+
 async def test_dead_letters_of_a_groups_messages_raise_one_alert_per_consumer(
     tmp_path: Path,
 ) -> None:
     db = await database(tmp_path)
-
-    def letter(consumer: str, n: int, group: str | None = GROUP) -> Envelope:
-        headers = {"ce-groupid": group, "ce-siteid": "s-1"} if group else {}
-        data = DeadLetterRecorded(
-            consumer=consumer,
-            reason=f"undecodable #{n}: token=abc{n}",
-            subject="outbox.sms.s-1",
-            body="{}",
-            body_encoding="utf-8",
-            headers=headers,
-        )
-        return make_event(data, source="consumer/x", actor="service:x")
-
     projection = AlertProjection(DEADLETTER)
-    await apply(db, projection, [letter("sms-outbox", n) for n in range(5)])
-    await apply(db, projection, [letter("email-outbox", 1), letter("sms-outbox", 9, None)])
+    await apply(db, projection, [dead_letter("sms-outbox", n) for n in range(5)])
+    await apply(
+        db, projection, [dead_letter("email-outbox", 1), dead_letter("sms-outbox", 9, None)]
+    )
     rows = await outbox(db)
     assert sorted((r.kind, r.key) for r in rows) == [
         ("dead_letters", "email-outbox"),
@@ -152,6 +156,34 @@ async def test_dead_letters_of_a_groups_messages_raise_one_alert_per_consumer(
     ]
     assert all(r.group_id == GROUP and r.site_id == "s-1" for r in rows)
     assert not any("abc" in r.summary for r in rows)
+
+
+async def test_a_dead_letter_alert_clears_once_its_consumer_has_been_quiet(
+    tmp_path: Path,
+) -> None:
+    db = await database(tmp_path)
+    projection = AlertProjection(DEADLETTER)
+    alerts = AlertStore(db)
+    quiet = DeadLetterQuiet(alerts, timedelta(hours=24))
+    first = datetime.now(UTC) - timedelta(hours=2)
+    newest = first + timedelta(hours=1)
+    await apply(db, projection, [dead_letter("sms-outbox", 1, at=first)])
+    await apply(db, projection, [dead_letter("sms-outbox", 2, at=newest)])
+    # A day after the first dead letter, but not after the newest: still raised.
+    assert await quiet.check(first + timedelta(hours=24, minutes=30)) is False
+    assert [a["kind"] for a in await alerts.active(GROUP)] == ["dead_letters"]
+    assert await quiet.check(newest + timedelta(hours=24, seconds=1)) is True
+    assert await quiet.check(newest + timedelta(hours=48)) is False  # told once
+    assert await alerts.active(GROUP) == []
+    raised, cleared = await outbox(db)
+    assert (raised.transition, cleared.transition) == ("raised", "cleared")
+    assert cleared.alert_id == raised.alert_id and cleared.key == "sms-outbox"
+    assert cleared.site_id == "s-1" and "for 24 hours" in cleared.summary
+    # The next dead letter is news again: a new alert.
+    await apply(db, projection, [dead_letter("sms-outbox", 3)])
+    rows = await outbox(db)
+    assert [r.transition for r in rows] == ["raised", "cleared", "raised"]
+    assert rows[2].alert_id != raised.alert_id
 
 
 class Sites:
@@ -187,7 +219,7 @@ async def test_a_batch_that_will_not_fit_raises_once_and_clears_when_it_is_done(
         batch_id="b-1", group_id=GROUP, site_id="s-high", channel="sms", message_ids=ids, actor="t"
     )
     alerts = AlertStore(db)
-    watcher = BatchLateWatcher(alerts, BatchCommands(None, batches), Sites(site), asyncio.Event())  # type: ignore[arg-type]
+    watcher = BatchLateWatcher(alerts, BatchCommands(None, batches), Sites(site))  # type: ignore[arg-type]
     assert await watcher.check() is True
     assert await watcher.check() is False  # already raised: nobody is told again
     [active] = await alerts.active(GROUP)

@@ -5,7 +5,6 @@ simulator receives nothing more; each message has exactly one terminal event."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -18,20 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
-from nats.aio.client import Client
 
-from services.config.adapters.settings_store import SettingsStore
-from services.config.handlers import ConfigHandlers
-from shared.bus.topology import DISPATCH, SETTINGS
-from shared.eventstore import EventStore
-from shared.runtime.nats_server import free_port
-from shared.secrets import SecretBox, generate_key
+from shared.bus.topology import DISPATCH
 from shared.tokens import issue_token
-from tests.integration.sms_gateway.harness import events, midday_zone, number, terminal
-from tests.integration.sms_provider_sim.harness import SimProcess
-from tests.support.stack import start_stack
+from tests.integration.sms_gateway.harness import events, number, terminal
+from tests.support.stack import StackGroup, stack_with_group, staggered_sms
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -41,25 +32,11 @@ TOTAL = 12
 
 
 @dataclass
-class Running:
-    """The stack, the simulator's URL, an operator's NATS connection and a group with a site."""
+class Running(StackGroup):
+    """The stack with a group of two sites, the first of which the batches go to."""
 
-    base_url: str
-    sim_url: str
-    nc: Client
-    group_id: str
     site_id: str
     other_site: str
-    admin: str
-    env: dict[str, str]
-
-    def api(self, token: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-            trust_env=False,
-        )
 
     async def token(self, group_id: str, role: str, sites: list[str] | None = None) -> str:
         _, token = await issue_token(
@@ -93,106 +70,13 @@ class Running:
         return shown.json()  # type: ignore[no-any-return]
 
 
-async def _answers(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False, timeout=1) as http:
-            return (await http.get(f"{url}/healthz")).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _settings(sim_url: str) -> dict[str, Any]:
-    return {
-        "sms": {
-            "provider": {
-                "kind": "simulator",
-                "account_id": "sim-default",
-                "secret": "sim-dev-key",
-                "base_url": sim_url,
-                "rate_per_second": 1 / EVERY_SECONDS,
-            },
-            "sender_id": "+61491570999",
-            "mode": "staggered",
-            "every_minutes": EVERY_SECONDS / 60,
-            "sessions": [
-                {
-                    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                    "start": "08:00",
-                    "end": "18:00",
-                }
-            ],
-        }
-    }
-
-
 @pytest.fixture(scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     tmp: Path = tmp_path_factory.mktemp("batches")
-    sim_port = free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    # Without the demo group: its sites hold the simulator's default account, which the sites
-    # below use (a group's provider account is its own, so seeding it first answers 409).
-    stack = start_stack(
-        tmp / "var",
-        {"STAGGER_SIM_PORT": str(sim_port), "STAGGER_LOG_LEVEL": "WARNING"},
-        # The demo group's sites hold the simulator's default account, which this group uses.
-        demo=False,
-    )
-    own_sim: SimProcess | None = None
-    try:
-        await wait_until(
-            lambda: (r := stack.healthz()) is not None and r.status_code == 200,
-            timeout=90,
-            interval=0.5,
-            message="/healthz 200",
-        )
-        gateway = f"http://127.0.0.1:{stack.env['STAGGER_SMS_GATEWAY_HTTP_PORT']}"
-        with contextlib.suppress(AssertionError):
-            await wait_until(lambda: _answers(sim_url), timeout=5, message="the stack's sim")
-        if not await _answers(sim_url):
-            own_sim = SimProcess(
-                tmp / "sim.log", STAGGER_SIM_DEFAULT_WEBHOOK_URL=f"{gateway}/webhooks/sms/simulator"
-            )
-            own_sim.port = sim_port
-            await own_sim.start()
-        nc = await nats.connect(f"nats://127.0.0.1:{stack.env['STAGGER_NATS_PORT']}")
-        try:
-            group = f"g-{secrets.token_hex(3)}"
-            box = SecretBox([generate_key().encode()])
-            await ConfigHandlers(
-                nc, SettingsStore(EventStore(nc, SETTINGS)), box, None, simulator_enabled=True
-            ).create_group(group, "Smile Group", {}, actor="test:operator")
-            _, admin = await issue_token(nc, group_id=group, role="group_admin", label="admin")
-            sites = []
-            async with httpx.AsyncClient(
-                base_url=stack.base_url,
-                headers={"Authorization": f"Bearer {admin}"},
-                timeout=30,
-                trust_env=False,
-            ) as api:
-                for name in ("High Street", "Market Square"):
-                    site_id = f"s-{secrets.token_hex(3)}"
-                    created = await api.post(
-                        f"/api/v1/groups/{group}/sites",
-                        json={
-                            "site_id": site_id,
-                            "name": name,
-                            "timezone": midday_zone(),
-                            "region": "AU",
-                            "settings": _settings(sim_url),
-                        },
-                    )
-                    assert created.status_code == 201, created.text
-                    sites.append(site_id)
-            yield Running(
-                stack.base_url, sim_url, nc, group, sites[0], sites[1], admin, dict(stack.env)
-            )
-        finally:
-            await nc.close()
-    finally:
-        if own_sim is not None:
-            own_sim.terminate()
-        stack.interrupt()
+    async with stack_with_group(tmp, {"STAGGER_LOG_LEVEL": "WARNING"}) as stack:
+        settings = staggered_sms(stack.sim_url, EVERY_SECONDS)
+        sites = [await stack.create_site(settings, n) for n in ("High Street", "Market Square")]
+        yield Running(**vars(stack), site_id=sites[0], other_site=sites[1])
 
 
 async def _sim_references(sim_url: str) -> set[str]:
@@ -256,7 +140,7 @@ async def _cli(running: Running, *args: str) -> tuple[int, str]:
         "-m",
         "services.cli.main",
         *args,
-        env={**os.environ, **running.env},
+        env={**os.environ, **running.stack.env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

@@ -80,12 +80,7 @@ async def test_automatic_pace_and_send_now_through_the_stack(tmp_path: Path) -> 
     stack = start_stack(var_dir, extra)
     nc = None
     try:
-        await wait_until(
-            lambda: (r := stack.healthz()) is not None and r.status_code == 200,
-            timeout=90,
-            interval=0.5,
-            message="/healthz 200",
-        )
+        await stack.healthy()
         nc = await nats.connect(f"nats://127.0.0.1:{stack.env['STAGGER_NATS_PORT']}")
         group = "g-stack"
         handlers = ConfigHandlers(

@@ -5,45 +5,29 @@ number stays suppressed."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client
 
 from services.audit.composition import AuditService
-from services.config.adapters.settings_store import SettingsStore
-from services.config.handlers import ConfigHandlers
-from shared.bus.topology import DISPATCH, OPTOUTS, SETTINGS
+from shared.bus.topology import DISPATCH, OPTOUTS
 from shared.config import StaggerConfig
-from shared.eventstore import EventStore
 from shared.runtime.nats_server import free_port
 from shared.runtime.service import running
-from shared.secrets import SecretBox, generate_key
-from shared.tokens import issue_token
 from tests.integration.audit.test_trail import all_hashes, audit_settings, stream_count
-from tests.integration.sms_gateway.harness import events, midday_zone
-from tests.integration.sms_provider_sim.harness import SimProcess
+from tests.integration.sms_gateway.harness import events
 from tests.support.postgres import asyncpg_dsn
 from tests.support.smtp import SinkProcess, start_sink_process
-from tests.support.stack import StackProcess, start_stack
+from tests.support.stack import simulator_provider, stack_with_group
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-async def _answers(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False, timeout=1) as http:
-            return (await http.get(f"{url}/healthz")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def _types(nc: Client, stream: str, message_id: str) -> set[str]:
@@ -69,21 +53,8 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(
 ) -> None:
     # SQLite: the stack's own files under the var dir; PostgreSQL (CI): a dump of its database.
     postgres = database_url.startswith("postgresql")
-    sim_port = free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
     var_dir = tmp_path / "var"
     sink_port = free_port()
-    stack: StackProcess = start_stack(
-        var_dir,
-        {
-            "STAGGER_SIM_PORT": str(sim_port),
-            "STAGGER_SIM_RECEIPT_DELAY_SECONDS": "0.2",
-            "STAGGER_SMTP_SINK_PORT": str(sink_port),
-        },
-        demo=False,
-        database_url=database_url if postgres else None,
-    )
-    own_sim: SimProcess | None = None
     own_sink: SinkProcess | None = None
     if not _stack_runs_the_sink(var_dir):
         own_sink = start_sink_process(tmp_path / "smtp-sink", STAGGER_SMTP_SINK_PORT=str(sink_port))
@@ -92,73 +63,29 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(
     address = f"patient-{secrets.token_hex(5)}@example.org"
     letter = f"Private letter {secrets.token_hex(6)} about your treatment plan."
     try:
-        await wait_until(
-            lambda: (r := stack.healthz()) is not None and r.status_code == 200,
-            timeout=90,
-            interval=0.5,
-            message="/healthz 200",
-        )
-        gateway = f"http://127.0.0.1:{stack.env['STAGGER_SMS_GATEWAY_HTTP_PORT']}"
-        with contextlib.suppress(AssertionError):
-            await wait_until(lambda: _answers(sim_url), timeout=5, message="the stack's sim")
-        if not await _answers(sim_url):
-            own_sim = SimProcess(
-                tmp_path / "sim.log",
-                STAGGER_SIM_DEFAULT_WEBHOOK_URL=f"{gateway}/webhooks/sms/simulator",
-                STAGGER_SIM_RECEIPT_DELAY_SECONDS="0.2",
-            )
-            own_sim.port = sim_port
-            await own_sim.start()
-        nc = await nats.connect(f"nats://127.0.0.1:{stack.env['STAGGER_NATS_PORT']}")
-        try:
-            group = f"g-{secrets.token_hex(3)}"
-            await ConfigHandlers(
-                nc,
-                SettingsStore(EventStore(nc, SETTINGS)),
-                SecretBox([generate_key().encode()]),
-                None,
-                simulator_enabled=True,
-            ).create_group(group, "Smile Group", {}, actor="test:operator")
-            _, token = await issue_token(nc, group_id=group, role="group_admin", label="privacy")
-            site_id = f"s-{secrets.token_hex(3)}"
-            async with httpx.AsyncClient(
-                base_url=stack.base_url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=30,
-                trust_env=False,
-            ) as api:
-                created = await api.post(
-                    f"/api/v1/groups/{group}/sites",
-                    json={
-                        "site_id": site_id,
-                        "name": "High Street",
-                        "timezone": midday_zone(),
-                        "region": "AU",
-                        "settings": {
-                            "sms": {
-                                "provider": {
-                                    "kind": "simulator",
-                                    "account_id": "sim-default",
-                                    "secret": "sim-dev-key",
-                                    "base_url": sim_url,
-                                },
-                                "sender_id": "+61491570999",
-                                "mode": "immediate",
-                            },
-                            "email": {
-                                "enabled": True,
-                                "address": "front@smile.example",
-                                "smtp": {
-                                    "host": "127.0.0.1",
-                                    "port": sink_port,
-                                    "security": "none",
-                                },
-                                "mode": "manual",
-                            },
-                        },
+        async with stack_with_group(
+            tmp_path,
+            {"STAGGER_SMTP_SINK_PORT": str(sink_port)},
+            receipt_delay=0.2,
+            database_url=database_url if postgres else None,
+        ) as up:
+            stack, nc, sim_url, group = up.stack, up.nc, up.sim_url, up.group_id
+            site_id = await up.create_site(
+                {
+                    "sms": {
+                        "provider": simulator_provider(sim_url),
+                        "sender_id": "+61491570999",
+                        "mode": "immediate",
                     },
-                )
-                assert created.status_code == 201, created.text
+                    "email": {
+                        "enabled": True,
+                        "address": "front@smile.example",
+                        "smtp": {"host": "127.0.0.1", "port": sink_port, "security": "none"},
+                        "mode": "manual",
+                    },
+                }
+            )
+            async with up.api() as api:
 
                 async def send() -> str:
                     submitted = await api.post(
@@ -262,14 +189,9 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(
                 verify, env=audit_env, capture_output=True, text=True, check=False
             )
             assert checked.returncode == 0, checked.stdout + checked.stderr
-        finally:
-            await nc.close()
     finally:
-        if own_sim is not None:
-            own_sim.terminate()
         if own_sink is not None:
             own_sink.stop()
-        stack.interrupt()
     texts = [phone[1:], body[:20], address, letter[:20]]
     needles = [phone.encode(), body.encode(), letter.encode()] + [t.encode() for t in texts]
     assert _leaks(var_dir, needles) == []

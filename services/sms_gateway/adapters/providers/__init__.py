@@ -2,7 +2,7 @@
 
 `settings.sms.provider.kind` chooses the adapter: `simulator` (account_id = simulator account,
 secret = API key), `twilio` (account_id = Account SID, secret = Auth Token), or one of
-`catalogue.BUILDERS` (ClickSend: username and API key). The secret is
+`catalogue.BUILDERS`, each built from one `catalogue.BuildArgs`. The secret is
 stored sealed in the settings events and opened here, never logged.
 """
 
@@ -68,12 +68,14 @@ class ProviderSpec:
         builder = catalogue.BUILDERS.get(self.kind)
         if builder is not None:
             return builder(
-                client,
-                self.account_id,
-                self.secret,
-                self.base_url,
-                self.rate_per_second,
-                timedelta(seconds=self.report_lag_seconds),
+                catalogue.BuildArgs(
+                    client=client,
+                    account_id=self.account_id,
+                    secret=self.secret,
+                    base_url=self.base_url,
+                    rate_per_second=self.rate_per_second,
+                    report_lag=timedelta(seconds=self.report_lag_seconds),
+                )
             )
         raise NotConfigured(f"unknown SMS provider kind {self.kind!r}")
 

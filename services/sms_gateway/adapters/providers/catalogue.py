@@ -8,9 +8,9 @@ entry here (plus its module), not an edit of every file that lists providers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import httpx
 
@@ -24,97 +24,68 @@ from services.sms_gateway.adapters.providers import (
 )
 from services.sms_gateway.adapters.providers.base import Inbound, Provider, Receipt
 
-Builder = Callable[[httpx.AsyncClient, str, str, str | None, float, timedelta], Provider]
+
+class Endpoint(TypedDict):
+    """The keywords every catalogue adapter takes alike."""
+
+    base_url: str | None
+    rate_per_second: float
 
 
-def _clicksend(
-    client: httpx.AsyncClient,
-    account_id: str,
-    secret: str,
-    base_url: str | None,
-    rate: float,
-    lag: timedelta,
-) -> Provider:
+@dataclass(frozen=True)
+class BuildArgs:
+    """What every catalogue adapter is built from (made by `ProviderSpec.build`); each builder
+    takes the fields its provider uses."""
+
+    client: httpx.AsyncClient
+    account_id: str
+    secret: str = field(repr=False)  # opened: never logged
+    base_url: str | None
+    rate_per_second: float
+    # How long the provider may take to list a sent message (Vonage, MessageMedia).
+    report_lag: timedelta
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """`base_url` and `rate_per_second`, as keywords."""
+        return Endpoint(base_url=self.base_url, rate_per_second=self.rate_per_second)
+
+
+Builder = Callable[[BuildArgs], Provider]
+
+
+def _clicksend(a: BuildArgs) -> Provider:
     return clicksend.ClickSendProvider(
-        client, username=account_id, api_key=secret, base_url=base_url, rate_per_second=rate
+        a.client, username=a.account_id, api_key=a.secret, **a.endpoint
     )
 
 
-def _vonage(
-    client: httpx.AsyncClient,
-    account_id: str,
-    secret: str,
-    base_url: str | None,
-    rate: float,
-    lag: timedelta,
-) -> Provider:
+def _vonage(a: BuildArgs) -> Provider:
     return vonage.VonageProvider(
-        client,
-        api_key=account_id,
-        api_secret=secret,
-        base_url=base_url,
-        rate_per_second=rate,
-        report_lag=lag,
+        a.client, api_key=a.account_id, api_secret=a.secret, report_lag=a.report_lag, **a.endpoint
     )
 
 
-def _messagemedia(
-    client: httpx.AsyncClient,
-    account_id: str,
-    secret: str,
-    base_url: str | None,
-    rate: float,
-    lag: timedelta,
-) -> Provider:
+def _messagemedia(a: BuildArgs) -> Provider:
     return messagemedia.MessageMediaProvider(
-        client,
-        api_key=account_id,
-        api_secret=secret,
-        base_url=base_url,
-        rate_per_second=rate,
-        report_lag=lag,
+        a.client, api_key=a.account_id, api_secret=a.secret, report_lag=a.report_lag, **a.endpoint
     )
 
 
-def _kudosity(
-    client: httpx.AsyncClient,
-    account_id: str,
-    secret: str,
-    base_url: str | None,
-    rate: float,
-    lag: timedelta,
-) -> Provider:
+def _kudosity(a: BuildArgs) -> Provider:
     return kudosity.KudosityProvider(
-        client, api_key=account_id, api_secret=secret, base_url=base_url, rate_per_second=rate
+        a.client, api_key=a.account_id, api_secret=a.secret, **a.endpoint
     )
 
 
-def _esendex(
-    client: httpx.AsyncClient,
-    account_id: str,
-    secret: str,
-    base_url: str | None,
-    rate: float,
-    lag: timedelta,
-) -> Provider:
+def _esendex(a: BuildArgs) -> Provider:
     return esendex.EsendexProvider(
-        client,
-        account_reference=account_id,
-        login_and_token=secret,
-        base_url=base_url,
-        rate_per_second=rate,
+        a.client, account_reference=a.account_id, login_and_token=a.secret, **a.endpoint
     )
 
 
-def _tnz(
-    client: httpx.AsyncClient,
-    account_id: str,
-    secret: str,
-    base_url: str | None,
-    rate: float,
-    lag: timedelta,
-) -> Provider:
-    return tnz.TnzProvider(client, auth_token=secret, base_url=base_url, rate_per_second=rate)
+def _tnz(a: BuildArgs) -> Provider:
+    return tnz.TnzProvider(a.client, auth_token=a.secret, **a.endpoint)
 
 
 BUILDERS: dict[str, Builder] = {
@@ -125,7 +96,7 @@ BUILDERS: dict[str, Builder] = {
     "esendex": _esendex,
     "tnz": _tnz,
 }
-"""kind → adapter(client, account_id, opened secret, base_url, rate_per_second, report lag)."""
+"""kind → adapter, built from the site's `BuildArgs`."""
 
 
 TOPUP_PAGES: dict[str, str] = {
