@@ -29,7 +29,7 @@ def erase(
     async def run() -> None:
         nc = await connect_nats()
         try:
-            personal = PersonalData(nc, SecretBox.from_config(load_config()))
+            personal = await PersonalData(nc, SecretBox.from_config(load_config())).ready()
             done = await erase_recipient(nc, personal, group, recipient, actor)
         finally:
             await nc.close()
@@ -59,7 +59,7 @@ def retention(
     async def run() -> None:
         nc = await connect_nats()
         try:
-            personal = PersonalData(nc, SecretBox.from_config(load_config()))
+            personal = await PersonalData(nc, SecretBox.from_config(load_config())).ready()
             deleted = await apply_retention(nc, personal, when)
         finally:
             await nc.close()
@@ -79,7 +79,7 @@ def reapply() -> None:
     async def run() -> None:
         nc = await connect_nats()
         try:
-            personal = PersonalData(nc, SecretBox.from_config(load_config()))
+            personal = await PersonalData(nc, SecretBox.from_config(load_config())).ready()
             found = await reapply_erasures(nc, personal)
         finally:
             await nc.close()
@@ -182,7 +182,7 @@ def rewrite_streams(
             if not apply:
                 typer.echo(json.dumps((await survey(nc)).as_json()))
                 return 0
-            personal = PersonalData(nc, SecretBox.from_config(settings))
+            personal = await PersonalData(nc, SecretBox.from_config(settings)).ready()
             # The trail's tables, in case the audit service never ran on this database.
             await migrate(engine, [service_chain("audit", AuditService().migrations())])
             try:

@@ -94,7 +94,7 @@ class Resealer:
         if found is None:
             return None  # no recipient to take keys from: left as it is, reported by the survey
         group, recipient = found
-        tag = self._personal.tag(group, recipient)
+        tag = (await self._personal.ready()).tag(group, recipient)
         day = day_of(_when(when_of(ce_type, data) or headers.get("ce-time")))
         keys: dict[str, tuple[str, bytes]] = {}
         for kind in {kind for kind, _ in clear_values(RULES[event_name(ce_type)], data)}:
