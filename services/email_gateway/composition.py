@@ -95,6 +95,7 @@ class EmailGatewayService(BaseService):
         self.quarantine: Quarantine | None = None
         self.tokens: TokenRegistry | None = None
         self.graph: GraphMail | None = None
+        self.personal: PersonalData | None = None
 
     def migrations(self) -> Path:
         """The shared dispatch tables (email_0001) and the gateway's own (email_0002…)."""
@@ -123,7 +124,7 @@ class EmailGatewayService(BaseService):
             ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.config.instance_id
         )
         # Personal fields: sealed at intake, opened for the SMTP submission (docs/privacy.md).
-        personal = parts.queue.personal = PersonalData(ctx.nc, box)
+        personal = self.personal = parts.queue.personal = PersonalData(ctx.nc, box)
         # Rows stored before sealing was introduced are sealed once, in the background.
         ctx.spawn(parts.queue.seal_stored_until_done(), "seal-stored")
         nudge = parts.relay.nudge
@@ -240,6 +241,7 @@ class EmailGatewayService(BaseService):
 
         async def lookup(who: Principal, attachment: str) -> Download:
             assert self.quarantine is not None
-            return await released(ctx.db, self.quarantine, who, attachment)
+            opener = None if self.personal is None else self.personal.open
+            return await released(ctx.db, self.quarantine, who, attachment, opener)
 
         return attachments_app(authenticate, lookup)
