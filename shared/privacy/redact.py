@@ -16,7 +16,7 @@ _EMAIL = re.compile(r"<?[A-Za-z0-9._%+\-!#$&'*/=?^`{|}~]+@[A-Za-z0-9\-]+(?:\.[A-
 # A phone number: 9 digits or more, with the separators people and providers write between them
 # (status codes, SMTP enhanced codes such as 5.1.1, error numbers and dates are shorter; a run
 # followed by `:` is a time of day).
-_PHONE = re.compile(r"(?<![\w.])\+?\(?\d(?:[\s\-().]{0,2}\d){8,}(?![\w:])")
+_PHONE = re.compile(r"(?<![\w.])\+?\d(?:[\s\-().]{0,2}\d){8,}(?![\w:])")
 
 
 def without_addresses(text: str) -> str:
