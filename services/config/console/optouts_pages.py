@@ -68,7 +68,9 @@ def install(console: Console, app: FastAPI) -> None:
             recipient = str(data.get("recipient", ""))
             key = (str(data.get("channel")), key_of(g, recipient, data.get("recipient_tag")))
             if str(event.get("type", "")).startswith(SOFT_BOUNCE):
-                soft[key[1]] = {**event, "data": {**data, "recipient": key[1]}}
+                # Counted toward the threshold, not an opt-out itself; filed by the hash (an
+                # older count names the address, which stays its name on the page).
+                soft[key[1]] = {**event, "data": {**data, "recipient": key[1]}, "name": recipient}
                 continue
             latest[key] = event
         lists = []
@@ -103,8 +105,11 @@ def install(console: Console, app: FastAPI) -> None:
             soft.values(), lambda r: console.suppression.is_suppressed(g, "email", r)
         )
         names = {
-            key: str(((latest.get(("email", key)) or {}).get("data") or {}).get("recipient") or key)
-            for key in soft
+            key: str(
+                ((latest.get(("email", key)) or {}).get("data") or {}).get("recipient")
+                or event["name"]
+            )
+            for key, event in soft.items()
         }
         for row in bounces:
             row["recipient"] = await shown(user, g, names[row["recipient"]])
