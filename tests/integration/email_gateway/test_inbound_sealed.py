@@ -135,6 +135,9 @@ async def test_inbound_mail_is_sealed_opened_for_staff_and_erased_with_the_sende
             subject,
         )
         assert shown["attachments"][0]["filename"] == filename
+        # An event recorded before sealing reads as it was (tolerant opening, no upcaster).
+        legacy = {"sender": sender, "subject": "Old", "attachments": [{"filename": "a.pdf"}]}
+        assert await open_fields(personal, g, legacy) == legacy
         (mail,) = (await export_recipient(email.nc, personal, g, sender.upper()))["inbound_emails"]
         assert (mail["from"], mail["subject"], mail["attachments"]) == (sender, subject, [filename])
 
