@@ -24,6 +24,7 @@ from services.email_gateway.adapters.channel import EmailAdapter
 from services.email_gateway.adapters.erasure import purge_sender, purge_soft_bounces
 from services.email_gateway.adapters.graph.client import GraphMail
 from services.email_gateway.adapters.imap import SessionCache
+from services.email_gateway.adapters.inbound_sealing import seal_clear_inbound
 from services.email_gateway.adapters.oauth_tokens import RefreshTokenStore
 from services.email_gateway.adapters.quarantine import Quarantine
 from services.email_gateway.adapters.receiving import Receiver
@@ -127,6 +128,7 @@ class EmailGatewayService(BaseService):
         personal = self.personal = parts.queue.personal = PersonalData(ctx.nc, box)
         # Rows stored before sealing was introduced are sealed once, in the background.
         ctx.spawn(parts.queue.seal_stored_until_done(), "seal-stored")
+        ctx.spawn(self._seal_inbound(ctx, personal), "seal-inbound")
         nudge = parts.relay.nudge
         suppression = OptOutFollower(ctx.nc, parts.queue, nudge, personal.tag)
 
@@ -213,6 +215,18 @@ class EmailGatewayService(BaseService):
 
         ctx.health.add_check("suppression", suppression_loaded)
         await asyncio.wait_for(suppression.ready.wait(), ctx.config.startup_timeout_seconds)
+
+    @staticmethod
+    async def _seal_inbound(ctx: ServiceContext, personal: PersonalData) -> None:
+        """Inbound rows recorded before sealing, sealed once (retried after a failure)."""
+        while True:
+            try:
+                if sealed := await seal_clear_inbound(ctx.db, personal):
+                    log.info("stored inbound mail sealed", extra={"rows": sealed})
+                return
+            except Exception:
+                log.exception("sealing stored inbound mail failed; retrying")
+                await asyncio.sleep(30.0)
 
     async def _housekeeping(self) -> None:
         while True:
