@@ -37,7 +37,8 @@ async def test_opt_outs_are_sealed_opened_for_admins_masked_for_others_and_expor
 ) -> None:
     group = await stack.group()
     g, site = group["group_id"], group["sim_site"]
-    number = f"+614{random.randrange(10**7, 10**8)}"
+    digits = f"{random.randrange(1000):03d}"
+    number = f"+447700900{digits}"  # the group's region is the UK
     address = f"unsub.{random.randrange(10**8)}@example.org"
     manager = await stack.staff(g, "site_manager", [site])
     async with signed_in(stack, group["admin_user"]) as (client, csrf):
@@ -69,8 +70,10 @@ async def test_opt_outs_are_sealed_opened_for_admins_masked_for_others_and_expor
         await wait_until(
             lambda: shows(number, address), timeout=30, message="the admin sees them opened"
         )
+        # Typed as a practice manager would, nationally and with spaces.
+        national = f"07700 900{digits}"
         exported = await client.post(
-            "/console/privacy/export", data={"csrf_token": csrf, "recipient": number}
+            "/console/privacy/export", data={"csrf_token": csrf, "recipient": national}
         )
         assert exported.status_code == 200, exported.text
         assert exported.headers["content-disposition"].startswith("attachment;")

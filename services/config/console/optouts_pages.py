@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.config.console import views
+from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.privacy.cipher import is_personal, tag_of
 from shared.privacy.erasure import erase_recipient
 from shared.privacy.export import export_recipient
@@ -45,6 +46,18 @@ def install(console: Console, app: FastAPI) -> None:
         if is_personal(recipient):
             return tag_of(recipient)
         return recipient if is_tag(recipient) else personal.tag(group_id, recipient)
+
+    async def typed(group_id: str, raw: str) -> str:
+        """A number or address as staff type it, in the form it was tagged in: a national
+        number read in the group's region ("0412 345 678" is "+61412345678" in Australia)."""
+        value = raw.strip()
+        if "@" in value:
+            return value.lower()
+        region = (await console.handlers.group(group_id)).defaults.profile.region
+        try:
+            return normalise_phone(value, region)
+        except InvalidPhoneNumber:
+            return value
 
     async def shown(user: User, group_id: str, recipient: str) -> str:
         """The recipient as this user may see them (opened, masked, or the hash)."""
@@ -209,7 +222,11 @@ def install(console: Console, app: FastAPI) -> None:
                 error="Enter the phone number or email address and tick the box to confirm.",
             )
         done = await erase_recipient(
-            console.nc, personal, user.who.group_id, recipient, user.who.actor
+            console.nc,
+            personal,
+            user.who.group_id,
+            await typed(user.who.group_id, recipient),
+            user.who.actor,
         )
         note = "erased" if done.keys_erased else "already_erased"
         return RedirectResponse(f"{PREFIX}/optouts?{urlencode({note: '1'})}", status_code=303)
@@ -228,7 +245,8 @@ def install(console: Console, app: FastAPI) -> None:
             return await page(
                 request, user, status=422, error="Enter the phone number or email address."
             )
-        found = await export_recipient(console.nc, personal, user.who.group_id, recipient)
+        g = user.who.group_id
+        found = await export_recipient(console.nc, personal, g, await typed(g, recipient))
         name = f"subject-access-{found['recipient_tag'][:12]}.json"
         return Response(
             json.dumps(found, indent=2, ensure_ascii=False),
