@@ -19,7 +19,9 @@ from shared.events.envelope import make_event
 from shared.events.schemas.optouts import Channel, How, RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.privacy import RecipientErased, RetentionSet
 from shared.eventstore import EventStore, replay_batches, stream_position
+from shared.privacy.cipher import is_personal, tag_of
 from shared.privacy.codec import ADDRESS, PersonalData
+from shared.privacy.shown import is_tag
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,12 @@ async def record_opt_in(
 async def _sealed(
     personal: PersonalData | None, group_id: str, recipient: str
 ) -> tuple[str, str | None]:
+    # Staff acting on a listed entry pass what the list shows them: the sealed value, or the
+    # salted hash alone where only that was recorded (a bounce from a sealed ledger).
+    if is_personal(recipient):
+        return recipient, tag_of(recipient)
+    if is_tag(recipient):
+        return recipient, recipient
     if personal is None:
         return recipient, None
     sealed = await personal.seal(group_id, recipient, ADDRESS, recipient)

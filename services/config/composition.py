@@ -103,7 +103,11 @@ class ConfigService(BaseService):
             replies_router(self.handlers, self.tokens, ReplyDesk.of(ctx.nc, self.handlers))
         )
         app.include_router(privacy_router(self.handlers, self.tokens))
-        app.include_router(unsubscribe_router(ctx.nc, UnsubscribeTokens.from_config(ctx.config)))
+        app.include_router(
+            unsubscribe_router(
+                ctx.nc, UnsubscribeTokens.from_config(ctx.config), self.handlers.personal
+            )
+        )
         if self.staff is not None:
             app.include_router(staff_api.router(self.staff, self.tokens))
         if self.console is not None:

@@ -24,6 +24,7 @@ from services.email_gateway.adapters.channel import EmailAdapter
 from services.email_gateway.adapters.erasure import purge_sender, purge_soft_bounces
 from services.email_gateway.adapters.graph.client import GraphMail
 from services.email_gateway.adapters.imap import SessionCache
+from services.email_gateway.adapters.inbound_sealing import seal_clear_inbound
 from services.email_gateway.adapters.oauth_tokens import RefreshTokenStore
 from services.email_gateway.adapters.quarantine import Quarantine
 from services.email_gateway.adapters.receiving import Receiver
@@ -95,6 +96,7 @@ class EmailGatewayService(BaseService):
         self.quarantine: Quarantine | None = None
         self.tokens: TokenRegistry | None = None
         self.graph: GraphMail | None = None
+        self.personal: PersonalData | None = None
 
     def migrations(self) -> Path:
         """The shared dispatch tables (email_0001) and the gateway's own (email_0002…)."""
@@ -123,9 +125,10 @@ class EmailGatewayService(BaseService):
             ctx.db, ctx.nc, tables.DISPATCH, "email", instance_id=ctx.config.instance_id
         )
         # Personal fields: sealed at intake, opened for the SMTP submission (docs/privacy.md).
-        personal = parts.queue.personal = await PersonalData(ctx.nc, box).ready()
+        personal = self.personal = parts.queue.personal = await PersonalData(ctx.nc, box).ready()
         # Rows stored before sealing was introduced are sealed once, in the background.
         ctx.spawn(parts.queue.seal_stored_until_done(), "seal-stored")
+        ctx.spawn(self._seal_inbound(ctx, personal), "seal-inbound")
         nudge = parts.relay.nudge
         suppression = OptOutFollower(ctx.nc, parts.queue, nudge, personal.tag)
 
@@ -213,6 +216,18 @@ class EmailGatewayService(BaseService):
         ctx.health.add_check("suppression", suppression_loaded)
         await asyncio.wait_for(suppression.ready.wait(), ctx.config.startup_timeout_seconds)
 
+    @staticmethod
+    async def _seal_inbound(ctx: ServiceContext, personal: PersonalData) -> None:
+        """Inbound rows recorded before sealing, sealed once (retried after a failure)."""
+        while True:
+            try:
+                if sealed := await seal_clear_inbound(ctx.db, personal):
+                    log.info("stored inbound mail sealed", extra={"rows": sealed})
+                return
+            except Exception:
+                log.exception("sealing stored inbound mail failed; retrying")
+                await asyncio.sleep(30.0)
+
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(5.0)
@@ -240,6 +255,7 @@ class EmailGatewayService(BaseService):
 
         async def lookup(who: Principal, attachment: str) -> Download:
             assert self.quarantine is not None
-            return await released(ctx.db, self.quarantine, who, attachment)
+            opener = None if self.personal is None else self.personal.open
+            return await released(ctx.db, self.quarantine, who, attachment, opener)
 
         return attachments_app(authenticate, lookup)

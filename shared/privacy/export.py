@@ -1,10 +1,11 @@
 """Subject access: everything the streams hold about one recipient of one group, opened.
 
 Messages are found by their `stagger.dispatch.queued` event (its `to` names the recipient's
-tag), and every later event of the same message follows; replies by their sender's tag;
-opt-outs, opt-ins and erasures by the tag they carry. Bodies of outgoing messages live in the
-gateways' ledgers until their retention, not in these streams, so they are not part of this
-export (docs/privacy.md).
+tag), and every later event of the same message follows; replies and inbound emails by their
+sender's tag (an email recorded before sealing by its clear sender, hashed here); opt-outs,
+opt-ins and erasures by the tag they carry. Bodies of outgoing messages live in the gateways'
+ledgers until their retention, not in these streams, so they are not part of this export
+(docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -15,16 +16,38 @@ from nats.aio.client import Client
 
 from shared.bus.topology import DISPATCH, INBOUND, OPTOUTS
 from shared.events.schemas.dispatch import MessageQueued
+from shared.events.schemas.inbound_email import InboundEmailReceived
 from shared.events.schemas.optouts import RecipientOptedIn, RecipientOptedOut
 from shared.events.schemas.privacy import RecipientErased
 from shared.events.schemas.replies import ReplyReceived
 from shared.eventstore import EventStore
 from shared.privacy.cipher import is_personal, tag_of
 from shared.privacy.codec import PersonalData
+from shared.privacy.inbound_email import open_fields
 
 
 def _tag(value: str) -> str | None:
     return tag_of(value) if is_personal(value) else None
+
+
+def _sent_by(personal: PersonalData, data: InboundEmailReceived, tag: str) -> bool:
+    if not data.sender:
+        return False
+    return (data.sender_tag or personal.tag(data.group_id, data.sender)) == tag
+
+
+async def _email(personal: PersonalData, data: InboundEmailReceived) -> dict[str, Any]:
+    opened = await open_fields(personal, data.group_id, data.model_dump(mode="json"))
+    return {
+        "site_id": data.site_id,
+        "received_at": data.received_at.isoformat(),
+        "kind": data.kind,
+        "from": opened.get("sender"),
+        "from_name": opened.get("sender_name"),
+        "subject": opened.get("subject"),
+        "attachments": [a.get("filename") for a in opened.get("attachments") or []],
+        "matched_message_id": data.matched_message_id,
+    }
 
 
 async def export_recipient(
@@ -53,8 +76,12 @@ async def export_recipient(
                 {"type": event.type, "time": event.time.isoformat()}
             )
     replies = []
+    emails = []
     async for event in EventStore(nc, INBOUND).replay(lenient=True):
         data = event.data
+        if isinstance(data, InboundEmailReceived) and _sent_by(personal, data, tag):
+            emails.append(await _email(personal, data))
+            continue
         if (
             isinstance(data, ReplyReceived)
             and data.group_id == group_id
@@ -95,6 +122,7 @@ async def export_recipient(
         "recipient_tag": tag,
         "messages": list(messages.values()),
         "replies": replies,
+        "inbound_emails": emails,
         "opt_outs": choices,
         "erasures": erasures,
     }

@@ -448,6 +448,20 @@ async def test_a_quarantined_attachment_released_in_the_console(
     ]
     assert len(released) == 1 and released[0].data.automatic is False
     assert released[0].actor == f"user:{group['admin_user'].user_id}"
+    # Sealed on arrival, opened on the page; erasing the sender leaves "erased" there.
+    assert released[0].data.filename.startswith("pd1:")
+    async with stack.config.client(group["admin"]) as api:
+        erased = await api.post(
+            f"/api/v1/groups/{group['group_id']}/erasures", json={"recipient": "sam@example.net"}
+        )
+    assert erased.status_code == 200, erased.text
+
+    async def shows_erased() -> bool:
+        await page.goto(f"{stack.url}/console/sites/{site}/inbox")
+        text = await page.locator("main").inner_text()
+        return "sam@example.net" not in text and filename not in text and "erased" in text
+
+    await wait_until(shows_erased, timeout=30, interval=1.0, message="the inbox reads erased")
 
 
 @pytest.mark.browser

@@ -88,7 +88,8 @@ class Console(ConsoleOperations):
         self.public_https = self.public_origin.startswith("https://")
         self.drafts = DraftStore()
         self.audit = AuditClient(settings.audit_api_url())
-        self.suppression = SuppressionList(nc)
+        # Filed by salted hash: opt-outs are recorded sealed (docs/privacy.md).
+        self.suppression = SuppressionList(nc, handlers.personal.tag)
         self.api: httpx.AsyncClient | None = None
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -133,6 +134,7 @@ class Console(ConsoleOperations):
             batches,
             dashboard,
             email_test_page,
+            optouts_pages,
             pages,
             replies_pages,
             sso_pages,
@@ -147,6 +149,7 @@ class Console(ConsoleOperations):
         staff_pages.install(self, sub)
         sso_pages.install(self, sub)
         pages.install(self, sub)
+        optouts_pages.install(self, sub)
         wizard.install(self, sub)
         batches.install(self, sub)
         dashboard.install(self, sub)

@@ -30,6 +30,7 @@ from shared.events.envelope import make_event
 from shared.events.schemas.control import ResetFailedRequested
 from shared.eventstore import EventStore
 from shared.privacy.cipher import is_personal
+from shared.privacy.shown import is_tag
 from shared.suppression import SuppressionList, record_opt_in, record_opt_out
 from shared.tokens import Principal
 
@@ -117,6 +118,8 @@ class ConsoleOperations:
             recipient = raw.strip().lower()
             if not valid_email(recipient):
                 return None, "not a valid email address"
+        personal = self.handlers.personal
+        # Recorded sealed, filed by the salted hash (docs/privacy.md).
         await record_opt_out(
             self.nc,
             group_id=user.who.group_id,
@@ -126,14 +129,19 @@ class ConsoleOperations:
             actor=user.who.actor,
             site_id=site.site_id if site else None,
             category=scope,
+            personal=personal,
         )
+        tag = personal.tag(user.who.group_id, recipient)
         await self._until(
-            lambda: self.suppression.is_suppressed(user.who.group_id, channel, recipient, scope)
+            lambda: self.suppression.is_suppressed(user.who.group_id, channel, tag, scope)
         )
         return recipient, None
 
     async def remove_opt_out(self, user: User, channel: str, recipient: str) -> None:
-        """Record that the patient asked to be contacted again (group admins only)."""
+        """Record that the patient asked to be contacted again (group admins only).
+        `recipient` is what the list shows: the sealed value, a salted hash, or a clear
+        address of an older opt-out (sealed now)."""
+        personal = self.handlers.personal
         await record_opt_in(
             self.nc,
             group_id=user.who.group_id,
@@ -141,9 +149,11 @@ class ConsoleOperations:
             recipient=recipient,
             how="staff",
             actor=user.who.actor,
+            personal=personal,
         )
+        tag = recipient if is_tag(recipient) else personal.tag(user.who.group_id, recipient)
         await self._until(
-            lambda: not self.suppression.is_suppressed(user.who.group_id, channel, recipient)
+            lambda: not self.suppression.is_suppressed(user.who.group_id, channel, tag)
         )
 
     @staticmethod

@@ -11,10 +11,8 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from services.config.console import views
 from services.config.console.audit_client import AuditNotFound, AuditUnavailable
 from services.config.console.views import OUTBOX_STATES
-from shared.privacy.erasure import erase_recipient
 
 if TYPE_CHECKING:
     from services.config.console.app import Console
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANNELS = ("sms", "email")
-SOFT_BOUNCE = "stagger.optout.soft_bounce_counted"
 TYPE_PREFIXES = (
     ("", "Any type"),
     ("stagger.site.", "Settings (stagger.site.*)"),
@@ -182,158 +179,7 @@ def install(console: Console, app: FastAPI) -> None:
             down=down,
         )
 
-    # --- opt-outs ------------------------------------------------------------------------
-
-    @app.get("/optouts")
-    async def optouts(request: Request) -> Response:
-        user = await console.user(request)
-        return await _optouts_page(request, user)
-
-    async def _optouts_page(
-        request: Request,
-        user: Any,
-        *,
-        status: int = 200,
-        error: str | None = None,
-        added: str | None = None,
-    ) -> Response:
-        who = user.who
-        events, down = await console.audit_call(
-            console.audit.events(user.token, pages=5, type="stagger.optout.")
-        )
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
-        soft: dict[str, dict[str, Any]] = {}
-        for event in events or []:
-            data = event.get("data") or {}
-            key = (str(data.get("channel")), str(data.get("recipient", "")).lower())
-            if str(event.get("type", "")).startswith(SOFT_BOUNCE):
-                soft[key[1]] = event  # counted toward the threshold, not an opt-out itself
-                continue
-            latest[key] = event
-        lists = []
-        for channel in CHANNELS:
-            if who.role in ("group_admin", "auditor"):
-                recipients = console.suppression.recipients(who.group_id, channel)
-            else:  # a site manager sees the opt-outs the audit service shows them
-                recipients = sorted(
-                    r
-                    for (c, r) in latest
-                    if c == channel and not console.suppression.consent(who.group_id, c, r).empty
-                )
-            rows = []
-            for recipient in recipients:
-                event = latest.get((channel, recipient))
-                data = (event or {}).get("data") or {}
-                consent = console.suppression.consent(who.group_id, channel, recipient)
-                rows.append(
-                    {
-                        "recipient": recipient,
-                        "categories": consent.describe(),
-                        "how": data.get("how"),
-                        "keyword": data.get("keyword"),
-                        "site_id": data.get("site_id") or (event or {}).get("siteid"),
-                        "time": (event or {}).get("time"),
-                    }
-                )
-            lists.append({"channel": channel, "rows": rows})
-        sites = await console.visible_sites(who)
-        managed = [s for s in sites if who.manages_site(who.group_id, s["site_id"])]
-        group = await console.handlers.group(who.group_id)
-        return console.page(
-            request,
-            "optouts.html",
-            categories=group.defaults.consent.categories,
-            status=status,
-            who=who,
-            user=user,
-            nav="optouts",
-            lists=lists,
-            soft_bounces=views.soft_bounce_rows(
-                soft.values(), lambda r: console.suppression.is_suppressed(who.group_id, "email", r)
-            ),
-            down=down,
-            managed=managed,
-            error=error,
-            added=added or request.query_params.get("added"),
-            removed=request.query_params.get("removed"),
-            erased=request.query_params.get("erased"),
-            already_erased=request.query_params.get("already_erased"),
-            loaded=console.suppression.ready.is_set(),
-        )
-
-    @app.post("/optouts")
-    async def add_optout(request: Request) -> Response:
-        form = await console.form(request)
-        user = await console.user(request)
-        if not user.writes:
-            raise Forbidden("Your role can read but not change anything.")
-        channel = str(form.get("channel"))
-        if channel not in CHANNELS:
-            raise PageNotFound()
-        site_id = str(form.get("site_id") or "")
-        site = await console.managed_site(site_id, user.who) if site_id else None
-        if site is None and user.who.role != "group_admin":
-            return await _optouts_page(
-                request, user, status=422, error="Choose the site the patient belongs to."
-            )
-        recipient, error = await console.add_opt_out(
-            user,
-            channel,
-            str(form.get("recipient") or ""),
-            site,
-            str(form.get("category") or "") or None,
-        )
-        if error:
-            return await _optouts_page(request, user, status=422, error=error)
-        back = str(form.get("back") or "")
-        if back.startswith(f"{PREFIX}/sites/") and "//" not in back:
-            return RedirectResponse(f"{back}?{urlencode({'added': recipient})}", status_code=303)
-        return RedirectResponse(
-            f"{PREFIX}/optouts?{urlencode({'added': recipient})}", status_code=303
-        )
-
-    @app.post("/optouts/remove")
-    async def remove_optout(request: Request) -> Response:
-        form = await console.form(request)
-        user = await console.user(request)
-        if not user.who.administers_group(user.who.group_id):
-            raise Forbidden("Only a group admin records that a patient opted back in.")
-        channel = str(form.get("channel"))
-        recipient = str(form.get("recipient") or "")
-        if channel not in CHANNELS or not recipient:
-            raise PageNotFound()
-        if not form.get("confirmed"):
-            return await _optouts_page(
-                request,
-                user,
-                status=422,
-                error="Tick the box to confirm the patient asked to be contacted again.",
-            )
-        await console.remove_opt_out(user, channel, recipient)
-        return RedirectResponse(
-            f"{PREFIX}/optouts?{urlencode({'removed': recipient})}", status_code=303
-        )
-
-    @app.post("/erasures")
-    async def erase(request: Request) -> Response:
-        """A group admin erases a patient's personal data (docs/privacy.md)."""
-        form = await console.form(request)
-        user = await console.user(request)
-        if not user.who.administers_group(user.who.group_id):
-            raise Forbidden("Only a group admin erases a patient's personal data.")
-        recipient = str(form.get("recipient") or "").strip()
-        if not recipient or not form.get("confirmed"):
-            return await _optouts_page(
-                request,
-                user,
-                status=422,
-                error="Enter the phone number or email address and tick the box to confirm.",
-            )
-        done = await erase_recipient(
-            console.nc, console.handlers.personal, user.who.group_id, recipient, user.who.actor
-        )
-        note = "erased" if done.keys_erased else "already_erased"
-        return RedirectResponse(f"{PREFIX}/optouts?{urlencode({note: '1'})}", status_code=303)
+    # Opt-outs, erasure and the subject-access export: console/optouts_pages.py.
 
     # --- audit ---------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@ with one SMS, filters by site and keyword) and each site's inbound email with it
 attachments (Release, for group admins).
 
 Replies come from the config read model (`adapters/replies`); inbound email from the audit
-service (`stagger.inbound.*`). Actions go through `handlers.replies.ReplyDesk`, as the API's do.
+service (`stagger.inbound.*`), its sealed sender, subject and attachment names opened here
+("erased" once the sender is erased; older clear events as they are). Actions go through
+`handlers.replies.ReplyDesk`, as the API's do.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.config.handlers.replies import MAX_ANSWER, ReplyDesk, ReplyNotFound, search
 from shared.domain.site_settings import SettingsError
+from shared.privacy.inbound_email import open_fields
 
 if TYPE_CHECKING:
     from services.config.console.app import Console
@@ -158,6 +161,10 @@ def install(console: Console, app: FastAPI) -> None:
         events, down = await console.audit_call(
             console.audit.events(user.token, pages=3, type="stagger.inbound.", site_id=site_id)
         )
+        personal = console.handlers.personal
+        messages = [
+            await open_fields(personal, site.group_id, m) for m in inbound_messages(events or [])
+        ]
         return console.page(
             request,
             "inbox.html",
@@ -165,7 +172,7 @@ def install(console: Console, app: FastAPI) -> None:
             user=user,
             site=site,
             nav="sites",
-            messages=inbound_messages(events or []),
+            messages=messages,
             releases=user.who.administers_group(site.group_id) and user.writes,
             down=down,
             released=request.query_params.get("released"),

@@ -6,6 +6,9 @@ site_id?}`. A group admin may act for the whole group; a site manager names a si
 manage. `category` must be one of the group's consent categories (422 naming the field); an
 opt-out of one category ends that category only where the region allows it
 (`shared.domain.consent.optout_scope`), every category elsewhere — the answer says which.
+
+The event carries the recipient sealed under their own key and their salted hash
+(docs/privacy.md); the answer names them by that hash and a masked form, never in clear.
 """
 
 from typing import Annotated, Any, Literal
@@ -24,6 +27,7 @@ from shared.domain.consent import optout_scope
 from shared.domain.phone import InvalidPhoneNumber, normalise_phone
 from shared.domain.regions import Region
 from shared.domain.site_settings import SettingsError, valid_email
+from shared.privacy.shown import masked
 from shared.suppression import record_opt_in, record_opt_out
 from shared.tokens import Principal, TokenRegistry
 
@@ -51,6 +55,14 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
 
     access = SiteAccess(tokens, handlers)
     Caller = Annotated[Principal, Depends(access.principal)]
+
+    def answer(group_id: str, found: dict[str, Any]) -> dict[str, Any]:
+        recipient = found["recipient"]
+        return {
+            **found,
+            "recipient": masked(recipient),
+            "recipient_tag": handlers.personal.tag(group_id, recipient),
+        }
 
     async def checked(group_id: str, body: OptOutIn, who: Principal) -> dict[str, Any]:
         try:
@@ -110,8 +122,10 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
     async def opt_out(group_id: str, body: OptOutIn, who: Caller) -> dict[str, Any]:
         found = await checked(group_id, body, who)
         scope = optout_scope(found.pop("region"), body.category)
-        await record_opt_out(nc, how="staff", actor=who.actor, category=scope, **found)
-        return {**found, "category": scope, "covers": scope or "every category"}
+        await record_opt_out(
+            nc, how="staff", actor=who.actor, category=scope, personal=handlers.personal, **found
+        )
+        return {**answer(group_id, found), "category": scope, "covers": scope or "every category"}
 
     @router.post(
         "/groups/{group_id}/optins",
@@ -122,7 +136,15 @@ def optout_router(handlers: ConfigHandlers, tokens: TokenRegistry, nc: Client) -
     async def opt_in(group_id: str, body: OptOutIn, who: Caller) -> dict[str, Any]:
         found = await checked(group_id, body, who)
         found.pop("region")
-        await record_opt_in(nc, how="staff", actor=who.actor, category=body.category, **found)
-        return {**found, "category": body.category, "covers": body.category or "every category"}
+        await record_opt_in(
+            nc,
+            how="staff",
+            actor=who.actor,
+            category=body.category,
+            personal=handlers.personal,
+            **found,
+        )
+        covers = body.category or "every category"
+        return {**answer(group_id, found), "category": body.category, "covers": covers}
 
     return router

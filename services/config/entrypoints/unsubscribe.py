@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from nats.aio.client import Client
 
+from shared.privacy.codec import PersonalData
 from shared.suppression import record_opt_out
 from shared.unsubscribe import Unsubscriber, UnsubscribeTokens
 
@@ -65,7 +66,9 @@ def opt_out_event_id(who: Unsubscriber, how: str, now: datetime) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def unsubscribe_router(nc: Client, tokens: UnsubscribeTokens) -> APIRouter:
+def unsubscribe_router(
+    nc: Client, tokens: UnsubscribeTokens, personal: PersonalData | None = None
+) -> APIRouter:
     """`GET` and `POST /u/{token}`."""
     router = APIRouter(include_in_schema=False)
 
@@ -121,6 +124,8 @@ def unsubscribe_router(nc: Client, tokens: UnsubscribeTokens) -> APIRouter:
                 how=how,  # type: ignore[arg-type]
                 actor="recipient:unsubscribe-link",
                 event_id=opt_out_event_id(who, how, now),
+                # Sealed under the patient's own key, filed by their salted hash.
+                personal=personal,
             )
         except Exception:
             log.exception("could not record an unsubscribe")

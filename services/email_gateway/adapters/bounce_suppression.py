@@ -49,15 +49,21 @@ async def apply_bounce(
     bounce: Bounce,
     inbound_id: str,
     threshold: int,
+    sealed: str | None = None,
 ) -> str | None:
-    """Count or suppress after one recorded bounce; returns "hard", "soft" or None."""
+    """Count or suppress after one recorded bounce; returns "hard", "soft" or None.
+
+    `recipient` is what the lists file the address under: with `sealed` (the address sealed,
+    or the hash again where the ledger held only that), its salted hash, which is all the soft
+    count and its event name; without, the address (a gateway that seals nothing)."""
     verdict = severity(bounce.action, bounce.status)
     if verdict is None:
         return None
     address = recipient.strip().lower()
     # The ledger files a recipient by its salted hash once personal data is sealed
     # (docs/privacy.md): the bounce names that, and the suppression list keeps it as it is.
-    tag = None if "@" in address else address
+    tag = address if sealed is not None or "@" not in address else None
+    named = sealed if sealed is not None else address
     if verdict == "soft":
         count = await _count(session, group_id, address, bounce.status)
         await add_event(
@@ -91,7 +97,7 @@ async def apply_bounce(
         data=RecipientOptedOut(
             group_id=group_id,
             channel="email",
-            recipient=address,
+            recipient=named,
             recipient_tag=tag,
             how="bounce",
             keyword=f"{verdict} bounce {bounce.status or bounce.action}"[:64],

@@ -38,6 +38,8 @@ from shared.events.schemas.inbound_email import (
     InboundAttachment,
     InboundEmailReceived,
 )
+from shared.privacy.codec import ADDRESS
+from shared.privacy.inbound_email import seal_received
 from shared.sites import Site
 
 SOURCE = "email_gateway"
@@ -124,7 +126,11 @@ class InboundRecorder:
                 if row is not None:
                     return row.message_id, how
             if parsed.sender:
-                candidates = list(dict.fromkeys([parsed.sender, parsed.sender.lower()]))
+                # A sealed ledger files the recipient by its salted hash (docs/privacy.md).
+                found = [parsed.sender, parsed.sender.lower()]
+                if self.queue.personal is not None:
+                    found.append(self.queue.personal.tag(site.group_id, parsed.sender))
+                candidates = list(dict.fromkeys(found))
                 row = (
                     await session.execute(
                         sa.select(m.c.message_id)
@@ -221,6 +227,19 @@ class InboundRecorder:
             attachments=stored,
             truncated=truncated,
         )
+        # Sealed before anything is stored (docs/privacy.md): the table, the event and the
+        # automatic releases carry the sealed values, the table the sender's salted hash.
+        sender_column = (parsed.sender or "")[:320] or None
+        bounced: tuple[str, str | None] | None = None
+        if bounced_to is not None:
+            bounced = (bounced_to, None)
+        personal = self.queue.personal
+        if personal is not None:
+            data = await seal_received(personal, data)
+            stored = list(data.attachments)
+            sender_column = data.sender_tag
+            if bounced_to is not None:
+                bounced = await self._bounced(site.group_id, bounced_to)
         now = datetime.now(UTC)
         release_all = site.settings.email.open_attachments_directly
         async with self.db() as session, session.begin():
@@ -238,8 +257,8 @@ class InboundRecorder:
                             "uidvalidity": uidvalidity,
                             "uid": uid,
                             "kind": kind,
-                            "sender": (parsed.sender or "")[:320] or None,
-                            "subject": parsed.subject,
+                            "sender": sender_column,
+                            "subject": data.subject,
                             "internet_message_id": (parsed.internet_message_id or "")[:998] or None,
                             "matched_message_id": matched,
                             "received_at": internal_date,
@@ -313,18 +332,29 @@ class InboundRecorder:
                         site_id=site.site_id,
                         event_subject=a.attachment_id,
                     )
-            if bounce is not None and bounced_to is not None:
+            if bounce is not None and bounced is not None:
                 await apply_bounce(
                     session,
                     group_id=site.group_id,
                     site_id=site.site_id,
-                    recipient=bounced_to,
+                    recipient=bounced[0],
+                    sealed=bounced[1],
                     bounce=bounce,
                     inbound_id=eid,
                     threshold=self.settings.soft_bounce_threshold,
                 )
             await advance_cursor(session, site.site_id, mailbox, uidvalidity, uid)
         return True
+
+    async def _bounced(self, group_id: str, recipient: str) -> tuple[str, str | None]:
+        """The bounced recipient as the opt-out names it: (salted hash, sealed address). A
+        ledger row sealed already holds only the hash, which stands for both."""
+        assert self.queue.personal is not None
+        personal = self.queue.personal
+        if "@" not in recipient:
+            return recipient, recipient
+        tag = personal.tag(group_id, recipient)
+        return tag, await personal.seal(group_id, recipient, ADDRESS, recipient)
 
     async def _bounce_receipt(
         self, group_id: str, candidate: str, bounce: Any, occurred_at: datetime
@@ -353,6 +383,7 @@ class InboundRecorder:
                 delivered=bounce.action == "delivered",
                 occurred_at=occurred_at,
                 raw_status=f"{bounce.action} {bounce.status or ''}".strip(),
+                # The queue takes addresses out of the diagnostic (shared.privacy.redact).
                 reason=bounce.diagnostic or f"bounced ({bounce.status or 'no status'})",
             )
         return str(row.message_id), str(row.recipient)

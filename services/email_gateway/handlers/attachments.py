@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -125,11 +126,19 @@ class Download:
     sniffed_type: str = ""
 
 
+Opener = Callable[[str, str | None], Awaitable[str | None]]
+"""Opens a sealed field of a group (`PersonalData.open`)."""
+
+
 async def released(
-    db: async_sessionmaker[AsyncSession], quarantine: Quarantine, who: Principal, attachment: str
+    db: async_sessionmaker[AsyncSession],
+    quarantine: Quarantine,
+    who: Principal,
+    attachment: str,
+    opener: Opener | None = None,
 ) -> Download:
     """A released attachment the caller may see: 404 if none, 403 while quarantined, 410 if
-    it was never kept."""
+    it was never kept. Its name is stored sealed and opened with `opener`."""
     t = tables.attachments
     async with db() as session:
         row = (await session.execute(sa.select(t).where(t.c.attachment_id == attachment))).first()
@@ -140,6 +149,7 @@ async def released(
     if not row.stored or row.sha256 is None:
         return Download(410, "this attachment was not kept")
     data = await asyncio.to_thread(quarantine.read, row.sha256)
-    return Download(
-        200, data=data, filename=row.filename or "attachment", sniffed_type=row.sniffed_type
-    )
+    name = row.filename
+    if opener is not None:
+        name = await opener(row.group_id, name)
+    return Download(200, data=data, filename=name or "attachment", sniffed_type=row.sniffed_type)

@@ -14,6 +14,7 @@ from shared.events.schemas.dispatch import (
     MessageDelivered,
     MessageUndelivered,
 )
+from shared.privacy.redact import optional, without_addresses
 
 
 class Receipts(QueueCore):
@@ -41,6 +42,8 @@ class Receipts(QueueCore):
         m = self.t.messages
         if message_id is None and provider_message_id is None:
             return None
+        # The provider's own words may echo the number or address (docs/privacy.md).
+        raw_status, reason = optional(raw_status), without_addresses(reason)
         condition = (
             (m.c.message_id == message_id)
             if message_id

@@ -50,7 +50,12 @@ class Bounce(BaseModel):
 @registry.register
 class InboundEmailReceived(EventData):
     """A message arrived in a site's mailbox; recorded once per (account, mailbox,
-    UIDVALIDITY, UID). `matched_message_id` is the patient message it answers, when known."""
+    UIDVALIDITY, UID). `matched_message_id` is the patient message it answers, when known.
+
+    Personal fields are sealed (docs/privacy.md): `sender` under the sender's `id` key,
+    `sender_name`, `subject` and the attachments' `filename` under their `body` keys, a
+    bounce's `recipient` under that patient's `id` key; `sender_tag` is the sender's salted
+    hash. Events recorded before sealing carry them in clear and no tag."""
 
     event_type = "stagger.inbound.email_received"
     event_version = 1
@@ -63,6 +68,7 @@ class InboundEmailReceived(EventData):
     uid: int
     kind: Literal["message", "bounce"]
     sender: str | None = None
+    sender_tag: str | None = None
     sender_name: str | None = None
     subject: str = ""
     size: int

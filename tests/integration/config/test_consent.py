@@ -107,7 +107,9 @@ async def test_staff_opt_outs_name_a_category_where_the_region_allows(
         )
     assert marketing.status_code == 201, marketing.text
     assert marketing.json()["covers"] == "marketing"
-    assert marketing.json()["recipient"] == "+447700900010"
+    # Named by a masked form and the salted hash, never in clear (docs/privacy.md).
+    assert marketing.json()["recipient"] == "+44•••••••010"
+    assert len(marketing.json()["recipient_tag"]) == 32
     assert unknown.status_code == 422 and fields(unknown) == ["category"]
     assert back.status_code == 201 and back.json()["covers"] == "every category"
     assert other_group.status_code == 404
@@ -118,3 +120,6 @@ async def test_staff_opt_outs_name_a_category_where_the_region_allows(
         ("stagger.optout.opted_in", group_id, None, "token:"),
         ("stagger.optout.opted_out", us_group, None, "token:"),
     ]
+    # Recorded sealed under the patient's key, with their salted hash.
+    assert all(e.data.recipient.startswith("pd1:") for e in recorded)  # type: ignore[attr-defined]
+    assert {e.data.recipient_tag for e in recorded[:2]} == {marketing.json()["recipient_tag"]}  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.privacy.codec import PersonalData
 from tests.integration.email_gateway.conftest import (
     EmailHarness,
     drive,
@@ -123,7 +124,9 @@ async def test_graph_delta_receives_replies_and_bounces_once(
         status = await email.rpc("account_status", {"site_id": site})
     received = await inbound(email)
     assert len(received) == 4, [e.data.subject for e in received]
-    by_subject = {e.data.subject: e.data for e in received}
+    # Sealed on arrival (docs/privacy.md): opened under the senders' keys.
+    personal = PersonalData(email.nc, email.box)
+    by_subject = {await personal.open(e.data.group_id, e.data.subject): e.data for e in received}
     assert by_subject["Re: Recall 0"].matched_message_id == ids[0]
     assert by_subject["Re: again"].matched_message_id == ids[0]
     assert by_subject["Hello"].matched_message_id is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.privacy.codec import PersonalData
 from tests.integration.email_gateway.conftest import (
     EmailHarness,
     drive,
@@ -58,7 +59,11 @@ async def test_replies_and_bounces_arrive_over_oauth(
         oauth_dovecot.append(MAILBOX, "INBOX", bounce(second, "patient1@example.org"))
         await drive(email, site, lambda: _inbound_count(email, 2), receive=True, message="received")
         status = await email.rpc("account_status", {"site_id": site})
-    received = {e.data.subject: e.data for e in await inbound(email)}
+    # Sealed on arrival (docs/privacy.md): opened under the senders' keys.
+    personal = PersonalData(email.nc, email.box)
+    received = {
+        await personal.open(e.data.group_id, e.data.subject): e.data for e in await inbound(email)
+    }
     assert received["Re: Recall 0"].matched_message_id == ids[0]
     assert received["Undelivered Mail Returned to Sender"].kind == "bounce"
     assert received["Undelivered Mail Returned to Sender"].matched_message_id == ids[1]

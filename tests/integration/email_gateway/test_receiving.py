@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from services.email_gateway.adapters import tables
 from shared.bus import subjects
 from shared.events.schemas.control import AttachmentReleaseRequested
+from shared.events.schemas.inbound_email import InboundEmailReceived
+from shared.privacy.inbound_email import open_fields
 from shared.tokens import issue_token
 from tests.integration.email_gateway.conftest import (
     EmailHarness,
@@ -108,6 +110,13 @@ async def inbound(email: EmailHarness, type_: str = "stagger.inbound.email_recei
     return [e for e in await email.events("INBOUND") if e.type == type_]
 
 
+async def opened(gw, data: InboundEmailReceived) -> InboundEmailReceived:
+    """An inbound event's data with its sealed fields opened (docs/privacy.md)."""
+    assert gw.personal is not None
+    found = await open_fields(gw.personal, data.group_id, data.model_dump(mode="json"))
+    return InboundEmailReceived.model_validate(found)
+
+
 async def test_three_messages_become_three_events_however_often_polled(
     email: EmailHarness, smtp_servers, dovecot: Dovecot, tmp_path: Path
 ) -> None:
@@ -142,7 +151,10 @@ async def test_three_messages_become_three_events_however_often_polled(
         received = await inbound(email)
         assert len(received) == 3, [e.data.subject for e in received]
         assert dovecot.count(user, "INBOX") == 3, "Stagger never moves or deletes mail"
-        by_kind = {e.data.subject: e.data for e in received}
+        # Sealed on arrival: the events carry no sender or subject in clear.
+        assert all(e.data.subject.startswith("pd1:") for e in received)
+        assert all(e.data.sender.startswith("pd1:") and e.data.sender_tag for e in received)
+        by_kind = {d.subject: d for d in [await opened(gw, e.data) for e in received]}
 
         answer = by_kind["Re: Recall 0"]
         assert answer.kind == "message" and answer.sender == "patient0@example.org"
@@ -202,12 +214,16 @@ async def test_three_messages_become_three_events_however_often_polled(
                 headers={"Authorization": "Bearer stg_nope.nope"},
             )
         assert released.status_code == 200 and released.content == PDF
+        # Its name is kept sealed and opened for the download.
+        assert 'filename="x-ray.pdf"' in released.headers["content-disposition"]
         assert released.headers["x-content-type-options"] == "nosniff"
         assert released.headers["content-type"] == "application/octet-stream"
         assert nobody.status_code == 401
         (event,) = await inbound(email, "stagger.inbound.attachment_released")
         assert event.actor == "token:manager" and event.data.automatic is False
-        assert (event.data.sha256, event.data.inbound_event_id) == (digest, letter_id(received))
+        assert event.data.filename.startswith("pd1:")
+        letter_event = next(e.id for e in received if e.data.attachments)
+        assert (event.data.sha256, event.data.inbound_event_id) == (digest, letter_event)
     assert len(server.received) == 2
 
 
@@ -222,7 +238,7 @@ async def test_open_attachments_directly_releases_at_intake_with_an_event(
     big = b"PK\x03\x04" + os.urandom(4000)
     dovecot.append(user, "INBOX", with_attachment(PDF))
     dovecot.append(user, "INBOX", with_attachment(big, "scan.zip"))
-    async with email.gateway(attachment_max_bytes=2048):
+    async with email.gateway(attachment_max_bytes=2048) as gw:
         await email.tick(site, 10, receive=True)
         await wait_until(lambda: _count(email, 2), timeout=30, message="two inbound events")
         await wait_until(
@@ -230,7 +246,8 @@ async def test_open_attachments_directly_releases_at_intake_with_an_event(
             timeout=20,
             message="released",
         )
-    received = {e.data.attachments[0].filename: e.data.attachments[0] for e in await inbound(email)}
+        found = [await opened(gw, e.data) for e in await inbound(email)]
+    received = {d.attachments[0].filename: d.attachments[0] for d in found}
     assert received["x-ray.pdf"].stored is True
     too_big = received["scan.zip"]
     assert (too_big.stored, too_big.sha256, too_big.sniffed_type) == (False, None, "zip")
@@ -260,10 +277,6 @@ async def test_refused_imap_login_shows_on_the_status(
     assert status["imap"]["ok"] is False and status["imap"]["stage"] == "login"
     assert "IMAP login refused" in status["imap"]["last_error"]
     assert await inbound(email) == []
-
-
-def letter_id(received: list) -> str:
-    return next(e.id for e in received if e.data.subject == "My referral letter")
 
 
 async def _count(email: EmailHarness, n: int) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.privacy.codec import PersonalData
 from tests.integration.email_gateway.conftest import (
     EmailHarness,
     email,  # noqa: F401  (fixture)
@@ -220,7 +221,9 @@ async def test_a_server_lying_about_the_size_is_cut_off_at_the_cap(
             await wait_until(lambda: _inbound(email, site), timeout=60, message="recorded")
         (event,) = await _inbound(email, site)
     assert event.data.truncated is True, "recorded from its header, the body never read"
-    assert event.data.subject == "A very large letter"
+    # Sealed on arrival (docs/privacy.md): opened under the sender's key.
+    subject = await PersonalData(email.nc, email.box).open(event.data.group_id, event.data.subject)
+    assert event.data.subject.startswith("pd1:") and subject == "A very large letter"
     assert event.data.size == CLAIMED
     assert any("BODY.PEEK[]" in c for c in fake.commands), "the whole message was asked for"
     # The client stopped reading as soon as the literal was announced bigger than the cap:
