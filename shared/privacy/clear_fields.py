@@ -2,8 +2,9 @@
 
 The same fields the producers seal when they write today (docs/privacy.md, "What is personal
 data here"): `stagger privacy rewrite-streams` uses this table to seal events written before
-sealing existed, so an old event ends up as a new one would have been written. Inbound email
-and soft-bounce counts are not sealed when written yet, so they are not listed here either.
+sealing existed, so an old event ends up as a new one would have been written. A bounce's
+recipient inside an inbound email and an attachment release's file name name someone other
+than the event's sender (or nobody the event names), so they are left as they were.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.privacy.cipher import is_personal
+from shared.privacy.shown import is_tag
 
 ADDRESS = "id"
 BODY = "body"
@@ -64,6 +66,23 @@ RULES: dict[str, Rule] = {
     # Opt-outs and opt-ins with the recipient sealed (shared/suppression.py).
     "stagger.optout.opted_out": _OPT,
     "stagger.optout.opted_in": _OPT,
+    # A soft bounce counted against an address, which older versions named in clear (the
+    # gateway now names the tag).
+    "stagger.optout.soft_bounce_counted": Rule(
+        "recipient", (("recipient", ADDRESS),), subject_is_recipient=True
+    ),
+    # Inbound email, as shared/privacy/inbound_email.py seals it on arrival.
+    "stagger.inbound.email_received": Rule(
+        "sender",
+        (
+            ("sender", ADDRESS),
+            ("sender_name", BODY),
+            ("subject", BODY),
+            ("attachments.*.filename", BODY),
+        ),
+        when="received_at",
+        tag="sender_tag",
+    ),
 }
 
 
@@ -97,8 +116,11 @@ def clear_values(rule: Rule, data: Mapping[str, Any]) -> list[tuple[str, str]]:
     for path, kind in rule.fields:
         for holder, key in _walk(data, path.split(".")):
             value = holder[key]
-            if isinstance(value, str) and value and not is_personal(value):
-                found.append((kind, value))
+            if not isinstance(value, str) or not value or is_personal(value):
+                continue
+            if kind == ADDRESS and is_tag(value):
+                continue  # a salted hash already (what newer events name a recipient by)
+            found.append((kind, value))
     return found
 
 
@@ -106,7 +128,8 @@ def _clear_subject(rule: Rule, data: Mapping[str, Any], subject: str | None) -> 
     recipient = data.get(rule.recipient)
     if not rule.subject_is_recipient or not subject or not isinstance(recipient, str):
         return False
-    return not is_personal(recipient) and subject.strip().lower() == recipient.strip().lower()
+    clear = not is_personal(recipient) and not is_tag(recipient)
+    return clear and subject.strip().lower() == recipient.strip().lower()
 
 
 def needs_sealing(ce_type: str | None, data: Mapping[str, Any], subject: str | None = None) -> bool:

@@ -102,3 +102,42 @@ def test_an_accepted_message_seals_the_same_fields_as_the_api_does() -> None:
     assert changed_by_api == changed_by_table
     assert by_table["attachments"][0]["filename"] == fake_seal(BODY, "scan.pdf")
     assert by_table["recipient_tag"] == TAG
+
+
+def test_an_inbound_email_seals_sender_name_subject_and_file_names_and_gets_its_tag() -> None:
+    data = {
+        "group_id": "g",
+        "account": "reception@clinic.example",
+        "sender": "patient@example.org",
+        "sender_tag": None,
+        "sender_name": "Pat Patient",
+        "subject": "My appointment",
+        "received_at": "2026-11-02T09:30:00+00:00",
+        "attachments": [{"attachment_id": "a1", "filename": "referral.pdf"}],
+    }
+    ce_type = "stagger.inbound.email_received.v1"
+    assert needs_sealing(ce_type, data)
+    assert recipient_of(ce_type, data) == ("g", "patient@example.org")
+    out = sealed_copy(ce_type, data, fake_seal, TAG)
+    assert out["sender"] == fake_seal(ADDRESS, "patient@example.org")
+    assert out["sender_tag"] == TAG
+    assert out["sender_name"] == fake_seal(BODY, "Pat Patient")
+    assert out["subject"] == fake_seal(BODY, "My appointment")
+    assert out["attachments"][0]["filename"] == fake_seal(BODY, "referral.pdf")
+    assert out["account"] == "reception@clinic.example"  # the practice's own mailbox
+    assert not needs_sealing(ce_type, out)
+
+
+def test_a_soft_bounce_named_in_clear_is_sealed_and_its_subject_becomes_the_tag() -> None:
+    data = {"group_id": "g", "recipient": "patient@example.org", "count": 1, "threshold": 3}
+    ce_type = "stagger.optout.soft_bounce_counted.v1"
+    assert needs_sealing(ce_type, data, "patient@example.org")
+    out = sealed_copy(ce_type, data, fake_seal, TAG)
+    assert out["recipient"] == fake_seal(ADDRESS, "patient@example.org")
+    assert sealed_subject(ce_type, data, "patient@example.org", TAG) == TAG
+    assert not needs_sealing(ce_type, out, TAG)
+
+
+def test_a_soft_bounce_that_names_the_tag_already_needs_nothing() -> None:
+    data = {"group_id": "g", "recipient": TAG, "count": 2, "threshold": 3}
+    assert not needs_sealing("stagger.optout.soft_bounce_counted.v1", data, TAG)
