@@ -26,6 +26,7 @@ import aiosmtplib
 import nats
 
 from bench.harness import Result, alternate, rate
+from bench.scheduler import cpu_seconds
 from services.config.adapters.settings_store import SettingsStore
 from services.config.handlers import ConfigHandlers
 from services.config.handlers.submission import SubmissionIn, validate
@@ -175,10 +176,21 @@ async def email_dispatch(nats_url: str) -> list[Result]:
         gateway = await asyncio.to_thread(start_service, "email_gateway", env)
         clients: list[aiosmtplib.SMTP] = []
         try:
+            gateway_pid = gateway.process.pid if gateway.process is not None else 0
+            cpu: dict[str, list[float]] = {
+                "gateway": [],
+                "sink_gateway": [],
+                "client_raw": [],
+                "sink_raw": [],
+            }
+
+            def per_message(seconds: float) -> float:
+                return round(seconds * 1000 / MESSAGES, 3)
 
             async def project() -> float:
                 outgoing, _ = batch()
                 before = counter.value
+                cpu_gateway, cpu_sink = cpu_seconds(gateway_pid), cpu_seconds(server.pid or 0)
                 started = time.perf_counter()
 
                 async def cycles() -> None:
@@ -199,11 +211,14 @@ async def email_dispatch(nats_url: str) -> list[Result]:
                     took = rate(MESSAGES, started)
                 finally:
                     ticking.cancel()
+                # CPU per message of each process (steadier than rates on a shared machine).
+                cpu["sink_gateway"].append(per_message(cpu_seconds(server.pid or 0) - cpu_sink))
 
                 async def drained() -> bool:
                     return await queued() == 0
 
                 await _wait(drained, 60, 0.05)
+                cpu["gateway"].append(per_message(cpu_seconds(gateway_pid) - cpu_gateway))
                 return took
 
             for _ in range(CONNECTIONS):
@@ -226,7 +241,11 @@ async def email_dispatch(nats_url: str) -> list[Result]:
                     for m in accepted
                 ]
                 share = [composed[i::CONNECTIONS] for i in range(CONNECTIONS)]
+                for client in clients:
+                    if not client.is_connected:  # the server closes idle sessions after 60 s
+                        await client.connect()
                 before = counter.value
+                cpu_client, cpu_sink = time.process_time(), cpu_seconds(server.pid or 0)
                 started = time.perf_counter()
 
                 async def send(client: aiosmtplib.SMTP, messages: list[Any]) -> None:
@@ -241,10 +260,15 @@ async def email_dispatch(nats_url: str) -> list[Result]:
                     return counter.value - before >= MESSAGES
 
                 await _wait(all_arrived, 60)
-                return rate(MESSAGES, started)
+                took = rate(MESSAGES, started)
+                cpu["client_raw"].append(per_message(time.process_time() - cpu_client))
+                cpu["sink_raw"].append(per_message(cpu_seconds(server.pid or 0) - cpu_sink))
+                return took
 
             await project()  # warm: connections open, caches filled
             await baseline()
+            for samples in cpu.values():
+                samples.clear()
             ours, raw, ours_all, raw_all = await alternate(project, baseline, rounds=5)
         finally:
             for client in clients:
@@ -271,6 +295,9 @@ async def email_dispatch(nats_url: str) -> list[Result]:
             extra={
                 "rounds_gateway": [round(x, 1) for x in ours_all],
                 "rounds_aiosmtplib": [round(x, 1) for x in raw_all],
+                # CPU ms per message of each process in each round (gateway and sink during
+                # the gateway's rounds; this benchmark's own client and sink during the raw).
+                "cpu_ms_per_message": cpu,
             },
         )
     ]

@@ -32,6 +32,11 @@ class EmailGatewayConfig(BaseSettings):
         "are reused for the sends of a cycle. Microsoft 365 accepts at most 3 at once per "
         "mailbox (more get 432 4.3.2, retried), counting every replica.",
     )
+    smtp_pipelining: bool = Field(
+        default=True,
+        description="Where the SMTP server offers PIPELINING (RFC 2920), send MAIL, RCPT and DATA "
+        "in one write: two round trips a message instead of four. Off: one command at a time.",
+    )
     smtp_idle_seconds: float = Field(
         default=60.0,
         gt=0,

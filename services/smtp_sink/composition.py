@@ -37,6 +37,7 @@ def build_server(
         sent=SentFolder(settings.sent_imap_url) if settings.sent_imap_url else None,
         keep_data=keep_data,
         script=script,
+        pipelining=settings.pipelining,
     )
     return SinkServer(settings, handler)
 

@@ -53,6 +53,11 @@ class SinkConfig(BaseSettings):
         "that IMAP folder before answering, as Microsoft 365 and Gmail file submitted mail in "
         "Sent (lets the gateway reconcile after a crash).",
     )
+    pipelining: bool = Field(
+        default=True,
+        description="Offer PIPELINING (RFC 2920) in the EHLO reply, as Gmail, Microsoft 365 and "
+        "Postfix do; off: a server that answers one command at a time.",
+    )
     max_message_bytes: int = Field(
         default=35 * 1024 * 1024, ge=1024, description="Largest message accepted (SIZE)."
     )

@@ -8,9 +8,10 @@ in clear (a provider call, an export). Everything between carries the sealed val
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from nats.aio.client import Client
 
@@ -115,17 +116,13 @@ class PersonalData:
         await self.ready()
         day = day_of(when)
         tags = {r: self.tag(group_id, r) for r in set(recipients)}
-        wanted = [key_id(t, kind, day) for t in set(tags.values()) for kind in (ADDRESS, BODY)]
-        # Many at a time: a batch of thousands of recipients needs as many keys, and one round
-        # trip each, in turn, would hold its submission for seconds.
-        limit = asyncio.Semaphore(KEY_FETCHES)
-
-        async def fetch(kid: str) -> bytes:
-            async with limit:
-                return await self.keys.get_or_create(group_id, kid)
-
-        found = await asyncio.gather(*(fetch(kid) for kid in wanted))
-        return MessageSealer(group_id, day, tags, dict(zip(wanted, found, strict=True)))
+        wanted = {key_id(t, kind, day) for t in set(tags.values()) for kind in (ADDRESS, BODY)}
+        keys = await _fetched(
+            wanted,
+            lambda kid: self.keys.cached(group_id, kid),
+            lambda kid: self.keys.get_or_create(group_id, kid),
+        )
+        return MessageSealer(group_id, day, tags, keys)
 
     async def seal(
         self, group_id: str, recipient: str, kind: str, value: str, when: datetime | None = None
@@ -137,9 +134,22 @@ class PersonalData:
 
     async def seal_message(self, msg: MessageAccepted) -> MessageAccepted:
         """`msg` with its personal fields sealed (unchanged if they already are)."""
-        if is_personal(msg.to):
-            return msg
-        return (await self.sealer(msg.group_id, [msg.to], msg.submitted_at)).message(msg)
+        return (await self.seal_messages([msg]))[0]
+
+    async def seal_messages(self, msgs: Sequence[MessageAccepted]) -> list[MessageAccepted]:
+        """`seal_message` for a batch: one sealer per group and day, so the batch's keys are
+        fetched together and only those this process does not hold already."""
+        sealed = list(msgs)
+        batches: dict[tuple[str, str], list[int]] = {}
+        for i, msg in enumerate(msgs):
+            if not is_personal(msg.to):
+                batches.setdefault((msg.group_id, day_of(msg.submitted_at)), []).append(i)
+        for (group_id, _), indices in batches.items():
+            first = msgs[indices[0]]
+            sealer = await self.sealer(group_id, [msgs[i].to for i in indices], first.submitted_at)
+            for i in indices:
+                sealed[i] = sealer.message(msgs[i])
+        return sealed
 
     async def open(self, group_id: str, value: str | None) -> str | None:
         """The clear value, `erased` when its key is gone, a clear legacy value as it is."""
@@ -149,27 +159,19 @@ class PersonalData:
 
     async def open_message(self, msg: MessageAccepted) -> MessageAccepted:
         """`msg` with its personal fields in clear, for the provider call."""
-        if not is_personal(msg.to) and not is_personal(msg.body):
-            return msg
-        g = msg.group_id
-        attachments = [
-            Attachment(
-                filename=await self.open(g, a.filename) or "",
-                content_type=a.content_type,
-                size=a.size,
-                content_b64=await self.open(g, a.content_b64) or "",
-            )
-            for a in msg.attachments
-        ]
-        return msg.model_copy(
-            update={
-                "to": await self.open(g, msg.to),
-                "body": await self.open(g, msg.body),
-                "subject": await self.open(g, msg.subject),
-                "html": await self.open(g, msg.html),
-                "attachments": attachments,
-            }
-        )
+        return (await self.open_messages([msg]))[0]
+
+    async def open_messages(self, msgs: Sequence[MessageAccepted]) -> list[MessageAccepted]:
+        """`open_message` for a batch: the keys it needs are looked up together (only those
+        this process does not hold already), then every field is opened without waiting."""
+        wanted = {
+            (msg.group_id, key_id_of(value))
+            for msg in msgs
+            if is_personal(msg.to) or is_personal(msg.body)
+            for value in _personal_fields(msg)
+        }
+        keys = await _fetched(wanted, lambda k: self.keys.cached(*k), lambda k: self.keys.get(*k))
+        return [_opened(msg, keys) for msg in msgs]
 
     async def erase(self, group_id: str, recipient: str) -> tuple[str, int]:
         """Delete every key of `recipient` in `group_id`: (its tag, keys erased)."""
@@ -183,6 +185,74 @@ class PersonalData:
         names = await self.keys.names(f"{group_id}.*.{kind}.*")
         old = [n for n in names if n.rsplit(".", 1)[1] < before_day]
         return await self.keys.delete(old)
+
+
+def _personal_fields(msg: MessageAccepted) -> list[str]:
+    values = [msg.to, msg.body, msg.subject, msg.html]
+    values += [v for a in msg.attachments for v in (a.filename, a.content_b64)]
+    return [v for v in values if v is not None and is_personal(v)]
+
+
+def _opened(msg: MessageAccepted, keys: dict[tuple[str, str], bytes | None]) -> MessageAccepted:
+    if not is_personal(msg.to) and not is_personal(msg.body):
+        return msg
+    g = msg.group_id
+
+    def clear(value: str | None) -> str | None:
+        if value is None or not is_personal(value):
+            return value
+        return open_sealed(keys[(g, key_id_of(value))], g, value)
+
+    attachments = [
+        Attachment(
+            filename=clear(a.filename) or "",
+            content_type=a.content_type,
+            size=a.size,
+            content_b64=clear(a.content_b64) or "",
+        )
+        for a in msg.attachments
+    ]
+    return msg.model_copy(
+        update={
+            "to": clear(msg.to),
+            "body": clear(msg.body),
+            "subject": clear(msg.subject),
+            "html": clear(msg.html),
+            "attachments": attachments,
+        }
+    )
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+async def _fetched(
+    wanted: Iterable[K],
+    cached: Callable[[K], V | None],
+    fetch: Callable[[K], Awaitable[V]],
+) -> dict[K, V]:
+    """Keys from this process's cache, the rest fetched: many at a time (a batch of thousands
+    of recipients needs as many keys, and one round trip each, in turn, would hold it for
+    seconds), and no task at all for the cached ones."""
+    found: dict[K, V] = {}
+    missing: list[K] = []
+    for k in wanted:
+        hit = cached(k)
+        if hit is None:
+            missing.append(k)
+        else:
+            found[k] = hit
+    if missing:
+        limit = asyncio.Semaphore(KEY_FETCHES)
+
+        async def one(k: K) -> V:
+            async with limit:
+                return await fetch(k)
+
+        fetched = await asyncio.gather(*(one(k) for k in missing))
+        found.update(zip(missing, fetched, strict=True))
+    return found
 
 
 __all__ = ["ADDRESS", "BODY", "ERASED", "KINDS", "REPLY", "MessageSealer", "PersonalData"]

@@ -68,6 +68,10 @@ class RecipientKeys:
         except (SecretKeyError, InvalidToken):
             return None
 
+    def cached(self, group_id: str, key_id: str) -> bytes | None:
+        """The data key if this process opened it less than `cache_seconds` ago (no I/O)."""
+        return self._cached(f"{group_id}.{key_id}")
+
     async def get(self, group_id: str, key_id: str) -> bytes | None:
         """The data key, or None when it never existed or was erased or expired."""
         name = f"{group_id}.{key_id}"

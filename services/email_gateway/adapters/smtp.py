@@ -6,7 +6,9 @@ or `none` (plain, for local relays and the development sink). Certificates are a
 (system CAs plus `STAGGER_EMAIL_GATEWAY_CA_FILE`).
 
 A transaction is MAIL, RCPT, DATA on a connection the account already has open when one is
-idle. What a failure means for the message:
+idle; where the server offers PIPELINING (RFC 2920) the three go out in one write
+(`smtp_pipelining`), two round trips a message instead of four. What a failure means for the
+message, either way:
 
 | where | reply / error | outcome |
 |---|---|---|
@@ -40,6 +42,7 @@ from aiosmtplib import (
     SMTPAuthenticationError,
     SMTPDataError,
     SMTPException,
+    SMTPHeloError,
     SMTPRecipientRefused,
     SMTPResponseException,
     SMTPSenderRefused,
@@ -48,6 +51,7 @@ from aiosmtplib import (
 )
 
 from services.email_gateway.adapters.composer import Composed
+from services.email_gateway.adapters.smtp_pipelining import Pipeline
 from services.email_gateway.config import EmailGatewayConfig
 from shared.dispatch.fence import confirm_lease
 from shared.email_auth.login import OAuthLogin, smtp_sign_in
@@ -183,6 +187,19 @@ class _Connection:
     smtp: aiosmtplib.SMTP
     fingerprint: str
     last_used: float
+    # Set when the server offers PIPELINING: the connection is then the pipeline's.
+    pipeline: Pipeline | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        if self.pipeline is not None:
+            return self.pipeline.is_connected
+        return self.smtp.is_connected
+
+    def close(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+        self.smtp.close()
 
 
 class _AccountPool:
@@ -242,6 +259,12 @@ class SmtpPool:
                 await smtp_sign_in(smtp, account.oauth, account.host, account.port)
             elif account.username and account.password:
                 await smtp.login(account.username, account.password)
+            if self.settings.smtp_pipelining and smtp.is_ehlo_or_helo_needed:
+                # Without a login nothing asked EHLO yet: its reply says if PIPELINING is there.
+                try:
+                    await smtp.ehlo()
+                except SMTPHeloError:
+                    await smtp.helo()
         except (TokenRefused, TokenUnavailable) as exc:
             with contextlib.suppress(Exception):
                 smtp.close()
@@ -256,7 +279,8 @@ class SmtpPool:
             sock.close()
             raise _Failure(classify_connect(exc, account)) from exc
         self.connections_opened += 1
-        return _Connection(smtp, account.fingerprint, time.monotonic())
+        pipeline = Pipeline.take_over(smtp, timeout) if self.settings.smtp_pipelining else None
+        return _Connection(smtp, account.fingerprint, time.monotonic(), pipeline)
 
     async def check(self, account: SmtpAccount) -> SmtpOutcome:
         """Connect and log in now (a settings-page test), without sending anything."""
@@ -287,7 +311,7 @@ class SmtpPool:
                     pool.idle.append(conn)
                 else:
                     with contextlib.suppress(Exception):
-                        conn.smtp.close()
+                        conn.close()
                 if not stale:
                     return outcome
             return outcome
@@ -301,7 +325,7 @@ class SmtpPool:
             if (
                 conn.fingerprint == account.fingerprint
                 and conn.last_used >= limit
-                and conn.smtp.is_connected
+                and conn.is_connected
             ):
                 return conn, True
             asyncio.get_running_loop().create_task(self._quit(conn))
@@ -339,20 +363,26 @@ class SmtpPool:
                 True,
                 False,
             )
+        pipeline = conn.pipeline
         try:
-            await smtp.mail(message.envelope_from, options=options, encoding=encoding)
-            try:
+            if pipeline is not None:  # MAIL, RCPT, DATA in one write: the server waits for data
+                await pipeline.envelope(message.envelope_from, message.recipient, options, encoding)
+            else:
+                await smtp.mail(message.envelope_from, options=options, encoding=encoding)
                 await smtp.rcpt(message.recipient, encoding=encoding)
-            except SMTPRecipientRefused as exc:
-                healthy = await self._reset(smtp)
-                return (
-                    _by_code(exc, f"recipient {message.recipient} refused", "send"),
-                    healthy,
-                    False,
-                )
+        except SMTPRecipientRefused as exc:
+            healthy = await self._reset(conn)
+            return (
+                _by_code(exc, f"recipient {message.recipient} refused", "send"),
+                healthy,
+                False,
+            )
         except SMTPSenderRefused as exc:
-            healthy = await self._reset(smtp)
+            healthy = await self._reset(conn)
             return _sender_refused(exc, message.envelope_from, account.host), healthy, False
+        except SMTPDataError as exc:  # DATA refused (pipelined)
+            healthy = await self._reset(conn)
+            return _by_code(exc, "message refused", "send"), healthy, False
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
             # Nothing was handed over yet: safe to try again at once on a new connection.
             outcome = SmtpOutcome(
@@ -360,12 +390,15 @@ class SmtpPool:
             )
             return outcome, False, reused
         except SMTPResponseException as exc:
-            healthy = await self._reset(smtp)
+            healthy = await self._reset(conn)
             return _by_code(exc, "refused", "send"), healthy, False
         try:
-            response = await smtp.data(message.data)
+            if pipeline is not None:
+                response = await pipeline.content(message.data)
+            else:
+                response = await smtp.data(message.data)
         except SMTPDataError as exc:
-            healthy = await self._reset(smtp)
+            healthy = await self._reset(conn)
             return _by_code(exc, "message refused", "send"), healthy, False
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError, SMTPException) as exc:
             return (
@@ -386,19 +419,23 @@ class SmtpPool:
         )
 
     @staticmethod
-    async def _reset(smtp: aiosmtplib.SMTP) -> bool:
+    async def _reset(conn: _Connection) -> bool:
         try:
-            await smtp.rset()
+            if conn.pipeline is not None:
+                await conn.pipeline.rset()
+            else:
+                await conn.smtp.rset()
             return True
         except Exception:
             return False
 
     async def _quit(self, conn: _Connection) -> None:
         try:
-            await asyncio.wait_for(conn.smtp.quit(), 5)
+            quitting = conn.pipeline.quit() if conn.pipeline is not None else conn.smtp.quit()
+            await asyncio.wait_for(quitting, 5)
         except Exception:
             with contextlib.suppress(Exception):
-                conn.smtp.close()
+                conn.close()
 
     async def close_idle(self) -> int:
         """Close connections idle for longer than `smtp_idle_seconds`; returns how many."""
@@ -407,9 +444,7 @@ class SmtpPool:
         for pool in self._pools.values():
             keep: list[_Connection] = []
             for conn in pool.idle:
-                (keep if conn.last_used >= limit and conn.smtp.is_connected else closing).append(
-                    conn
-                )
+                (keep if conn.last_used >= limit and conn.is_connected else closing).append(conn)
             pool.idle = keep
         await asyncio.gather(*(self._quit(c) for c in closing), return_exceptions=True)
         return len(closing)

@@ -34,8 +34,10 @@ class SinkHandler:
         sent: SentFolder | None = None,
         keep_data: bool = False,
         script: Script | None = None,
+        pipelining: bool = True,
     ) -> None:
         self.directory = directory
+        self.pipelining = pipelining
         self.reply_delay = reply_delay
         self.reject = re.compile(reject) if reject else None
         self.sent = sent
@@ -58,6 +60,22 @@ class SinkHandler:
         if asyncio.iscoroutine(answer):
             answer = await answer
         return answer  # type: ignore[return-value]
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Offer PIPELINING (RFC 2920) like the large providers do. aiosmtpd already reads
+        commands one line at a time from its buffer, so several sent at once are answered in
+        order; it only does not say so."""
+        session.host_name = hostname  # what aiosmtpd does itself when no hook is set
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self,

@@ -3,7 +3,6 @@ compare-and-set transitions every other part uses."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ class QueueCore:
             return claimed
         # Concurrently: a claimed batch's keys are fetched in one round trip's time, so the
         # first send of a spaced tick is not late to its slot.
-        opened = await asyncio.gather(*(self.personal.open_message(c.message) for c in claimed))
+        opened = await self.personal.open_messages([c.message for c in claimed])
         return [
             replace(c, recipient=m.to, message=m, lookup=c.recipient)
             for c, m in zip(claimed, opened, strict=True)

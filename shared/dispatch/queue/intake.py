@@ -40,7 +40,7 @@ class Ingest(QueueCore):
         if self.personal is not None:
             # A producer publishing to the outbox directly may send in clear: sealed here,
             # before anything is written.
-            sealed = await asyncio.gather(*(self.personal.seal_message(i.message) for i in batch))
+            sealed = await self.personal.seal_messages([i.message for i in batch])
             batch = [replace(i, message=m) for i, m in zip(batch, sealed, strict=True)]
         async with self.db() as session, session.begin():
             # One row per message even if a batch carries a redelivered duplicate.

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.client import Client
 
 from shared.events.schemas.messages import Attachment, MessageAccepted
-from shared.privacy.cipher import ERASED, is_personal
+from shared.privacy.cipher import ERASED, is_personal, key_id_of
 from shared.privacy.codec import BODY, PersonalData, day_of
 from shared.privacy.erasure import erase_recipient, reapply_erasures
 from shared.secrets import SecretBox, generate_key
@@ -88,3 +88,37 @@ async def test_keys_restored_from_a_backup_are_erased_again(nc: Client) -> None:
     personal.keys.forget_cached("g1.")
     assert (await personal.open_message(sealed)).body == ERASED
     assert await reapply_erasures(nc, personal) == 0
+
+
+async def test_a_batch_is_sealed_and_opened_per_group_and_day(nc: Client) -> None:
+    personal = PersonalData(nc, SecretBox([generate_key().encode()]))
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    clear = [
+        _message("a@example.org"),
+        _message("b@example.org").model_copy(update={"group_id": "g2"}),
+        _message("a@example.org").model_copy(update={"submitted_at": yesterday}),
+        _message("c@example.org"),
+    ]
+    already = await personal.seal_message(_message("d@example.org"))
+    sealed = await personal.seal_messages([*clear, already])
+    assert sealed[-1] is already, "a sealed message is left as it is"
+    for before, after in zip(clear, sealed, strict=False):
+        assert is_personal(after.to) and is_personal(after.body)
+        assert after.recipient_tag == personal.tag(before.group_id, before.to)
+        assert key_id_of(after.body).endswith(day_of(before.submitted_at))
+    # Each alone opens to what the batch opens to, in another process too (nothing cached).
+    fresh = PersonalData(nc, personal.keys._box)
+    for reader in (personal, fresh):
+        opened = await reader.open_messages(sealed)
+        assert [m.to for m in opened] == [m.to for m in clear] + ["d@example.org"]
+        assert all(m.body == "Your appointment is at 10:00" for m in opened)
+        assert [(await reader.open_message(s)).to for s in sealed] == [m.to for m in opened]
+    await personal.erase("g1", "a@example.org")
+    gone = await PersonalData(nc, personal.keys._box).open_messages(sealed)
+    assert [m.to for m in gone] == [
+        ERASED,
+        "b@example.org",
+        ERASED,
+        "c@example.org",
+        "d@example.org",
+    ]
