@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from hypothesis import settings
 from nats.aio.client import Client
 
 from shared.bus.topology import ensure_streams
@@ -18,6 +19,12 @@ from tests.support.postgres import PostgresServer, create_database, drop_databas
 from tests.support.services import require
 
 pytest_plugins = ["tests.support.watchdog"]
+
+# Property tests check what the domain answers, not how fast: on two shared cores one example
+# can take 300 ms for want of CPU, and Hypothesis' per-example deadline would call that a
+# failure. Tests that set their own deadline keep it.
+settings.register_profile("stagger", deadline=None)
+settings.load_profile("stagger")
 
 # The tests' SMTP, IMAP and SMS servers listen on loopback, as under `stagger up`; tests of the
 # allow-list itself pass their own (tests/integration/security/test_outbound_destinations.py).

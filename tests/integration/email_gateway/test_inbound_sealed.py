@@ -108,7 +108,7 @@ async def test_inbound_mail_is_sealed_opened_for_staff_and_erased_with_the_sende
         email_settings(server.port, imap=imap_settings(dovecot, user, sent_folder=None))
     )
     dovecot.append(user, "INBOX", letter(sender, subject, filename, message_id))
-    personal = PersonalData(email.nc, email.box)
+    personal = await PersonalData(email.nc, email.box).ready()
     g = email.group_id
     async with email.gateway(database_url) as gw:
         await email.tick(site, 10, receive=True)
