@@ -39,13 +39,16 @@ from shared.eventstore import EventStore
 from shared.runtime.nats_server import free_port, port_open
 from shared.secrets import SecretBox, generate_key
 from tests.support.postgres import create_database, drop_database
-from tests.support.processes import PORT_VARS, ServiceProcess, service_env, start_service
+from tests.support.processes import PORT_VARS, ServiceProcess, service_env
 
 ADMIN_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 SITES = 16
 PER_SITE = 50
 MESSAGES = SITES * PER_SITE
 ROUNDS = 3
+PATIENCE = 180.0
+"""Seconds a replica may take to be ready (five times that for a round): the machines these
+run on are shared, and a loaded one once took over 60 s to start a gateway."""
 
 
 def postgres_missing() -> str | None:
@@ -82,10 +85,10 @@ class Replicas:
         self.second: ServiceProcess | None = None
 
     async def start_first(self) -> None:
-        self.first = await asyncio.to_thread(start_service, self.service, self._env("one"))
+        self.first = await asyncio.to_thread(self._start, "one")
 
     async def start_second(self) -> None:
-        self.second = await asyncio.to_thread(start_service, self.service, self._env("two"))
+        self.second = await asyncio.to_thread(self._start, "two")
 
     async def stop_second(self) -> None:
         if self.second is not None:
@@ -96,6 +99,11 @@ class Replicas:
         await self.stop_second()
         if self.first is not None:
             await asyncio.to_thread(self.first.stop)
+
+    def _start(self, name: str) -> ServiceProcess:
+        env = self._env(name)
+        service = ServiceProcess(self.service, env, int(env[PORT_VARS[self.service]])).start()
+        return service.wait_ready(timeout=PATIENCE)
 
     def _env(self, name: str) -> dict[str, str]:
         # Same database and NATS, own var directory and HTTP port.
@@ -224,7 +232,7 @@ class Scaleout:
             async def all_sent() -> bool:
                 return await self._sent() - before >= MESSAGES
 
-            await _until(all_sent, 300, f"every {self.channel} message sent")
+            await _until(all_sent, PATIENCE * 5, f"every {self.channel} message sent")
             end_to_end = MESSAGES / (time.perf_counter() - started)
         finally:
             ticking.cancel()
