@@ -69,15 +69,11 @@ class Reconciled:
 
 @dataclass(frozen=True)
 class AccountLimitsSpec:
-    """Hard limits of a provider account: minimum spacing, burst, rolling daily cap, and how
-    many of its sends one replica may have in flight at once."""
+    """Hard limits of a provider account: minimum spacing, burst, rolling daily cap."""
 
     interval: timedelta | None = None
     burst: int = 1
     daily_cap: int | None = None
-    parallel: int | None = None
-    """Sends the account takes at once from one replica (its SMTP connections); None: only
-    the replica's send slots bound them."""
 
 
 class ChannelAdapter(Protocol):

@@ -25,12 +25,8 @@ from shared.dispatch.tuning import SHORT_TICK_SECONDS, EngineTuning
 from shared.events.codec import UndecodableEvent, decode
 from shared.events.schemas.dispatch import Release
 from shared.events.schemas.ticks import TickIssued
-from shared.sites import Site
 
 log = logging.getLogger(__name__)
-
-CLAIM_MAX = 200
-"""Most messages one claim takes (one statement, one lease written for all of them)."""
 
 
 def pace_key(site_id: str) -> str:
@@ -154,14 +150,13 @@ class Ticks:
         if spacing > timedelta(0) and not tick.manual and tick.scope == "site" and tick.site_id:
             run.pace = pace_key(tick.site_id)
             run.pacer = flight.pacer_for(tick.site_id)
-        at_once = self._at_once(sites[0])
         while remaining > 0 and not flight.draining:
             now = self.clock.now()
             if now > tick.not_after:
                 break
             batch = await self.queue.claim(
                 [s.site_id for s in sites],
-                min(remaining, CLAIM_MAX) if run.pace is not None else min(remaining, at_once),
+                min(remaining, 200),
                 now=now,
                 lease=timedelta(seconds=self.tuning.lease_seconds),
                 release=release,
@@ -196,7 +191,7 @@ class Ticks:
             # connections would otherwise idle between batches), but never hold more than about
             # two batches' worth of leases at once. Counted until their provider call ends,
             # not until their outcome is recorded: the recorder lingers to group its commits.
-            while run.pace is None and len(run.calling) > at_once:
+            while run.pace is None and len(run.calling) > self.tuning.parallel_sends:
                 run.called.clear()
                 await run.called.wait()
             run.tasks = {t for t in run.tasks if not t.done()}
@@ -212,25 +207,6 @@ class Ticks:
             run.tasks.clear()
         self.relay.nudge()
         return attempted
-
-    def _at_once(self, site: Site) -> int:
-        """How many sends a tick that sends as soon as it may keeps in flight, and claims at a
-        time: the replica's send slots, or fewer if the account takes fewer at once.
-
-        The next batch is claimed while this one is in flight, so a tick holds at most about
-        twice this many leases. Claiming up to `CLAIM_MAX` at once leased a whole account's
-        queue to the replica that took its tick, to wait for that replica's few send slots,
-        while another replica with free slots found nothing left to claim (`sms.scaleout`
-        measured two replicas at 1.53 times one). And sends beyond what the account takes at
-        once (an SMTP account's pooled connections) waited for a connection holding a send
-        slot that another account's sends could have used. Spaced ticks take no send slot
-        until each message's turn and claim the rest of their budget.
-        """
-        at_once = self.tuning.parallel_sends
-        parallel = self.adapter.limits_for(site).parallel
-        if parallel is not None:
-            at_once = min(at_once, parallel)
-        return max(1, min(at_once, CLAIM_MAX))
 
     async def _more_arrived(self, tick: TickIssued) -> bool:
         """For an immediate-mode tick (an account's, valid for about a second): wait for intake

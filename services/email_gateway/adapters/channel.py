@@ -113,11 +113,6 @@ class EmailAdapter:
             interval=timedelta(seconds=60.0 / per_minute) if per_minute else None,
             burst=1,
             daily_cap=hard["per_day"],
-            # A send beyond the account's pooled connections waits for one while holding a
-            # send slot of the replica that other accounts' sends could use.
-            parallel=(
-                self.settings.smtp_connections_per_account if email.transport == "smtp" else None
-            ),
         )
         smtp: SmtpAccount | SecretKeyError | CredentialError | None = None
         if account is not None and email.smtp.host is not None:
