@@ -43,8 +43,8 @@ class SimProcess:
         """Base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        """Start the process and wait until `/healthz` answers."""
+    async def start(self, timeout: float = 20) -> None:
+        """Start the process and wait (up to `timeout` seconds) until `/healthz` answers."""
         # The developer's own STAGGER_SIM_* settings must not leak into tests.
         env = {k: v for k, v in os.environ.items() if not k.startswith("STAGGER_SIM_")}
         env.update(
@@ -70,7 +70,7 @@ class SimProcess:
             except httpx.HTTPError:
                 return False
 
-        await wait_until(healthy, timeout=20, message="simulator /healthz")
+        await wait_until(healthy, timeout=timeout, message="simulator /healthz")
 
     def log(self) -> str:
         """Everything the process printed so far."""
