@@ -42,13 +42,12 @@ class Ledger:
             condition = m.c.message_id == message_id
         else:
             condition = m.c.provider_message_id == provider_message_id
+        # The id names a row or two; the sites are checked here. Bound as an IN list they
+        # were one parameter per site of the account (250 for the load test's accounts),
+        # compiled anew for every receipt that came before its send was recorded.
         async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    sa.select(m.c.state).where(condition, m.c.site_id.in_(sorted(sites)))
-                )
-            ).first()
-        return row.state if row is not None else None
+            rows = await session.execute(sa.select(m.c.site_id, m.c.state).where(condition))
+            return next((r.state for r in rows if r.site_id in sites), None)
 
     async def sent_message(self, message_id: str, group_id: str) -> SentMessage | None:
         """The group's sent message of this id (ids are unique per site only: another group's

@@ -16,6 +16,18 @@ sa.Index(
     "ix_sms_messages_recipient_sent", DISPATCH.messages.c.recipient, DISPATCH.messages.c.sent_at
 )
 
+# From sms_0014: claims of an account's many sites read the queue in claim order
+# (`shared.dispatch.queue.sql.claim_sites`) instead of sorting every queued message of them.
+_m = DISPATCH.messages
+sa.Index(
+    "ix_sms_messages_queue_order",
+    _m.c.state,
+    _m.c.accepted_at,
+    _m.c.intake_seq,
+    _m.c.message_id,
+    _m.c.site_id,
+)
+
 webhook_events = sa.Table(
     "sms_webhook_events",
     metadata,

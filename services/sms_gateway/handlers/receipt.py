@@ -18,6 +18,8 @@ from services.sms_gateway.adapters.ledger import Ledger
 from services.sms_gateway.adapters.providers.base import Receipt
 from shared.dispatch import schema
 from shared.dispatch.queue import MessageQueue
+from shared.dispatch.queue.receipts import ReceiptIn
+from shared.dispatch.receipt_group import ReceiptGroup
 from shared.sites import SiteDirectory
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ class ReceiptHandler:
         self._wake_relay = wake_relay
         self._resume_held = resume_held
         self._background: set[asyncio.Task[None]] = set()
+        # Receipts arriving together share a transaction (`receipt_group`); one group per
+        # queue (the engine's, made when it starts).
+        self._group: ReceiptGroup | None = None
 
     async def handle(self, receipt: Receipt, provider: str) -> ReceiptResult:
         """Settle the receipt's message (idempotent)."""
@@ -61,14 +66,16 @@ class ReceiptHandler:
         lines = self._account_sites.on_account(self._sites(), provider, receipt.account_id)
         accounts = {s.account for s in lines if s.account}
         sites = {s.site_id for s in lines}
-        matched = await self._queue().receipt(
-            accounts=accounts,
-            message_id=receipt.reference,
-            provider_message_id=None if receipt.reference else receipt.provider_message_id,
-            delivered=receipt.delivered,
-            occurred_at=receipt.occurred_at,
-            raw_status=receipt.raw_status,
-            reason=receipt.error or "",
+        matched = await self._grouped().receipt(
+            ReceiptIn(
+                accounts=accounts,
+                message_id=receipt.reference,
+                provider_message_id=None if receipt.reference else receipt.provider_message_id,
+                delivered=receipt.delivered,
+                occurred_at=receipt.occurred_at,
+                raw_status=receipt.raw_status,
+                reason=receipt.error or "",
+            )
         )
         if matched is not None:
             self._wake_relay()
@@ -81,8 +88,16 @@ class ReceiptHandler:
             return ReceiptResult("retry")
         return ReceiptResult("ignored")
 
+    def _grouped(self) -> ReceiptGroup:
+        queue = self._queue()
+        if self._group is None or self._group.queue is not queue:
+            self._group = ReceiptGroup(queue)
+        return self._group
+
     async def settled(self) -> None:
         """Wait for the work receipts started in the background."""
+        if self._group is not None:
+            await self._group.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from shared.dispatch import schema
 from shared.dispatch.queue.core import QueueCore
 from shared.dispatch.queue.records import Claimed, Key
-from shared.dispatch.queue.sql import keyed, picked, utc
+from shared.dispatch.queue.sql import claim_order, claim_sites, keyed, picked, utc
 from shared.events.schemas.dispatch import (
     Release,
 )
@@ -35,20 +35,20 @@ class Claims(QueueCore):
             return []
         now = now or datetime.now(UTC)
         m = self.t.messages
-        eligible = (
-            sa.select(m.c.site_id, m.c.message_id)
-            .where(
-                m.c.site_id.in_(list(site_ids)),
-                m.c.state == schema.QUEUED,
-                sa.or_(m.c.next_attempt_at.is_(None), m.c.next_attempt_at <= now),
-                sa.or_(m.c.not_before.is_(None), m.c.not_before <= now),
-            )
-            .order_by(m.c.accepted_at, m.c.intake_seq, m.c.message_id)
-            .limit(limit)
-        )
-        if exclude:
-            eligible = eligible.where(sa.not_(keyed(m, exclude)))
         async with self.db() as session, session.begin():
+            eligible = (
+                sa.select(m.c.site_id, m.c.message_id)
+                .where(
+                    claim_sites(session, m, site_ids),
+                    m.c.state == schema.QUEUED,
+                    sa.or_(m.c.next_attempt_at.is_(None), m.c.next_attempt_at <= now),
+                    sa.or_(m.c.not_before.is_(None), m.c.not_before <= now),
+                )
+                .order_by(claim_order(session, m, site_ids), m.c.intake_seq, m.c.message_id)
+                .limit(limit)
+            )
+            if exclude:
+                eligible = eligible.where(sa.not_(keyed(m, exclude)))
             result = await session.execute(
                 sa.update(m)
                 .where(picked(session, m, eligible), m.c.state == schema.QUEUED)
