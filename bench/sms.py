@@ -93,7 +93,9 @@ class Bench:
                 "STAGGER_SMS_GATEWAY_PARALLEL_SENDS": str(IN_FLIGHT),
             },
         )
-        self.gateway = await asyncio.to_thread(start_service, "sms_gateway", env)
+        # Generous: on a shared, busy machine the gateway's start alone took over a minute.
+        gateway = start_service("sms_gateway", env, wait=False)
+        self.gateway = await asyncio.to_thread(gateway.wait_ready, 300)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.gateway.stop)

@@ -70,7 +70,8 @@ class SimProcess:
             except httpx.HTTPError:
                 return False
 
-        await wait_until(healthy, timeout=20, message="simulator /healthz")
+        # Generous: on a shared, busy machine the simulator's imports alone took over 20 s.
+        await wait_until(healthy, timeout=90, message="simulator /healthz")
 
     def log(self) -> str:
         """Everything the process printed so far."""
