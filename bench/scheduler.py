@@ -10,7 +10,8 @@
 Sessions start on whole minutes, but each site's grid starts its own offset (a hash of site
 and channel, `shared.domain.ticks.grid_offset`) into the minute, so the scheduler meets a
 steady stream of ticks rather than one burst of 20,000 at the top of the minute. It publishes
-ticks `STAGGER_SCHEDULER_PUBLISH_AHEAD_SECONDS` (1 s) ahead with `not_before` = the instant,
+ticks at least `STAGGER_SCHEDULER_PUBLISH_AHEAD_SECONDS` (1 s) ahead with `not_before` = the
+instant, further when its measured publish rate needs it (docs/scheduler.md, "Look-ahead"),
 so a negative lag means the tick was stored early; gateways hold early ticks until
 `not_before`. The entry reports the true p99, no floor. Because value and goal can have
 opposite signs, `ratio` is the goal ÷ max(p99, 1 ms) (≥ 1 meets the goal); the raw p99 is the
@@ -194,6 +195,23 @@ async def wait_ready(process: subprocess.Popen[bytes], url: str, timeout: float 
     raise RuntimeError("scheduler not ready in time")
 
 
+async def look_ahead(url: str) -> tuple[float, float]:
+    """The scheduler's look-ahead in force (s) and the publish rate it judged it from."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith(
+            ("stagger_scheduler_publish_ahead_seconds", "stagger_scheduler_publish_rate")
+        )
+    }
+    return (
+        values.get("stagger_scheduler_publish_ahead_seconds", float("nan")),
+        values.get("stagger_scheduler_publish_rate", float("nan")),
+    )
+
+
 async def read_lags(nc: Client, lo: datetime, hi: datetime) -> dict[datetime, list[float]]:
     """Lag (ms) of every stored tick scheduled in [lo, hi), grouped by minute."""
     js = nc.jetstream()
@@ -242,6 +260,7 @@ async def tick_lag(nats_url: str) -> list[Result]:
             # Ticks are spread over each minute: the window's last ones fall just before `end`.
             await asyncio.sleep((end + timedelta(seconds=2) - datetime.now(UTC)).total_seconds())
             cpu = (cpu_seconds(process.pid) - cpu_before) / (time.perf_counter() - wall_before)
+            ahead, publish_rate = await look_ahead(url)
         finally:
             process.terminate()
             await asyncio.to_thread(process.wait, 30)
@@ -270,7 +289,9 @@ async def tick_lag(nats_url: str) -> list[Result]:
             ratio_floor=1.0,
             notes=(
                 f"p99 lag (stored − scheduled, negative = stored before the instant) "
-                f"{p99:.0f} ms of {len(everything)}/{expected} ticks, published 1 s ahead, "
+                f"{p99:.0f} ms of {len(everything)}/{expected} ticks, published at least 1 s "
+                f"ahead (the look-ahead adapts to the measured publish rate: {ahead:.2f} s at "
+                f"the end, judged from {publish_rate:,.0f} ticks/s), "
                 f"each site's grid offset inside the minute (a hash of site and channel); "
                 f"raw burst: pipelined JetStream publishing of one minute's {burst} ticks "
                 f"as one burst took {burst_ms:.0f} ms ({raw_rate:,.0f} msg/s) — the lag if "
@@ -285,6 +306,8 @@ async def tick_lag(nats_url: str) -> list[Result]:
                 "p99_ms": round(p99, 1),
                 "max_ms": round(max(everything), 1),
                 "raw_burst_ms": round(burst_ms, 1),
+                "look_ahead_s_at_end": round(ahead, 3),
+                "measured_publish_rate": round(publish_rate),
                 "per_minute": per_minute,
                 "ticks": len(everything),
                 "expected_ticks": expected,

@@ -61,7 +61,11 @@ class Bench:
         self.http = httpx.AsyncClient(
             trust_env=False,
             timeout=30,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            # Idle connections dropped before the simulator's own 5 s keep-alive closes them:
+            # a request on a connection closed under it failed the raw loop (ReadError).
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0
+            ),
         )
         self.round = 0
 
@@ -89,7 +93,9 @@ class Bench:
                 "STAGGER_SMS_GATEWAY_PARALLEL_SENDS": str(IN_FLIGHT),
             },
         )
-        self.gateway = await asyncio.to_thread(start_service, "sms_gateway", env)
+        # Generous: on a shared, busy machine the gateway's start alone took over a minute.
+        gateway = start_service("sms_gateway", env, wait=False)
+        self.gateway = await asyncio.to_thread(gateway.wait_ready, 300)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.gateway.stop)
@@ -225,7 +231,12 @@ class Bench:
                     "from": "Bench",
                     "body": data["body"],
                 }
-                response = await self.http.post(url, json=body, headers=headers)
+                try:
+                    response = await self.http.post(url, json=body, headers=headers)
+                except httpx.TransportError:
+                    # A busy machine's simulator may drop a connection; once more (a
+                    # duplicate debit only ends the round's wait sooner, never later).
+                    response = await self.http.post(url, json=body, headers=headers)
                 assert response.status_code in (200, 201), response.text
             await msg.ack()
 

@@ -61,6 +61,7 @@ class SchedulerService(BaseService):
             grace=timedelta(seconds=cfg.grace_seconds),
             prepare_ahead=timedelta(seconds=cfg.prepare_ahead_seconds),
             publish_ahead=timedelta(seconds=cfg.publish_ahead_seconds),
+            publish_ahead_max=timedelta(seconds=cfg.publish_ahead_max_seconds),
             batch_size=cfg.publish_batch_size,
         )
         self.directory = SiteDirectory(self.timer)

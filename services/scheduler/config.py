@@ -30,15 +30,27 @@ class SchedulerConfig(BaseSettings):
         ge=0,
         le=30,
         description="How long before their instant ticks are built and encoded, so that at "
-        "the instant only publishing is left.",
+        "the instant only publishing is left; ticks are built this much minus "
+        "PUBLISH_AHEAD_SECONDS (at least 0.5 s) beyond PUBLISH_AHEAD_MAX_SECONDS.",
     )
     publish_ahead_seconds: float = Field(
         default=1.0,
         ge=0,
         le=30,
-        description="How long before their instant ticks are published (with not_before = the "
-        "instant; gateways hold them until then), so that a burst of ticks sharing one instant "
-        "is stored in time. 0 publishes at the instant.",
+        description="The least time before their instant ticks are published (with not_before = "
+        "the instant; gateways hold them until then). The scheduler publishes further ahead "
+        "when the ticks in sight need it at the publish rate it measures (a burst of ticks "
+        "sharing one instant, a slow or busy machine), up to PUBLISH_AHEAD_MAX_SECONDS. "
+        "0 publishes at the instant.",
+    )
+    publish_ahead_max_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=60,
+        description="The most time before their instant ticks are published however slow "
+        "publishing is (gateways hold early ticks that long; a tick published early keeps the "
+        "settings it was built with). Ticks are built this far ahead plus the preparation "
+        "margin. Equal to (or below) PUBLISH_AHEAD_SECONDS: a fixed look-ahead.",
     )
     publish_batch_size: int = Field(
         default=20_000,

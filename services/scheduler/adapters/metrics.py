@@ -38,3 +38,12 @@ SEND_NOW = Counter(
     "`dead_letter` (malformed).",
     ["outcome"],
 )
+PUBLISH_AHEAD = Gauge(
+    "stagger_scheduler_publish_ahead_seconds",
+    "How far ahead of their instants ticks are published now (grows with the ticks in sight "
+    "when publishing is slow; between PUBLISH_AHEAD_SECONDS and PUBLISH_AHEAD_MAX_SECONDS).",
+)
+PUBLISH_RATE = Gauge(
+    "stagger_scheduler_publish_rate",
+    "Ticks a second this replica published lately (batches weighted by size).",
+)

@@ -3,12 +3,14 @@
 * Each schedule (a site's staggered SMS or email cycles, or a provider account in immediate
   SMS mode) has exactly one live heap entry: its next slot. Popping it pushes the following
   one, so 20,000 schedules cost a heap of 20,000 entries and no database work per tick.
-* Ticks are built and encoded `prepare_ahead` before their instant and published
-  `publish_ahead` before it, with `not_before` = the instant: a gateway that takes one early
-  holds it until then. Sessions start on the minute, so thousands of schedules share an
-  instant; publishing ahead means such a burst is stored before the instant instead of
-  arriving late (publishing 20,000 ticks takes a Python process well over 100 ms).
-  Everything due at once goes out in batches.
+* Ticks are published ahead of their instant, with `not_before` = the instant: a gateway that
+  takes one early holds it until then. How far ahead follows `domain.lookahead`: at least
+  `publish_ahead`, more when the ticks in sight carry more than this replica publishes in
+  time at the rate it measured lately (publishing 20,000 ticks takes a Python process well
+  over 100 ms, longer on a slow or busy machine), at most `publish_ahead_max`. Ticks are built
+  and encoded before that: up to `publish_ahead_max` plus the preparation margin ahead, so a
+  burst is in sight before the look-ahead has to grow for it. Everything due at once goes
+  out in batches.
 * A settings change replaces a schedule's plan under a new generation number: its old heap
   entry and any tick prepared from it are dropped, and the new plan starts from now (minus the
   grace), so a new session ticks at once and a removed one stops at once.
@@ -22,6 +24,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -31,6 +34,7 @@ from nats.js.api import PubAck
 from services.scheduler.adapters import metrics
 from services.scheduler.adapters.clock import Clock
 from services.scheduler.adapters.issuing import TickSink, account_tick, site_tick
+from services.scheduler.domain.lookahead import LookAheadRule, PublishRate
 from services.scheduler.domain.planning import (
     MICROSECOND,
     AccountMember,
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 Scope = Literal["site", "account"]
 Key = tuple[str, str, str]
 """("site", site id, channel) or ("account", account id, "sms")."""
+JUDGE_EVERY = timedelta(milliseconds=250)
+"""How often the look-ahead is recomputed (well inside the preparation margin)."""
 
 
 @dataclass
@@ -87,15 +93,23 @@ class TickTimer:
         grace: timedelta = timedelta(seconds=1),
         prepare_ahead: timedelta = timedelta(seconds=1),
         publish_ahead: timedelta = timedelta(0),
+        publish_ahead_max: timedelta | None = None,
         batch_size: int = 20_000,
     ) -> None:
         self.sink = sink
         self.clock = clock
         self.account_period = account_period
         self.grace = grace
+        ceiling = max(publish_ahead, publish_ahead_max or publish_ahead)
+        self.rule = LookAheadRule(publish_ahead.total_seconds(), ceiling.total_seconds())
+        self.rate = PublishRate()
+        # The look-ahead in force (recomputed as ticks come into sight and batches go out).
         self.publish_ahead = publish_ahead
-        # Ticks must be built before they can be published.
-        self.prepare_ahead = max(prepare_ahead, publish_ahead + timedelta(milliseconds=500))
+        # Ticks must be built before they can be published: as far ahead as the look-ahead
+        # can grow, plus a margin, so a burst is seen while there is still time to grow it.
+        margin = max(prepare_ahead - publish_ahead, timedelta(milliseconds=500))
+        self.prepare_ahead = ceiling + margin
+        self._judged_at: datetime | None = None
         self.batch_size = batch_size
         self._schedules: dict[Key, _Schedule] = {}
         self._site_accounts: dict[str, str] = {}
@@ -232,6 +246,7 @@ class TickTimer:
             while not self._stopping:
                 self._wake.clear()
                 await self._prepare(self.clock.now())
+                self._judge(self.clock.now())
                 batch = self._take_due(self.clock.now())
                 if batch:
                     await self._publish(batch)
@@ -246,7 +261,22 @@ class TickTimer:
             candidates.append(self._ready_at[0] - self.publish_ahead)
         if self._heap:
             candidates.append(self._heap[0][0] - self.prepare_ahead)
+        if self._ready_at and self._judged_at is not None and self.rule.ceiling > self.rule.floor:
+            candidates.append(self._judged_at + JUDGE_EVERY)  # ticks in sight may need more
         return min(candidates) if candidates else None
+
+    def _judge(self, now: datetime) -> None:
+        """Set the look-ahead for the ticks built so far and the rate measured lately (at
+        most every `JUDGE_EVERY`: it sorts every built instant)."""
+        if self.rule.ceiling <= self.rule.floor:
+            return  # fixed
+        if self._judged_at is not None and now - self._judged_at < JUDGE_EVERY:
+            return
+        self._judged_at = now
+        due = sorted((instant.timestamp(), len(ticks)) for instant, ticks in self._ready.items())
+        seconds = self.rule.seconds(due, self.rate.per_second)
+        self.publish_ahead = timedelta(seconds=seconds)
+        metrics.PUBLISH_AHEAD.set(seconds)
 
     async def _prepare(self, now: datetime) -> None:
         """Build the ticks due up to `now + prepare_ahead`, advancing each schedule."""
@@ -322,7 +352,12 @@ class TickTimer:
         return batch
 
     async def _publish(self, batch: list[_Prepared]) -> None:
+        began = time.perf_counter()
         results = await self.sink.publish([p.message for p in batch])
+        # Real seconds, whatever the clock: the rate says how fast this machine publishes.
+        ended = time.perf_counter()
+        self.rate.observe(len(batch), ended - began, ended)
+        metrics.PUBLISH_RATE.set(self.rate.per_second)
         done = self.clock.now()
         failed: list[object] = []
         for prepared, result in zip(batch, results, strict=True):

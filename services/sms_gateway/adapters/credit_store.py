@@ -13,13 +13,15 @@ row is where that decision lives), and the de-duplication window of a stream is 
 while a crossing can last for days.
 
 Reading the row for every balance would add a query to every send: the state read last is
-reused for `CACHE_SECONDS` as long as an observation changes nothing under it; any change is
-decided on a fresh read. A replica that reuses a state another replica has just changed only
-sees that change up to `CACHE_SECONDS` late.
+reused for `CACHE_SECONDS` as long as an observation changes nothing under it (and one read
+serves every send that finds it too old meanwhile); any change is decided on a fresh read. A
+replica that reuses a state another replica has just changed only sees that change up to
+`CACHE_SECONDS` late.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ class CreditStates:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._rows: dict[str, _Row] = {}
+        self._reading: dict[str, asyncio.Future[_Row]] = {}
 
     async def decide(
         self,
@@ -63,10 +66,11 @@ class CreditStates:
         """Apply `observation` to the account's state; `on_change` runs inside the
         transaction of the change (when this replica's change wins)."""
         cached = self._rows.get(account)
-        if cached is not None and time.monotonic() - cached.read_at < CACHE_SECONDS:
-            decision = observe(cached.state, observation, rules)
-            if decision.state == cached.state:
-                return decision
+        if cached is None or time.monotonic() - cached.read_at >= CACHE_SECONDS:
+            cached = await self._read_once(account, provider)
+        decision = observe(cached.state, observation, rules)
+        if decision.state == cached.state:
+            return decision
         for _ in range(ATTEMPTS):
             row = await self.read(account, provider)
             decision = observe(row.state, observation, rules)
@@ -75,6 +79,17 @@ class CreditStates:
             if await self._write(account, row, decision, observation, on_change):
                 return decision
         raise RuntimeError(f"could not change the credit state of {account}: too much contention")
+
+    async def _read_once(self, account: str, provider: str) -> _Row:
+        """`read`, shared by every send that finds the cached state too old while one read of
+        the account is under way: the sends in flight (16 by default) all came back to an
+        expired state at once and each read the row, a transaction per message."""
+        pending = self._reading.get(account)
+        if pending is None:
+            pending = self._reading[account] = asyncio.ensure_future(self.read(account, provider))
+            pending.add_done_callback(lambda _: self._reading.pop(account, None))
+        # Shielded: a cancelled send must not cancel the read the others wait for.
+        return await asyncio.shield(pending)
 
     async def read(self, account: str, provider: str) -> _Row:
         """The account's state as stored now (a new account starts not low)."""

@@ -43,7 +43,7 @@ class SimProcess:
         """Base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 20) -> None:
+    async def start(self, timeout: float = 90) -> None:
         """Start the process and wait (up to `timeout` seconds) until `/healthz` answers."""
         # The developer's own STAGGER_SIM_* settings must not leak into tests.
         env = {k: v for k, v in os.environ.items() if not k.startswith("STAGGER_SIM_")}
