@@ -3,7 +3,8 @@ engine's account limiter and queue, the opt-out log and the ledger."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,13 @@ class FakeLimits:
         return self.held.pop(account, None) is not None
 
 
+class _NoSession:
+    """A session whose transaction does nothing (the fake queue keeps its state in memory)."""
+
+    def begin(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
 @dataclass
 class FakeQueue:
     """The engine's queue as receipts and opt-outs use it: messages by (account, id)."""
@@ -155,6 +163,21 @@ class FakeQueue:
                 self.settled[mid] = delivered
                 return mid
         return None
+
+    @contextlib.asynccontextmanager
+    async def db(self) -> AsyncIterator[_NoSession]:
+        """The sessions a receipt group commits in: nothing to commit here."""
+        yield _NoSession()
+
+    async def settle_receipt(self, session: Any, item: Any) -> str | None:
+        """`receipt` as the receipt group calls it, inside its (here empty) transaction."""
+        accounts = item.accounts if item.accounts is not None else {a for a, _ in self.sent}
+        return await self.receipt(
+            accounts=accounts,
+            message_id=item.message_id,
+            provider_message_id=item.provider_message_id,
+            delivered=item.delivered,
+        )
 
     async def suppress_recipient(
         self, group_id: str, recipient: str, reason: str, category: str | None = None
