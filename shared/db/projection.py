@@ -183,6 +183,11 @@ class ProjectionRunner:
             try:
                 await self._run(follow=True)
             except PositionMoved:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # The cancel reached a commit that had just lost its compare-and-set, so
+                    # it surfaced as PositionMoved; going round again would outlive the cancel.
+                    raise asyncio.CancelledError from None
                 self.stats.moved += 1
                 log.info(
                     "projection position moved by another runner; resuming",
