@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from shared.dispatch import schema
 from shared.dispatch.adapter import SendResult
+from shared.dispatch.gathering import Gathering
 from shared.dispatch.queue import Claimed, Key, MessageQueue
 from shared.events.schemas.dispatch import MessageSent
 
@@ -76,11 +77,8 @@ class SentRecorder:
     ) -> None:
         self.queue = queue
         self._nudge = nudge
-        self.linger = linger
-        self.full = full
-        self._pending: list[_Sent] = []
+        self._pending: Gathering[_Sent] = Gathering(linger=linger, full=full, most=MAX_GROUP)
         self._wake = asyncio.Event()
-        self._filled = asyncio.Event()
         self.commits = 0
         self._provider_answer = _provider_answer(queue.t.messages)
 
@@ -88,10 +86,8 @@ class SentRecorder:
         """Record one message as sent; False if its lease had been lost meanwhile."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-        self._pending.append(_Sent(claimed, account, result, done, loop.time()))
+        self._pending.add(_Sent(claimed, account, result, done, loop.time()))
         self._wake.set()
-        if len(self._pending) >= self.full:
-            self._filled.set()
         return await done
 
     async def run(self) -> None:
@@ -100,8 +96,7 @@ class SentRecorder:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                await self._fill()
-                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                group = await self._pending.next_group()
                 try:
                     recorded = await self._commit_patiently(group)
                 except Exception as exc:
@@ -113,19 +108,6 @@ class SentRecorder:
                     if not item.done.done():
                         item.done.set_result(item.claimed.key in recorded)
                 self._nudge()
-
-    async def _fill(self) -> None:
-        """Until `full` outcomes are waiting or the oldest has waited `linger` seconds."""
-        deadline = self._pending[0].arrived + self.linger
-        while len(self._pending) < self.full:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return
-            self._filled.clear()
-            try:
-                await asyncio.wait_for(self._filled.wait(), left)
-            except TimeoutError:
-                return
 
     async def _commit_patiently(self, group: list[_Sent]) -> set[Key]:
         """`_commit`, retried through short database trouble (a lock, a failover): these

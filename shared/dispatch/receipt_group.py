@@ -22,6 +22,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.dispatch.gathering import Gathering
 from shared.dispatch.queue.receipts import ReceiptIn
 
 LINGER_SECONDS = 0.02
@@ -59,10 +60,7 @@ class ReceiptGroup:
         self, queue: ReceiptQueue, *, linger: float = LINGER_SECONDS, full: int = FULL_GROUP
     ) -> None:
         self.queue = queue
-        self.linger = linger
-        self.full = full
-        self._pending: list[_Waiting] = []
-        self._filled = asyncio.Event()
+        self._pending: Gathering[_Waiting] = Gathering(linger=linger, full=full, most=MAX_GROUP)
         self._committer: asyncio.Task[None] | None = None
         self.commits = 0
 
@@ -72,9 +70,7 @@ class ReceiptGroup:
             return None
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str | None] = loop.create_future()
-        self._pending.append(_Waiting(item, done, loop.time()))
-        if len(self._pending) >= self.full:
-            self._filled.set()
+        self._pending.add(_Waiting(item, done, loop.time()))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._run())
         return await done
@@ -89,8 +85,7 @@ class ReceiptGroup:
         group: list[_Waiting] = []
         try:
             while self._pending:
-                await self._fill()
-                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                group = await self._pending.next_group()
                 group.sort(key=_order)
                 try:
                     results = await self._commit([w.item for w in group])
@@ -108,22 +103,9 @@ class ReceiptGroup:
         finally:
             # Stopped (cancelled at shutdown): no webhook may wait for ever; unanswered, each
             # is delivered again by its provider.
-            for waiting in [*group, *self._pending]:
+            for waiting in [*group, *self._pending.take_all()]:
                 if not waiting.done.done():
                     waiting.done.set_exception(RuntimeError("receipts not recorded: stopping"))
-
-    async def _fill(self) -> None:
-        """Until `full` receipts wait or the oldest has waited `linger` seconds."""
-        deadline = self._pending[0].arrived + self.linger
-        while len(self._pending) < self.full:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return
-            self._filled.clear()
-            try:
-                await asyncio.wait_for(self._filled.wait(), left)
-            except TimeoutError:
-                return
 
     async def _commit(self, items: list[ReceiptIn]) -> list[str | None]:
         queue = self.queue

@@ -150,6 +150,14 @@ def install(console: Console, app: FastAPI) -> None:
             loaded=console.suppression.ready.is_set(),
         )
 
+    async def admin_form(request: Request, refusal: str) -> tuple[Any, User]:
+        """The posted form and its user, who must administer their group (else `refusal`)."""
+        form = await console.form(request)
+        user = await console.user(request)
+        if not user.who.administers_group(user.who.group_id):
+            raise Forbidden(refusal)
+        return form, user
+
     @app.get("/optouts")
     async def optouts(request: Request) -> Response:
         return await page(request, await console.user(request))
@@ -187,10 +195,9 @@ def install(console: Console, app: FastAPI) -> None:
 
     @app.post("/optouts/remove")
     async def remove_optout(request: Request) -> Response:
-        form = await console.form(request)
-        user = await console.user(request)
-        if not user.who.administers_group(user.who.group_id):
-            raise Forbidden("Only a group admin records that a patient opted back in.")
+        form, user = await admin_form(
+            request, "Only a group admin records that a patient opted back in."
+        )
         channel = str(form.get("channel"))
         recipient = str(form.get("recipient") or "")
         if channel not in CHANNELS or not recipient:
@@ -209,10 +216,9 @@ def install(console: Console, app: FastAPI) -> None:
     @app.post("/erasures")
     async def erase(request: Request) -> Response:
         """A group admin erases a patient's personal data (docs/privacy.md)."""
-        form = await console.form(request)
-        user = await console.user(request)
-        if not user.who.administers_group(user.who.group_id):
-            raise Forbidden("Only a group admin erases a patient's personal data.")
+        form, user = await admin_form(
+            request, "Only a group admin erases a patient's personal data."
+        )
         recipient = str(form.get("recipient") or "").strip()
         if not recipient or not form.get("confirmed"):
             return await page(
@@ -236,10 +242,9 @@ def install(console: Console, app: FastAPI) -> None:
         """A group admin downloads what Stagger holds about one patient (subject access), as
         `GET /api/v1/groups/{group}/recipients/{recipient}/export` answers it. A form post, so
         the number never travels in a URL."""
-        form = await console.form(request)
-        user = await console.user(request)
-        if not user.who.administers_group(user.who.group_id):
-            raise Forbidden("Only a group admin exports a patient's personal data.")
+        form, user = await admin_form(
+            request, "Only a group admin exports a patient's personal data."
+        )
         recipient = str(form.get("recipient") or "").strip()
         if not recipient:
             return await page(

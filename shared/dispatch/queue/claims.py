@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -73,22 +74,7 @@ class Claims(QueueCore):
             )
             rows = list(result.all())
         rows.sort(key=lambda r: (utc(r.accepted_at), r.intake_seq, r.message_id))
-        return await self.opened(
-            [
-                Claimed(
-                    r.message_id,
-                    r.group_id,
-                    r.site_id,
-                    r.recipient,
-                    MessageAccepted.model_validate(r.payload),
-                    r.attempts,
-                    release,
-                    utc(r.expires_at),
-                    r.traceparent,
-                )
-                for r in rows
-            ]
-        )
+        return await self.opened([_claimed(r, release) for r in rows])
 
     async def extend_lease(self, keys: Collection[Key], lease: timedelta) -> None:
         """Keep holding messages whose send is taking long."""
@@ -173,21 +159,28 @@ class Claims(QueueCore):
                     m.c.attempts,
                     m.c.released_by,
                     m.c.expires_at,
+                    m.c.traceparent,
                 )
             )
             rows = result.all()
         return await self.opened(
             [
-                Claimed(
-                    r.message_id,
-                    r.group_id,
-                    r.site_id,
-                    r.recipient,
-                    MessageAccepted.model_validate(r.payload),
-                    r.attempts,
-                    Release.model_validate(r.released_by) if r.released_by else None,
-                    utc(r.expires_at),
-                )
+                _claimed(r, Release.model_validate(r.released_by) if r.released_by else None)
                 for r in rows
             ]
         )
+
+
+def _claimed(row: sa.Row[Any], release: Release | None) -> Claimed:
+    """A claimed row as the sender takes it (still sealed: `opened` opens it)."""
+    return Claimed(
+        row.message_id,
+        row.group_id,
+        row.site_id,
+        row.recipient,
+        MessageAccepted.model_validate(row.payload),
+        row.attempts,
+        release,
+        utc(row.expires_at),
+        row.traceparent,
+    )
