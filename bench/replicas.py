@@ -129,6 +129,11 @@ async def alternate_replicas(
     return two, one
 
 
+SERVICE_KEY = generate_key()
+"""One service key for every benchmark of the run, as in a deployment: the first gateway to start
+seals the group's tag key in the shared NATS key-value bucket, and the next must open it."""
+
+
 class Scaleout:
     """The set-up both benchmarks share; a channel fills in the hooks below."""
 
@@ -141,7 +146,7 @@ class Scaleout:
         self.nats_url = nats_url
         self.var = var
         self.database_url = database_url
-        self.key = generate_key()
+        self.key = SERVICE_KEY
         self.sites: list[Any] = []
         self.round = 0
 

@@ -151,6 +151,15 @@ class Releaser:
                         )
                         handled.add(claimed.key)
                         continue
+                    if flight.send_slots.locked() and self.clock.now() > run.tick.not_after:
+                        # The tick's window is over and every send slot is busy: the rest go
+                        # back to the queue for the account's next tick, which a replica with
+                        # free slots may take. Kept here, a whole claim waited for this
+                        # replica's slots while another replica had nothing to send.
+                        await self._give_back(account, pending, handled)
+                        pending = []
+                        stop = True
+                        break
                     # Reserve limiter slots for the sends that can start now, and for the
                     # few that will get a send slot well within STALL. A whole batch's
                     # reservation went stale while the batch waited for send slots (whenever

@@ -12,13 +12,21 @@ from nats.aio.msg import Msg
 
 from shared.bus.pull_loop import ACK, Poison, Retry
 from shared.dispatch.adapter import SendResult
+from shared.dispatch.queue import Claimed
 from shared.dispatch.tuning import EngineTuning
 from shared.events.codec import encode
 from shared.events.envelope import make_event
 from shared.events.schemas.control import CancelRequested
 from shared.events.schemas.messages import MessageAccepted
 from shared.events.schemas.ticks import TickIssued
-from tests.support.fakes.dispatch import accepted, fake_world, tick
+from shared.sites import Site
+from tests.support.fakes.dispatch import (
+    FakeClock,
+    ScriptedProvider,
+    accepted,
+    fake_world,
+    tick,
+)
 
 
 def _msg(data: object, subject: str) -> Msg:
@@ -198,3 +206,39 @@ async def test_a_wait_that_tried_nothing_uses_no_attempt() -> None:
     world.clock.at = row.retry_at
     assert await world.engine.run_tick(tick(world.clock, budget=1)) == 1
     assert world.queue.states() == {"m1": "sent"}
+
+
+class _SlowFirstSend(ScriptedProvider):
+    """A provider whose first call outlasts the tick's whole window."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def send(self, claimed: Claimed, site: Site) -> SendResult:
+        if not self.calls:
+            self.clock.at += timedelta(minutes=2)
+        return await super().send(claimed, site)
+
+
+async def test_what_waits_for_a_send_slot_past_the_window_goes_back_to_the_queue() -> None:
+    # A replica whose slots are busy when a tick's window closes hands back the rest of its
+    # claim, so that the account's next tick (maybe another replica's) can send it.
+    clock = FakeClock()
+    world = fake_world(EngineTuning(parallel_sends=1), provider=_SlowFirstSend(clock))
+    world.clock.at = clock.at
+    world.provider.clock = world.clock  # type: ignore[attr-defined]
+    for n in range(8):
+        world.queue.add(accepted(f"m{n}"))
+    launched = await world.engine.run_tick(tick(world.clock, budget=8))
+    # m0 took the one slot and the window; m1 the slot after it, with the few launched ahead
+    # of a free slot (`Flight.soon_free`, at most 2 here); the rest went back.
+    assert 2 <= launched <= 4
+    assert len(world.provider.calls) == launched
+    back = {key[1]: row for key, row in world.queue.rows.items() if row.state != "sent"}
+    assert len(back) == 8 - launched
+    for name, row in back.items():
+        assert row.state == "queued" and row.attempts == 0, name
+    # The next tick sends them.
+    assert await world.engine.run_tick(tick(world.clock, budget=8)) == 8 - launched
+    assert sorted(world.queue.states().values()) == ["sent"] * 8
