@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -136,9 +137,13 @@ async def test_an_erased_number_and_body_are_nowhere_and_stay_suppressed(
                     assert stop.status_code == 202, stop.text
                 await wait_until(lambda: _opted_out(nc), timeout=30, message="the opt-out recorded")
 
-                exported = await api.get(f"/api/v1/groups/{group}/recipients/{phone}/export")
-                assert exported.status_code == 200, exported.text
-                held = exported.json()
+                # The reply reaches the export through its own read model, which may trail the
+                # opt-out by a moment on a busy machine.
+                held: dict[str, Any] = await wait_until(
+                    lambda: _export_with_reply(api, group, phone),
+                    timeout=30,
+                    message="the export holding the STOP reply",
+                )
                 assert [m["to"] for m in held["messages"]] == [phone]
                 assert [r["body"] for r in held["replies"]] == ["STOP"]
                 assert [o["how"] for o in held["opt_outs"]] == ["keyword"]
@@ -233,3 +238,13 @@ async def _has(nc: Client, message_id: str, event_type: str) -> bool:
 
 async def _opted_out(nc: Client) -> bool:
     return any(e.type == "stagger.optout.opted_out" for e in await events(nc, OPTOUTS))
+
+
+async def _export_with_reply(
+    api: httpx.AsyncClient, group: str, phone: str
+) -> dict[str, Any] | None:
+    """The recipient's export once it holds their reply (None before)."""
+    exported = await api.get(f"/api/v1/groups/{group}/recipients/{phone}/export")
+    assert exported.status_code == 200, exported.text
+    held: dict[str, Any] = exported.json()
+    return held if held["replies"] else None
